@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need, then runs every check: formatting, clippy, all tests.
+# This is the README's test command and what CI (.ci/run) runs, unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+bash scripts/setup.sh --test
+source scripts/env.sh
+
+step() { printf '\n== %s\n' "$*" >&2; }
+step "cargo fmt --check"
+cargo fmt --all -- --check
+# One profile (release) for clippy, tests and the demo, so libtorch's C++ shim is built once.
+step "cargo clippy"
+cargo clippy --release --all-targets --locked -- -D warnings
+step "cargo test"
+cargo test --release --locked --all-targets
+printf '\ntest.sh: all checks passed in %ss\n' "$((SECONDS - started))" >&2

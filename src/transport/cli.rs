@@ -1,0 +1,116 @@
+//! The command line: parse arguments, set up logging, call the pipeline, print results.
+//!
+//! Errors are printed once, here, with their whole cause chain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::build_info;
+use crate::inference::{self, DeviceChoice};
+
+/// Lung-nodule assist for chest CT: DICOM in, findings and reports out.
+#[derive(Debug, Parser)]
+#[command(name = "pulmo", version = build_info::VERSION_LINE, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging options shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log filter, in tracing's syntax (for example `info` or `pulmo=debug`).
+    #[arg(long = "log", env = "PULMO_LOG", default_value = "info", global = true)]
+    pub filter: String,
+    /// Log line format on standard error.
+    #[arg(long, env = "PULMO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// What pulmo can do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that libtorch works here: load the bundled smoke model and verify its output.
+    Selftest(SelftestArgs),
+}
+
+/// Arguments of `pulmo selftest`.
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, env = "PULMO_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
+    /// The smoke TorchScript model to load.
+    #[arg(long, default_value_os_t = inference::smoke::default_model_path())]
+    pub model: PathBuf,
+}
+
+/// Runs the command line and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("pulmo: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Selftest(args) => selftest(&args),
+    }
+}
+
+fn selftest(args: &SelftestArgs) -> anyhow::Result<ExitCode> {
+    let device = args.device.resolve()?;
+    let report = inference::smoke::run(&args.model, device)?;
+    println!(
+        "pulmo {}: libtorch ok on {} ({} values, max error {:.1e}, {:.0} ms)",
+        build_info::VERSION_LINE,
+        inference::device::describe(report.device),
+        report.values,
+        report.max_abs_error,
+        report.elapsed.as_secs_f64() * 1e3,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(args: &LogArgs) {
+    let filter = EnvFilter::try_new(&args.filter).unwrap_or_else(|err| {
+        eprintln!("pulmo: warning: ignoring log filter {:?}: {err}", args.filter);
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
