@@ -27,3 +27,4 @@
 pub mod build_info;
 pub mod inference;
 pub mod transport;
+pub mod volume;
