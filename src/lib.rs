@@ -25,6 +25,7 @@
 //! `docs/ARCHITECTURE.md` holds the picture and the threading model.
 
 pub mod build_info;
+pub mod findings;
 pub mod inference;
 pub mod transport;
 pub mod volume;

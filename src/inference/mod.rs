@@ -1,13 +1,20 @@
 //! Inference: TorchScript models on the CPU or a CUDA device.
 //!
-//! This stage knows tensors and devices; it never sees DICOM. Today it chooses the device
-//! and proves that libtorch runs ([`smoke`]); the per-device model thread and the
-//! cross-study batcher land here next.
+//! This stage knows tensors and devices; it never sees DICOM. It opens model bundles
+//! ([`manifest`]), chooses the device ([`device`]), and runs the network on one OS thread
+//! per device ([`engine`]) that batches tiles across studies ([`batcher`]). [`smoke`]
+//! proves that libtorch runs at all.
 
+pub mod batcher;
 pub mod device;
+pub mod engine;
+pub mod manifest;
 pub mod smoke;
 
+pub use batcher::BatchPolicy;
 pub use device::DeviceChoice;
+pub use engine::Engine;
+pub use manifest::{Bundle, Manifest, ManifestError};
 
 /// What can go wrong while choosing a device or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +35,8 @@ pub enum Error {
         #[source]
         source: tch::TchError,
     },
+    #[error("inference failed: {0}")]
+    Engine(String),
     #[error("model {path} gave wrong numbers: {detail}")]
     WrongOutput {
         path: std::path::PathBuf,

@@ -1,0 +1,116 @@
+//! Lung-RADS v2022 categories from nodule size and composition (baseline screening).
+//!
+//! Sizes are mean diameters rounded to 0.1 mm, as Lung-RADS v2022 asks. Only the size and
+//! type rules are applied: growth needs a prior exam, and category 4X needs features
+//! (spiculation, lymphadenopathy) that a radiologist judges.
+
+use serde::{Deserialize, Serialize};
+
+use super::NoduleType;
+
+/// A Lung-RADS v2022 assessment category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LungRads {
+    /// Negative: no lung nodules.
+    #[serde(rename = "1")]
+    Cat1,
+    /// Benign appearance or behaviour.
+    #[serde(rename = "2")]
+    Cat2,
+    /// Probably benign.
+    #[serde(rename = "3")]
+    Cat3,
+    /// Suspicious.
+    #[serde(rename = "4A")]
+    Cat4A,
+    /// Very suspicious.
+    #[serde(rename = "4B")]
+    Cat4B,
+}
+
+impl LungRads {
+    /// The category as printed in reports: `1`, `2`, `3`, `4A`, `4B`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LungRads::Cat1 => "1",
+            LungRads::Cat2 => "2",
+            LungRads::Cat3 => "3",
+            LungRads::Cat4A => "4A",
+            LungRads::Cat4B => "4B",
+        }
+    }
+}
+
+/// The baseline category of one nodule.
+///
+/// `solid_core_mm` matters only for part-solid nodules; without it the core is taken as
+/// small (< 6 mm).
+pub fn categorize(kind: NoduleType, diameter_mm: f64, solid_core_mm: Option<f64>) -> LungRads {
+    let d = super::round_to(diameter_mm, 1);
+    match kind {
+        NoduleType::Solid => match d {
+            d if d < 6.0 => LungRads::Cat2,
+            d if d < 8.0 => LungRads::Cat3,
+            d if d < 15.0 => LungRads::Cat4A,
+            _ => LungRads::Cat4B,
+        },
+        NoduleType::PartSolid => {
+            let core = super::round_to(solid_core_mm.unwrap_or(0.0), 1);
+            match (d, core) {
+                (d, _) if d < 6.0 => LungRads::Cat2,
+                (_, c) if c < 6.0 => LungRads::Cat3,
+                (_, c) if c < 8.0 => LungRads::Cat4A,
+                _ => LungRads::Cat4B,
+            }
+        }
+        NoduleType::GroundGlass if d < 30.0 => LungRads::Cat2,
+        NoduleType::GroundGlass => LungRads::Cat3,
+    }
+}
+
+/// The highest category of a study; category 1 when there are no nodules.
+pub fn overall(categories: impl IntoIterator<Item = LungRads>) -> LungRads {
+    categories.into_iter().max().unwrap_or(LungRads::Cat1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NoduleType::*;
+
+    #[test]
+    fn solid_thresholds_follow_v2022() {
+        for (d, want) in [
+            (3.0, LungRads::Cat2),
+            (5.94, LungRads::Cat2),
+            (5.96, LungRads::Cat3),
+            (7.9, LungRads::Cat3),
+            (8.0, LungRads::Cat4A),
+            (14.9, LungRads::Cat4A),
+            (15.0, LungRads::Cat4B),
+        ] {
+            assert_eq!(categorize(Solid, d, None), want, "{d} mm");
+        }
+    }
+
+    #[test]
+    fn part_solid_is_driven_by_the_solid_core() {
+        assert_eq!(categorize(PartSolid, 5.0, Some(3.0)), LungRads::Cat2);
+        assert_eq!(categorize(PartSolid, 12.0, Some(4.0)), LungRads::Cat3);
+        assert_eq!(categorize(PartSolid, 12.0, Some(6.5)), LungRads::Cat4A);
+        assert_eq!(categorize(PartSolid, 20.0, Some(8.0)), LungRads::Cat4B);
+        assert_eq!(categorize(PartSolid, 12.0, None), LungRads::Cat3);
+    }
+
+    #[test]
+    fn ground_glass_changes_category_at_30_mm() {
+        assert_eq!(categorize(GroundGlass, 29.9, None), LungRads::Cat2);
+        assert_eq!(categorize(GroundGlass, 30.0, None), LungRads::Cat3);
+    }
+
+    #[test]
+    fn overall_takes_the_worst() {
+        assert_eq!(overall([]), LungRads::Cat1);
+        assert_eq!(overall([LungRads::Cat3, LungRads::Cat4B, LungRads::Cat2]), LungRads::Cat4B);
+    }
+}

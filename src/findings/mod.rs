@@ -1,0 +1,149 @@
+//! Findings: what a radiologist acts on, in the domain's own words.
+//!
+//! A [`Finding`] is one nodule with its position, size, composition and score; this module
+//! also assigns Lung-RADS v2022 categories and the study-level summary. It knows nothing of
+//! DICOM, tensors or files: measurements arrive here already in millimetres.
+
+mod lung_rads;
+
+pub use lung_rads::{LungRads, categorize, overall};
+
+use serde::{Deserialize, Serialize};
+
+/// Composition of a nodule, from the attenuation of its voxels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoduleType {
+    /// Soft-tissue attenuation throughout.
+    Solid,
+    /// A solid core inside a ground-glass halo.
+    PartSolid,
+    /// Hazy increased attenuation that does not obscure vessels (non-solid).
+    GroundGlass,
+}
+
+/// Which lung a finding lies in, from the patient's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Laterality {
+    Left,
+    Right,
+}
+
+/// One nodule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// 1-based, in descending order of score within a report.
+    pub id: u32,
+    /// Centre in patient coordinates (LPS, mm).
+    pub center_patient_mm: [f64; 3],
+    /// Centre as `[column, row, slice]` voxel indices of the source series.
+    pub center_voxel: [u32; 3],
+    /// The source image through the centre.
+    pub sop_instance_uid: String,
+    pub instance_number: Option<i32>,
+    /// Mean of long and short axis on the axial plane (the Lung-RADS "diameter"), 0.1 mm.
+    pub diameter_mm: f64,
+    pub long_axis_mm: f64,
+    pub short_axis_mm: f64,
+    pub volume_mm3: f64,
+    pub mean_hu: f64,
+    #[serde(rename = "type")]
+    pub nodule_type: NoduleType,
+    /// Mean diameter of the solid core, for part-solid nodules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub solid_core_mm: Option<f64>,
+    /// Model confidence in [0, 1].
+    pub score: f64,
+    pub lung_rads: LungRads,
+    pub laterality: Laterality,
+}
+
+/// The study-level summary of a list of findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Probability that at least one finding is a true nodule, treating scores as independent.
+    pub study_score: f64,
+    /// The highest category among the findings; 1 when there are none.
+    pub lung_rads: LungRads,
+}
+
+/// Summarises findings for the study.
+pub fn summarize(findings: &[Finding]) -> Summary {
+    let none = findings.iter().map(|f| 1.0 - f.score.clamp(0.0, 1.0)).product::<f64>();
+    Summary {
+        study_score: round_to(1.0 - none, 4),
+        lung_rads: overall(findings.iter().map(|f| f.lung_rads)),
+    }
+}
+
+/// Sorts by descending score and numbers the findings from 1.
+pub fn rank(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| b.score.total_cmp(&a.score));
+    for (n, finding) in findings.iter_mut().enumerate() {
+        finding.id = n as u32 + 1;
+    }
+}
+
+/// Rounds to `digits` decimals, for values reported to a stated precision.
+pub fn round_to(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn finding(score: f64, category: LungRads) -> Finding {
+        Finding {
+            id: 0,
+            center_patient_mm: [0.0; 3],
+            center_voxel: [0; 3],
+            sop_instance_uid: "1.2.3".into(),
+            instance_number: Some(1),
+            diameter_mm: 5.0,
+            long_axis_mm: 6.0,
+            short_axis_mm: 4.0,
+            volume_mm3: 65.0,
+            mean_hu: 20.0,
+            nodule_type: NoduleType::Solid,
+            solid_core_mm: None,
+            score,
+            lung_rads: category,
+            laterality: Laterality::Left,
+        }
+    }
+
+    #[test]
+    fn empty_study_is_category_1_with_score_0() {
+        let summary = summarize(&[]);
+        assert_eq!(summary.lung_rads, LungRads::Cat1);
+        assert_eq!(summary.study_score, 0.0);
+    }
+
+    #[test]
+    fn study_score_combines_findings_and_category_is_the_worst() {
+        let findings = [finding(0.5, LungRads::Cat2), finding(0.5, LungRads::Cat4A)];
+        let summary = summarize(&findings);
+        assert_eq!(summary.study_score, 0.75);
+        assert_eq!(summary.lung_rads, LungRads::Cat4A);
+    }
+
+    #[test]
+    fn rank_orders_by_score_and_numbers_from_one() {
+        let mut findings = [finding(0.2, LungRads::Cat2), finding(0.9, LungRads::Cat3)];
+        rank(&mut findings);
+        assert_eq!((findings[0].id, findings[0].score), (1, 0.9));
+        assert_eq!((findings[1].id, findings[1].score), (2, 0.2));
+    }
+
+    #[test]
+    fn serialises_type_and_category_as_radiologists_write_them() {
+        let json = serde_json::to_value(finding(0.9, LungRads::Cat4B)).unwrap();
+        assert_eq!(json["type"], "solid");
+        assert_eq!(json["lung_rads"], "4B");
+        assert_eq!(json["laterality"], "left");
+        assert!(json.get("solid_core_mm").is_none());
+    }
+}

@@ -1,0 +1,259 @@
+//! Model bundles: a directory with `manifest.toml` and the TorchScript weights it names.
+//!
+//! A bundle is checked completely when it is opened (keys, ranges, sha256 of the weights),
+//! so a bad bundle stops pulmo at start-up instead of failing the first study.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What can be wrong with a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("could not read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid model manifest")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("{path}: sha256 is {actual}, but the manifest says {expected}")]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+}
+
+/// `manifest.toml`, as written by `scripts/train.py`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub id: String,
+    pub version: String,
+    pub file: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub intended_use: String,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    pub thresholds: Thresholds,
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// How volumes are prepared for the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Working voxel spacing `[z, y, x]` in mm.
+    pub spacing_mm: [f64; 3],
+    /// Patch size `[z, y, x]` in voxels.
+    pub patch: [usize; 3],
+    /// Fraction of the patch shared by neighbouring patches, in [0, 0.9].
+    pub overlap: f64,
+    /// HU clipped to this range, then scaled linearly to [0, 1].
+    pub hu_window: [f32; 2],
+    /// Spatial sizes the network accepts must be multiples of this.
+    #[serde(default = "one")]
+    pub divisible_by: usize,
+}
+
+/// What the network returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    pub kind: OutputKind,
+    pub channels: usize,
+}
+
+/// Whether outputs still need a sigmoid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Logits,
+    Probabilities,
+}
+
+/// Default decision thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Voxel probability that makes a voxel part of a candidate.
+    pub probability: f32,
+    /// Candidates scoring below this are dropped.
+    pub min_score: f64,
+    /// Candidates smaller than this mean diameter are dropped.
+    pub min_diameter_mm: f64,
+}
+
+/// Numeric precision options.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Precision {
+    /// Run in float16 on CUDA.
+    #[serde(default)]
+    pub half_on_cuda: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A checked bundle: its manifest and where its weights are.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub weights: PathBuf,
+}
+
+impl Bundle {
+    /// Reads `dir/manifest.toml`, validates it and verifies the weights' sha256.
+    pub fn open(dir: &Path) -> Result<Bundle, ManifestError> {
+        let path = dir.join("manifest.toml");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+        let manifest: Manifest = toml::from_str(&text)
+            .map_err(|source| ManifestError::Parse { path: path.clone(), source })?;
+        if let Some(problem) = manifest.problem() {
+            return Err(ManifestError::Invalid { path, problem });
+        }
+        let weights = dir.join(&manifest.file);
+        let actual = sha256_file(&weights)?;
+        if !actual.eq_ignore_ascii_case(&manifest.sha256) {
+            let expected = manifest.sha256.clone();
+            return Err(ManifestError::Checksum { path: weights, expected, actual });
+        }
+        Ok(Bundle { dir: dir.to_owned(), manifest, weights })
+    }
+}
+
+impl Manifest {
+    /// The first thing wrong with the values, if any.
+    fn problem(&self) -> Option<String> {
+        let input = &self.input;
+        let checks = [
+            (self.id.trim().is_empty(), "id is empty".to_owned()),
+            (self.file.contains(".."), format!("file {:?} leaves the bundle", self.file)),
+            (
+                !input.spacing_mm.iter().all(|s| s.is_finite() && *s > 0.0),
+                format!("input.spacing_mm {:?} must be positive", input.spacing_mm),
+            ),
+            (
+                input.divisible_by == 0
+                    || input.patch.iter().any(|p| *p == 0 || p % input.divisible_by != 0),
+                format!(
+                    "input.patch {:?} must be positive multiples of {}",
+                    input.patch, input.divisible_by
+                ),
+            ),
+            (
+                !(0.0..=0.9).contains(&input.overlap),
+                format!("input.overlap {} must be in [0, 0.9]", input.overlap),
+            ),
+            (
+                !(input.hu_window[0] < input.hu_window[1]),
+                format!("input.hu_window {:?} must be increasing", input.hu_window),
+            ),
+            (self.output.channels != 1, "output.channels must be 1".to_owned()),
+            (
+                !(0.0..1.0).contains(&self.thresholds.probability),
+                "thresholds.probability must be in [0, 1)".to_owned(),
+            ),
+        ];
+        checks.into_iter().find(|(bad, _)| *bad).map(|(_, problem)| problem)
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String, ManifestError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|source| ManifestError::Read { path: path.to_owned(), source })?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|source| ManifestError::Read { path: path.to_owned(), source })?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"
+id = "test-model"
+version = "1.0.0"
+file = "model.pt"
+sha256 = "SHA"
+[input]
+spacing_mm = [1.5, 1.5, 1.5]
+patch = [32, 32, 32]
+overlap = 0.25
+hu_window = [-1000.0, 400.0]
+divisible_by = 8
+[output]
+kind = "logits"
+channels = 1
+[thresholds]
+probability = 0.5
+min_score = 0.1
+min_diameter_mm = 3.0
+[precision]
+half_on_cuda = true
+"#;
+
+    /// Writes a bundle around the smoke model with the given manifest text (SHA replaced).
+    pub(crate) fn bundle_dir(name: &str, manifest: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pulmo-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let weights = super::super::smoke::default_model_path();
+        std::fs::copy(&weights, dir.join("model.pt")).unwrap();
+        let sha = sha256_file(&weights).unwrap();
+        std::fs::write(dir.join("manifest.toml"), manifest.replace("SHA", &sha)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn opens_a_good_bundle() {
+        let bundle = Bundle::open(&bundle_dir("good", EXAMPLE)).unwrap();
+        assert_eq!(bundle.manifest.input.patch, [32, 32, 32]);
+        assert_eq!(bundle.manifest.output.kind, OutputKind::Logits);
+        assert!(bundle.manifest.precision.half_on_cuda);
+    }
+
+    #[test]
+    fn a_changed_weight_file_fails_the_checksum() {
+        let dir = bundle_dir("tampered", EXAMPLE);
+        std::fs::write(dir.join("model.pt"), b"tampered").unwrap();
+        let err = Bundle::open(&dir).unwrap_err();
+        assert!(matches!(err, ManifestError::Checksum { .. }), "{err}");
+        assert!(err.to_string().contains("model.pt"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("patch = [32, 32, 32]", "patch = [30, 32, 32]", "input.patch"),
+            ("overlap = 0.25", "overlap = 0.95", "input.overlap"),
+            ("hu_window = [-1000.0, 400.0]", "hu_window = [400.0, -1000.0]", "hu_window"),
+            ("file = \"model.pt\"", "file = \"../x.pt\"", "leaves the bundle"),
+        ];
+        for (from, to, named) in cases {
+            let dir = bundle_dir("bad", &EXAMPLE.replace(from, to));
+            let err = Bundle::open(&dir).unwrap_err().to_string();
+            assert!(err.contains(named), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_keys_are_a_parse_error_naming_the_file() {
+        let dir = bundle_dir("missing", "id = \"x\"\n");
+        let err = Bundle::open(&dir).unwrap_err();
+        assert!(matches!(err, ManifestError::Parse { .. }));
+        assert!(err.to_string().contains("manifest.toml"));
+    }
+}
