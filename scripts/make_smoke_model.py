@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""Writes models/smoke/: a tiny deterministic TorchScript model that proves libtorch runs.
+"""Writes the two tiny deterministic TorchScript models used by the tests.
 
-The model is one 3x3x3 convolution (every weight 1/27, bias 0.5, zero padding) followed
+models/smoke/: one 3x3x3 convolution (every weight 1/27, bias 0.5, zero padding) followed
 by a sigmoid, so its output is known in closed form: fed all ones, a voxel with n
 neighbours inside the volume reads sigmoid(n/27 + 0.5). src/inference/smoke.rs checks
-exactly that. Run with the project's venv: .venv/bin/python3 scripts/make_smoke_model.py
+exactly that.
+
+models/threshold-test/: a complete bundle (manifest in the real format) whose "network"
+marks soft tissue: logits = 40 * (x - 0.5), where x is HU windowed [-1000, 400] to [0, 1],
+so voxels above -300 HU score above 0.5. Pipeline tests use it to check geometry and
+measurements end to end without depending on a trained model.
+
+Run with the project's venv: .venv/bin/python3 scripts/make_smoke_model.py
 """
 import hashlib
 import pathlib
@@ -26,7 +33,47 @@ class Smoke(torch.nn.Module):
         return torch.sigmoid(self.conv(x))
 
 
+class Threshold(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - 0.5) * 40.0
+
+
+def write_threshold_bundle() -> None:
+    out = OUT.parent / "threshold-test"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.pt"
+    torch.jit.script(Threshold().eval()).save(str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (out / "manifest.toml").write_text(
+        f'''# Made by scripts/make_smoke_model.py; do not edit by hand.
+id = "threshold-test"
+version = "1"
+file = "model.pt"
+sha256 = "{digest}"
+architecture = "no network: logits = 40 * (windowed HU - 0.5), i.e. soft tissue above -300 HU"
+intended_use = "tests only: checks the pipeline's geometry and measurements"
+[input]
+spacing_mm = [2.0, 2.0, 2.0]
+patch = [32, 32, 32]
+overlap = 0.25
+hu_window = [-1000.0, 400.0]
+divisible_by = 1
+[output]
+kind = "logits"
+channels = 1
+[thresholds]
+probability = 0.5
+min_score = 0.1
+min_diameter_mm = 3.0
+[precision]
+half_on_cuda = false
+'''
+    )
+    print(f"wrote {path} ({path.stat().st_size} bytes, sha256 {digest})")
+
+
 def main() -> None:
+    write_threshold_bundle()
     OUT.mkdir(parents=True, exist_ok=True)
     model = torch.jit.script(Smoke().eval())
     path = OUT / "model.pt"

@@ -27,5 +27,10 @@
 pub mod build_info;
 pub mod findings;
 pub mod inference;
+pub mod morphology;
+pub mod pipeline;
+pub mod postprocess;
+pub mod preprocess;
+pub mod report;
 pub mod transport;
 pub mod volume;

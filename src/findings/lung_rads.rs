@@ -111,6 +111,9 @@ mod tests {
     #[test]
     fn overall_takes_the_worst() {
         assert_eq!(overall([]), LungRads::Cat1);
-        assert_eq!(overall([LungRads::Cat3, LungRads::Cat4B, LungRads::Cat2]), LungRads::Cat4B);
+        assert_eq!(
+            overall([LungRads::Cat3, LungRads::Cat4B, LungRads::Cat2]),
+            LungRads::Cat4B
+        );
     }
 }

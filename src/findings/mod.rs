@@ -6,7 +6,7 @@
 
 mod lung_rads;
 
-pub use lung_rads::{LungRads, categorize, overall};
+pub use lung_rads::{categorize, overall, LungRads};
 
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,10 @@ pub struct Summary {
 
 /// Summarises findings for the study.
 pub fn summarize(findings: &[Finding]) -> Summary {
-    let none = findings.iter().map(|f| 1.0 - f.score.clamp(0.0, 1.0)).product::<f64>();
+    let none = findings
+        .iter()
+        .map(|f| 1.0 - f.score.clamp(0.0, 1.0))
+        .product::<f64>();
     Summary {
         study_score: round_to(1.0 - none, 4),
         lung_rads: overall(findings.iter().map(|f| f.lung_rads)),

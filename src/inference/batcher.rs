@@ -18,7 +18,10 @@ pub struct BatchPolicy {
 
 impl Default for BatchPolicy {
     fn default() -> Self {
-        BatchPolicy { max_batch: 4, max_wait: Duration::from_millis(5) }
+        BatchPolicy {
+            max_batch: 4,
+            max_wait: Duration::from_millis(5),
+        }
     }
 }
 
@@ -32,7 +35,13 @@ pub struct BatchState<T> {
 impl<T> BatchState<T> {
     pub fn new(policy: BatchPolicy) -> Self {
         let max_batch = policy.max_batch.max(1);
-        BatchState { policy: BatchPolicy { max_batch, ..policy }, queue: VecDeque::new() }
+        BatchState {
+            policy: BatchPolicy {
+                max_batch,
+                ..policy
+            },
+            queue: VecDeque::new(),
+        }
     }
 
     /// Queues an item that arrived at `now`.
@@ -51,7 +60,9 @@ impl<T> BatchState<T> {
 
     /// When the oldest item's wait runs out, if anything waits.
     pub fn deadline(&self) -> Option<Instant> {
-        self.queue.front().map(|(arrived, _)| *arrived + self.policy.max_wait)
+        self.queue
+            .front()
+            .map(|(arrived, _)| *arrived + self.policy.max_wait)
     }
 
     /// The next batch, if one is due at `now`: a full one, or whatever waits once the
@@ -78,7 +89,10 @@ mod tests {
     use super::*;
 
     fn state(max_batch: usize, wait_ms: u64) -> BatchState<u32> {
-        BatchState::new(BatchPolicy { max_batch, max_wait: Duration::from_millis(wait_ms) })
+        BatchState::new(BatchPolicy {
+            max_batch,
+            max_wait: Duration::from_millis(wait_ms),
+        })
     }
 
     #[test]
@@ -101,7 +115,10 @@ mod tests {
         s.push(8, t + Duration::from_millis(8));
         assert_eq!(s.deadline(), Some(t + Duration::from_millis(10)));
         assert_eq!(s.next_batch(t + Duration::from_millis(9)), None);
-        assert_eq!(s.next_batch(t + Duration::from_millis(10)), Some(vec![7, 8]));
+        assert_eq!(
+            s.next_batch(t + Duration::from_millis(10)),
+            Some(vec![7, 8])
+        );
         assert!(s.is_empty() && s.deadline().is_none());
     }
 

@@ -94,11 +94,19 @@ impl Engine {
                 }
             })
             .expect("could not spawn the inference thread. This is a bug.");
-        let engine = Engine { jobs: Some(jobs), thread: Some(thread), stats, device, half: settings.half };
+        let engine = Engine {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            stats,
+            device,
+            half: settings.half,
+        };
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(engine),
             Ok(Err(err)) => Err(err),
-            Err(_) => Err(Error::Engine("the inference thread died while loading".into())),
+            Err(_) => Err(Error::Engine(
+                "the inference thread died while loading".into(),
+            )),
         }
     }
 
@@ -123,16 +131,25 @@ impl Engine {
     pub fn infer(&self, tiles: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         let count = tiles.len();
         let (reply, answers) = crossbeam_channel::unbounded();
-        let jobs = self.jobs.as_ref().expect("engine used after shutdown. This is a bug.");
+        let jobs = self
+            .jobs
+            .as_ref()
+            .expect("engine used after shutdown. This is a bug.");
         for (index, tile) in tiles.into_iter().enumerate() {
-            let job = Job { tile, index, reply: reply.clone() };
-            jobs.send(job).map_err(|_| Error::Engine("the inference thread has stopped".into()))?;
+            let job = Job {
+                tile,
+                index,
+                reply: reply.clone(),
+            };
+            jobs.send(job)
+                .map_err(|_| Error::Engine("the inference thread has stopped".into()))?;
         }
         drop(reply);
         let mut out = vec![Vec::new(); count];
         for _ in 0..count {
-            let (index, answer) =
-                answers.recv().map_err(|_| Error::Engine("the inference thread has stopped".into()))?;
+            let (index, answer) = answers
+                .recv()
+                .map_err(|_| Error::Engine("the inference thread has stopped".into()))?;
             out[index] = answer.map_err(Error::Engine)?;
         }
         Ok(out)
@@ -149,7 +166,10 @@ impl Drop for Engine {
 }
 
 fn load(weights: &std::path::Path, settings: Settings) -> Result<tch::CModule> {
-    let load_err = |source| Error::Load { path: weights.to_owned(), source };
+    let load_err = |source| Error::Load {
+        path: weights.to_owned(),
+        source,
+    };
     let mut module = tch::CModule::load_on_device(weights, settings.device).map_err(load_err)?;
     module.set_eval();
     if settings.half {
@@ -157,11 +177,19 @@ fn load(weights: &std::path::Path, settings: Settings) -> Result<tch::CModule> {
     }
     let [d, h, w] = settings.patch;
     let warmup = Tensor::zeros([1, 1, d, h, w], (Kind::Float, Device::Cpu));
-    let output = forward(&module, settings, warmup)
-        .map_err(|source| Error::Forward { path: weights.to_owned(), source })?;
+    let output = forward(&module, settings, warmup).map_err(|source| Error::Forward {
+        path: weights.to_owned(),
+        source,
+    })?;
     if output.size() != [1, 1, d, h, w] {
-        let detail = format!("output shape {:?} for input [1, 1, {d}, {h}, {w}]", output.size());
-        return Err(Error::WrongOutput { path: weights.to_owned(), detail });
+        let detail = format!(
+            "output shape {:?} for input [1, 1, {d}, {h}, {w}]",
+            output.size()
+        );
+        return Err(Error::WrongOutput {
+            path: weights.to_owned(),
+            detail,
+        });
     }
     Ok(module)
 }
@@ -190,7 +218,11 @@ fn serve(
         for job in queue.try_iter() {
             state.push(job, Instant::now());
         }
-        let batch = if open { state.next_batch(Instant::now()) } else { state.flush() };
+        let batch = if open {
+            state.next_batch(Instant::now())
+        } else {
+            state.flush()
+        };
         if let Some(batch) = batch {
             run_batch(module, settings, batch, stats);
         }
@@ -211,7 +243,9 @@ fn run_batch(module: &tch::CModule, settings: Settings, batch: Vec<Job>, stats: 
         .and_then(|t| Vec::<f32>::try_from(t.flatten(0, -1)));
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.tiles.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    stats.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    stats
+        .busy_us
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     match result {
         Ok(values) if values.len() == batch.len() * voxels => {
             for (job, chunk) in batch.into_iter().zip(values.chunks_exact(voxels)) {
@@ -231,10 +265,18 @@ fn answer_all(batch: Vec<Job>, message: String) {
 
 /// Input on the CPU in float32; output probabilities on the CPU in float32.
 fn forward(module: &tch::CModule, settings: Settings, input: Tensor) -> tch::Result<Tensor> {
-    let kind = if settings.half { Kind::Half } else { Kind::Float };
+    let kind = if settings.half {
+        Kind::Half
+    } else {
+        Kind::Float
+    };
     let input = input.f_to_device(settings.device)?.f_to_kind(kind)?;
     let output = module.forward_ts(&[input])?.f_to_kind(Kind::Float)?;
-    let output = if settings.logits { output.f_sigmoid()? } else { output };
+    let output = if settings.logits {
+        output.f_sigmoid()?
+    } else {
+        output
+    };
     output.f_to_device(Device::Cpu)
 }
 
@@ -251,7 +293,10 @@ mod tests {
 
     #[test]
     fn concurrent_callers_share_batches_and_get_their_own_answers() {
-        let policy = BatchPolicy { max_batch: 4, max_wait: Duration::from_millis(50) };
+        let policy = BatchPolicy {
+            max_batch: 4,
+            max_wait: Duration::from_millis(50),
+        };
         let engine = engine(policy);
         let voxels = 32 * 32 * 32;
         std::thread::scope(|scope| {

@@ -117,10 +117,14 @@ impl Bundle {
     /// Reads `dir/manifest.toml`, validates it and verifies the weights' sha256.
     pub fn open(dir: &Path) -> Result<Bundle, ManifestError> {
         let path = dir.join("manifest.toml");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ManifestError::Read { path: path.clone(), source })?;
-        let manifest: Manifest = toml::from_str(&text)
-            .map_err(|source| ManifestError::Parse { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: Manifest = toml::from_str(&text).map_err(|source| ManifestError::Parse {
+            path: path.clone(),
+            source,
+        })?;
         if let Some(problem) = manifest.problem() {
             return Err(ManifestError::Invalid { path, problem });
         }
@@ -128,9 +132,17 @@ impl Bundle {
         let actual = sha256_file(&weights)?;
         if !actual.eq_ignore_ascii_case(&manifest.sha256) {
             let expected = manifest.sha256.clone();
-            return Err(ManifestError::Checksum { path: weights, expected, actual });
+            return Err(ManifestError::Checksum {
+                path: weights,
+                expected,
+                actual,
+            });
         }
-        Ok(Bundle { dir: dir.to_owned(), manifest, weights })
+        Ok(Bundle {
+            dir: dir.to_owned(),
+            manifest,
+            weights,
+        })
     }
 }
 
@@ -140,14 +152,20 @@ impl Manifest {
         let input = &self.input;
         let checks = [
             (self.id.trim().is_empty(), "id is empty".to_owned()),
-            (self.file.contains(".."), format!("file {:?} leaves the bundle", self.file)),
+            (
+                self.file.contains(".."),
+                format!("file {:?} leaves the bundle", self.file),
+            ),
             (
                 !input.spacing_mm.iter().all(|s| s.is_finite() && *s > 0.0),
                 format!("input.spacing_mm {:?} must be positive", input.spacing_mm),
             ),
             (
                 input.divisible_by == 0
-                    || input.patch.iter().any(|p| *p == 0 || p % input.divisible_by != 0),
+                    || input
+                        .patch
+                        .iter()
+                        .any(|p| *p == 0 || p % input.divisible_by != 0),
                 format!(
                     "input.patch {:?} must be positive multiples of {}",
                     input.patch, input.divisible_by
@@ -158,25 +176,36 @@ impl Manifest {
                 format!("input.overlap {} must be in [0, 0.9]", input.overlap),
             ),
             (
-                !(input.hu_window[0] < input.hu_window[1]),
+                input.hu_window[0] >= input.hu_window[1]
+                    || input.hu_window.iter().any(|v| !v.is_finite()),
                 format!("input.hu_window {:?} must be increasing", input.hu_window),
             ),
-            (self.output.channels != 1, "output.channels must be 1".to_owned()),
+            (
+                self.output.channels != 1,
+                "output.channels must be 1".to_owned(),
+            ),
             (
                 !(0.0..1.0).contains(&self.thresholds.probability),
                 "thresholds.probability must be in [0, 1)".to_owned(),
             ),
         ];
-        checks.into_iter().find(|(bad, _)| *bad).map(|(_, problem)| problem)
+        checks
+            .into_iter()
+            .find(|(bad, _)| *bad)
+            .map(|(_, problem)| problem)
     }
 }
 
 fn sha256_file(path: &Path) -> Result<String, ManifestError> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|source| ManifestError::Read { path: path.to_owned(), source })?;
+    let mut file = std::fs::File::open(path).map_err(|source| ManifestError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .map_err(|source| ManifestError::Read { path: path.to_owned(), source })?;
+    std::io::copy(&mut file, &mut hasher).map_err(|source| ManifestError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(format!("{:x}", hasher.finalize()))
 }
 
@@ -237,10 +266,22 @@ half_on_cuda = true
     #[test]
     fn bad_values_are_named() {
         let cases = [
-            ("patch = [32, 32, 32]", "patch = [30, 32, 32]", "input.patch"),
+            (
+                "patch = [32, 32, 32]",
+                "patch = [30, 32, 32]",
+                "input.patch",
+            ),
             ("overlap = 0.25", "overlap = 0.95", "input.overlap"),
-            ("hu_window = [-1000.0, 400.0]", "hu_window = [400.0, -1000.0]", "hu_window"),
-            ("file = \"model.pt\"", "file = \"../x.pt\"", "leaves the bundle"),
+            (
+                "hu_window = [-1000.0, 400.0]",
+                "hu_window = [400.0, -1000.0]",
+                "hu_window",
+            ),
+            (
+                "file = \"model.pt\"",
+                "file = \"../x.pt\"",
+                "leaves the bundle",
+            ),
         ];
         for (from, to, named) in cases {
             let dir = bundle_dir("bad", &EXAMPLE.replace(from, to));

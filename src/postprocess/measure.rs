@@ -1,0 +1,297 @@
+//! Candidates from the probability map, measured on the source grid in millimetres.
+//!
+//! A candidate is a 26-connected component of voxels above the probability threshold on
+//! the working grid. Its voxels are re-sampled at the source resolution (trilinear) and
+//! measured there: centre, axial long and short axis on the slice where it is largest,
+//! volume, mean HU, and the solid core (voxels above -300 HU) that decides composition.
+
+use ndarray::{s, Array3, ArrayView3};
+use rayon::prelude::*;
+
+use super::stitch::sample;
+use crate::findings::{self, Finding, Laterality, NoduleType};
+use crate::morphology::{self, Component};
+use crate::preprocess::LungMask;
+use crate::volume::Volume;
+
+/// Voxels above this HU count as solid tissue inside a nodule.
+const SOLID_HU: f32 = -300.0;
+/// Candidates wider than this in any direction are anatomy or masses, not nodules.
+const MAX_EXTENT_MM: f64 = 50.0;
+
+/// Decision thresholds (from the model manifest).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub probability: f32,
+    pub min_score: f64,
+    pub min_diameter_mm: f64,
+}
+
+/// Finds, measures and ranks the nodules in a working-grid probability map.
+///
+/// `scale[a]` converts working to source indices; `lungs` is on the working grid.
+pub fn measure_candidates(
+    prob: ArrayView3<f32>,
+    scale: [f64; 3],
+    lungs: &LungMask,
+    volume: &Volume,
+    thresholds: &Thresholds,
+) -> Vec<Finding> {
+    let mask = prob.map(|p| *p >= thresholds.probability);
+    let (labels, components) = morphology::label(mask.view());
+    let midline = midline_x(lungs, scale, volume);
+    let mut found: Vec<Finding> = components
+        .par_iter()
+        .filter(|c| {
+            (0..3).all(|a| {
+                (c.bounds[1][a] - c.bounds[0][a] + 1) as f64 * lungs.spacing[a] <= MAX_EXTENT_MM
+            })
+        })
+        .filter_map(|c| {
+            let score = peak(prob, labels.view(), c);
+            let finding = measure(prob, scale, volume, c, thresholds.probability)?;
+            Some(Finding {
+                score: findings::round_to(f64::from(score), 4),
+                laterality: side(finding.center_patient_mm[0], midline),
+                ..finding
+            })
+        })
+        .filter(|f| f.score >= thresholds.min_score && f.diameter_mm >= thresholds.min_diameter_mm)
+        .filter(|f| near_lungs(f, scale, lungs))
+        .collect();
+    found.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept = suppress_overlaps(found);
+    findings::rank(&mut kept);
+    kept
+}
+
+/// The highest probability inside a component.
+fn peak(prob: ArrayView3<f32>, labels: ArrayView3<u32>, c: &Component) -> f32 {
+    let [lo, hi] = c.bounds;
+    let region = s![lo[0]..=hi[0], lo[1]..=hi[1], lo[2]..=hi[2]];
+    let (p, l) = (prob.slice(region), labels.slice(region));
+    p.iter()
+        .zip(l.iter())
+        .filter(|(_, l)| **l == c.label)
+        .map(|(p, _)| *p)
+        .fold(0.0, f32::max)
+}
+
+/// Whether a lung voxel lies within the nodule's radius (plus a few mm) of its centre:
+/// nodules are in the lungs or on the pleura, not in the heart or the abdomen.
+fn near_lungs(f: &Finding, scale: [f64; 3], lungs: &LungMask) -> bool {
+    let [i, j, k] = f.center_voxel.map(f64::from);
+    let centre = [k / scale[0], j / scale[1], i / scale[2]];
+    let reach_mm = f.long_axis_mm / 2.0 + 4.0;
+    let lo = std::array::from_fn(|a| (centre[a] - reach_mm / lungs.spacing[a]).max(0.0) as usize);
+    let hi = std::array::from_fn(|a| (centre[a] + reach_mm / lungs.spacing[a]).ceil() as usize + 1);
+    lungs.counter.count(lo, hi) > 0
+}
+
+/// Drops candidates whose centre lies inside a higher-scoring one (input sorted by score).
+fn suppress_overlaps(sorted: Vec<Finding>) -> Vec<Finding> {
+    let mut kept: Vec<Finding> = Vec::with_capacity(sorted.len());
+    for f in sorted {
+        let inside = kept.iter().any(|k| {
+            let d = distance(k.center_patient_mm, f.center_patient_mm);
+            d < k.long_axis_mm.max(f.long_axis_mm) / 2.0
+        });
+        if !inside {
+            kept.push(f);
+        }
+    }
+    kept
+}
+
+fn distance(a: [f64; 3], b: [f64; 3]) -> f64 {
+    (0..3).map(|n| (a[n] - b[n]).powi(2)).sum::<f64>().sqrt()
+}
+
+/// Patient x (LPS) of the middle of the lungs: left of it is the patient's left.
+fn midline_x(lungs: &LungMask, scale: [f64; 3], volume: &Volume) -> f64 {
+    let [k, j, i] = match lungs.bounds {
+        Some([lo, hi]) => std::array::from_fn(|a| (lo[a] + hi[a]) as f64 / 2.0 * scale[a]),
+        None => volume.shape().map(|n| n as f64 / 2.0),
+    };
+    volume.geometry.voxel_to_patient([k, j, i])[0]
+}
+
+fn side(x: f64, midline: f64) -> Laterality {
+    // LPS: +x points to the patient's left.
+    if x >= midline {
+        Laterality::Left
+    } else {
+        Laterality::Right
+    }
+}
+
+/// Measures one candidate on the source grid; `None` when it vanishes at that resolution.
+fn measure(
+    prob: ArrayView3<f32>,
+    scale: [f64; 3],
+    volume: &Volume,
+    c: &Component,
+    threshold: f32,
+) -> Option<Finding> {
+    let shape = volume.shape();
+    let lo: [usize; 3] = std::array::from_fn(|a| {
+        ((c.bounds[0][a] as f64 - 1.0) * scale[a]).floor().max(0.0) as usize
+    });
+    let hi: [usize; 3] = std::array::from_fn(|a| {
+        (((c.bounds[1][a] as f64 + 1.0) * scale[a]).ceil() as usize).min(shape[a] - 1)
+    });
+    let dims = (hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1);
+    let weights = Array3::from_shape_fn(dims, |(k, j, i)| {
+        let source = [lo[0] + k, lo[1] + j, lo[2] + i];
+        sample(prob, std::array::from_fn(|a| source[a] as f64 / scale[a]))
+    });
+    let region = largest_component(weights.map(|p| *p >= threshold).view())?;
+    let hu = volume
+        .hu
+        .slice(s![lo[0]..=hi[0], lo[1]..=hi[1], lo[2]..=hi[2]]);
+    let spacing = volume.geometry.spacing;
+
+    let (mut total, mut centre, mut hu_sum, mut count) = (0.0, [0.0; 3], 0.0, 0usize);
+    for ((k, j, i), _) in region.indexed_iter().filter(|(_, m)| **m) {
+        let w = f64::from(weights[(k, j, i)]);
+        total += w;
+        centre = [
+            centre[0] + w * (lo[0] + k) as f64,
+            centre[1] + w * (lo[1] + j) as f64,
+            centre[2] + w * (lo[2] + i) as f64,
+        ];
+        hu_sum += f64::from(hu[(k, j, i)]);
+        count += 1;
+    }
+    let centre = centre.map(|c| c / total);
+    let [ck, cj, ci] = centre.map(|c| c.round().max(0.0) as usize);
+    let slice = volume
+        .slices
+        .get(ck.min(shape[0] - 1))
+        .cloned()
+        .unwrap_or_default();
+    let (long, short) = axial_axes(region.view(), [spacing[1], spacing[2]]);
+    let core = region.clone() & hu.map(|v| *v > SOLID_HU);
+    let (core_long, core_short) = axial_axes(core.view(), [spacing[1], spacing[2]]);
+    let diameter = findings::round_to((long + short) / 2.0, 1);
+    let core_mm = findings::round_to((core_long + core_short) / 2.0, 1);
+    let nodule_type = composition(diameter, core_mm);
+    let solid_core_mm = (nodule_type == NoduleType::PartSolid).then_some(core_mm);
+    Some(Finding {
+        id: 0,
+        center_patient_mm: volume
+            .geometry
+            .voxel_to_patient(centre)
+            .map(|v| findings::round_to(v, 2)),
+        center_voxel: [ci as u32, cj as u32, ck as u32],
+        sop_instance_uid: slice.sop_instance_uid,
+        instance_number: slice.instance_number,
+        diameter_mm: diameter,
+        long_axis_mm: findings::round_to(long, 1),
+        short_axis_mm: findings::round_to(short, 1),
+        volume_mm3: findings::round_to(count as f64 * spacing.iter().product::<f64>(), 1),
+        mean_hu: findings::round_to(hu_sum / count as f64, 1),
+        nodule_type,
+        solid_core_mm,
+        score: 0.0,
+        lung_rads: findings::categorize(nodule_type, diameter, solid_core_mm),
+        laterality: Laterality::Left,
+    })
+}
+
+/// The largest 26-connected component of a mask, or `None` if the mask is empty.
+fn largest_component(mask: ArrayView3<bool>) -> Option<Array3<bool>> {
+    let (labels, components) = morphology::label(mask);
+    let best = components.iter().max_by_key(|c| c.voxels)?.label;
+    Some(labels.map(|l| *l == best))
+}
+
+/// Composition from the solid core's size relative to the whole nodule.
+fn composition(diameter_mm: f64, core_mm: f64) -> NoduleType {
+    let ratio = if diameter_mm > 0.0 {
+        core_mm / diameter_mm
+    } else {
+        0.0
+    };
+    if ratio >= 0.8 {
+        NoduleType::Solid
+    } else if ratio < 0.25 || core_mm < 2.0 {
+        NoduleType::GroundGlass
+    } else {
+        NoduleType::PartSolid
+    }
+}
+
+/// Long and short axis (mm, edge to edge) on the axial slice where the mask is largest.
+///
+/// The long axis is the longest distance between two pixels; the short axis is the
+/// mask's extent perpendicular to it. `pixel` is `[row, column]` spacing in mm.
+pub fn axial_axes(mask: ArrayView3<bool>, pixel: [f64; 2]) -> (f64, f64) {
+    let best = (0..mask.dim().0)
+        .max_by_key(|&k| mask.slice(s![k, .., ..]).iter().filter(|m| **m).count())
+        .map(|k| mask.slice(s![k, .., ..]));
+    let Some(plane) = best else { return (0.0, 0.0) };
+    let points: Vec<[f64; 2]> = plane
+        .indexed_iter()
+        .filter(|(_, m)| **m)
+        .map(|((j, i), _)| [j as f64 * pixel[0], i as f64 * pixel[1]])
+        .collect();
+    if points.is_empty() {
+        return (0.0, 0.0);
+    }
+    let (mut long, mut axis) = (0.0, [0.0, 1.0]);
+    for (n, a) in points.iter().enumerate() {
+        for b in &points[n + 1..] {
+            let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+            if d > long {
+                long = d;
+                axis = [(b[0] - a[0]) / d, (b[1] - a[1]) / d];
+            }
+        }
+    }
+    let across = points.iter().map(|p| -p[0] * axis[1] + p[1] * axis[0]);
+    let (min, max) = across.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    // Pixel centres underestimate an edge-to-edge extent by one pixel.
+    let pixel_size = (pixel[0] * pixel[1]).sqrt();
+    (long + pixel_size, (max - min) + pixel_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disc(radius_px: f64, n: usize) -> Array3<bool> {
+        let c = (n as f64 - 1.0) / 2.0;
+        Array3::from_shape_fn((3, n, n), |(k, j, i)| {
+            let r = if k == 1 { radius_px } else { radius_px / 2.0 };
+            (j as f64 - c).powi(2) + (i as f64 - c).powi(2) <= r * r
+        })
+    }
+
+    #[test]
+    fn a_disc_measures_its_diameter_on_its_largest_slice() {
+        // Radius 10 px at 0.5 mm: 10 mm across.
+        let (long, short) = axial_axes(disc(10.0, 31).view(), [0.5, 0.5]);
+        assert!((long - 10.5).abs() < 0.6, "{long}");
+        assert!((short - 10.5).abs() < 0.6, "{short}");
+    }
+
+    #[test]
+    fn an_ellipse_has_distinct_long_and_short_axes() {
+        let mask = Array3::from_shape_fn((1, 41, 41), |(_, j, i)| {
+            let (y, x) = (j as f64 - 20.0, i as f64 - 20.0);
+            (x / 16.0).powi(2) + (y / 8.0).powi(2) <= 1.0
+        });
+        let (long, short) = axial_axes(mask.view(), [1.0, 1.0]);
+        assert!((long - 33.0).abs() < 1.0, "{long}");
+        assert!((short - 17.0).abs() < 1.0, "{short}");
+    }
+
+    #[test]
+    fn composition_follows_the_core() {
+        assert_eq!(composition(10.0, 9.0), NoduleType::Solid);
+        assert_eq!(composition(10.0, 5.0), NoduleType::PartSolid);
+        assert_eq!(composition(10.0, 1.0), NoduleType::GroundGlass);
+        assert_eq!(composition(0.0, 0.0), NoduleType::GroundGlass);
+    }
+}

@@ -1,0 +1,12 @@
+//! Postprocess: from tile probabilities to measured nodules.
+//!
+//! Tiles are blended with Gaussian weights into one probability map on the working grid
+//! ([`stitch`]); voxels above the threshold form candidates (3-D connected components);
+//! each candidate is re-sampled onto the source grid and measured there in millimetres
+//! ([`measure`]), then overlapping candidates are suppressed.
+
+mod measure;
+mod stitch;
+
+pub use measure::{measure_candidates, Thresholds};
+pub use stitch::{sample, stitch};

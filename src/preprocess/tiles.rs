@@ -1,0 +1,123 @@
+//! Overlapping tiles that cover a volume, and copying one out with padding.
+
+use ndarray::ArrayView3;
+
+use crate::morphology::BoxCounter;
+
+/// Tile origins over a volume; every voxel lies in at least one tile of the full grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileGrid {
+    pub shape: [usize; 3],
+    pub patch: [usize; 3],
+    /// Corner `[k, j, i]` of each tile; tiles may reach past the volume (padded).
+    pub origins: Vec<[usize; 3]>,
+}
+
+impl TileGrid {
+    /// The full grid: steps of `patch * (1 - overlap)`, the last tile flush with the end.
+    pub fn new(shape: [usize; 3], patch: [usize; 3], overlap: f64) -> TileGrid {
+        let starts = |a: usize| -> Vec<usize> {
+            let step = ((patch[a] as f64 * (1.0 - overlap)).round() as usize).max(1);
+            let last = shape[a].saturating_sub(patch[a]);
+            let mut starts: Vec<usize> = (0..=last).step_by(step).collect();
+            if starts.last() != Some(&last) {
+                starts.push(last);
+            }
+            starts
+        };
+        let (zs, ys, xs) = (starts(0), starts(1), starts(2));
+        let mut origins = Vec::with_capacity(zs.len() * ys.len() * xs.len());
+        for &k in &zs {
+            for &j in &ys {
+                origins.extend(xs.iter().map(|&i| [k, j, i]));
+            }
+        }
+        TileGrid {
+            shape,
+            patch,
+            origins,
+        }
+    }
+
+    /// Keeps the tiles with a set voxel of `mask` within `margin` voxels of them.
+    pub fn touching(mut self, mask: &BoxCounter, margin: [usize; 3]) -> TileGrid {
+        let patch = self.patch;
+        self.origins.retain(|o| {
+            let lo = std::array::from_fn(|a| o[a].saturating_sub(margin[a]));
+            let hi = std::array::from_fn(|a| o[a] + patch[a] + margin[a]);
+            mask.count(lo, hi) > 0
+        });
+        self
+    }
+}
+
+/// Copies the tile at `origin` out of `image` (row-major `[z, y, x]`), padding with `fill`
+/// past the volume's end.
+pub fn extract_tile(
+    image: ArrayView3<f32>,
+    origin: [usize; 3],
+    patch: [usize; 3],
+    fill: f32,
+) -> Vec<f32> {
+    let (nk, nj, ni) = image.dim();
+    let mut tile = vec![fill; patch.iter().product()];
+    let [pk, pj, pi] = patch;
+    for dk in 0..pk.min(nk.saturating_sub(origin[0])) {
+        for dj in 0..pj.min(nj.saturating_sub(origin[1])) {
+            let row = (dk * pj + dj) * pi;
+            let width = pi.min(ni.saturating_sub(origin[2]));
+            for di in 0..width {
+                tile[row + di] = image[(origin[0] + dk, origin[1] + dj, origin[2] + di)];
+            }
+        }
+    }
+    tile
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_full_grid_covers_every_voxel(
+            shape in (1usize..40, 1usize..40, 1usize..40),
+            patch in (1usize..16, 1usize..16, 1usize..16),
+            overlap in 0.0f64..0.9,
+        ) {
+            let shape = [shape.0, shape.1, shape.2];
+            let grid = TileGrid::new(shape, [patch.0, patch.1, patch.2], overlap);
+            let mut covered = Array3::from_elem(shape, false);
+            for o in &grid.origins {
+                for k in o[0]..(o[0] + patch.0).min(shape[0]) {
+                    for j in o[1]..(o[1] + patch.1).min(shape[1]) {
+                        for i in o[2]..(o[2] + patch.2).min(shape[2]) {
+                            covered[(k, j, i)] = true;
+                        }
+                    }
+                }
+            }
+            prop_assert!(covered.iter().all(|c| *c));
+        }
+    }
+
+    #[test]
+    fn only_tiles_near_the_mask_are_kept() {
+        let mut mask = Array3::from_elem((8, 32, 32), false);
+        mask[(4, 2, 2)] = true;
+        let counter = BoxCounter::new(mask.view());
+        let grid = TileGrid::new([8, 32, 32], [8, 8, 8], 0.0).touching(&counter, [0, 0, 0]);
+        assert_eq!(grid.origins, vec![[0, 0, 0]]);
+        let grid = TileGrid::new([8, 32, 32], [8, 8, 8], 0.0).touching(&counter, [0, 7, 7]);
+        assert_eq!(grid.origins.len(), 4);
+    }
+
+    #[test]
+    fn extraction_pads_past_the_end() {
+        let image = Array3::from_shape_fn((2, 2, 2), |(k, j, i)| (k * 4 + j * 2 + i) as f32);
+        let tile = extract_tile(image.view(), [1, 1, 0], [2, 2, 2], -1.0);
+        assert_eq!(tile, vec![6.0, 7.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0]);
+    }
+}
