@@ -26,5 +26,6 @@
 
 pub mod build_info;
 pub mod inference;
+pub mod ingest;
 pub mod transport;
 pub mod volume;
