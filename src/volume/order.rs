@@ -48,9 +48,12 @@ pub fn order(frames: &[Placed], names: &[String], hints: SingleSliceHints) -> Re
     let Some(first) = frames.first() else {
         return Err(Error::NoFrames);
     };
-    let (row, column) = orientation(first, frames.len(), &names[0], &mut warnings)?;
+    if frames.iter().all(|f| f.position.is_none() && f.orientation.is_none()) {
+        return Ok(stacked(frames, hints));
+    }
+    let (row, column) = orientation(first, &names[0])?;
     check_orientations(frames, first, names)?;
-    let positions = positions(frames, names, &mut warnings)?;
+    let positions = positions(frames, names)?;
     let normal = cross(row, column);
     let order = sort_along(&positions, normal);
     check_duplicates(&order, &positions, normal, names)?;
@@ -67,18 +70,22 @@ pub fn order(frames: &[Placed], names: &[String], hints: SingleSliceHints) -> Re
     Ok(Ordering { order, geometry, warnings })
 }
 
-/// Row and column directions, normalised; a lone slice without them gets the identity.
-fn orientation(
-    first: &Placed,
-    count: usize,
-    name: &str,
-    warnings: &mut Vec<String>,
-) -> Result<([f64; 3], [f64; 3])> {
+/// Frames without any patient geometry (secondary captures, some multi-frame MR):
+/// stacked in stored order on an axial grid at the origin, with a warning.
+fn stacked(frames: &[Placed], hints: SingleSliceHints) -> Ordering {
+    let mut warnings = vec!["no ImagePositionPatient or ImageOrientationPatient: frames stacked in stored order".into()];
+    let spacing = single_slice_spacing(hints, &mut warnings);
+    let pixel_spacing = pixel_spacing(frames, &mut warnings);
+    Ordering {
+        order: (0..frames.len()).collect(),
+        geometry: Geometry::axial([0.0; 3], [spacing, pixel_spacing[0], pixel_spacing[1]]),
+        warnings,
+    }
+}
+
+/// Row and column directions, normalised.
+fn orientation(first: &Placed, name: &str) -> Result<([f64; 3], [f64; 3])> {
     let Some(o) = first.orientation else {
-        if count == 1 {
-            warnings.push("no ImageOrientationPatient: assumed axial".into());
-            return Ok(([1.0, 0.0, 0.0], [0.0, 1.0, 0.0]));
-        }
         return Err(Error::MissingGeometry { name: name.to_owned(), attribute: "ImageOrientationPatient" });
     };
     let row = normalise([o[0], o[1], o[2]]);
@@ -102,11 +109,7 @@ fn check_orientations(frames: &[Placed], first: &Placed, names: &[String]) -> Re
     Ok(())
 }
 
-fn positions(frames: &[Placed], names: &[String], warnings: &mut Vec<String>) -> Result<Vec<[f64; 3]>> {
-    if frames.len() == 1 && frames[0].position.is_none() {
-        warnings.push("no ImagePositionPatient: origin set to 0".into());
-        return Ok(vec![[0.0; 3]]);
-    }
+fn positions(frames: &[Placed], names: &[String]) -> Result<Vec<[f64; 3]>> {
     frames
         .iter()
         .zip(names)
