@@ -13,6 +13,8 @@ cargo fmt --all -- --check
 # One profile (release) for clippy, tests and the demo, so libtorch's C++ shim is built once.
 step "cargo clippy"
 cargo clippy --release --all-targets --locked -- -D warnings
+step "test fixtures"
+bash scripts/fetch_fixtures.sh
 step "cargo test"
 cargo test --release --locked --all-targets
 printf '\ntest.sh: all checks passed in %ss\n' "$((SECONDS - started))" >&2

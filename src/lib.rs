@@ -27,6 +27,7 @@
 pub mod build_info;
 pub mod findings;
 pub mod inference;
+pub mod ingest;
 pub mod morphology;
 pub mod pipeline;
 pub mod postprocess;

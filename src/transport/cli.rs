@@ -10,6 +10,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::build_info;
 use crate::inference::{self, DeviceChoice};
+use crate::ingest::{self, SelectionRules};
+use crate::volume::{self, export::SampleType};
 
 /// Lung-nodule assist for chest CT: DICOM in, findings and reports out.
 #[derive(Debug, Parser)]
@@ -46,6 +48,36 @@ pub enum LogFormat {
 pub enum Command {
     /// Check that libtorch works here: load the bundled smoke model and verify its output.
     Selftest(SelftestArgs),
+    /// Convert the CT series found in DICOM files or folders to NIfTI-1 or NumPy.
+    Convert(ConvertArgs),
+}
+
+/// Arguments of `pulmo convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// DICOM files or folders (searched recursively; files that are not DICOM are skipped).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output file: `.nii`, `.nii.gz` (RAS affine) or `.npy` (shape slices, rows, columns).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Sample type: auto (int16 when that is lossless, else float32), int16 or float32.
+    #[arg(long, value_enum, default_value_t = Dtype::Auto)]
+    pub dtype: Dtype,
+    /// Convert this series (SeriesInstanceUID) instead of the one the selection rules choose.
+    #[arg(long)]
+    pub series: Option<String>,
+}
+
+/// Sample types `pulmo convert` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// int16 when every value is an integer in range, else float32.
+    Auto,
+    /// Hounsfield units rounded to int16.
+    Int16,
+    /// Hounsfield units as float32.
+    Float32,
 }
 
 /// Arguments of `pulmo selftest`.
@@ -75,7 +107,37 @@ pub fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Selftest(args) => selftest(&args),
+        Command::Convert(args) => convert(&args),
     }
+}
+
+fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
+    let report = ingest::scan(&args.paths)?;
+    for skipped in &report.skipped {
+        tracing::info!(reason = %skipped, "skipped");
+    }
+    let series = ingest::choose(&report, &SelectionRules::default(), args.series.as_deref())?;
+    let volume = volume::assemble(series)?;
+    for warning in &volume.warnings {
+        tracing::warn!(series = %series.series_instance_uid, "{warning}");
+    }
+    let sample_type = match args.dtype {
+        Dtype::Auto => SampleType::Auto,
+        Dtype::Int16 => SampleType::Int16,
+        Dtype::Float32 => SampleType::Float32,
+    };
+    let written = volume::export::write(&volume, &args.out, sample_type)?;
+    let [k, j, i] = volume.shape();
+    let spacing = volume.geometry.spacing;
+    println!(
+        "{}: {k}x{j}x{i} (slices, rows, columns), spacing {:.3}x{:.3}x{:.3} mm, {written:?}, series {}",
+        args.out.display(),
+        spacing[0],
+        spacing[1],
+        spacing[2],
+        series.series_instance_uid,
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn selftest(args: &SelftestArgs) -> anyhow::Result<ExitCode> {

@@ -2,12 +2,76 @@
 //!
 //! This module owns the types every later stage reads ([`Volume`], [`Geometry`],
 //! [`SliceRef`]). It knows DICOM; nothing after it does.
+//!
+//! [`assemble`] turns a [`Series`] (headers, from `ingest`) into a [`Volume`]: it orders
+//! the frames by position ([`order`]), checks that they fit one grid, and decodes them in
+//! parallel with rayon ([`decode`]). [`export`] writes a volume as NIfTI-1 or NumPy.
 
+mod assemble;
+mod decode;
+pub mod export;
 mod geometry;
+pub mod order;
+mod series;
 
+pub use assemble::{assemble, MAX_VOXELS};
+pub use decode::PADDING_HU;
 pub use geometry::Geometry;
+pub use series::{FrameHeader, Instance, PixelFormat, Series, Source};
 
 use ndarray::Array3;
+
+/// What can stop a series from becoming a volume.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the series has no image frames")]
+    NoFrames,
+    #[error("{name} has no {attribute}")]
+    MissingGeometry { name: String, attribute: &'static str },
+    #[error("{name} has an ImageOrientationPatient that is not two orthogonal directions")]
+    BadOrientation { name: String },
+    #[error("{name} is oriented differently from {first}")]
+    MixedOrientation { name: String, first: String },
+    #[error("{name} sits at the same position as {other}")]
+    DuplicatePosition { name: String, other: String },
+    #[error("{name} is {found:?} (rows, columns) where the series is {expected:?}")]
+    MixedSizes { name: String, expected: (u32, u32), found: (u32, u32) },
+    #[error("the series would hold {voxels} voxels, more than the {MAX_VOXELS} allowed")]
+    TooLarge { voxels: u128 },
+    #[error("could not read {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: Box<dicom_object::ReadError>,
+    },
+    #[error("{name} has no pixel data")]
+    NoPixelData { name: String },
+    #[error("could not decode frame {frame} of {name}")]
+    Decode {
+        name: String,
+        frame: u32,
+        #[source]
+        source: Box<dicom_pixeldata::Error>,
+    },
+    #[error("frame {frame} of {name} decoded to {found} bytes, {expected} expected")]
+    ShortPixelData { name: String, frame: u32, expected: usize, found: usize },
+    #[error(
+        "{name} stores {samples_per_pixel} samples of {bits_stored} bits in {bits_allocated}, \
+         not a CT image"
+    )]
+    UnsupportedPixels { name: String, samples_per_pixel: u16, bits_allocated: u16, bits_stored: u16 },
+    #[error("could not write {path}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: the name must end in .nii, .nii.gz or .npy")]
+    UnknownFormat { path: std::path::PathBuf },
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The identifiers that tie a volume, and everything computed from it, to its series.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

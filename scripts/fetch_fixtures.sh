@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Prepares the DICOM fixtures of the ingest/volume tests in tests/data/fetched/ (git-ignored):
+#   - real files copied from the installed PyPI packages pydicom 3.0.x (pydicom/data/test_files,
+#     provenance in its README.txt) and pydicom-data 1.0.0 (data_store/data: NEMA WG04 693_*,
+#     eCT_Supplemental, ...); nothing is downloaded;
+#   - multi-slice series made from CT_small.dcm by scripts/make_series.py;
+#   - pydicom's Hounsfield arrays for each of them (scripts/reference_hu.py), *.ref.npy.
+# Idempotent: a stamp holds the hash of the scripts and the package versions that made them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+OUT=tests/data/fetched
+PY="$PULMO_ROOT/.venv/bin/python3"
+
+# name=package-relative path, for every real file the tests use.
+FILES=(
+    CT_small.dcm=pydicom:CT_small.dcm
+    693_UNCR.dcm=data_store:693_UNCR.dcm
+    693_UNCI.dcm=data_store:693_UNCI.dcm
+    693_J2KR.dcm=data_store:693_J2KR.dcm
+    693_J2KI.dcm=pydicom:693_J2KI.dcm
+    eCT_Supplemental.dcm=data_store:eCT_Supplemental.dcm
+    J2K_pixelrep_mismatch.dcm=pydicom:J2K_pixelrep_mismatch.dcm
+    MR_small_implicit.dcm=pydicom:MR_small_implicit.dcm
+    MR_small_bigendian.dcm=pydicom:MR_small_bigendian.dcm
+    MR_small_RLE.dcm=pydicom:MR_small_RLE.dcm
+    MR_small_jp2klossless.dcm=pydicom:MR_small_jp2klossless.dcm
+    MR_small_padded.dcm=pydicom:MR_small_padded.dcm
+    emri_small_jpeg_2k_lossless.dcm=data_store:emri_small_jpeg_2k_lossless.dcm
+    emri_small_RLE.dcm=data_store:emri_small_RLE.dcm
+    JPEG-LL.dcm=data_store:JPEG-LL.dcm
+    JPGLosslessP14SV1_1s_1f_8b.dcm=data_store:JPGLosslessP14SV1_1s_1f_8b.dcm
+    image_dfl.dcm=pydicom:image_dfl.dcm
+    MR_small_jpeg_ls_lossless.dcm=pydicom:MR_small_jpeg_ls_lossless.dcm
+    JPGExtended.dcm=pydicom:JPGExtended.dcm
+    no_meta.dcm=pydicom:no_meta.dcm
+    MR_truncated.dcm=pydicom:MR_truncated.dcm
+    rtplan.dcm=pydicom:rtplan.dcm
+    test-SR.dcm=pydicom:test-SR.dcm
+)
+# Files whose pydicom reference the tests compare against.
+REFERENCED=(CT_small 693_UNCR 693_UNCI 693_J2KR 693_J2KI eCT_Supplemental J2K_pixelrep_mismatch
+    MR_small_implicit MR_small_bigendian MR_small_RLE MR_small_jp2klossless MR_small_padded
+    emri_small_jpeg_2k_lossless emri_small_RLE JPEG-LL JPGLosslessP14SV1_1s_1f_8b image_dfl)
+
+versions=$("$PY" -c 'import importlib.metadata as m; print(m.version("pydicom"), m.version("pydicom-data"), m.version("numpy"))')
+want=$(cat "$0" scripts/make_series.py scripts/reference_hu.py | sha256sum | cut -d' ' -f1)
+want="$want $versions"
+if [ "$(cat "$OUT/.stamp" 2>/dev/null)" = "$want" ]; then
+    echo "fetch_fixtures: $OUT is up to date" >&2
+    exit 0
+fi
+rm -rf "$OUT" && mkdir -p "$OUT/single" "$OUT/series" "$OUT/malformed" "$OUT/ref"
+read -r pydicom_dir store_dir < <("$PY" -c '
+import os, pydicom.data, data_store
+print(os.path.dirname(pydicom.data.get_testdata_file("CT_small.dcm")),
+      os.path.join(os.path.dirname(data_store.__file__), "data"))')
+for entry in "${FILES[@]}"; do
+    name=${entry%%=*}; spec=${entry#*=}; package=${spec%%:*}; file=${spec#*:}
+    dir=$pydicom_dir; [ "$package" = data_store ] && dir=$store_dir
+    cp "$dir/$file" "$OUT/single/$name"
+done
+for name in no_meta MR_truncated rtplan test-SR; do mv "$OUT/single/$name.dcm" "$OUT/malformed/"; done
+printf 'this is not a DICOM file\n' > "$OUT/malformed/notes.txt"
+head -c 2000 "$OUT/single/CT_small.dcm" > "$OUT/malformed/CT_small_truncated_header.dcm"
+head -c 20000 "$OUT/single/CT_small.dcm" > "$OUT/malformed/CT_small_truncated_pixels.dcm"
+
+"$PY" scripts/make_series.py "$OUT/single/CT_small.dcm" "$OUT/series"
+pairs=()
+for name in "${REFERENCED[@]}"; do pairs+=("$OUT/ref/$name.ref.npy=$OUT/single/$name.dcm"); done
+for name in shuffled reversed gap; do pairs+=("$OUT/ref/series_$name.ref.npy=$OUT/series/$name"); done
+"$PY" -W ignore scripts/reference_hu.py "${pairs[@]}"
+echo "$want" > "$OUT/.stamp"
+echo "fetch_fixtures: wrote $OUT ($(find "$OUT" -type f | wc -l) files)" >&2

@@ -1,0 +1,226 @@
+//! Ingest: turn a pile of DICOM files, or in-memory instances, into studies and series,
+//! and choose the CT series to analyse.
+//!
+//! [`scan`] reads every header once, up to Pixel Data and never into it, in parallel;
+//! files that are not DICOM are listed with the reason, not fatal. [`select`] applies
+//! [`SelectionRules`] to a study. Pixels are decoded later, by [`crate::volume::assemble`].
+//! This module knows DICOM headers; it does not know pixels or geometry.
+
+mod header;
+mod select;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+pub use header::{SeriesKey, MAX_FRAMES, MAX_MATRIX};
+pub use select::{select, Reason, Rejected, Selection, SelectionRules};
+
+use crate::volume::{Instance, Series};
+
+/// What can go wrong while reading headers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not list {path}")]
+    Walk {
+        path: PathBuf,
+        #[source]
+        source: walkdir::Error,
+    },
+    #[error("could not read a DICOM header from {name}")]
+    ReadHeader {
+        name: String,
+        #[source]
+        source: Box<dicom_object::ReadError>,
+    },
+    #[error("{name} has no {attribute}")]
+    MissingAttribute { name: String, attribute: &'static str },
+    #[error("{name} claims {rows}x{columns} pixels in {frames} frames, too large to be honest")]
+    TooLarge { name: String, rows: u32, columns: u32, frames: u32 },
+    #[error("{name} repeats SOP instance {uid}, already read from {first}")]
+    DuplicateInstance { name: String, uid: String, first: String },
+    #[error("no series to convert{}", list(.passed_over))]
+    NoSeries { passed_over: Vec<String> },
+    #[error("{} studies each have a series to convert, choose one by its UID{}", .candidates.len(), list(.candidates))]
+    SeveralSeries { candidates: Vec<String> },
+    #[error("no series with SeriesInstanceUID {uid}")]
+    SeriesNotFound { uid: String },
+}
+
+/// `: a; b; c` for a non-empty list, nothing otherwise.
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", items.join("; "))
+    }
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a scan found: studies with their series, and what it passed over.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    /// Studies in the order their first instance was found.
+    pub studies: Vec<Study>,
+    /// Files or buffers that were not usable DICOM instances, each with its reason.
+    pub skipped: Vec<Error>,
+}
+
+impl ScanReport {
+    /// All series of all studies.
+    pub fn series(&self) -> impl Iterator<Item = &Series> {
+        self.studies.iter().flat_map(|s| &s.series)
+    }
+}
+
+/// One study and its series.
+#[derive(Debug, Clone, Default)]
+pub struct Study {
+    pub study_instance_uid: String,
+    pub series: Vec<Series>,
+}
+
+/// Scans files and folders (recursively), reading each file's header once.
+///
+/// A root that cannot be listed is an error; any file below it that is not a usable
+/// DICOM instance is listed in [`ScanReport::skipped`].
+pub fn scan<P: AsRef<Path>>(paths: &[P]) -> Result<ScanReport> {
+    let files = list_files(paths)?;
+    let headers: Vec<_> = files.par_iter().map(|path| header::read_path(path)).collect();
+    Ok(group(headers))
+}
+
+/// Scans in-memory Part 10 instances (`name` is how reports refer to each one).
+pub fn scan_bytes(instances: Vec<(String, Arc<[u8]>)>) -> ScanReport {
+    let headers: Vec<_> = instances
+        .into_par_iter()
+        .map(|(name, bytes)| header::read_bytes(&name, bytes))
+        .collect();
+    group(headers)
+}
+
+/// Reads one in-memory instance's header; the building block of [`scan_bytes`].
+pub fn read_header(name: &str, bytes: Arc<[u8]>) -> Result<(SeriesKey, Instance)> {
+    header::read_bytes(name, bytes)
+}
+
+/// The one series to analyse in a scan: the given UID, or the one [`select`] chooses.
+///
+/// More than one study with a passing series is an error, as is none; either error lists
+/// what was passed over and why.
+pub fn choose<'a>(report: &'a ScanReport, rules: &SelectionRules, uid: Option<&str>) -> Result<&'a Series> {
+    if let Some(uid) = uid {
+        let found = report.series().find(|s| s.series_instance_uid == uid);
+        return found.ok_or_else(|| Error::SeriesNotFound { uid: uid.to_owned() });
+    }
+    let selections: Vec<Selection<'_>> = report.studies.iter().map(|study| select(study, rules)).collect();
+    let chosen: Vec<&Series> = selections.iter().filter_map(|s| s.chosen).collect();
+    match chosen[..] {
+        [one] => Ok(one),
+        [] => Err(Error::NoSeries { passed_over: passed_over(report, &selections) }),
+        _ => Err(Error::SeveralSeries { candidates: chosen.iter().map(|s| describe(s)).collect() }),
+    }
+}
+
+fn passed_over(report: &ScanReport, selections: &[Selection<'_>]) -> Vec<String> {
+    let rejected = selections.iter().flat_map(|s| &s.rejected);
+    let series = rejected.map(|r| format!("series {}: {}", describe(r.series), r.reason));
+    let files = report.skipped.iter().map(|err| error_chain(err));
+    series.chain(files).collect()
+}
+
+fn describe(series: &Series) -> String {
+    let description = &series.series_description;
+    let uid = &series.series_instance_uid;
+    if description.is_empty() { uid.clone() } else { format!("{uid} ({description})") }
+}
+
+/// An error and its causes on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    line
+}
+
+/// Every regular file under the given paths, sorted within each folder.
+fn list_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for root in paths {
+        let root = root.as_ref();
+        for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+            let entry = entry.map_err(|source| Error::Walk { path: root.to_owned(), source })?;
+            if entry.file_type().is_file() {
+                files.push(entry.into_path());
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Groups headers into studies and series, keeping first-seen order.
+fn group(headers: Vec<Result<(SeriesKey, Instance)>>) -> ScanReport {
+    let mut report = ScanReport::default();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut studies: HashMap<String, usize> = HashMap::new();
+    for header in headers {
+        match header.and_then(|(key, instance)| unique(&mut seen, key, instance)) {
+            Ok((key, instance)) => place(&mut report, &mut studies, key, instance),
+            Err(err) => report.skipped.push(err),
+        }
+    }
+    report
+}
+
+fn unique(
+    seen: &mut HashMap<String, String>,
+    key: SeriesKey,
+    instance: Instance,
+) -> Result<(SeriesKey, Instance)> {
+    let name = instance.source.name();
+    if let Some(first) = seen.get(&instance.sop_instance_uid) {
+        let uid = instance.sop_instance_uid.clone();
+        return Err(Error::DuplicateInstance { name, uid, first: first.clone() });
+    }
+    seen.insert(instance.sop_instance_uid.clone(), name);
+    Ok((key, instance))
+}
+
+fn place(
+    report: &mut ScanReport,
+    studies: &mut HashMap<String, usize>,
+    key: SeriesKey,
+    instance: Instance,
+) {
+    let study_index = *studies.entry(key.study_instance_uid.clone()).or_insert_with(|| {
+        let study_instance_uid = key.study_instance_uid.clone();
+        report.studies.push(Study { study_instance_uid, series: Vec::new() });
+        report.studies.len() - 1
+    });
+    let study = &mut report.studies[study_index];
+    let known = study.series.iter().position(|s| s.series_instance_uid == key.series_instance_uid);
+    let index = known.unwrap_or_else(|| {
+        study.series.push(new_series(&key));
+        study.series.len() - 1
+    });
+    study.series[index].instances.push(instance);
+}
+
+fn new_series(key: &SeriesKey) -> Series {
+    Series {
+        study_instance_uid: key.study_instance_uid.clone(),
+        series_instance_uid: key.series_instance_uid.clone(),
+        frame_of_reference_uid: key.frame_of_reference_uid.clone(),
+        modality: key.modality.clone(),
+        series_description: key.series_description.clone(),
+        series_number: key.series_number,
+        instances: Vec::new(),
+    }
+}

@@ -1,0 +1,187 @@
+//! Pixels to Hounsfield units: decode an instance's frames and apply its modality LUT.
+//!
+//! Codecs come from dicom-pixeldata (native RLE, JPEG baseline/extended/lossless,
+//! deflate; JPEG 2000 through the pure-Rust openjp2 port). Sample interpretation is
+//! ours: mask to BitsStored, sign-extend when PixelRepresentation is 1,
+//! `stored * slope + intercept`, and padding pixels become air.
+
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
+use ndarray::ArrayViewMut2;
+
+use super::series::{FrameHeader, Instance, PixelFormat, Source};
+use super::{Error, Result};
+
+/// Hounsfield value written for padding pixels (air).
+pub const PADDING_HU: f32 = -1024.0;
+
+/// Reads the whole instance (pixels included) from its source.
+fn open(instance: &Instance) -> Result<DefaultDicomObject> {
+    let name = || instance.source.name();
+    let opened = match &instance.source {
+        Source::Path(path) => OpenFileOptions::new().open_file(path),
+        Source::Bytes { bytes, .. } => OpenFileOptions::new().from_reader(&bytes[..]),
+    };
+    let obj = opened.map_err(|source| Error::Read { name: name(), source: Box::new(source) })?;
+    if obj.get(tags::PIXEL_DATA).is_none() {
+        return Err(Error::NoPixelData { name: name() });
+    }
+    Ok(obj)
+}
+
+/// Decodes the given frames of one instance into their output slices.
+pub fn decode_into(instance: &Instance, targets: Vec<(u32, ArrayViewMut2<'_, f32>)>) -> Result<()> {
+    check_format(instance)?;
+    let obj = open(instance)?;
+    for (frame, target) in targets {
+        decode_frame(instance, &obj, frame, target)?;
+    }
+    Ok(())
+}
+
+fn decode_frame(instance: &Instance, obj: &DefaultDicomObject, frame: u32, mut target: ArrayViewMut2<'_, f32>) -> Result<()> {
+    let name = || instance.source.name();
+    let decoded = obj
+        .decode_pixel_data_frame(frame)
+        .map_err(|source| Error::Decode { name: name(), frame, source: Box::new(source) })?;
+    let format = &instance.pixel;
+    let bytes_per_sample = format.bits_allocated as usize / 8;
+    let expected = target.len() * bytes_per_sample;
+    let data = decoded.data();
+    if data.len() < expected {
+        return Err(Error::ShortPixelData { name: name(), frame, expected, found: data.len() });
+    }
+    let header = &instance.frames[frame as usize];
+    let lut = Lut::new(format, header);
+    for (out, sample) in target.iter_mut().zip(data.chunks_exact(bytes_per_sample)) {
+        *out = lut.apply(read_sample(sample));
+    }
+    Ok(())
+}
+
+/// Refuses sample layouts that cannot hold CT values.
+fn check_format(instance: &Instance) -> Result<()> {
+    let f = &instance.pixel;
+    let supported = f.samples_per_pixel == 1
+        && matches!(f.bits_allocated, 8 | 16 | 32)
+        && (1..=f.bits_allocated).contains(&f.bits_stored);
+    if supported {
+        return Ok(());
+    }
+    Err(Error::UnsupportedPixels {
+        name: instance.source.name(),
+        samples_per_pixel: f.samples_per_pixel,
+        bits_allocated: f.bits_allocated,
+        bits_stored: f.bits_stored,
+    })
+}
+
+/// One little-endian sample of 1, 2 or 4 bytes.
+fn read_sample(bytes: &[u8]) -> u32 {
+    match *bytes {
+        [a] => a as u32,
+        [a, b] => u16::from_le_bytes([a, b]) as u32,
+        [a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
+        _ => unreachable!("samples are 1, 2 or 4 bytes (checked). This is a bug."),
+    }
+}
+
+/// The modality LUT of one frame, with padding.
+#[derive(Debug, Clone, Copy)]
+struct Lut {
+    bits_stored: u32,
+    signed: bool,
+    slope: f64,
+    intercept: f64,
+    padding: Option<(i64, i64)>,
+}
+
+impl Lut {
+    fn new(format: &PixelFormat, frame: &FrameHeader) -> Self {
+        let bits_stored = format.bits_stored as u32;
+        let stored = |v: i32| interpret(v as u32, bits_stored, format.signed);
+        let padding = format.padding_value.map(|value| {
+            let a = stored(value);
+            let b = format.padding_range_limit.map_or(a, stored);
+            (a.min(b), a.max(b))
+        });
+        Lut { bits_stored, signed: format.signed, slope: frame.rescale_slope, intercept: frame.rescale_intercept, padding }
+    }
+
+    fn apply(&self, raw: u32) -> f32 {
+        let value = interpret(raw, self.bits_stored, self.signed);
+        match self.padding {
+            Some((low, high)) if (low..=high).contains(&value) => PADDING_HU,
+            _ => (value as f64 * self.slope + self.intercept) as f32,
+        }
+    }
+}
+
+/// The stored value of a raw sample: its low `bits` bits, two's complement when signed.
+fn interpret(raw: u32, bits: u32, signed: bool) -> i64 {
+    let masked = if bits >= 32 { raw as u64 } else { (raw & ((1u32 << bits) - 1)) as u64 };
+    if signed && bits > 0 && masked >> (bits - 1) & 1 == 1 {
+        masked as i64 - (1i64 << bits)
+    } else {
+        masked as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twelve_bit_signed_samples_sign_extend_from_bit_11() {
+        assert_eq!(interpret(0x0800, 12, true), -2048);
+        assert_eq!(interpret(0x07ff, 12, true), 2047);
+        assert_eq!(interpret(0xf800, 12, true), -2048);
+        assert_eq!(interpret(0xffff, 16, true), -1);
+        assert_eq!(interpret(0xffff, 16, false), 65535);
+        assert_eq!(interpret(0xf123, 12, false), 0x123);
+    }
+
+    fn format(signed: bool, padding: Option<i32>) -> PixelFormat {
+        PixelFormat {
+            rows: 1,
+            columns: 1,
+            number_of_frames: 1,
+            samples_per_pixel: 1,
+            bits_allocated: 16,
+            bits_stored: 16,
+            signed,
+            padding_value: padding,
+            padding_range_limit: None,
+        }
+    }
+
+    fn frame(slope: f64, intercept: f64) -> FrameHeader {
+        FrameHeader {
+            index: 0,
+            position: None,
+            orientation: None,
+            pixel_spacing: None,
+            slice_thickness: None,
+            rescale_slope: slope,
+            rescale_intercept: intercept,
+        }
+    }
+
+    #[test]
+    fn rescale_maps_stored_values_to_hounsfield_units() {
+        let lut = Lut::new(&format(false, None), &frame(1.0, -1024.0));
+        assert_eq!(lut.apply(0), -1024.0);
+        assert_eq!(lut.apply(1024), 0.0);
+        let lut = Lut::new(&format(true, None), &frame(0.5, 10.0));
+        assert_eq!(lut.apply(0xfffe), 9.0);
+    }
+
+    #[test]
+    fn padding_written_as_unsigned_still_matches_signed_samples() {
+        // PixelPaddingValue US 63536 in a signed image is the stored value -2000.
+        let lut = Lut::new(&format(true, Some(63536)), &frame(1.0, 0.0));
+        assert_eq!(lut.apply((-2000i16) as u16 as u32), PADDING_HU);
+        assert_eq!(lut.apply(5), 5.0);
+    }
+}

@@ -1,0 +1,124 @@
+//! pulmo's Hounsfield volumes against pydicom's, voxel by voxel, on real files from the
+//! pydicom and pydicom-data packages (see `scripts/fetch_fixtures.sh`).
+//!
+//! Every case is bit-exact: the lossless syntaxes must be, and the lossy JPEG 2000 files
+//! decode identically because both sides run OpenJPEG's algorithm (pydicom through
+//! pylibjpeg-openjpeg, pulmo through its Rust port).
+
+mod common;
+
+use common::{assert_close, fixture, pulmo, python, read_npy, scratch};
+use pulmo::{ingest, volume};
+use rstest::rstest;
+
+fn assemble_only_series(path: &std::path::Path) -> volume::Volume {
+    let report = ingest::scan(&[path]).unwrap();
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let series: Vec<_> = report.series().collect();
+    assert_eq!(series.len(), 1, "{}", path.display());
+    volume::assemble(series[0]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+}
+
+#[rstest]
+#[case::explicit_le_ct("CT_small")]
+#[case::wg04_uncompressed_ct("693_UNCR")]
+#[case::wg04_implicit_ct("693_UNCI")]
+#[case::wg04_j2k_lossless_ct("693_J2KR")]
+#[case::wg04_j2k_lossy_ct("693_J2KI")]
+#[case::enhanced_ct_two_frames("eCT_Supplemental")]
+#[case::j2k_signed_header_unsigned_stream("J2K_pixelrep_mismatch")]
+#[case::implicit_le("MR_small_implicit")]
+#[case::explicit_big_endian("MR_small_bigendian")]
+#[case::rle_lossless("MR_small_RLE")]
+#[case::j2k_lossless("MR_small_jp2klossless")]
+#[case::pixel_data_padded("MR_small_padded")]
+#[case::multi_frame_j2k("emri_small_jpeg_2k_lossless")]
+#[case::multi_frame_rle("emri_small_RLE")]
+#[case::jpeg_lossless_process_14("JPEG-LL")]
+#[case::jpeg_lossless_sv1_8bit("JPGLosslessP14SV1_1s_1f_8b")]
+#[case::deflated("image_dfl")]
+fn single_files_match_pydicom_bit_for_bit(#[case] name: &str) {
+    let volume = assemble_only_series(&fixture(&format!("single/{name}.dcm")));
+    let (shape, reference) = read_npy(&fixture(&format!("ref/{name}.ref.npy")));
+    assert_eq!(volume.shape().to_vec(), shape, "{name}");
+    assert_close(name, volume.hu.as_slice().unwrap(), &reference, 0.0);
+}
+
+#[rstest]
+#[case::shuffled_file_names("shuffled", [1, 2, 3, 4, 5, 6])]
+#[case::numbers_against_position("reversed", [6, 5, 4, 3, 2, 1])]
+fn series_are_ordered_by_position(#[case] name: &str, #[case] numbers: [i32; 6]) {
+    let volume = assemble_only_series(&fixture(&format!("series/{name}")));
+    let (_, reference) = read_npy(&fixture(&format!("ref/series_{name}.ref.npy")));
+    assert_close(name, volume.hu.as_slice().unwrap(), &reference, 0.0);
+    let found: Vec<i32> = volume.slices.iter().map(|s| s.instance_number.unwrap()).collect();
+    assert_eq!(found, numbers);
+    assert_eq!(volume.geometry.spacing[0], 2.5);
+    assert!(volume.warnings.is_empty(), "{:?}", volume.warnings);
+}
+
+#[test]
+fn a_missing_slice_is_a_warning_naming_the_gap() {
+    let volume = assemble_only_series(&fixture("series/gap"));
+    assert_eq!(volume.shape()[0], 5);
+    assert_eq!(volume.warnings.len(), 1, "{:?}", volume.warnings);
+    assert!(volume.warnings[0].contains("gap between slices 2 and 3"), "{:?}", volume.warnings);
+}
+
+#[test]
+fn in_memory_instances_with_and_without_preamble_match_the_file() {
+    let path = fixture("single/CT_small.dcm");
+    let bytes = std::fs::read(&path).unwrap();
+    let without_preamble = bytes[128..].to_vec();
+    for (name, data) in [("with", bytes), ("without", without_preamble)] {
+        let report = ingest::scan_bytes(vec![(name.to_owned(), data.into())]);
+        let series = report.series().next().unwrap_or_else(|| panic!("{name}: {:?}", report.skipped));
+        let volume = volume::assemble(series).unwrap();
+        let (_, reference) = read_npy(&fixture("ref/CT_small.ref.npy"));
+        assert_close(name, volume.hu.as_slice().unwrap(), &reference, 0.0);
+    }
+}
+
+#[test]
+fn convert_writes_npy_equal_to_pydicom() {
+    let dir = scratch("convert-npy");
+    let out = dir.join("shuffled.npy");
+    let run = pulmo().arg("convert").arg(fixture("series/shuffled")).arg("--out").arg(&out).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let (shape, ours) = read_npy(&out);
+    let (ref_shape, reference) = read_npy(&fixture("ref/series_shuffled.ref.npy"));
+    assert_eq!(shape, ref_shape);
+    assert_close("convert .npy", &ours, &reference, 0.0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[rstest]
+#[case::reversed_series("series/reversed", "series_reversed", "nii.gz")]
+#[case::single_ct_slice("single/CT_small.dcm", "CT_small", "nii")]
+#[case::enhanced_ct("single/eCT_Supplemental.dcm", "eCT_Supplemental", "nii.gz")]
+fn convert_writes_nifti_that_nibabel_reads_with_the_dcm2niix_affine(
+    #[case] input: &str,
+    #[case] reference: &str,
+    #[case] extension: &str,
+) {
+    let dir = scratch(&format!("convert-{reference}"));
+    let out = dir.join(format!("out.{extension}"));
+    let uid = assemble_only_series(&fixture(input)).ids.series_instance_uid;
+    let run = pulmo()
+        .arg("convert")
+        .arg(fixture(input))
+        .args(["--series", &uid, "--dtype", "float32", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let check = python()
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_nifti.py"))
+        .arg(&out)
+        .arg(fixture(&format!("ref/{reference}.ref.npy")))
+        .arg(fixture(&format!("ref/{reference}.ref.affine.npy")))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    std::fs::remove_dir_all(dir).ok();
+}
