@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use crate::findings;
 use crate::inference::{self, BatchPolicy, Bundle, DeviceChoice, Engine};
+use crate::ingest::{self, SelectionRules, Study};
 use crate::postprocess::{self, Thresholds};
 use crate::preprocess::{self, PrepareOptions};
 use crate::report::{self, BuildInfo, ModelInfo, Report, SeriesInfo};
-use crate::volume::Volume;
+use crate::volume::{self, Series, Volume};
 
 /// What can stop the pipeline from starting or from analysing a series.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Inference(#[from] inference::Error),
+    #[error(transparent)]
+    Volume(#[from] volume::Error),
 }
 
 /// Results of this stage.
@@ -197,6 +200,126 @@ impl Analyzer {
 
 fn round_ms(ms: f64) -> f64 {
     findings::round_to(ms, 1)
+}
+
+/// What became of one series (or of a study with nothing to analyse).
+#[derive(Debug)]
+pub enum Outcome {
+    /// The series was analysed (or judged not to be a chest CT, see `analyzed`).
+    Report(Box<Report>),
+    /// The series, or a study without any analysable series, failed with a reason.
+    Failed {
+        study_instance_uid: String,
+        series_instance_uid: Option<String>,
+        reason: String,
+    },
+}
+
+impl Analyzer {
+    /// Decodes a series into a volume and analyses it, timing the decode too.
+    pub fn analyze_series(&self, series: &Series) -> Result<Report> {
+        let started = Instant::now();
+        let volume = volume::assemble(series)?;
+        let decode = round_ms(started.elapsed().as_secs_f64() * 1e3);
+        self.analyze(&volume, BTreeMap::from([("decode".to_owned(), decode)]))
+    }
+
+    /// Analyses the chosen CT series of every study, `jobs` series at a time, so that one
+    /// series decodes while another's tiles are in the network. `done` sees each outcome
+    /// as it happens; the returned outcomes are in study order.
+    pub fn analyze_studies(
+        &self,
+        studies: &[Study],
+        rules: &SelectionRules,
+        jobs: usize,
+        done: &(dyn Fn(&Outcome) + Sync),
+    ) -> Vec<Outcome> {
+        let mut work: Vec<(usize, &Series)> = Vec::new();
+        let mut outcomes: Vec<Option<Outcome>> = Vec::new();
+        for study in studies {
+            let selection = ingest::select(study, rules);
+            match selection.chosen {
+                Some(series) => work.push((outcomes.len(), series)),
+                None => {
+                    let outcome = no_series(study, &selection);
+                    done(&outcome);
+                    outcomes.push(Some(outcome));
+                    continue;
+                }
+            }
+            outcomes.push(None);
+        }
+        let (queue, tasks) = crossbeam_channel::unbounded();
+        for item in work {
+            queue
+                .send(item)
+                .expect("the receiver is alive. This is a bug.");
+        }
+        drop(queue);
+        let results = std::sync::Mutex::new(outcomes);
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.max(1) {
+                scope.spawn(|| {
+                    for (slot, series) in tasks.iter() {
+                        let outcome = self.outcome(series);
+                        done(&outcome);
+                        results.lock().expect("no worker panics while holding it")[slot] =
+                            Some(outcome);
+                    }
+                });
+            }
+        });
+        let results = results.into_inner().expect("workers finished");
+        results
+            .into_iter()
+            .map(|o| o.expect("every slot is filled. This is a bug."))
+            .collect()
+    }
+
+    fn outcome(&self, series: &Series) -> Outcome {
+        match self.analyze_series(series) {
+            Ok(report) => Outcome::Report(Box::new(report)),
+            Err(err) => {
+                tracing::warn!(series = %series.series_instance_uid, error = %format!("{err:#}"), "series failed");
+                Outcome::Failed {
+                    study_instance_uid: series.study_instance_uid.clone(),
+                    series_instance_uid: Some(series.series_instance_uid.clone()),
+                    reason: error_chain(&err),
+                }
+            }
+        }
+    }
+}
+
+/// A study none of whose series passed the selection rules, with every reason.
+fn no_series(study: &Study, selection: &ingest::Selection<'_>) -> Outcome {
+    let reasons: Vec<String> = selection
+        .rejected
+        .iter()
+        .map(|r| format!("series {}: {}", r.series.series_instance_uid, r.reason))
+        .collect();
+    let reason = if reasons.is_empty() {
+        "no CT series to analyse".to_owned()
+    } else {
+        format!("no CT series to analyse: {}", reasons.join("; "))
+    };
+    Outcome::Failed {
+        study_instance_uid: study.study_instance_uid.clone(),
+        series_instance_uid: None,
+        reason,
+    }
+}
+
+/// An error and its causes on one line, as `a: b: c`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -25,7 +25,10 @@ pub fn assemble(series: &Series) -> Result<Volume> {
         .enumerate()
         .flat_map(|(n, instance)| instance.frames.iter().map(move |f| (n, f)))
         .collect();
-    let names: Vec<String> = frames.iter().map(|&(n, f)| frame_name(&series.instances[n], f)).collect();
+    let names: Vec<String> = frames
+        .iter()
+        .map(|&(n, f)| frame_name(&series.instances[n], f))
+        .collect();
     let placed: Vec<Placed> = frames.iter().map(|(_, f)| placed(f)).collect();
     let ordering = order::order(&placed, &names, hints(series))?;
     let (rows, columns) = common_size(series)?;
@@ -36,7 +39,11 @@ pub fn assemble(series: &Series) -> Result<Volume> {
     Ok(Volume {
         hu,
         geometry: ordering.geometry,
-        slices: ordering.order.iter().map(|&k| slice_ref(series, frames[k])).collect(),
+        slices: ordering
+            .order
+            .iter()
+            .map(|&k| slice_ref(series, frames[k]))
+            .collect(),
         ids: ids(series),
         slice_thickness_mm: frames.first().and_then(|(_, f)| f.slice_thickness),
         warnings: ordering.warnings,
@@ -52,14 +59,20 @@ fn frame_name(instance: &Instance, frame: &FrameHeader) -> String {
 }
 
 fn placed(frame: &FrameHeader) -> Placed {
-    Placed { position: frame.position, orientation: frame.orientation, pixel_spacing: frame.pixel_spacing }
+    Placed {
+        position: frame.position,
+        orientation: frame.orientation,
+        pixel_spacing: frame.pixel_spacing,
+    }
 }
 
 fn hints(series: &Series) -> SingleSliceHints {
     let first = series.instances.first();
     SingleSliceHints {
         spacing_between_slices: first.and_then(|i| i.spacing_between_slices),
-        slice_thickness: first.and_then(|i| i.frames.first()).and_then(|f| f.slice_thickness),
+        slice_thickness: first
+            .and_then(|i| i.frames.first())
+            .and_then(|f| f.slice_thickness),
     }
 }
 
@@ -70,10 +83,16 @@ fn common_size(series: &Series) -> Result<(u32, u32)> {
     for instance in &series.instances {
         let found = (instance.pixel.rows, instance.pixel.columns);
         if found.0 == 0 || found.1 == 0 {
-            return Err(Error::NoPixelData { name: instance.source.name() });
+            return Err(Error::NoPixelData {
+                name: instance.source.name(),
+            });
         }
         if found != expected {
-            return Err(Error::MixedSizes { name: instance.source.name(), expected, found });
+            return Err(Error::MixedSizes {
+                name: instance.source.name(),
+                expected,
+                found,
+            });
         }
     }
     Ok(expected)
@@ -88,8 +107,14 @@ fn check_voxels((k, j, i): (usize, usize, usize)) -> Result<()> {
 }
 
 /// Hands every output slice to the instance holding it, then decodes instances in parallel.
-fn decode_all(series: &Series, frames: &[FrameOf<'_>], order: &[usize], hu: &mut Array3<f32>) -> Result<()> {
-    let mut targets: Vec<Vec<(u32, ArrayViewMut2<'_, f32>)>> = series.instances.iter().map(|_| Vec::new()).collect();
+fn decode_all(
+    series: &Series,
+    frames: &[FrameOf<'_>],
+    order: &[usize],
+    hu: &mut Array3<f32>,
+) -> Result<()> {
+    let mut targets: Vec<Vec<(u32, ArrayViewMut2<'_, f32>)>> =
+        series.instances.iter().map(|_| Vec::new()).collect();
     for (slice, &k) in hu.outer_iter_mut().zip(order) {
         let (n, frame) = frames[k];
         targets[n].push((frame.index, slice));

@@ -2,6 +2,8 @@
 //!
 //! Errors are printed once, here, with their whole cause chain.
 
+mod analyze;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,6 +50,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Check that libtorch works here: load the bundled smoke model and verify its output.
     Selftest(SelftestArgs),
+    /// Find and measure lung nodules in every study under the given files or folders.
+    Analyze(analyze::AnalyzeArgs),
     /// Convert the CT series found in DICOM files or folders to NIfTI-1 or NumPy.
     Convert(ConvertArgs),
 }
@@ -107,6 +111,7 @@ pub fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Selftest(args) => selftest(&args),
+        Command::Analyze(args) => analyze::run(&args),
         Command::Convert(args) => convert(&args),
     }
 }

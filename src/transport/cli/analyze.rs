@@ -1,0 +1,244 @@
+//! `pulmo analyze`: every study under the given paths, its chosen CT series analysed,
+//! a readable summary per series, JSON reports on request.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::findings::Finding;
+use crate::inference::{BatchPolicy, DeviceChoice};
+use crate::ingest::{self, SelectionRules};
+use crate::pipeline::{self, Analyzer, AnalyzerConfig, Outcome};
+use crate::report::Report;
+
+/// Arguments of `pulmo analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// DICOM files or folders (searched recursively; files that are not DICOM are skipped).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Write `<SeriesInstanceUID>.json` per analysed series into this directory.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON reports (an array) on standard output; the summary goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, env = "PULMO_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Model bundle directory (with manifest.toml).
+    #[arg(long, env = "PULMO_MODEL", default_value_os_t = pipeline::default_model_dir())]
+    pub model: PathBuf,
+    /// Series analysed at once: one decodes while another is in the network.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Most tiles per network call; tiles of different series share calls.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_batch: u16,
+    /// Longest a tile waits for others to fill a batch, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+}
+
+/// Runs `pulmo analyze`; the exit code is non-zero if any series or study failed.
+pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let config = AnalyzerConfig {
+        model_dir: args.model.clone(),
+        device: args.device,
+        batch: BatchPolicy {
+            max_batch: usize::from(args.max_batch),
+            max_wait: Duration::from_millis(args.max_wait_ms),
+        },
+    };
+    let analyzer = Analyzer::start(&config)?;
+    let scan = ingest::scan(&args.paths)?;
+    for skipped in &scan.skipped {
+        tracing::info!(reason = %pipeline::error_chain(skipped), "skipped");
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    let summary_to_stderr = args.json;
+    let write_error = std::sync::Mutex::new(None);
+    let done = |outcome: &Outcome| {
+        let text = summarize(outcome);
+        if summary_to_stderr {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+        if let (Some(dir), Outcome::Report(report)) = (&args.out, outcome) {
+            if let Err(err) = write_report(dir, report) {
+                write_error.lock().expect("not poisoned").get_or_insert(err);
+            }
+        }
+    };
+    let rules = SelectionRules::default();
+    let outcomes = analyzer.analyze_studies(&scan.studies, &rules, usize::from(args.jobs), &done);
+    if let Some(err) = write_error.into_inner().expect("not poisoned") {
+        return Err(err);
+    }
+    if args.json {
+        let reports: Vec<&Report> = outcomes.iter().filter_map(as_report).collect();
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    footer(
+        &analyzer,
+        &outcomes,
+        scan.skipped.len(),
+        started.elapsed(),
+        summary_to_stderr,
+    );
+    let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed { .. }));
+    Ok(if failed || outcomes.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn as_report(outcome: &Outcome) -> Option<&Report> {
+    match outcome {
+        Outcome::Report(report) => Some(report),
+        Outcome::Failed { .. } => None,
+    }
+}
+
+/// Writes `dir/<SeriesInstanceUID>.json` through a temporary file and a rename, so an
+/// interrupted run never leaves half a report.
+fn write_report(dir: &Path, report: &Report) -> anyhow::Result<()> {
+    let uid = &report.series_instance_uid;
+    anyhow::ensure!(
+        !uid.is_empty() && uid.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "series UID {uid:?} is not a valid file name"
+    );
+    let path = dir.join(format!("{uid}.json"));
+    let tmp = dir.join(format!(".{uid}.json.tmp"));
+    let mut file = std::fs::File::create(&tmp)
+        .with_context(|| format!("could not create {}", tmp.display()))?;
+    file.write_all(report.to_json().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("could not write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("could not write {}", path.display()))
+}
+
+/// The human-readable block for one outcome.
+fn summarize(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Failed {
+            study_instance_uid,
+            series_instance_uid,
+            reason,
+        } => {
+            let what = match series_instance_uid {
+                Some(series) => format!("series {series}"),
+                None => format!("study {study_instance_uid}"),
+            };
+            format!("\n{what}: FAILED: {reason}\n")
+        }
+        Outcome::Report(report) => summarize_report(report),
+    }
+}
+
+fn summarize_report(r: &Report) -> String {
+    let s = &r.series;
+    let mut out = format!(
+        "\nseries {} ({} slices, {}x{}, {:.2} x {:.2} x {:.2} mm) on {}\n",
+        r.series_instance_uid,
+        s.slices,
+        s.rows,
+        s.columns,
+        s.spacing_mm[0],
+        s.spacing_mm[1],
+        s.spacing_mm[2],
+        r.device
+    );
+    for warning in &r.warnings {
+        out.push_str(&format!("  warning: {warning}\n"));
+    }
+    if r.analyzed {
+        out.push_str(&format!(
+            "  {} finding(s), study score {:.2}, Lung-RADS {}\n",
+            r.findings.len(),
+            r.study_score,
+            r.lung_rads.as_str()
+        ));
+    }
+    if !r.findings.is_empty() {
+        out.push_str("   #  side   image (inst)   centre LPS mm               diam  long x short  volume mm3  type          HU  score  LR\n");
+        for f in &r.findings {
+            out.push_str(&finding_row(f));
+        }
+    }
+    let timings: Vec<String> = r
+        .timing_ms
+        .iter()
+        .map(|(stage, ms)| format!("{stage} {ms:.0}"))
+        .collect();
+    out.push_str(&format!("  timing ms: {}\n", timings.join(", ")));
+    out
+}
+
+fn finding_row(f: &Finding) -> String {
+    let [x, y, z] = f.center_patient_mm;
+    let instance = f.instance_number.map_or("-".to_owned(), |n| n.to_string());
+    let side = serde_json::to_value(f.laterality)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let kind = serde_json::to_value(f.nodule_type)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    format!(
+        "  {:>2}  {:<5}  {:>5} ({:>4})   {:>7.1} {:>7.1} {:>7.1}   {:>5.1}  {:>5.1} x {:<5.1}  {:>10.0}  {:<12} {:>4.0}  {:.2}  {}\n",
+        f.id,
+        side.unwrap_or_default(),
+        f.center_voxel[2],
+        instance,
+        x,
+        y,
+        z,
+        f.diameter_mm,
+        f.long_axis_mm,
+        f.short_axis_mm,
+        f.volume_mm3,
+        kind.unwrap_or_default(),
+        f.mean_hu,
+        f.score,
+        f.lung_rads.as_str()
+    )
+}
+
+/// The closing lines: counts, batching, wall time.
+fn footer(
+    analyzer: &Analyzer,
+    outcomes: &[Outcome],
+    skipped: usize,
+    elapsed: Duration,
+    to_stderr: bool,
+) {
+    let analysed = outcomes.iter().filter(|o| as_report(o).is_some()).count();
+    let failed = outcomes.len() - analysed;
+    let (batches, tiles, busy) = analyzer.engine().stats().snapshot();
+    let mean = if batches > 0 {
+        tiles as f64 / batches as f64
+    } else {
+        0.0
+    };
+    let text = format!(
+        "\n{analysed} series analysed, {failed} failed, {skipped} file(s) skipped; \
+         {tiles} tiles in {batches} batches (mean {mean:.1}), network {:.1} s, wall {:.1} s\n",
+        busy.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    if to_stderr {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
