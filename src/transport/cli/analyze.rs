@@ -60,6 +60,16 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     for skipped in &scan.skipped {
         tracing::info!(reason = %pipeline::error_chain(skipped), "skipped");
     }
+    anyhow::ensure!(
+        !scan.studies.is_empty(),
+        "no DICOM studies found under {} ({} file(s) skipped)",
+        args.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        scan.skipped.len()
+    );
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("could not create {}", dir.display()))?;

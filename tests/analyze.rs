@@ -1,0 +1,184 @@
+//! `pulmo analyze` on real files: the bundled phantom series (written by pydicom, RLE
+//! Lossless) and real single CT slices from pydicom's test files.
+//!
+//! The detection model here is `models/threshold-test` (deterministic, marks soft tissue),
+//! so these tests check the plumbing — selection, geometry, reports, exit codes, patient
+//! data kept out — not detection quality, which `scripts/evaluate.py` measures.
+
+mod common;
+
+use std::path::Path;
+
+use common::{fixture, pulmo, scratch};
+use serde_json::Value;
+
+fn repo(relative: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn analyze(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = pulmo()
+        .arg("analyze")
+        .args(["--device", "cpu", "--model"])
+        .arg(repo("models/threshold-test"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn truth_case() -> Value {
+    let text = std::fs::read_to_string(repo("sample-dicom/truth.json")).unwrap();
+    let truth: Value = serde_json::from_str(&text).unwrap();
+    truth["cases"][0].clone()
+}
+
+#[test]
+fn the_sample_series_gives_one_report_keyed_by_its_uids_and_written_to_out() {
+    let out_dir = scratch("analyze-sample");
+    let sample = repo("sample-dicom");
+    let (code, stdout, stderr) = analyze(&[
+        "--json",
+        "--out",
+        out_dir.to_str().unwrap(),
+        sample.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let reports: Vec<Value> = serde_json::from_str(&stdout).expect("stdout is the JSON array");
+    assert_eq!(reports.len(), 1);
+    let report = &reports[0];
+    let truth = truth_case();
+    assert_eq!(report["schema"], "pulmo.report/1");
+    assert_eq!(report["study_instance_uid"], truth["study_instance_uid"]);
+    assert_eq!(report["series_instance_uid"], truth["series_instance_uid"]);
+    assert_eq!(report["analyzed"], true);
+    assert_eq!(report["model"]["id"], "threshold-test");
+    assert_eq!(report["series"]["slices"], truth["geometry"]["slices"]);
+    assert_eq!(report["series"]["rows"], 256);
+    assert!(
+        stderr.contains("series analysed"),
+        "the summary moves to stderr: {stderr}"
+    );
+
+    let uid = truth["series_instance_uid"].as_str().unwrap();
+    let written = std::fs::read_to_string(out_dir.join(format!("{uid}.json"))).unwrap();
+    let written: Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(&written, report, "--out writes the same report");
+    std::fs::remove_dir_all(out_dir).ok();
+}
+
+/// `{SOPInstanceUID: [InstanceNumber, z]}` of every file in a folder, read by pydicom.
+fn slices_by_pydicom(dir: &Path) -> Value {
+    let script = "import sys, json, pathlib, pydicom\n\
+        out = {}\n\
+        for p in pathlib.Path(sys.argv[1]).rglob('*.dcm'):\n\
+        \x20   d = pydicom.dcmread(p, stop_before_pixels=True)\n\
+        \x20   out[d.SOPInstanceUID] = [int(d.InstanceNumber), float(d.ImagePositionPatient[2])]\n\
+        print(json.dumps(out))";
+    let out = common::python()
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn every_finding_points_at_the_slice_through_its_centre() {
+    let sample = repo("sample-dicom");
+    let (code, stdout, stderr) = analyze(&["--json", sample.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let reports: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let findings = reports[0]["findings"].as_array().unwrap();
+    assert!(
+        !findings.is_empty(),
+        "the test model marks some soft tissue in the lungs"
+    );
+    let spacing = reports[0]["series"]["spacing_mm"][2].as_f64().unwrap();
+    let files = slices_by_pydicom(&sample);
+    for f in findings {
+        let uid = f["sop_instance_uid"].as_str().unwrap();
+        let [number, z] = [&files[uid][0], &files[uid][1]];
+        assert_eq!(f["instance_number"], *number, "{uid}");
+        let centre_z = f["center_patient_mm"][2].as_f64().unwrap();
+        assert!(
+            (centre_z - z.as_f64().unwrap()).abs() <= spacing / 2.0 + 1e-6,
+            "{f}"
+        );
+        assert!(["left", "right"].contains(&f["laterality"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn reports_and_summaries_carry_no_patient_data() {
+    let sample = repo("sample-dicom");
+    let (code, stdout, stderr) = analyze(&["--json", "--log", "debug", sample.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let seed = truth_case()["seed"].as_u64().unwrap();
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains("PHANTOM"), "patient name or ID leaked");
+        assert!(!text.contains(&format!("PHANTOM-{seed}")));
+        assert!(!text.to_lowercase().contains("patient_name"));
+    }
+}
+
+#[test]
+fn a_single_small_slice_is_reported_as_not_a_chest_ct() {
+    let slice = fixture("single/CT_small.dcm");
+    let (code, stdout, stderr) = analyze(&["--json", slice.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let reports: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(reports[0]["analyzed"], false);
+    assert_eq!(reports[0]["findings"].as_array().unwrap().len(), 0);
+    let warnings = reports[0]["warnings"].to_string();
+    assert!(warnings.contains("not a chest CT"), "{warnings}");
+}
+
+#[test]
+fn a_study_without_ct_fails_with_the_reason_while_others_complete() {
+    let dir = scratch("analyze-mixed");
+    std::fs::copy(fixture("malformed/test-SR.dcm"), dir.join("sr.dcm")).unwrap();
+    let sample = repo("sample-dicom");
+    let (code, stdout, stderr) = analyze(&[dir.to_str().unwrap(), sample.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("FAILED: no CT series to analyse"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 series analysed, 1 failed"), "{stdout}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn nothing_dicom_is_an_error() {
+    let dir = scratch("analyze-empty");
+    std::fs::write(dir.join("notes.txt"), "not DICOM").unwrap();
+    let (code, _, stderr) = analyze(&[dir.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no DICOM studies found"), "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_missing_model_fails_at_start_naming_the_bundle() {
+    let out = pulmo()
+        .args(["analyze", "--model", "/nonexistent/bundle"])
+        .arg(repo("sample-dicom"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("could not open model bundle /nonexistent/bundle"),
+        "{stderr}"
+    );
+}
