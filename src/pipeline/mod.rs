@@ -59,6 +59,15 @@ pub fn default_model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pulmo-nodule-v1")
 }
 
+/// Everything one analysis produced: the report and each finding's voxels, which the
+/// DICOM encoders (SEG, key images) need and the JSON report does not carry.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub report: Report,
+    /// One per finding, in the findings' order, on the source grid.
+    pub segments: Vec<postprocess::Segment>,
+}
+
 /// A loaded model, ready to analyse volumes from any number of threads at once.
 pub struct Analyzer {
     bundle: Bundle,
@@ -100,7 +109,7 @@ impl Analyzer {
     }
 
     /// Analyses one volume. `timing_ms` may already hold earlier stages (decoding).
-    pub fn analyze(&self, volume: &Volume, mut timing_ms: BTreeMap<String, f64>) -> Result<Report> {
+    pub fn analyze(&self, volume: &Volume, mut timing_ms: BTreeMap<String, f64>) -> Result<Analysis> {
         let manifest = &self.bundle.manifest;
         let started = Instant::now();
         let mut clock = Instant::now();
@@ -158,7 +167,9 @@ impl Analyzer {
         let decode = timing_ms.get("decode").copied().unwrap_or(0.0);
         let total = decode + started.elapsed().as_secs_f64() * 1e3;
         timing_ms.insert("total".to_owned(), round_ms(total));
-        Ok(self.report(volume, analyzed, found, warnings, timing_ms))
+        let (findings, segments) = found.into_iter().map(|m| (m.finding, m.segment)).unzip();
+        let report = self.report(volume, analyzed, findings, warnings, timing_ms);
+        Ok(Analysis { report, segments })
     }
 
     fn report(
@@ -205,8 +216,8 @@ fn round_ms(ms: f64) -> f64 {
 /// What became of one series (or of a study with nothing to analyse).
 #[derive(Debug)]
 pub enum Outcome {
-    /// The series was analysed (or judged not to be a chest CT, see `analyzed`).
-    Report(Box<Report>),
+    /// The series was analysed (or judged not to be a chest CT, see `report.analyzed`).
+    Analyzed(Box<Analysis>),
     /// The series, or a study without any analysable series, failed with a reason.
     Failed {
         study_instance_uid: String,
@@ -217,7 +228,7 @@ pub enum Outcome {
 
 impl Analyzer {
     /// Decodes a series into a volume and analyses it, timing the decode too.
-    pub fn analyze_series(&self, series: &Series) -> Result<Report> {
+    pub fn analyze_series(&self, series: &Series) -> Result<Analysis> {
         let started = Instant::now();
         let volume = volume::assemble(series)?;
         let decode = round_ms(started.elapsed().as_secs_f64() * 1e3);
@@ -278,7 +289,7 @@ impl Analyzer {
 
     fn outcome(&self, series: &Series) -> Outcome {
         match self.analyze_series(series) {
-            Ok(report) => Outcome::Report(Box::new(report)),
+            Ok(analysis) => Outcome::Analyzed(Box::new(analysis)),
             Err(err) => {
                 tracing::warn!(series = %series.series_instance_uid, error = %format!("{err:#}"), "series failed");
                 Outcome::Failed {
@@ -384,7 +395,7 @@ mod tests {
     fn a_sphere_in_the_left_lung_is_found_measured_and_located() {
         let analyzer = threshold_analyzer();
         let nodule = [75.0, 10.0, 0.0];
-        let report = analyzer.analyze(&chest(nodule), BTreeMap::new()).unwrap();
+        let report = analyzer.analyze(&chest(nodule), BTreeMap::new()).unwrap().report;
         assert!(report.analyzed);
         assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
         let f = &report.findings[0];
@@ -422,7 +433,8 @@ mod tests {
     fn a_nodule_in_the_right_lung_is_on_the_right() {
         let report = threshold_analyzer()
             .analyze(&chest([-70.0, -20.0, 10.0]), BTreeMap::new())
-            .unwrap();
+            .unwrap()
+            .report;
         assert_eq!(report.findings.len(), 1);
         assert_eq!(report.findings[0].laterality, Laterality::Right);
     }
@@ -433,7 +445,8 @@ mod tests {
         head.hu.mapv_inplace(|v| if v > -900.0 { 35.0 } else { v });
         let report = threshold_analyzer()
             .analyze(&head, BTreeMap::new())
-            .unwrap();
+            .unwrap()
+            .report;
         assert!(!report.analyzed);
         assert!(report.findings.is_empty());
         assert_eq!(report.lung_rads, LungRads::Cat1);

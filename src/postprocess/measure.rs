@@ -19,6 +19,23 @@ const SOLID_HU: f32 = -300.0;
 /// Candidates wider than this in any direction are anatomy or masses, not nodules.
 const MAX_EXTENT_MM: f64 = 50.0;
 
+/// A nodule's voxels on the source grid: `mask` starts at source index `origin`
+/// (`[slice, row, column]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// The id of the finding it belongs to.
+    pub finding_id: u32,
+    pub origin: [usize; 3],
+    pub mask: Array3<bool>,
+}
+
+/// A finding with its segmentation.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub finding: Finding,
+    pub segment: Segment,
+}
+
 /// Decision thresholds (from the model manifest).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
@@ -36,11 +53,11 @@ pub fn measure_candidates(
     lungs: &LungMask,
     volume: &Volume,
     thresholds: &Thresholds,
-) -> Vec<Finding> {
+) -> Vec<Measured> {
     let mask = prob.map(|p| *p >= thresholds.probability);
     let (labels, components) = morphology::label(mask.view());
     let midline = midline_x(lungs, scale, volume);
-    let mut found: Vec<Finding> = components
+    let mut found: Vec<Measured> = components
         .par_iter()
         .filter(|c| {
             (0..3).all(|a| {
@@ -49,19 +66,24 @@ pub fn measure_candidates(
         })
         .filter_map(|c| {
             let score = peak(prob, labels.view(), c);
-            let finding = measure(prob, scale, volume, c, thresholds.probability)?;
-            Some(Finding {
+            let Measured { finding, segment } = measure(prob, scale, volume, c, thresholds.probability)?;
+            let finding = Finding {
                 score: findings::round_to(f64::from(score), 4),
                 laterality: side(finding.center_patient_mm[0], midline),
                 ..finding
-            })
+            };
+            Some(Measured { finding, segment })
         })
-        .filter(|f| f.score >= thresholds.min_score && f.diameter_mm >= thresholds.min_diameter_mm)
-        .filter(|f| near_lungs(f, scale, lungs))
+        .filter(|m| m.finding.score >= thresholds.min_score)
+        .filter(|m| m.finding.diameter_mm >= thresholds.min_diameter_mm)
+        .filter(|m| near_lungs(&m.finding, scale, lungs))
         .collect();
-    found.sort_by(|a, b| b.score.total_cmp(&a.score));
+    found.sort_by(|a, b| b.finding.score.total_cmp(&a.finding.score));
     let mut kept = suppress_overlaps(found);
-    findings::rank(&mut kept);
+    for (n, m) in kept.iter_mut().enumerate() {
+        m.finding.id = n as u32 + 1;
+        m.segment.finding_id = m.finding.id;
+    }
     kept
 }
 
@@ -89,15 +111,17 @@ fn near_lungs(f: &Finding, scale: [f64; 3], lungs: &LungMask) -> bool {
 }
 
 /// Drops candidates whose centre lies inside a higher-scoring one (input sorted by score).
-fn suppress_overlaps(sorted: Vec<Finding>) -> Vec<Finding> {
-    let mut kept: Vec<Finding> = Vec::with_capacity(sorted.len());
-    for f in sorted {
+fn suppress_overlaps(sorted: Vec<Measured>) -> Vec<Measured> {
+    let mut kept: Vec<Measured> = Vec::with_capacity(sorted.len());
+    for m in sorted {
+        let f = &m.finding;
         let inside = kept.iter().any(|k| {
+            let k = &k.finding;
             let d = distance(k.center_patient_mm, f.center_patient_mm);
             d < k.long_axis_mm.max(f.long_axis_mm) / 2.0
         });
         if !inside {
-            kept.push(f);
+            kept.push(m);
         }
     }
     kept
@@ -132,7 +156,7 @@ fn measure(
     volume: &Volume,
     c: &Component,
     threshold: f32,
-) -> Option<Finding> {
+) -> Option<Measured> {
     let shape = volume.shape();
     let lo: [usize; 3] = std::array::from_fn(|a| {
         ((c.bounds[0][a] as f64 - 1.0) * scale[a]).floor().max(0.0) as usize
@@ -177,7 +201,7 @@ fn measure(
     let core_mm = findings::round_to((core_long + core_short) / 2.0, 1);
     let nodule_type = composition(diameter, core_mm);
     let solid_core_mm = (nodule_type == NoduleType::PartSolid).then_some(core_mm);
-    Some(Finding {
+    let finding = Finding {
         id: 0,
         center_patient_mm: volume
             .geometry
@@ -196,7 +220,9 @@ fn measure(
         score: 0.0,
         lung_rads: findings::categorize(nodule_type, diameter, solid_core_mm),
         laterality: Laterality::Left,
-    })
+    };
+    let segment = Segment { finding_id: 0, origin: lo, mask: region };
+    Some(Measured { finding, segment })
 }
 
 /// The largest 26-connected component of a mask, or `None` if the mask is empty.

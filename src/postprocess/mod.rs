@@ -8,5 +8,5 @@
 mod measure;
 mod stitch;
 
-pub use measure::{measure_candidates, Thresholds};
+pub use measure::{measure_candidates, Measured, Segment, Thresholds};
 pub use stitch::{sample, stitch};

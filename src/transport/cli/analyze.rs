@@ -83,8 +83,8 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         } else {
             print!("{text}");
         }
-        if let (Some(dir), Outcome::Report(report)) = (&args.out, outcome) {
-            if let Err(err) = write_report(dir, report) {
+        if let (Some(dir), Outcome::Analyzed(analysis)) = (&args.out, outcome) {
+            if let Err(err) = write_report(dir, &analysis.report) {
                 write_error.lock().expect("not poisoned").get_or_insert(err);
             }
         }
@@ -115,7 +115,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
 
 fn as_report(outcome: &Outcome) -> Option<&Report> {
     match outcome {
-        Outcome::Report(report) => Some(report),
+        Outcome::Analyzed(analysis) => Some(&analysis.report),
         Outcome::Failed { .. } => None,
     }
 }
@@ -152,7 +152,7 @@ fn summarize(outcome: &Outcome) -> String {
             };
             format!("\n{what}: FAILED: {reason}\n")
         }
-        Outcome::Report(report) => summarize_report(report),
+        Outcome::Analyzed(analysis) => summarize_report(&analysis.report),
     }
 }
 
