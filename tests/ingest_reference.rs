@@ -51,7 +51,11 @@ fn series_are_ordered_by_position(#[case] name: &str, #[case] numbers: [i32; 6])
     let volume = assemble_only_series(&fixture(&format!("series/{name}")));
     let (_, reference) = read_npy(&fixture(&format!("ref/series_{name}.ref.npy")));
     assert_close(name, volume.hu.as_slice().unwrap(), &reference, 0.0);
-    let found: Vec<i32> = volume.slices.iter().map(|s| s.instance_number.unwrap()).collect();
+    let found: Vec<i32> = volume
+        .slices
+        .iter()
+        .map(|s| s.instance_number.unwrap())
+        .collect();
     assert_eq!(found, numbers);
     assert_eq!(volume.geometry.spacing[0], 2.5);
     assert!(volume.warnings.is_empty(), "{:?}", volume.warnings);
@@ -62,7 +66,11 @@ fn a_missing_slice_is_a_warning_naming_the_gap() {
     let volume = assemble_only_series(&fixture("series/gap"));
     assert_eq!(volume.shape()[0], 5);
     assert_eq!(volume.warnings.len(), 1, "{:?}", volume.warnings);
-    assert!(volume.warnings[0].contains("gap between slices 2 and 3"), "{:?}", volume.warnings);
+    assert!(
+        volume.warnings[0].contains("gap between slices 2 and 3"),
+        "{:?}",
+        volume.warnings
+    );
 }
 
 #[test]
@@ -72,7 +80,10 @@ fn in_memory_instances_with_and_without_preamble_match_the_file() {
     let without_preamble = bytes[128..].to_vec();
     for (name, data) in [("with", bytes), ("without", without_preamble)] {
         let report = ingest::scan_bytes(vec![(name.to_owned(), data.into())]);
-        let series = report.series().next().unwrap_or_else(|| panic!("{name}: {:?}", report.skipped));
+        let series = report
+            .series()
+            .next()
+            .unwrap_or_else(|| panic!("{name}: {:?}", report.skipped));
         let volume = volume::assemble(series).unwrap();
         let (_, reference) = read_npy(&fixture("ref/CT_small.ref.npy"));
         assert_close(name, volume.hu.as_slice().unwrap(), &reference, 0.0);
@@ -83,8 +94,18 @@ fn in_memory_instances_with_and_without_preamble_match_the_file() {
 fn convert_writes_npy_equal_to_pydicom() {
     let dir = scratch("convert-npy");
     let out = dir.join("shuffled.npy");
-    let run = pulmo().arg("convert").arg(fixture("series/shuffled")).arg("--out").arg(&out).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = pulmo()
+        .arg("convert")
+        .arg(fixture("series/shuffled"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let (shape, ours) = read_npy(&out);
     let (ref_shape, reference) = read_npy(&fixture("ref/series_shuffled.ref.npy"));
     assert_eq!(shape, ref_shape);
@@ -103,7 +124,9 @@ fn convert_writes_nifti_that_nibabel_reads_with_the_dcm2niix_affine(
 ) {
     let dir = scratch(&format!("convert-{reference}"));
     let out = dir.join(format!("out.{extension}"));
-    let uid = assemble_only_series(&fixture(input)).ids.series_instance_uid;
+    let uid = assemble_only_series(&fixture(input))
+        .ids
+        .series_instance_uid;
     let run = pulmo()
         .arg("convert")
         .arg(fixture(input))
@@ -111,14 +134,25 @@ fn convert_writes_nifti_that_nibabel_reads_with_the_dcm2niix_affine(
         .arg(&out)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let check = python()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_nifti.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/check_nifti.py"
+        ))
         .arg(&out)
         .arg(fixture(&format!("ref/{reference}.ref.npy")))
         .arg(fixture(&format!("ref/{reference}.ref.affine.npy")))
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -104,8 +104,15 @@ mod tests {
     #[test]
     fn cpu_always_resolves_and_missing_cuda_is_an_error() {
         assert_eq!(DeviceChoice::Cpu.resolve().unwrap(), tch::Device::Cpu);
-        let available = if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 };
+        let available = if tch::Cuda::is_available() {
+            tch::Cuda::device_count()
+        } else {
+            0
+        };
         let missing = DeviceChoice::Cuda(usize::try_from(available).unwrap());
-        assert!(matches!(missing.resolve(), Err(Error::CudaUnavailable { .. })));
+        assert!(matches!(
+            missing.resolve(),
+            Err(Error::CudaUnavailable { .. })
+        ));
     }
 }

@@ -46,19 +46,41 @@ pub fn run(path: &Path, device: Device) -> Result<SmokeReport> {
     let input = Tensor::ones(SHAPE, (Kind::Float, device));
     let output = tch::no_grad(|| module.forward_ts(&[input]))
         .and_then(|out| out.to_device(Device::Cpu).f_to_kind(Kind::Double))
-        .map_err(|source| Error::Forward { path: path.to_owned(), source })?;
-    let wrong = |detail: String| Error::WrongOutput { path: path.to_owned(), detail };
+        .map_err(|source| Error::Forward {
+            path: path.to_owned(),
+            source,
+        })?;
+    let wrong = |detail: String| Error::WrongOutput {
+        path: path.to_owned(),
+        detail,
+    };
     if output.size() != SHAPE {
-        return Err(wrong(format!("shape {:?}, expected {SHAPE:?}", output.size())));
+        return Err(wrong(format!(
+            "shape {:?}, expected {SHAPE:?}",
+            output.size()
+        )));
     }
-    let got = Vec::<f64>::try_from(output.flatten(0, -1))
-        .map_err(|source| Error::Forward { path: path.to_owned(), source })?;
+    let got = Vec::<f64>::try_from(output.flatten(0, -1)).map_err(|source| Error::Forward {
+        path: path.to_owned(),
+        source,
+    })?;
     let want = expected();
-    let max_abs_error = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+    let max_abs_error = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
     if max_abs_error.is_nan() || max_abs_error > TOLERANCE {
-        return Err(wrong(format!("max error {max_abs_error:e} exceeds {TOLERANCE:e}")));
+        return Err(wrong(format!(
+            "max error {max_abs_error:e} exceeds {TOLERANCE:e}"
+        )));
     }
-    Ok(SmokeReport { device, max_abs_error, values: got.len(), elapsed: started.elapsed() })
+    Ok(SmokeReport {
+        device,
+        max_abs_error,
+        values: got.len(),
+        elapsed: started.elapsed(),
+    })
 }
 
 /// The output the formula predicts for an all-ones input, in row-major order.

@@ -40,7 +40,10 @@ pub fn read_path(path: &std::path::Path) -> Result<(SeriesKey, Instance)> {
 
 /// Reads the header of an in-memory instance (preamble optional), stopping before Pixel Data.
 pub fn read_bytes(name: &str, bytes: std::sync::Arc<[u8]>) -> Result<(SeriesKey, Instance)> {
-    let source = Source::Bytes { name: name.to_owned(), bytes: bytes.clone() };
+    let source = Source::Bytes {
+        name: name.to_owned(),
+        bytes: bytes.clone(),
+    };
     let obj = open_reader(&bytes[..], true).map_err(|err| read_error(&source, err))?;
     parse(source, &obj)
 }
@@ -51,12 +54,19 @@ pub fn open_reader(
     header_only: bool,
 ) -> Result<DefaultDicomObject, dicom_object::ReadError> {
     let options = OpenFileOptions::new();
-    let options = if header_only { options.read_until(tags::PIXEL_DATA) } else { options };
+    let options = if header_only {
+        options.read_until(tags::PIXEL_DATA)
+    } else {
+        options
+    };
     options.from_reader(reader)
 }
 
 fn read_error(source: &Source, err: dicom_object::ReadError) -> Error {
-    Error::ReadHeader { name: source.name(), source: Box::new(err) }
+    Error::ReadHeader {
+        name: source.name(),
+        source: Box::new(err),
+    }
 }
 
 fn parse(source: Source, obj: &DefaultDicomObject) -> Result<(SeriesKey, Instance)> {
@@ -108,7 +118,9 @@ fn pixel_format(obj: &InMemDicomObject, name: &str) -> Result<PixelFormat> {
 
 /// Refuses headers whose dimensions would make us allocate absurd amounts.
 fn check_dimensions(format: &PixelFormat, name: &str) -> Result<()> {
-    if format.rows > MAX_MATRIX || format.columns > MAX_MATRIX || format.number_of_frames > MAX_FRAMES
+    if format.rows > MAX_MATRIX
+        || format.columns > MAX_MATRIX
+        || format.number_of_frames > MAX_FRAMES
     {
         return Err(Error::TooLarge {
             name: name.to_owned(),
@@ -145,11 +157,20 @@ fn frame(obj: &InMemDicomObject, index: u32, groups: &[Option<&InMemDicomObject>
         in_group.unwrap_or(obj)
     };
     let position = find(tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT);
-    let orientation = find(tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT);
+    let orientation = find(
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        tags::IMAGE_ORIENTATION_PATIENT,
+    );
     let spacing = find(tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING);
     let thickness = find(tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS);
-    let slope = find(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_SLOPE);
-    let intercept = find(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_INTERCEPT);
+    let slope = find(
+        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+        tags::RESCALE_SLOPE,
+    );
+    let intercept = find(
+        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+        tags::RESCALE_INTERCEPT,
+    );
     FrameHeader {
         index,
         position: floats(position, tags::IMAGE_POSITION_PATIENT),
@@ -174,8 +195,16 @@ fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     Some(trim(&value).to_owned()).filter(|s| !s.is_empty())
 }
 
-fn required(obj: &InMemDicomObject, tag: dicom_core::Tag, what: &'static str, name: &str) -> Result<String> {
-    text(obj, tag).ok_or_else(|| Error::MissingAttribute { name: name.to_owned(), attribute: what })
+fn required(
+    obj: &InMemDicomObject,
+    tag: dicom_core::Tag,
+    what: &'static str,
+    name: &str,
+) -> Result<String> {
+    text(obj, tag).ok_or_else(|| Error::MissingAttribute {
+        name: name.to_owned(),
+        attribute: what,
+    })
 }
 
 fn strings(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Vec<String> {

@@ -36,11 +36,23 @@ pub enum Error {
         source: Box<dicom_object::ReadError>,
     },
     #[error("{name} has no {attribute}")]
-    MissingAttribute { name: String, attribute: &'static str },
+    MissingAttribute {
+        name: String,
+        attribute: &'static str,
+    },
     #[error("{name} claims {rows}x{columns} pixels in {frames} frames, too large to be honest")]
-    TooLarge { name: String, rows: u32, columns: u32, frames: u32 },
+    TooLarge {
+        name: String,
+        rows: u32,
+        columns: u32,
+        frames: u32,
+    },
     #[error("{name} repeats SOP instance {uid}, already read from {first}")]
-    DuplicateInstance { name: String, uid: String, first: String },
+    DuplicateInstance {
+        name: String,
+        uid: String,
+        first: String,
+    },
     #[error("no series to convert{}", list(.passed_over))]
     NoSeries { passed_over: Vec<String> },
     #[error("{} studies each have a series to convert, choose one by its UID{}", .candidates.len(), list(.candidates))]
@@ -90,7 +102,10 @@ pub struct Study {
 /// DICOM instance is listed in [`ScanReport::skipped`].
 pub fn scan<P: AsRef<Path>>(paths: &[P]) -> Result<ScanReport> {
     let files = list_files(paths)?;
-    let headers: Vec<_> = files.par_iter().map(|path| header::read_path(path)).collect();
+    let headers: Vec<_> = files
+        .par_iter()
+        .map(|path| header::read_path(path))
+        .collect();
     Ok(group(headers))
 }
 
@@ -112,17 +127,31 @@ pub fn read_header(name: &str, bytes: Arc<[u8]>) -> Result<(SeriesKey, Instance)
 ///
 /// More than one study with a passing series is an error, as is none; either error lists
 /// what was passed over and why.
-pub fn choose<'a>(report: &'a ScanReport, rules: &SelectionRules, uid: Option<&str>) -> Result<&'a Series> {
+pub fn choose<'a>(
+    report: &'a ScanReport,
+    rules: &SelectionRules,
+    uid: Option<&str>,
+) -> Result<&'a Series> {
     if let Some(uid) = uid {
         let found = report.series().find(|s| s.series_instance_uid == uid);
-        return found.ok_or_else(|| Error::SeriesNotFound { uid: uid.to_owned() });
+        return found.ok_or_else(|| Error::SeriesNotFound {
+            uid: uid.to_owned(),
+        });
     }
-    let selections: Vec<Selection<'_>> = report.studies.iter().map(|study| select(study, rules)).collect();
+    let selections: Vec<Selection<'_>> = report
+        .studies
+        .iter()
+        .map(|study| select(study, rules))
+        .collect();
     let chosen: Vec<&Series> = selections.iter().filter_map(|s| s.chosen).collect();
     match chosen[..] {
         [one] => Ok(one),
-        [] => Err(Error::NoSeries { passed_over: passed_over(report, &selections) }),
-        _ => Err(Error::SeveralSeries { candidates: chosen.iter().map(|s| describe(s)).collect() }),
+        [] => Err(Error::NoSeries {
+            passed_over: passed_over(report, &selections),
+        }),
+        _ => Err(Error::SeveralSeries {
+            candidates: chosen.iter().map(|s| describe(s)).collect(),
+        }),
     }
 }
 
@@ -136,7 +165,11 @@ fn passed_over(report: &ScanReport, selections: &[Selection<'_>]) -> Vec<String>
 fn describe(series: &Series) -> String {
     let description = &series.series_description;
     let uid = &series.series_instance_uid;
-    if description.is_empty() { uid.clone() } else { format!("{uid} ({description})") }
+    if description.is_empty() {
+        uid.clone()
+    } else {
+        format!("{uid} ({description})")
+    }
 }
 
 /// An error and its causes on one line.
@@ -155,8 +188,14 @@ fn list_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for root in paths {
         let root = root.as_ref();
-        for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
-            let entry = entry.map_err(|source| Error::Walk { path: root.to_owned(), source })?;
+        for entry in walkdir::WalkDir::new(root)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
+            let entry = entry.map_err(|source| Error::Walk {
+                path: root.to_owned(),
+                source,
+            })?;
             if entry.file_type().is_file() {
                 files.push(entry.into_path());
             }
@@ -187,7 +226,11 @@ fn unique(
     let name = instance.source.name();
     if let Some(first) = seen.get(&instance.sop_instance_uid) {
         let uid = instance.sop_instance_uid.clone();
-        return Err(Error::DuplicateInstance { name, uid, first: first.clone() });
+        return Err(Error::DuplicateInstance {
+            name,
+            uid,
+            first: first.clone(),
+        });
     }
     seen.insert(instance.sop_instance_uid.clone(), name);
     Ok((key, instance))
@@ -199,13 +242,21 @@ fn place(
     key: SeriesKey,
     instance: Instance,
 ) {
-    let study_index = *studies.entry(key.study_instance_uid.clone()).or_insert_with(|| {
-        let study_instance_uid = key.study_instance_uid.clone();
-        report.studies.push(Study { study_instance_uid, series: Vec::new() });
-        report.studies.len() - 1
-    });
+    let study_index = *studies
+        .entry(key.study_instance_uid.clone())
+        .or_insert_with(|| {
+            let study_instance_uid = key.study_instance_uid.clone();
+            report.studies.push(Study {
+                study_instance_uid,
+                series: Vec::new(),
+            });
+            report.studies.len() - 1
+        });
     let study = &mut report.studies[study_index];
-    let known = study.series.iter().position(|s| s.series_instance_uid == key.series_instance_uid);
+    let known = study
+        .series
+        .iter()
+        .position(|s| s.series_instance_uid == key.series_instance_uid);
     let index = known.unwrap_or_else(|| {
         study.series.push(new_series(&key));
         study.series.len() - 1

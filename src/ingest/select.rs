@@ -57,7 +57,10 @@ impl SelectionRules {
             return Some(Reason::Modality(series.modality.clone()));
         }
         let instances = series.instances.iter();
-        if let Some(i) = instances.clone().find(|i| !self.sop_classes.contains(&i.sop_class_uid)) {
+        if let Some(i) = instances
+            .clone()
+            .find(|i| !self.sop_classes.contains(&i.sop_class_uid))
+        {
             return Some(Reason::SopClass(i.sop_class_uid.clone()));
         }
         let excluded = |t: &String| self.excluded_image_types.contains(t);
@@ -77,7 +80,9 @@ pub enum Reason {
     ImageType(String),
     TooFewFrames(usize),
     /// It passed the rules, but another series ranked higher.
-    Outranked { by: String },
+    Outranked {
+        by: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -123,7 +128,10 @@ pub fn select<'a>(study: &'a Study, rules: &SelectionRules) -> Selection<'a> {
     selection.chosen = passing.next();
     if let Some(chosen) = selection.chosen {
         let by = chosen.series_instance_uid.clone();
-        selection.rejected.extend(passing.map(|series| Rejected { series, reason: Reason::Outranked { by: by.clone() } }));
+        selection.rejected.extend(passing.map(|series| Rejected {
+            series,
+            reason: Reason::Outranked { by: by.clone() },
+        }));
     }
     selection
 }
@@ -140,16 +148,33 @@ impl Rank {
     fn of(series: &Series) -> Self {
         let frames: Vec<_> = series.instances.iter().flat_map(|i| &i.frames).collect();
         let orientation = frames.iter().find_map(|f| f.orientation);
-        let normal = orientation.map(|o| [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]]);
+        let normal = orientation.map(|o| {
+            [
+                o[1] * o[5] - o[2] * o[4],
+                o[2] * o[3] - o[0] * o[5],
+                o[0] * o[4] - o[1] * o[3],
+            ]
+        });
         let axial = normal.is_some_and(|n| n[2].abs() > 0.9);
         let mut along: Vec<f64> = match normal {
-            Some(n) => frames.iter().filter_map(|f| f.position).map(|p| p[0] * n[0] + p[1] * n[1] + p[2] * n[2]).collect(),
+            Some(n) => frames
+                .iter()
+                .filter_map(|f| f.position)
+                .map(|p| p[0] * n[0] + p[1] * n[1] + p[2] * n[2])
+                .collect(),
             None => Vec::new(),
         };
         along.sort_by(f64::total_cmp);
-        let thickness = frames.first().and_then(|f| f.slice_thickness).unwrap_or(f64::INFINITY);
+        let thickness = frames
+            .first()
+            .and_then(|f| f.slice_thickness)
+            .unwrap_or(f64::INFINITY);
         let spacing = smallest_step(&along).unwrap_or(thickness);
-        Rank { axial, spacing, frames: frames.len() }
+        Rank {
+            axial,
+            spacing,
+            frames: frames.len(),
+        }
     }
 
     fn cmp_best_first(&self, other: &Rank) -> std::cmp::Ordering {
@@ -163,7 +188,11 @@ impl Rank {
 
 /// The median step between sorted positions, ignoring repeats.
 fn smallest_step(sorted: &[f64]) -> Option<f64> {
-    let mut steps: Vec<f64> = sorted.windows(2).map(|w| w[1] - w[0]).filter(|s| *s > 1e-3).collect();
+    let mut steps: Vec<f64> = sorted
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|s| *s > 1e-3)
+        .collect();
     steps.sort_by(f64::total_cmp);
     steps.get(steps.len() / 2).copied()
 }
@@ -216,9 +245,19 @@ mod tests {
         let study = Study {
             study_instance_uid: "1".into(),
             series: vec![
-                series("thick", "CT", &[0.0, 5.0, 10.0], &["ORIGINAL", "PRIMARY", "AXIAL"]),
+                series(
+                    "thick",
+                    "CT",
+                    &[0.0, 5.0, 10.0],
+                    &["ORIGINAL", "PRIMARY", "AXIAL"],
+                ),
                 series("scout", "CT", &[0.0], &["ORIGINAL", "PRIMARY", "LOCALIZER"]),
-                series("thin", "CT", &[0.0, 1.0, 2.0], &["ORIGINAL", "PRIMARY", "AXIAL"]),
+                series(
+                    "thin",
+                    "CT",
+                    &[0.0, 1.0, 2.0],
+                    &["ORIGINAL", "PRIMARY", "AXIAL"],
+                ),
                 series("pet", "PT", &[0.0, 1.0], &[]),
                 series("mpr", "CT", &[0.0, 0.5], &["DERIVED", "SECONDARY"]),
             ],
@@ -245,14 +284,26 @@ mod tests {
     fn with_equal_spacing_more_slices_win() {
         let study = Study {
             study_instance_uid: "1".into(),
-            series: vec![series("short", "CT", &[0.0, 1.0], &[]), series("long", "CT", &[0.0, 1.0, 2.0], &[])],
+            series: vec![
+                series("short", "CT", &[0.0, 1.0], &[]),
+                series("long", "CT", &[0.0, 1.0, 2.0], &[]),
+            ],
         };
-        assert_eq!(select(&study, &SelectionRules::default()).chosen.unwrap().series_instance_uid, "long");
+        assert_eq!(
+            select(&study, &SelectionRules::default())
+                .chosen
+                .unwrap()
+                .series_instance_uid,
+            "long"
+        );
     }
 
     #[test]
     fn nothing_passing_chooses_nothing() {
-        let study = Study { study_instance_uid: "1".into(), series: vec![series("sr", "SR", &[0.0], &[])] };
+        let study = Study {
+            study_instance_uid: "1".into(),
+            series: vec![series("sr", "SR", &[0.0], &[])],
+        };
         let selection = select(&study, &SelectionRules::default().with_min_frames(2));
         assert!(selection.chosen.is_none());
         assert_eq!(selection.rejected.len(), 1);

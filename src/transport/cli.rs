@@ -156,10 +156,15 @@ fn selftest(args: &SelftestArgs) -> anyhow::Result<ExitCode> {
 
 fn init_logging(args: &LogArgs) {
     let filter = EnvFilter::try_new(&args.filter).unwrap_or_else(|err| {
-        eprintln!("pulmo: warning: ignoring log filter {:?}: {err}", args.filter);
+        eprintln!(
+            "pulmo: warning: ignoring log filter {:?}: {err}",
+            args.filter
+        );
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

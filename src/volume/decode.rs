@@ -23,7 +23,10 @@ fn open(instance: &Instance) -> Result<DefaultDicomObject> {
         Source::Path(path) => OpenFileOptions::new().open_file(path),
         Source::Bytes { bytes, .. } => OpenFileOptions::new().from_reader(&bytes[..]),
     };
-    let obj = opened.map_err(|source| Error::Read { name: name(), source: Box::new(source) })?;
+    let obj = opened.map_err(|source| Error::Read {
+        name: name(),
+        source: Box::new(source),
+    })?;
     if obj.get(tags::PIXEL_DATA).is_none() {
         return Err(Error::NoPixelData { name: name() });
     }
@@ -40,17 +43,31 @@ pub fn decode_into(instance: &Instance, targets: Vec<(u32, ArrayViewMut2<'_, f32
     Ok(())
 }
 
-fn decode_frame(instance: &Instance, obj: &DefaultDicomObject, frame: u32, mut target: ArrayViewMut2<'_, f32>) -> Result<()> {
+fn decode_frame(
+    instance: &Instance,
+    obj: &DefaultDicomObject,
+    frame: u32,
+    mut target: ArrayViewMut2<'_, f32>,
+) -> Result<()> {
     let name = || instance.source.name();
     let decoded = obj
         .decode_pixel_data_frame(frame)
-        .map_err(|source| Error::Decode { name: name(), frame, source: Box::new(source) })?;
+        .map_err(|source| Error::Decode {
+            name: name(),
+            frame,
+            source: Box::new(source),
+        })?;
     let format = &instance.pixel;
     let bytes_per_sample = format.bits_allocated as usize / 8;
     let expected = target.len() * bytes_per_sample;
     let data = decoded.data();
     if data.len() < expected {
-        return Err(Error::ShortPixelData { name: name(), frame, expected, found: data.len() });
+        return Err(Error::ShortPixelData {
+            name: name(),
+            frame,
+            expected,
+            found: data.len(),
+        });
     }
     let header = &instance.frames[frame as usize];
     let lut = Lut::new(format, header);
@@ -106,7 +123,13 @@ impl Lut {
             let b = format.padding_range_limit.map_or(a, stored);
             (a.min(b), a.max(b))
         });
-        Lut { bits_stored, signed: format.signed, slope: frame.rescale_slope, intercept: frame.rescale_intercept, padding }
+        Lut {
+            bits_stored,
+            signed: format.signed,
+            slope: frame.rescale_slope,
+            intercept: frame.rescale_intercept,
+            padding,
+        }
     }
 
     fn apply(&self, raw: u32) -> f32 {
@@ -120,7 +143,11 @@ impl Lut {
 
 /// The stored value of a raw sample: its low `bits` bits, two's complement when signed.
 fn interpret(raw: u32, bits: u32, signed: bool) -> i64 {
-    let masked = if bits >= 32 { raw as u64 } else { (raw & ((1u32 << bits) - 1)) as u64 };
+    let masked = if bits >= 32 {
+        raw as u64
+    } else {
+        (raw & ((1u32 << bits) - 1)) as u64
+    };
     if signed && bits > 0 && masked >> (bits - 1) & 1 == 1 {
         masked as i64 - (1i64 << bits)
     } else {

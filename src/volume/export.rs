@@ -36,12 +36,17 @@ pub enum Format {
 impl Format {
     /// The format a file name asks for: `.nii`, `.nii.gz` or `.npy`.
     pub fn from_path(path: &Path) -> Result<Self> {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
         match () {
             _ if name.ends_with(".nii.gz") => Ok(Format::Nifti { gzip: true }),
             _ if name.ends_with(".nii") => Ok(Format::Nifti { gzip: false }),
             _ if name.ends_with(".npy") => Ok(Format::Npy),
-            _ => Err(Error::UnknownFormat { path: path.to_owned() }),
+            _ => Err(Error::UnknownFormat {
+                path: path.to_owned(),
+            }),
         }
     }
 }
@@ -50,7 +55,10 @@ impl Format {
 pub fn write(volume: &Volume, path: &Path, sample_type: SampleType) -> Result<SampleType> {
     let format = Format::from_path(path)?;
     let resolved = resolve(volume, sample_type);
-    let io = |source| Error::Write { path: PathBuf::from(path), source };
+    let io = |source| Error::Write {
+        path: PathBuf::from(path),
+        source,
+    };
     let file = BufWriter::new(File::create(path).map_err(io)?);
     match format {
         Format::Npy => write_npy(volume, resolved, file).map_err(io)?,
@@ -73,14 +81,19 @@ fn resolve(volume: &Volume, sample_type: SampleType) -> SampleType {
 }
 
 /// The voxels in C order (column fastest) as little-endian bytes.
-fn write_samples(volume: &Volume, sample_type: SampleType, out: &mut impl Write) -> std::io::Result<()> {
+fn write_samples(
+    volume: &Volume,
+    sample_type: SampleType,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(volume.hu.dim().2 * 4);
     for row in volume.hu.rows() {
         buffer.clear();
         for &v in row {
             match sample_type {
                 SampleType::Float32 => buffer.extend_from_slice(&v.to_le_bytes()),
-                _ => buffer.extend_from_slice(&(v.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()),
+                _ => buffer
+                    .extend_from_slice(&(v.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()),
             }
         }
         out.write_all(&buffer)?;
@@ -89,9 +102,14 @@ fn write_samples(volume: &Volume, sample_type: SampleType, out: &mut impl Write)
 }
 
 fn write_npy(volume: &Volume, sample_type: SampleType, mut out: impl Write) -> std::io::Result<()> {
-    let descr = if sample_type == SampleType::Float32 { "<f4" } else { "<i2" };
+    let descr = if sample_type == SampleType::Float32 {
+        "<f4"
+    } else {
+        "<i2"
+    };
     let (k, j, i) = volume.hu.dim();
-    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({k}, {j}, {i}), }}");
+    let dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({k}, {j}, {i}), }}");
     // Magic (6) + version (2) + length (2) + dict + padding + newline, a multiple of 64.
     let padded = (10 + dict.len() + 1).div_ceil(64) * 64 - 10;
     let header = format!("{dict:<width$}\n", width = padded - 1);
@@ -102,7 +120,11 @@ fn write_npy(volume: &Volume, sample_type: SampleType, mut out: impl Write) -> s
     out.flush()
 }
 
-fn write_nifti(volume: &Volume, sample_type: SampleType, mut out: impl Write) -> std::io::Result<()> {
+fn write_nifti(
+    volume: &Volume,
+    sample_type: SampleType,
+    mut out: impl Write,
+) -> std::io::Result<()> {
     out.write_all(&nifti_header(volume, sample_type))?;
     out.write_all(&[0; 4])?; // no extensions
     write_samples(volume, sample_type, &mut out)?;
@@ -113,7 +135,11 @@ fn write_nifti(volume: &Volume, sample_type: SampleType, mut out: impl Write) ->
 fn nifti_header(volume: &Volume, sample_type: SampleType) -> Vec<u8> {
     let mut h = Header(vec![0; 348]);
     let (k, j, i) = volume.hu.dim();
-    let (datatype, bitpix) = if sample_type == SampleType::Float32 { (16, 32) } else { (4, 16) };
+    let (datatype, bitpix) = if sample_type == SampleType::Float32 {
+        (16, 32)
+    } else {
+        (4, 16)
+    };
     let g = &volume.geometry;
     let (quaternion, qfac) = quaternion(&ras_rotation(g));
     h.i32(0, 348);
@@ -123,7 +149,10 @@ fn nifti_header(volume: &Volume, sample_type: SampleType) -> Vec<u8> {
     }
     h.i16(70, datatype);
     h.i16(72, bitpix);
-    for (n, p) in [qfac, g.spacing[2], g.spacing[1], g.spacing[0], 1.0].into_iter().enumerate() {
+    for (n, p) in [qfac, g.spacing[2], g.spacing[1], g.spacing[0], 1.0]
+        .into_iter()
+        .enumerate()
+    {
         h.f32(76 + 4 * n, p);
     }
     h.f32(108, 352.0); // vox_offset
@@ -166,20 +195,30 @@ fn sform(g: &Geometry) -> [[f64; 4]; 3] {
 fn ras_rotation(g: &Geometry) -> [[f64; 3]; 3] {
     let normal = cross(g.row_direction, g.column_direction);
     let side = super::geometry::dot(normal, g.slice_direction).signum();
-    let axes = [ras(g.row_direction), ras(g.column_direction), ras(normal.map(|v| v * side))];
+    let axes = [
+        ras(g.row_direction),
+        ras(g.column_direction),
+        ras(normal.map(|v| v * side)),
+    ];
     std::array::from_fn(|r| [axes[0][r], axes[1][r], axes[2][r]])
 }
 
 /// NIfTI's quaternion (b, c, d) and qfac for a rotation (or rotation with one flip).
 fn quaternion(m: &[[f64; 3]; 3]) -> ([f64; 3], f64) {
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
     let qfac = if det < 0.0 { -1.0 } else { 1.0 };
     let r: [[f64; 3]; 3] = std::array::from_fn(|i| [m[i][0], m[i][1], m[i][2] * qfac]);
     let a = r[0][0] + r[1][1] + r[2][2] + 1.0;
     let (a, b, c, d) = if a > 0.5 {
         let a = 0.5 * a.sqrt();
-        (a, 0.25 * (r[2][1] - r[1][2]) / a, 0.25 * (r[0][2] - r[2][0]) / a, 0.25 * (r[1][0] - r[0][1]) / a)
+        (
+            a,
+            0.25 * (r[2][1] - r[1][2]) / a,
+            0.25 * (r[0][2] - r[2][0]) / a,
+            0.25 * (r[1][0] - r[0][1]) / a,
+        )
     } else {
         largest_diagonal_quaternion(&r)
     };
@@ -189,16 +228,35 @@ fn quaternion(m: &[[f64; 3]; 3]) -> ([f64; 3], f64) {
 
 /// nifti1_io's branch for rotations near 180 degrees.
 fn largest_diagonal_quaternion(r: &[[f64; 3]; 3]) -> (f64, f64, f64, f64) {
-    let (xd, yd, zd) = (1.0 + r[0][0] - (r[1][1] + r[2][2]), 1.0 + r[1][1] - (r[0][0] + r[2][2]), 1.0 + r[2][2] - (r[0][0] + r[1][1]));
+    let (xd, yd, zd) = (
+        1.0 + r[0][0] - (r[1][1] + r[2][2]),
+        1.0 + r[1][1] - (r[0][0] + r[2][2]),
+        1.0 + r[2][2] - (r[0][0] + r[1][1]),
+    );
     if xd > 1.0 {
         let b = 0.5 * xd.sqrt();
-        (0.25 * (r[2][1] - r[1][2]) / b, b, 0.25 * (r[0][1] + r[1][0]) / b, 0.25 * (r[0][2] + r[2][0]) / b)
+        (
+            0.25 * (r[2][1] - r[1][2]) / b,
+            b,
+            0.25 * (r[0][1] + r[1][0]) / b,
+            0.25 * (r[0][2] + r[2][0]) / b,
+        )
     } else if yd > 1.0 {
         let c = 0.5 * yd.sqrt();
-        (0.25 * (r[0][2] - r[2][0]) / c, 0.25 * (r[0][1] + r[1][0]) / c, c, 0.25 * (r[1][2] + r[2][1]) / c)
+        (
+            0.25 * (r[0][2] - r[2][0]) / c,
+            0.25 * (r[0][1] + r[1][0]) / c,
+            c,
+            0.25 * (r[1][2] + r[2][1]) / c,
+        )
     } else {
         let d = 0.5 * zd.sqrt();
-        (0.25 * (r[1][0] - r[0][1]) / d, 0.25 * (r[0][2] + r[2][0]) / d, 0.25 * (r[1][2] + r[2][1]) / d, d)
+        (
+            0.25 * (r[1][0] - r[0][1]) / d,
+            0.25 * (r[0][2] + r[2][0]) / d,
+            0.25 * (r[1][2] + r[2][1]) / d,
+            d,
+        )
     }
 }
 
@@ -238,7 +296,10 @@ mod tests {
         let g = Geometry::axial([-100.0, -120.0, 50.0], [2.5, 0.7, 0.8]);
         let (q, qfac) = quaternion(&ras_rotation(&g));
         assert_eq!(qfac, 1.0);
-        assert!((q[2].abs() - 1.0).abs() < 1e-12 && q[0].abs() < 1e-12 && q[1].abs() < 1e-12, "{q:?}");
+        assert!(
+            (q[2].abs() - 1.0).abs() < 1e-12 && q[0].abs() < 1e-12 && q[1].abs() < 1e-12,
+            "{q:?}"
+        );
         let s = sform(&g);
         assert_eq!(s[0], [-0.8, 0.0, 0.0, 100.0]);
         assert_eq!(s[1], [0.0, -0.7, 0.0, 120.0]);
@@ -247,8 +308,14 @@ mod tests {
 
     #[test]
     fn format_follows_the_file_name() {
-        assert_eq!(Format::from_path(Path::new("a/b.NII.gz")).unwrap(), Format::Nifti { gzip: true });
-        assert_eq!(Format::from_path(Path::new("b.nii")).unwrap(), Format::Nifti { gzip: false });
+        assert_eq!(
+            Format::from_path(Path::new("a/b.NII.gz")).unwrap(),
+            Format::Nifti { gzip: true }
+        );
+        assert_eq!(
+            Format::from_path(Path::new("b.nii")).unwrap(),
+            Format::Nifti { gzip: false }
+        );
         assert_eq!(Format::from_path(Path::new("b.npy")).unwrap(), Format::Npy);
         assert!(Format::from_path(Path::new("b.png")).is_err());
     }

@@ -61,7 +61,11 @@ impl Geometry {
 }
 
 pub(crate) fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
 }
 
 pub(crate) fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
@@ -92,7 +96,10 @@ mod tests {
     #[test]
     fn axial_voxel_to_patient_scales_each_axis() {
         let g = Geometry::axial([-100.0, -120.0, 50.0], [2.5, 0.7, 0.8]);
-        assert!(close(g.voxel_to_patient([2.0, 10.0, 5.0]), [-96.0, -113.0, 55.0]));
+        assert!(close(
+            g.voxel_to_patient([2.0, 10.0, 5.0]),
+            [-96.0, -113.0, 55.0]
+        ));
         assert!(close(g.normal(), [0.0, 0.0, 1.0]));
     }
 

@@ -27,7 +27,10 @@ pub enum Error {
     #[error("the series has no image frames")]
     NoFrames,
     #[error("{name} has no {attribute}")]
-    MissingGeometry { name: String, attribute: &'static str },
+    MissingGeometry {
+        name: String,
+        attribute: &'static str,
+    },
     #[error("{name} has an ImageOrientationPatient that is not two orthogonal directions")]
     BadOrientation { name: String },
     #[error("{name} is oriented differently from {first}")]
@@ -35,9 +38,19 @@ pub enum Error {
     #[error("{name} sits at the same position as {other}")]
     DuplicatePosition { name: String, other: String },
     #[error("{name} is {found:?} (rows, columns) where the series is {expected:?}")]
-    MixedSizes { name: String, expected: (u32, u32), found: (u32, u32) },
+    MixedSizes {
+        name: String,
+        expected: (u32, u32),
+        found: (u32, u32),
+    },
     #[error("the series would hold {voxels} voxels, more than the {MAX_VOXELS} allowed")]
     TooLarge { voxels: u128 },
+    #[error("{name} claims {claimed} bytes of pixels but holds {stored} bytes in all")]
+    Implausible {
+        name: String,
+        claimed: u128,
+        stored: u128,
+    },
     #[error("could not read {name}")]
     Read {
         name: String,
@@ -54,12 +67,22 @@ pub enum Error {
         source: Box<dicom_pixeldata::Error>,
     },
     #[error("frame {frame} of {name} decoded to {found} bytes, {expected} expected")]
-    ShortPixelData { name: String, frame: u32, expected: usize, found: usize },
+    ShortPixelData {
+        name: String,
+        frame: u32,
+        expected: usize,
+        found: usize,
+    },
     #[error(
         "{name} stores {samples_per_pixel} samples of {bits_stored} bits in {bits_allocated}, \
          not a CT image"
     )]
-    UnsupportedPixels { name: String, samples_per_pixel: u16, bits_allocated: u16, bits_stored: u16 },
+    UnsupportedPixels {
+        name: String,
+        samples_per_pixel: u16,
+        bits_allocated: u16,
+        bits_stored: u16,
+    },
     #[error("could not write {path}")]
     Write {
         path: std::path::PathBuf,

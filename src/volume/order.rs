@@ -48,7 +48,10 @@ pub fn order(frames: &[Placed], names: &[String], hints: SingleSliceHints) -> Re
     let Some(first) = frames.first() else {
         return Err(Error::NoFrames);
     };
-    if frames.iter().all(|f| f.position.is_none() && f.orientation.is_none()) {
+    if frames
+        .iter()
+        .all(|f| f.position.is_none() && f.orientation.is_none())
+    {
         return Ok(stacked(frames, hints));
     }
     let (row, column) = orientation(first, &names[0])?;
@@ -67,13 +70,19 @@ pub fn order(frames: &[Placed], names: &[String], hints: SingleSliceHints) -> Re
         slice_direction,
         spacing: [slice_spacing, pixel_spacing[0], pixel_spacing[1]],
     };
-    Ok(Ordering { order, geometry, warnings })
+    Ok(Ordering {
+        order,
+        geometry,
+        warnings,
+    })
 }
 
 /// Frames without any patient geometry (secondary captures, some multi-frame MR):
 /// stacked in stored order on an axial grid at the origin, with a warning.
 fn stacked(frames: &[Placed], hints: SingleSliceHints) -> Ordering {
-    let mut warnings = vec!["no ImagePositionPatient or ImageOrientationPatient: frames stacked in stored order".into()];
+    let mut warnings = vec![
+        "no ImagePositionPatient or ImageOrientationPatient: frames stacked in stored order".into(),
+    ];
     let spacing = single_slice_spacing(hints, &mut warnings);
     let pixel_spacing = pixel_spacing(frames, &mut warnings);
     Ordering {
@@ -86,13 +95,18 @@ fn stacked(frames: &[Placed], hints: SingleSliceHints) -> Ordering {
 /// Row and column directions, normalised.
 fn orientation(first: &Placed, name: &str) -> Result<([f64; 3], [f64; 3])> {
     let Some(o) = first.orientation else {
-        return Err(Error::MissingGeometry { name: name.to_owned(), attribute: "ImageOrientationPatient" });
+        return Err(Error::MissingGeometry {
+            name: name.to_owned(),
+            attribute: "ImageOrientationPatient",
+        });
     };
     let row = normalise([o[0], o[1], o[2]]);
     let column = normalise([o[3], o[4], o[5]]);
     match (row, column) {
         (Some(r), Some(c)) if dot(r, c).abs() < 0.01 => Ok((r, c)),
-        _ => Err(Error::BadOrientation { name: name.to_owned() }),
+        _ => Err(Error::BadOrientation {
+            name: name.to_owned(),
+        }),
     }
 }
 
@@ -100,10 +114,19 @@ fn check_orientations(frames: &[Placed], first: &Placed, names: &[String]) -> Re
     let reference = first.orientation.unwrap_or([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
     for (frame, name) in frames.iter().zip(names) {
         let Some(o) = frame.orientation else {
-            return Err(Error::MissingGeometry { name: name.clone(), attribute: "ImageOrientationPatient" });
+            return Err(Error::MissingGeometry {
+                name: name.clone(),
+                attribute: "ImageOrientationPatient",
+            });
         };
-        if o.iter().zip(&reference).any(|(a, b)| (a - b).abs() > ORIENTATION_TOLERANCE) {
-            return Err(Error::MixedOrientation { name: name.clone(), first: names[0].clone() });
+        if o.iter()
+            .zip(&reference)
+            .any(|(a, b)| (a - b).abs() > ORIENTATION_TOLERANCE)
+        {
+            return Err(Error::MixedOrientation {
+                name: name.clone(),
+                first: names[0].clone(),
+            });
         }
     }
     Ok(())
@@ -129,11 +152,19 @@ pub fn sort_along(positions: &[[f64; 3]], normal: [f64; 3]) -> Vec<usize> {
     order
 }
 
-fn check_duplicates(order: &[usize], positions: &[[f64; 3]], normal: [f64; 3], names: &[String]) -> Result<()> {
+fn check_duplicates(
+    order: &[usize],
+    positions: &[[f64; 3]],
+    normal: [f64; 3],
+    names: &[String],
+) -> Result<()> {
     for pair in order.windows(2) {
         let (a, b) = (pair[0], pair[1]);
         if (dot(positions[b], normal) - dot(positions[a], normal)).abs() < DUPLICATE_TOLERANCE_MM {
-            return Err(Error::DuplicatePosition { name: names[b].clone(), other: names[a].clone() });
+            return Err(Error::DuplicatePosition {
+                name: names[b].clone(),
+                other: names[a].clone(),
+            });
         }
     }
     Ok(())
@@ -153,20 +184,29 @@ fn slice_axis(
     let spacing = median(&steps);
     warn_uneven(&steps, spacing, warnings);
     let span = sub(sorted[sorted.len() - 1], sorted[0]);
-    let direction = normalise(span).expect("distinct sorted positions span a length. This is a bug.");
+    let direction =
+        normalise(span).expect("distinct sorted positions span a length. This is a bug.");
     let angle = dot(direction, normal).clamp(-1.0, 1.0).acos();
     if angle > TILT_TOLERANCE_RAD {
-        warnings.push(format!("gantry tilt: slices advance {:.2} degrees off the image normal", angle.to_degrees()));
+        warnings.push(format!(
+            "gantry tilt: slices advance {:.2} degrees off the image normal",
+            angle.to_degrees()
+        ));
     }
     (direction, spacing)
 }
 
 fn single_slice_spacing(hints: SingleSliceHints, warnings: &mut Vec<String>) -> f64 {
     let positive = |v: Option<f64>| v.filter(|v| *v > 0.0);
-    positive(hints.spacing_between_slices).or(positive(hints.slice_thickness)).unwrap_or_else(|| {
-        warnings.push("one slice without SpacingBetweenSlices or SliceThickness: spacing set to 1 mm".into());
-        1.0
-    })
+    positive(hints.spacing_between_slices)
+        .or(positive(hints.slice_thickness))
+        .unwrap_or_else(|| {
+            warnings.push(
+                "one slice without SpacingBetweenSlices or SliceThickness: spacing set to 1 mm"
+                    .into(),
+            );
+            1.0
+        })
 }
 
 fn warn_uneven(steps: &[f64], spacing: f64, warnings: &mut Vec<String>) {
@@ -188,13 +228,22 @@ fn warn_uneven(steps: &[f64], spacing: f64, warnings: &mut Vec<String>) {
 }
 
 fn pixel_spacing(frames: &[Placed], warnings: &mut Vec<String>) -> [f64; 2] {
-    let Some(spacing) = frames[0].pixel_spacing.filter(|s| s.iter().all(|v| *v > 0.0)) else {
+    let Some(spacing) = frames[0]
+        .pixel_spacing
+        .filter(|s| s.iter().all(|v| *v > 0.0))
+    else {
         warnings.push("no PixelSpacing: pixels taken as 1 mm".into());
         return [1.0, 1.0];
     };
     let differs = |s: &[f64; 2]| s.iter().zip(&spacing).any(|(a, b)| (a - b).abs() > 1e-4);
-    if frames.iter().filter_map(|f| f.pixel_spacing.as_ref()).any(differs) {
-        warnings.push(format!("PixelSpacing differs between slices: used the first, {spacing:?}"));
+    if frames
+        .iter()
+        .filter_map(|f| f.pixel_spacing.as_ref())
+        .any(differs)
+    {
+        warnings.push(format!(
+            "PixelSpacing differs between slices: used the first, {spacing:?}"
+        ));
     }
     spacing
 }
@@ -233,7 +282,11 @@ mod tests {
 
     fn frames(zs: &[f64]) -> Vec<Placed> {
         zs.iter()
-            .map(|&z| Placed { position: Some([-10.0, -20.0, z]), orientation: Some(AXIAL), pixel_spacing: Some([0.7, 0.8]) })
+            .map(|&z| Placed {
+                position: Some([-10.0, -20.0, z]),
+                orientation: Some(AXIAL),
+                pixel_spacing: Some([0.7, 0.8]),
+            })
             .collect()
     }
 
@@ -260,13 +313,21 @@ mod tests {
         let o = run(&frames(&[0.0, 1.0, 2.0, 4.0, 5.0])).unwrap();
         assert_eq!(o.geometry.spacing[0], 1.0);
         assert_eq!(o.warnings.len(), 1);
-        assert!(o.warnings[0].contains("gap between slices 2 and 3"), "{:?}", o.warnings);
+        assert!(
+            o.warnings[0].contains("gap between slices 2 and 3"),
+            "{:?}",
+            o.warnings
+        );
     }
 
     #[test]
     fn uneven_steps_are_reported() {
         let o = run(&frames(&[0.0, 1.0, 2.0, 3.2, 4.2, 5.2])).unwrap();
-        assert!(o.warnings.iter().any(|w| w.contains("non-uniform spacing")), "{:?}", o.warnings);
+        assert!(
+            o.warnings.iter().any(|w| w.contains("non-uniform spacing")),
+            "{:?}",
+            o.warnings
+        );
     }
 
     #[test]
@@ -293,13 +354,20 @@ mod tests {
         let d = o.geometry.slice_direction;
         assert!((d[1] - 0.2 / 1.04f64.sqrt()).abs() < 1e-9, "{d:?}");
         assert!((o.geometry.spacing[0] - 1.04f64.sqrt()).abs() < 1e-9);
-        assert!(o.warnings.iter().any(|w| w.contains("gantry tilt")), "{:?}", o.warnings);
+        assert!(
+            o.warnings.iter().any(|w| w.contains("gantry tilt")),
+            "{:?}",
+            o.warnings
+        );
     }
 
     #[test]
     fn a_lone_slice_takes_its_spacing_from_the_hints() {
         let f = frames(&[3.0]);
-        let hints = SingleSliceHints { spacing_between_slices: None, slice_thickness: Some(5.0) };
+        let hints = SingleSliceHints {
+            spacing_between_slices: None,
+            slice_thickness: Some(5.0),
+        };
         let o = order(&f, &names(1), hints).unwrap();
         assert_eq!(o.geometry.spacing[0], 5.0);
         let o = run(&f).unwrap();
@@ -322,6 +390,9 @@ mod tests {
     fn several_frames_without_positions_are_an_error() {
         let mut f = frames(&[0.0, 1.0]);
         f[1].position = None;
-        assert!(matches!(run(&f).unwrap_err(), Error::MissingGeometry { .. }));
+        assert!(matches!(
+            run(&f).unwrap_err(),
+            Error::MissingGeometry { .. }
+        ));
     }
 }

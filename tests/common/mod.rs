@@ -6,8 +6,14 @@ use std::process::Command;
 
 /// A fixture under `tests/data/fetched/` (made by `scripts/fetch_fixtures.sh`).
 pub fn fixture(relative: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fetched").join(relative);
-    assert!(path.exists(), "{} is missing: run scripts/fetch_fixtures.sh", path.display());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fetched")
+        .join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch_fixtures.sh",
+        path.display()
+    );
     path
 }
 
@@ -37,17 +43,35 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
     assert!(header.contains("'fortran_order': False"), "{header}");
-    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_text.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let shape_text = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let data = &bytes[10 + header_len..];
     let values: Vec<f32> = if header.contains("'<f4'") {
-        data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else if header.contains("'<i2'") {
-        data.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect()
+        data.chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+            .collect()
     } else {
         panic!("unexpected dtype in {header}")
     };
-    assert_eq!(values.len(), shape.iter().product::<usize>(), "{}", path.display());
+    assert_eq!(
+        values.len(),
+        shape.iter().product::<usize>(),
+        "{}",
+        path.display()
+    );
     (shape, values)
 }
 
@@ -62,5 +86,8 @@ pub fn assert_close(what: &str, ours: &[f32], reference: &[f32], tolerance: f32)
         .map(|(n, (a, b))| (n, *a, *b))
         .take(5)
         .collect();
-    assert!(bad.is_empty(), "{what}: voxels differ from pydicom (index, ours, pydicom): {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "{what}: voxels differ from pydicom (index, ours, pydicom): {bad:?}"
+    );
 }
