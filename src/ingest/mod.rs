@@ -23,7 +23,7 @@ use crate::volume::{Instance, Series};
 /// What can go wrong while reading headers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("could not list {path}")]
+    #[error("could not list everything under {path}")]
     Walk {
         path: PathBuf,
         #[source]
@@ -101,12 +101,15 @@ pub struct Study {
 /// A root that cannot be listed is an error; any file below it that is not a usable
 /// DICOM instance is listed in [`ScanReport::skipped`].
 pub fn scan<P: AsRef<Path>>(paths: &[P]) -> Result<ScanReport> {
-    let files = list_files(paths)?;
+    let mut skipped = Vec::new();
+    let files = list_files(paths, &mut skipped)?;
     let headers: Vec<_> = files
         .par_iter()
         .map(|path| header::read_path(path))
         .collect();
-    Ok(group(headers))
+    let mut report = group(headers);
+    report.skipped.splice(0..0, skipped);
+    Ok(report)
 }
 
 /// Scans in-memory Part 10 instances (`name` is how reports refer to each one).
@@ -184,7 +187,10 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Every regular file under the given paths, sorted within each folder.
-fn list_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<PathBuf>> {
+///
+/// A root that cannot be read is an error; anything unreadable below it (a folder without
+/// permission, a link loop) is passed over and listed in `skipped`.
+fn list_files<P: AsRef<Path>>(paths: &[P], skipped: &mut Vec<Error>) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for root in paths {
         let root = root.as_ref();
@@ -192,12 +198,19 @@ fn list_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<PathBuf>> {
             .follow_links(true)
             .sort_by_file_name()
         {
-            let entry = entry.map_err(|source| Error::Walk {
-                path: root.to_owned(),
-                source,
-            })?;
-            if entry.file_type().is_file() {
-                files.push(entry.into_path());
+            match entry {
+                Ok(entry) if entry.file_type().is_file() => files.push(entry.into_path()),
+                Ok(_) => {}
+                Err(source) if source.depth() == 0 => {
+                    return Err(Error::Walk {
+                        path: root.to_owned(),
+                        source,
+                    })
+                }
+                Err(source) => skipped.push(Error::Walk {
+                    path: root.to_owned(),
+                    source,
+                }),
             }
         }
     }
@@ -273,5 +286,75 @@ fn new_series(key: &SeriesKey) -> Series {
         series_description: key.series_description.clone(),
         series_number: key.series_number,
         instances: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_root_is_an_error_naming_it() {
+        let err = scan(&["/nonexistent/pulmo-scan-root"]).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/pulmo-scan-root"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn non_dicom_files_are_skipped_with_their_name() {
+        let dir = std::env::temp_dir().join(format!("pulmo-scan-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/readme.txt"), b"hello").unwrap();
+        let report = scan(&[&dir]).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(report.studies.is_empty());
+        assert_eq!(report.skipped.len(), 1);
+        assert!(
+            report.skipped[0].to_string().contains("readme.txt"),
+            "{}",
+            report.skipped[0]
+        );
+    }
+
+    #[test]
+    fn the_same_instance_twice_is_kept_once_and_reported() {
+        let header = |name: &str| {
+            let instance = Instance {
+                source: crate::volume::Source::Path(name.into()),
+                transfer_syntax_uid: String::new(),
+                sop_instance_uid: "1.2.3".into(),
+                sop_class_uid: String::new(),
+                instance_number: None,
+                image_type: Vec::new(),
+                pixel: crate::volume::PixelFormat {
+                    rows: 1,
+                    columns: 1,
+                    number_of_frames: 1,
+                    samples_per_pixel: 1,
+                    bits_allocated: 16,
+                    bits_stored: 16,
+                    signed: false,
+                    padding_value: None,
+                    padding_range_limit: None,
+                },
+                spacing_between_slices: None,
+                frames: Vec::new(),
+            };
+            let key = SeriesKey {
+                study_instance_uid: "1".into(),
+                series_instance_uid: "2".into(),
+                ..SeriesKey::default()
+            };
+            Ok((key, instance))
+        };
+        let report = group(vec![header("a.dcm"), header("copy/a.dcm")]);
+        assert_eq!(report.series().map(|s| s.instances.len()).sum::<usize>(), 1);
+        assert!(
+            matches!(&report.skipped[..], [Error::DuplicateInstance { .. }]),
+            "{:?}",
+            report.skipped
+        );
     }
 }

@@ -109,7 +109,11 @@ impl Analyzer {
     }
 
     /// Analyses one volume. `timing_ms` may already hold earlier stages (decoding).
-    pub fn analyze(&self, volume: &Volume, mut timing_ms: BTreeMap<String, f64>) -> Result<Analysis> {
+    pub fn analyze(
+        &self,
+        volume: &Volume,
+        mut timing_ms: BTreeMap<String, f64>,
+    ) -> Result<Analysis> {
         let manifest = &self.bundle.manifest;
         let started = Instant::now();
         let mut clock = Instant::now();
@@ -395,7 +399,10 @@ mod tests {
     fn a_sphere_in_the_left_lung_is_found_measured_and_located() {
         let analyzer = threshold_analyzer();
         let nodule = [75.0, 10.0, 0.0];
-        let report = analyzer.analyze(&chest(nodule), BTreeMap::new()).unwrap().report;
+        let report = analyzer
+            .analyze(&chest(nodule), BTreeMap::new())
+            .unwrap()
+            .report;
         assert!(report.analyzed);
         assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
         let f = &report.findings[0];

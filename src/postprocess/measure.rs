@@ -66,7 +66,8 @@ pub fn measure_candidates(
         })
         .filter_map(|c| {
             let score = peak(prob, labels.view(), c);
-            let Measured { finding, segment } = measure(prob, scale, volume, c, thresholds.probability)?;
+            let Measured { finding, segment } =
+                measure(prob, scale, volume, c, thresholds.probability)?;
             let finding = Finding {
                 score: findings::round_to(f64::from(score), 4),
                 laterality: side(finding.center_patient_mm[0], midline),
@@ -221,7 +222,11 @@ fn measure(
         lung_rads: findings::categorize(nodule_type, diameter, solid_core_mm),
         laterality: Laterality::Left,
     };
-    let segment = Segment { finding_id: 0, origin: lo, mask: region };
+    let segment = Segment {
+        finding_id: 0,
+        origin: lo,
+        mask: region,
+    };
     Some(Measured { finding, segment })
 }
 

@@ -4,11 +4,19 @@ use ndarray::{Array3, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::order::{self, Placed, SingleSliceHints};
-use super::series::{FrameHeader, Instance, Series};
+use super::series::{FrameHeader, Instance, Series, Source};
 use super::{decode, Error, Result, SeriesIds, SliceRef, Volume};
 
 /// The most voxels one volume may hold (4 GiB of `f32`); hostile headers stop here.
 pub const MAX_VOXELS: u128 = 1 << 30;
+/// No codec squeezes real CT this much; a header claiming more pixels is lying.
+const MAX_COMPRESSION_RATIO: u128 = 4096;
+/// Transfer syntaxes whose pixels are stored as they are (deflate is not among them).
+const NATIVE_SYNTAXES: [&str; 3] = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+];
 
 /// One frame of the series: which instance it comes from and its header.
 type FrameOf<'a> = (usize, &'a FrameHeader);
@@ -25,15 +33,16 @@ pub fn assemble(series: &Series) -> Result<Volume> {
         .enumerate()
         .flat_map(|(n, instance)| instance.frames.iter().map(move |f| (n, f)))
         .collect();
+    let (rows, columns) = common_size(series)?;
+    let shape = (frames.len(), rows as usize, columns as usize);
+    check_voxels(shape)?;
+    series.instances.iter().try_for_each(check_plausible)?;
     let names: Vec<String> = frames
         .iter()
         .map(|&(n, f)| frame_name(&series.instances[n], f))
         .collect();
     let placed: Vec<Placed> = frames.iter().map(|(_, f)| placed(f)).collect();
     let ordering = order::order(&placed, &names, hints(series))?;
-    let (rows, columns) = common_size(series)?;
-    let shape = (frames.len(), rows as usize, columns as usize);
-    check_voxels(shape)?;
     let mut hu = Array3::<f32>::zeros(shape);
     decode_all(series, &frames, &ordering.order, &mut hu)?;
     Ok(Volume {
@@ -104,6 +113,40 @@ fn check_voxels((k, j, i): (usize, usize, usize)) -> Result<()> {
         return Err(Error::TooLarge { voxels });
     }
     Ok(())
+}
+
+/// Refuses an instance whose header claims more pixel bytes than its source could hold,
+/// before anything that size is allocated.
+fn check_plausible(instance: &Instance) -> Result<()> {
+    let p = &instance.pixel;
+    let claimed = p.rows as u128
+        * p.columns as u128
+        * p.number_of_frames as u128
+        * p.bits_allocated.div_ceil(8) as u128;
+    let Some(stored) = source_len(instance) else {
+        return Ok(()); // unreadable: the decode step reports it, naming the file
+    };
+    let native = NATIVE_SYNTAXES.contains(&instance.transfer_syntax_uid.as_str());
+    let limit = if native {
+        stored
+    } else {
+        stored.saturating_mul(MAX_COMPRESSION_RATIO)
+    };
+    if claimed > limit {
+        return Err(Error::Implausible {
+            name: instance.source.name(),
+            claimed,
+            stored,
+        });
+    }
+    Ok(())
+}
+
+fn source_len(instance: &Instance) -> Option<u128> {
+    match &instance.source {
+        Source::Path(path) => std::fs::metadata(path).ok().map(|m| m.len() as u128),
+        Source::Bytes { bytes, .. } => Some(bytes.len() as u128),
+    }
 }
 
 /// Hands every output slice to the instance holding it, then decodes instances in parallel.

@@ -1,7 +1,8 @@
 //! Pixels to Hounsfield units: decode an instance's frames and apply its modality LUT.
 //!
-//! Codecs come from dicom-pixeldata (native RLE, JPEG baseline/extended/lossless,
-//! deflate; JPEG 2000 through the pure-Rust openjp2 port). Sample interpretation is
+//! Codecs come from dicom-pixeldata: RLE, JPEG baseline and lossless (8 and 16 bit; not
+//! 12-bit extended), deflate, and JPEG 2000 and HTJ2K through OpenJPEG (built from C by
+//! openjpeg-sys). No JPEG-LS: CharLS needs cmake to build. Sample interpretation is
 //! ours: mask to BitsStored, sign-extend when PixelRepresentation is 1,
 //! `stored * slope + intercept`, and padding pixels become air.
 

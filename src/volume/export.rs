@@ -11,6 +11,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::geometry::{cross, Geometry};
 use super::{Error, Result, Volume};
 
@@ -74,31 +76,52 @@ pub fn write(volume: &Volume, path: &Path, sample_type: SampleType) -> Result<Sa
 fn resolve(volume: &Volume, sample_type: SampleType) -> SampleType {
     let fits = |v: &f32| v.fract() == 0.0 && (i16::MIN as f32..=i16::MAX as f32).contains(v);
     match sample_type {
-        SampleType::Auto if volume.hu.iter().all(fits) => SampleType::Int16,
+        SampleType::Auto
+            if volume
+                .hu
+                .as_standard_layout()
+                .as_slice()
+                .is_some_and(|v| v.par_iter().all(fits)) =>
+        {
+            SampleType::Int16
+        }
         SampleType::Auto => SampleType::Float32,
         other => other,
     }
 }
 
-/// The voxels in C order (column fastest) as little-endian bytes.
+/// The voxels in C order (column fastest) as little-endian bytes, converted in parallel.
 fn write_samples(
     volume: &Volume,
     sample_type: SampleType,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    let mut buffer = Vec::with_capacity(volume.hu.dim().2 * 4);
-    for row in volume.hu.rows() {
-        buffer.clear();
-        for &v in row {
-            match sample_type {
-                SampleType::Float32 => buffer.extend_from_slice(&v.to_le_bytes()),
-                _ => buffer
-                    .extend_from_slice(&(v.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()),
+    const CHUNK: usize = 1 << 16;
+    let hu = volume.hu.as_standard_layout();
+    let values = hu
+        .as_slice()
+        .expect("a standard-layout array is contiguous. This is a bug.");
+    let width = if sample_type == SampleType::Float32 {
+        4
+    } else {
+        2
+    };
+    let mut bytes = vec![0u8; values.len() * width];
+    bytes
+        .par_chunks_mut(CHUNK * width)
+        .zip(values.par_chunks(CHUNK))
+        .for_each(|(out, values)| {
+            for (out, &v) in out.chunks_exact_mut(width).zip(values) {
+                match sample_type {
+                    SampleType::Float32 => out.copy_from_slice(&v.to_le_bytes()),
+                    // `as` saturates; values that auto chose int16 for are integers already.
+                    SampleType::Auto | SampleType::Int16 => {
+                        out.copy_from_slice(&(v.round() as i16).to_le_bytes())
+                    }
+                }
             }
-        }
-        out.write_all(&buffer)?;
-    }
-    Ok(())
+        });
+    out.write_all(&bytes)
 }
 
 fn write_npy(volume: &Volume, sample_type: SampleType, mut out: impl Write) -> std::io::Result<()> {

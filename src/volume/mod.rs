@@ -45,6 +45,12 @@ pub enum Error {
     },
     #[error("the series would hold {voxels} voxels, more than the {MAX_VOXELS} allowed")]
     TooLarge { voxels: u128 },
+    #[error("{name} claims {claimed} bytes of pixels but holds {stored} bytes in all")]
+    Implausible {
+        name: String,
+        claimed: u128,
+        stored: u128,
+    },
     #[error("could not read {name}")]
     Read {
         name: String,

@@ -1,0 +1,197 @@
+//! Bad input gets a typed error that names the file, a non-zero exit, and never a panic.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{fixture, pulmo};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use proptest::prelude::*;
+use pulmo::{ingest, volume};
+use rstest::rstest;
+
+/// Runs `pulmo convert` on `input` and returns its standard error; it must fail cleanly.
+fn convert_fails(input: &std::path::Path, extra: &[&str]) -> String {
+    let out = std::env::temp_dir().join(format!("pulmo-malformed-{}.npy", std::process::id()));
+    let run = pulmo()
+        .arg("convert")
+        .arg(input)
+        .args(extra)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// What `pulmo convert` does, through the library: the error and its causes on one line.
+fn convert_error(input: &std::path::Path) -> String {
+    let report = ingest::scan(&[input]).unwrap();
+    let any_series = report
+        .series()
+        .next()
+        .map(|s| s.series_instance_uid.clone());
+    let rules = ingest::SelectionRules::default();
+    let outcome = ingest::choose(&report, &rules, any_series.as_deref())
+        .map_err(anyhow::Error::from)
+        .and_then(|series| Ok(volume::assemble(series)?));
+    format!("{:#}", outcome.expect_err("bad input must fail"))
+}
+
+#[rstest]
+#[case::not_dicom("malformed/notes.txt", "could not read a DICOM header from")]
+#[case::no_file_meta("malformed/no_meta.dcm", "could not read a DICOM header from")]
+#[case::truncated_header(
+    "malformed/CT_small_truncated_header.dcm",
+    "could not read a DICOM header from"
+)]
+#[case::truncated_pixel_data(
+    "malformed/CT_small_truncated_pixels.dcm",
+    "claims 32768 bytes of pixels"
+)]
+#[case::truncated_inside_pixel_data("malformed/MR_truncated.dcm", "could not read")]
+#[case::no_pixel_data("malformed/rtplan.dcm", "has no pixel data")]
+#[case::jpeg_ls_has_no_codec("single/MR_small_jpeg_ls_lossless.dcm", "Unsupported TransferSyntax")]
+#[case::jpeg_12_bit_has_no_codec("single/JPGExtended.dcm", "SamplePrecision(12)")]
+fn bad_files_fail_with_an_error_naming_the_file(#[case] file: &str, #[case] problem: &str) {
+    let path = fixture(file);
+    let message = convert_error(&path);
+    let name = path.file_name().unwrap().to_str().unwrap();
+    assert!(message.contains(name), "{message}");
+    assert!(message.contains(problem), "{message}");
+}
+
+#[rstest]
+#[case::not_dicom("malformed/notes.txt")]
+#[case::truncated_pixel_data("malformed/CT_small_truncated_pixels.dcm")]
+fn the_cli_exits_1_naming_the_bad_file(#[case] file: &str) {
+    let path = fixture(file);
+    let stderr = convert_fails(&path, &[]);
+    assert!(stderr.starts_with("pulmo: error: "), "{stderr}");
+    assert!(
+        stderr.contains(path.file_name().unwrap().to_str().unwrap()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_folder_without_ct_lists_every_series_and_file_passed_over() {
+    let dir = common::scratch("no-ct");
+    for file in ["notes.txt", "rtplan.dcm", "test-SR.dcm"] {
+        std::fs::copy(fixture(&format!("malformed/{file}")), dir.join(file)).unwrap();
+    }
+    let stderr = convert_fails(&dir, &[]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(stderr.contains("no series to convert"), "{stderr}");
+    assert!(
+        stderr.contains("modality \"RTPLAN\" is not accepted"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("modality \"SR\" is not accepted"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("notes.txt"), "{stderr}");
+}
+
+/// CT_small with some header attributes replaced, as in-memory bytes.
+fn ct_small_with(elements: &[(dicom_core::Tag, VR, PrimitiveValue)]) -> Arc<[u8]> {
+    let mut obj = dicom_object::open_file(fixture("single/CT_small.dcm")).unwrap();
+    for (tag, vr, value) in elements {
+        obj.put(DataElement::new(*tag, *vr, value.clone()));
+    }
+    let mut bytes = Vec::new();
+    obj.write_all(&mut bytes).unwrap();
+    bytes.into()
+}
+
+#[test]
+fn hostile_dimensions_are_refused_before_allocating() {
+    let rows = ct_small_with(&[(tags::ROWS, VR::US, PrimitiveValue::from(60_000u16))]);
+    let err = ingest::read_header("rows.dcm", rows).unwrap_err();
+    assert!(
+        err.to_string().contains("rows.dcm claims 60000x128 pixels"),
+        "{err}"
+    );
+
+    let frames = ct_small_with(&[(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from("2000000000"),
+    )]);
+    assert!(matches!(
+        ingest::read_header("frames.dcm", frames),
+        Err(ingest::Error::TooLarge { .. })
+    ));
+
+    let big = [
+        (tags::ROWS, VR::US, PrimitiveValue::from(16_000u16)),
+        (tags::COLUMNS, VR::US, PrimitiveValue::from(16_000u16)),
+        (
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from("60000"),
+        ),
+    ];
+    let report = ingest::scan_bytes(vec![("big.dcm".into(), ct_small_with(&big))]);
+    let err = volume::assemble(report.series().next().unwrap()).unwrap_err();
+    assert!(matches!(err, volume::Error::TooLarge { .. }), "{err}");
+
+    let lying = [
+        (tags::ROWS, VR::US, PrimitiveValue::from(16_000u16)),
+        (tags::COLUMNS, VR::US, PrimitiveValue::from(16_000u16)),
+    ];
+    let report = ingest::scan_bytes(vec![("lying.dcm".into(), ct_small_with(&lying))]);
+    let err = volume::assemble(report.series().next().unwrap()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("lying.dcm claims 512000000 bytes of pixels"),
+        "{err}"
+    );
+}
+
+/// Where CT_small's pixel data value starts (after its 12-byte element header).
+const PIXELS_START: usize = 5_964;
+
+/// Parses and, when the header passes, assembles; the outcome does not matter, a panic does.
+fn parse_and_assemble(bytes: Vec<u8>) {
+    let report = ingest::scan_bytes(vec![("fuzz.dcm".into(), bytes.into())]);
+    for series in report.series() {
+        let _ = volume::assemble(series);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        parse_and_assemble(bytes);
+    }
+
+}
+
+proptest! {
+    // Each case parses and decodes a real slice: fewer cases keep the suite quick.
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    // Flips stay in the pixel data: dicom-parser allocates a corrupted header length
+    // (up to 4 GiB) before it finds the stream too short, which CI memory cannot afford.
+    #[test]
+    fn truncated_or_corrupted_ct_never_panics(
+        cut in 0usize..40_000,
+        flips in proptest::collection::vec((PIXELS_START..40_000, any::<u8>()), 0..4),
+    ) {
+        let mut bytes = std::fs::read(fixture("single/CT_small.dcm")).unwrap();
+        for (at, value) in flips {
+            let at = at.min(bytes.len() - 1);
+            bytes[at] = value;
+        }
+        bytes.truncate(cut.min(bytes.len()));
+        parse_and_assemble(bytes);
+    }
+}
