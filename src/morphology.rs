@@ -42,24 +42,32 @@ pub fn label(mask: ArrayView3<bool>) -> (Array3<u32>, Vec<Component>) {
                 *lo = (*lo).min(p);
                 *hi = (*hi).max(p);
             }
-            for q in neighbours(p, [nk, nj, ni]) {
+            for_each_neighbour(p, [nk, nj, ni], |q| {
                 if mask[q] && labels[q] == 0 {
                     labels[q] = label;
                     stack.push(q);
                 }
-            }
+            });
         }
         components.push(component);
     }
     (labels, components)
 }
 
-/// The up to 26 in-bounds neighbours of `p`.
-fn neighbours(p: [usize; 3], shape: [usize; 3]) -> impl Iterator<Item = [usize; 3]> {
-    let range = move |a: usize| p[a].saturating_sub(1)..=(p[a] + 1).min(shape[a] - 1);
-    range(0)
-        .flat_map(move |k| range(1).flat_map(move |j| range(2).map(move |i| [k, j, i])))
-        .filter(move |q| *q != p)
+/// Calls `f` with each of the up to 26 in-bounds neighbours of `p`.
+#[inline]
+fn for_each_neighbour(p: [usize; 3], shape: [usize; 3], mut f: impl FnMut([usize; 3])) {
+    let lo = p.map(|v| v.saturating_sub(1));
+    let hi: [usize; 3] = std::array::from_fn(|a| (p[a] + 1).min(shape[a] - 1));
+    for k in lo[0]..=hi[0] {
+        for j in lo[1]..=hi[1] {
+            for i in lo[2]..=hi[2] {
+                if [k, j, i] != p {
+                    f([k, j, i]);
+                }
+            }
+        }
+    }
 }
 
 /// Per slice, marks the pixels of `mask` reachable from the image border through `mask`

@@ -34,8 +34,41 @@ impl LungMask {
     }
 }
 
+/// The mask is found on a grid of about this spacing (mm), then spread back: the lungs are
+/// large, and connected components over every working voxel would cost seconds.
+const MASK_SPACING_MM: f64 = 2.5;
+
 /// Finds the lungs in a HU volume with voxel spacing `spacing` (mm).
 pub fn find_lungs(hu: ArrayView3<f32>, spacing: [f64; 3]) -> LungMask {
+    let step = spacing.map(|s| ((MASK_SPACING_MM / s).floor() as usize).max(1));
+    let coarse = hu.slice(ndarray::s![..;step[0], ..;step[1], ..;step[2]]);
+    let coarse_spacing = std::array::from_fn(|a| spacing[a] * step[a] as f64);
+    let (coarse_mask, coarse_bounds) = lungs_on(coarse, coarse_spacing);
+    let shape = hu.dim();
+    let mask = Array3::from_shape_fn(shape, |(k, j, i)| {
+        coarse_mask[(k / step[0], j / step[1], i / step[2])]
+    });
+    let bounds = coarse_bounds.map(|[lo, hi]| {
+        let full = [shape.0, shape.1, shape.2];
+        [
+            std::array::from_fn(|a| lo[a] * step[a]),
+            std::array::from_fn(|a| ((hi[a] + 1) * step[a]).min(full[a]) - 1),
+        ]
+    });
+    let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
+    let volume_ml = mask.iter().filter(|m| **m).count() as f64 * voxel_ml;
+    let counter = BoxCounter::new(mask.view());
+    LungMask {
+        mask,
+        spacing,
+        counter,
+        volume_ml,
+        bounds,
+    }
+}
+
+/// The lung mask and its bounds on the grid given.
+fn lungs_on(hu: ArrayView3<f32>, spacing: [f64; 3]) -> (Array3<bool>, Option<[[usize; 3]; 2]>) {
     let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
     let air = hu.map(|v| *v < AIR_HU);
     let outside = morphology::reachable_from_border(air.view());
@@ -65,15 +98,7 @@ pub fn find_lungs(hu: ArrayView3<f32>, spacing: [f64; 3]) -> LungMask {
                 std::array::from_fn(|n| a[1][n].max(b[1][n])),
             ]
         });
-    let volume_ml = mask.iter().filter(|m| **m).count() as f64 * voxel_ml;
-    let counter = BoxCounter::new(mask.view());
-    LungMask {
-        mask,
-        spacing,
-        counter,
-        volume_ml,
-        bounds,
-    }
+    (mask, bounds)
 }
 
 #[cfg(test)]
