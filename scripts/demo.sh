@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Sets up what is missing, builds pulmo, and runs the main job on the bundled sample.
+# Sets up what is missing, builds pulmo, and runs the main job on the bundled sample:
+# `pulmo analyze` on sample-dicom/ (a synthetic chest CT series with three nodules), with the
+# JSON report written to target/demo/ and compared with the sample's ground truth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
 cargo build --release --locked
-# Until the analysis pipeline lands, the main job is the libtorch smoke path.
 ./target/release/pulmo --version
 ./target/release/pulmo selftest
+out=target/demo
+rm -rf "$out" && mkdir -p "$out"
+./target/release/pulmo analyze sample-dicom --out "$out"
+echo
+echo "Ground truth (sample-dicom/truth.json) against the report, LUNA16 rules:"
+python3 scripts/evaluate.py --truth sample-dicom/truth.json --reports "$out"
