@@ -788,7 +788,7 @@ def write_series(scene: Scene, geo: dict, case: dict, out: pathlib.Path, syntax:
             meta.ImplementationClassUID = "2.25.201600746217313404846183419391722925473"
             ds.file_meta = meta
             if syntax == "rle":
-                ds.compress(RLELossless, arr, encoding_plugin="pydicom")
+                ds.compress(RLELossless, arr, encoding_plugin="pydicom", generate_instance_uid=False)
             pydicom.dcmwrite(out / f"CT{idx + 1:04d}.dcm", ds, enforce_file_format=True)
     return len(zs)
 
