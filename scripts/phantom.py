@@ -788,7 +788,7 @@ def write_series(scene: Scene, geo: dict, case: dict, out: pathlib.Path, syntax:
             meta.ImplementationClassUID = "2.25.201600746217313404846183419391722925473"
             ds.file_meta = meta
             if syntax == "rle":
-                ds.compress(RLELossless, arr, encoding_plugin="pydicom")
+                ds.compress(RLELossless, arr, encoding_plugin="pydicom", generate_instance_uid=False)
             pydicom.dcmwrite(out / f"CT{idx + 1:04d}.dcm", ds, enforce_file_format=True)
     return len(zs)
 
@@ -855,9 +855,10 @@ def training_case(seed: int, spacing: float, rng: np.random.Generator, acq: Acqu
                   n_nodules: int | None = None):
     """A whole chest rendered straight at an isotropic spacing: (HU, occupancy, scene, origin)."""
     scene = make_scene(seed, n_nodules)
-    xs = np.arange(scene.cx - scene.body_a - 5, scene.cx + scene.body_a + 5, spacing)
-    ys = np.arange(scene.cy - scene.body_b - 5, scene.table_y + 20, spacing)
-    zs = np.arange(scene.z_base - 10, scene.z_apex + 8, spacing)
+    lo, hi = _lung_box(scene, 20.0)  # the lungs and a margin: where patches are drawn
+    xs = np.arange(lo[0], hi[0], spacing)
+    ys = np.arange(lo[1], hi[1], spacing)
+    zs = np.arange(lo[2], hi[2], spacing)
     grid = Grid(xs, ys, zs)
     vol, occ = render(scene, grid, acq, rng)
     return vol, occ, scene, grid

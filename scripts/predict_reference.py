@@ -128,12 +128,11 @@ def load_model(model_dir: pathlib.Path):
     """TorchScript module and its manifest."""
     manifest = tomllib.loads((model_dir / "manifest.toml").read_text())
     model = torch.jit.load(str(model_dir / manifest["file"]), map_location="cpu").eval()
-    return model, manifest
+    return torch.jit.freeze(model), manifest  # folds BatchNorm into the convolutions
 
 
-def predict(model, manifest: dict, folder: pathlib.Path) -> dict:
-    """One series to a pulmo.report/1 dictionary."""
-    t0 = time.time()
+def probability_map(model, manifest: dict, folder: pathlib.Path) -> tuple[np.ndarray, dict, int]:
+    """Nodule probability on the working grid (zero far from the lungs), geometry, patches."""
     vol, geo = load_series(folder)
     inp = manifest["input"]
     s = float(inp["spacing_mm"][0])
@@ -143,15 +142,19 @@ def predict(model, manifest: dict, folder: pathlib.Path) -> dict:
     mask = lung_mask(hu, dilate=3)
     logits, n_patches = sliding_logits(model, img, mask, int(inp["patch"][0]), float(inp["overlap"]))
     prob = 1 / (1 + np.exp(-logits))
+    prob[~ndimage.binary_dilation(mask, iterations=6)] = 0.0
+    return prob, geo, n_patches
+
+
+def report(prob: np.ndarray, geo: dict, manifest: dict, threshold: float) -> dict:
+    """Findings from a probability map at one voxel threshold, as pulmo.report/1."""
     th = manifest["thresholds"]
-    far = ~ndimage.binary_dilation(mask, iterations=6)
-    prob[far] = 0.0
-    comps = components(prob, th["probability"], s, th["min_diameter_mm"], th["min_score"])
+    s = float(manifest["input"]["spacing_mm"][0])
+    comps = components(prob, threshold, s, th["min_diameter_mm"], th["min_score"])
     findings = [{"center_patient_mm": to_patient(c["index"], geo, s), "diameter_mm": round(c["diameter_mm"], 2),
                  "volume_mm3": round(c["volume_mm3"], 1), "score": round(c["score"], 4)} for c in comps]
     findings.sort(key=lambda f: -f["score"])
-    return {"schema": "pulmo.report/1", "series_instance_uid": geo["uid"], "findings": findings,
-            "reference": {"patches": n_patches, "seconds": round(time.time() - t0, 1), "model": manifest["id"]}}
+    return {"schema": "pulmo.report/1", "series_instance_uid": geo["uid"], "findings": findings}
 
 
 def main() -> None:
@@ -161,6 +164,8 @@ def main() -> None:
     ap.add_argument("--set", type=pathlib.Path, help="a phantom set folder (truth.json + <seed>/)")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--thresholds", type=float, nargs="*", default=None,
+                    help="voxel thresholds to report (one sub-folder each); default: the manifest's")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, manifest = load_model(args.model)
@@ -170,10 +175,18 @@ def main() -> None:
         folders += [args.set / str(c["seed"]) for c in truth["cases"]]
     args.out.mkdir(parents=True, exist_ok=True)
     for folder in folders:
-        rep = predict(model, manifest, folder)
-        (args.out / f"{folder.name}.json").write_text(json.dumps(rep, indent=1) + "\n")
-        print(f"{folder}: {len(rep['findings'])} findings, {rep['reference']['patches']} patches, "
-              f"{rep['reference']['seconds']} s", flush=True)
+        t0 = time.time()
+        prob, geo, n_patches = probability_map(model, manifest, folder)
+        thresholds = args.thresholds or [manifest["thresholds"]["probability"]]
+        for thr in thresholds:
+            out = args.out if len(thresholds) == 1 else args.out / f"p{thr:g}"
+            out.mkdir(parents=True, exist_ok=True)
+            rep = report(prob, geo, manifest, thr)
+            rep["reference"] = {"patches": n_patches, "seconds": round(time.time() - t0, 1),
+                                "model": manifest["id"], "probability_threshold": thr}
+            (out / f"{folder.name}.json").write_text(json.dumps(rep, indent=1) + "\n")
+        print(f"{folder}: {len(rep['findings'])} findings, {n_patches} patches, "
+              f"{time.time() - t0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

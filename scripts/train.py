@@ -133,6 +133,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", type=pathlib.Path, default=None, help="continue from this state_dict")
+    ap.add_argument("--train-seed0", type=int, default=100_000, help="first training phantom seed")
+    ap.add_argument("--val-cases", type=int, default=4)
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "models" / "pulmo-nodule-v1")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -140,16 +143,18 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     model = NoduleNet(args.width)
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu"))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     t_start = time.time()
     budget = args.minutes * 60
-    train_seed = 100_000
+    train_seed = args.train_seed0
     ctx = mp.get_context("fork")
     with ctx.Pool(1) as pool:
-        pool_cases = [pool.apply(make_training_case, (train_seed + i,)) for i in range(3)]
-        next_seed = train_seed + 3
+        pool_cases = [pool.apply(make_training_case, (train_seed + i,)) for i in range(2)]
+        next_seed = train_seed + 2
         pending = pool.apply_async(make_training_case, (next_seed,))
-        history, step, n_cases = [], 0, 3
+        history, step, n_cases = [], 0, 2
         while time.time() - t_start < budget:
             frac = (time.time() - t_start) / budget
             for g in opt.param_groups:
@@ -178,21 +183,21 @@ def main() -> None:
                        "lr": opt.param_groups[0]["lr"]}
                 history.append(rec)
                 print(json.dumps(rec), flush=True)
-            if step % 200 == 0:
+            if step % 25 == 0:
                 torch.save(model.state_dict(), args.out / "checkpoint.pth")
         pending.wait()
         train_time = time.time() - t_start
         torch.save(model.state_dict(), args.out / "checkpoint.pth")
         print("validating", flush=True)
-        val_cases = [make_training_case(900_000 + i) for i in range(4)]
+        val_cases = [make_training_case(900_000 + i) for i in range(args.val_cases)]
     val = validate(model, val_cases, 64, np.random.default_rng(7))
     log = {
         "model_id": args.out.name, "architecture": model.describe(), "parameters": count_parameters(model),
-        "hyper_parameters": vars(args) | {"out": str(args.out), "spacing_mm": SPACING, "hu_window": HU_WINDOW,
+        "hyper_parameters": vars(args) | {"out": str(args.out), "init": str(args.init), "spacing_mm": SPACING, "hu_window": HU_WINDOW,
                                           "optimizer": "AdamW wd 1e-4, cosine-in-time lr",
                                           "loss": "BCE(pos_weight 3) + batch soft Dice"},
         "data": {"training_seeds": [train_seed, next_seed - 1], "cases_rendered": n_cases,
-                 "patches_seen": step * args.batch, "validation_seeds": [900_000, 900_003],
+                 "patches_seen": step * args.batch, "validation_seeds": [900_000, 900_000 + args.val_cases - 1],
                  "augmentation": "spacing x0.85-1.15, PSF xy 0.35-1.0 mm / z 0.4-2.2 mm, noise 4-45 HU, "
                                  "flips (3 axes), axial transpose, HU scale 0.9-1.1, shift +-40 HU, extra noise 0-25 HU"},
         "steps": step, "train_seconds": round(train_time, 1), "torch": torch.__version__,
