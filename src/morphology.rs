@@ -111,6 +111,33 @@ pub fn fill_holes_2d(mask: ArrayView3<bool>) -> Array3<bool> {
     outside.map(|o| !o)
 }
 
+/// Per slice, closes `mask` with a square of side `2 * radius + 1`: a dilation then an
+/// erosion, which fills bays and gaps narrower than the square and keeps the outline
+/// elsewhere.
+pub fn close_2d(mask: ArrayView3<bool>, radius: usize) -> Array3<bool> {
+    let r = [0, radius, radius];
+    let dilated = {
+        let counter = BoxCounter::new(mask);
+        Array3::from_shape_fn(mask.dim(), |(k, j, i)| {
+            counter.count_around([k, j, i], r) > 0
+        })
+    };
+    // Outside the image counts as unset, so nothing grows into the border; the original
+    // voxels are kept as they are (a closing never removes any).
+    let counter = BoxCounter::new(dilated.view());
+    let full = ((2 * radius + 1) * (2 * radius + 1)) as u32;
+    Array3::from_shape_fn(mask.dim(), |(k, j, i)| {
+        mask[(k, j, i)] || counter.count_around([k, j, i], r) == full
+    })
+}
+
+/// The half-open box of `radius` around `p`, clipped to `shape`.
+fn window(p: [usize; 3], radius: [usize; 3], shape: [usize; 3]) -> ([usize; 3], [usize; 3]) {
+    let lo = std::array::from_fn(|a| p[a].saturating_sub(radius[a]));
+    let hi = std::array::from_fn(|a| (p[a] + radius[a] + 1).min(shape[a]));
+    (lo, hi)
+}
+
 /// Counts set voxels in any box in constant time.
 #[derive(Debug, Clone)]
 pub struct BoxCounter {
@@ -127,6 +154,13 @@ impl BoxCounter {
             table.accumulate_axis_inplace(Axis(axis), |&prev, cur| *cur += prev);
         }
         BoxCounter { table }
+    }
+
+    /// Set voxels within `radius` of `p` on each axis.
+    pub fn count_around(&self, p: [usize; 3], radius: [usize; 3]) -> u32 {
+        let (nk, nj, ni) = self.table.dim();
+        let (lo, hi) = window(p, radius, [nk - 1, nj - 1, ni - 1]);
+        self.count(lo, hi)
     }
 
     /// Set voxels in the half-open box `[lo, hi)`, clipped to the volume.
@@ -194,6 +228,36 @@ mod tests {
         assert!(filled[[0, 2, 2]]);
         assert!(!filled[[1, 2, 2]]);
         assert!(!filled[[0, 0, 0]]);
+    }
+
+    #[test]
+    fn closing_fills_a_narrow_bay_but_not_a_wide_one() {
+        // A block with a 2-wide notch at the top and an 8-wide notch at the bottom.
+        let mut mask = Array3::from_elem((1, 20, 30), false);
+        for j in 2..18 {
+            for i in 2..28 {
+                mask[(0, j, i)] = true;
+            }
+        }
+        for j in 2..7 {
+            mask[(0, j, 9)] = false;
+            mask[(0, j, 10)] = false;
+        }
+        for j in 13..18 {
+            for i in 15..23 {
+                mask[(0, j, i)] = false;
+            }
+        }
+        let closed = close_2d(mask.view(), 2);
+        assert!(
+            closed[(0, 3, 9)] && closed[(0, 3, 10)],
+            "the narrow notch is filled"
+        );
+        assert!(!closed[(0, 17, 19)], "the wide notch stays open");
+        assert!(
+            closed[(0, 2, 2)] && !closed[(0, 0, 0)],
+            "the outline is kept"
+        );
     }
 
     proptest! {

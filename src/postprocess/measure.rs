@@ -100,12 +100,13 @@ fn peak(prob: ArrayView3<f32>, labels: ArrayView3<u32>, c: &Component) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Whether a lung voxel lies within the nodule's radius (plus a few mm) of its centre:
-/// nodules are in the lungs or on the pleura, not in the heart or the abdomen.
+/// Whether the centre lies in the lungs (whose mask includes pleural bays and everything
+/// inside), give or take a few mm: nodules are in the lungs or on the pleura, not in the
+/// mediastinum, the hila, the heart or the abdomen.
 fn near_lungs(f: &Finding, scale: [f64; 3], lungs: &LungMask) -> bool {
     let [i, j, k] = f.center_voxel.map(f64::from);
     let centre = [k / scale[0], j / scale[1], i / scale[2]];
-    let reach_mm = f.long_axis_mm / 2.0 + 4.0;
+    let reach_mm = 3.0 + f.long_axis_mm / 4.0;
     let lo = std::array::from_fn(|a| (centre[a] - reach_mm / lungs.spacing[a]).max(0.0) as usize);
     let hi = std::array::from_fn(|a| (centre[a] + reach_mm / lungs.spacing[a]).ceil() as usize + 1);
     lungs.counter.count(lo, hi) > 0
@@ -174,6 +175,7 @@ fn measure(
     let hu = volume
         .hu
         .slice(s![lo[0]..=hi[0], lo[1]..=hi[1], lo[2]..=hi[2]]);
+    let region = refine_by_attenuation(region, hu);
     let spacing = volume.geometry.spacing;
 
     let (mut total, mut centre, mut hu_sum, mut count) = (0.0, [0.0; 3], 0.0, 0usize);
@@ -228,6 +230,36 @@ fn measure(
         mask: region,
     };
     Some(Measured { finding, segment })
+}
+
+/// Aerated lung, the background a nodule's edge is measured against (HU).
+const LUNG_HU: f32 = -850.0;
+
+/// Trims the network's region to the nodule's visible edge: voxels brighter than halfway
+/// between the nodule's dense part (90th percentile of the region) and aerated lung, the
+/// edge a reader sees in the lung window. Networks' masks tend to run a voxel or two wide;
+/// this keeps diameters independent of how sharp the model is. Keeps the region when the
+/// trim would leave nothing.
+fn refine_by_attenuation(region: Array3<bool>, hu: ArrayView3<f32>) -> Array3<bool> {
+    let mut values: Vec<f32> = region
+        .iter()
+        .zip(hu.iter())
+        .filter(|(m, _)| **m)
+        .map(|(_, v)| *v)
+        .collect();
+    if values.is_empty() {
+        return region;
+    }
+    let rank = (values.len() - 1) * 9 / 10;
+    let dense = *values.select_nth_unstable_by(rank, f32::total_cmp).1;
+    if dense <= LUNG_HU + 100.0 {
+        return region;
+    }
+    let level = (dense + LUNG_HU) / 2.0;
+    let trimmed = ndarray::Zip::from(&region)
+        .and(&hu)
+        .map_collect(|m, v| *m && *v > level);
+    largest_component(trimmed.view()).unwrap_or(region)
 }
 
 /// The largest 26-connected component of a mask, or `None` if the mask is empty.

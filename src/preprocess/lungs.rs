@@ -38,6 +38,15 @@ impl LungMask {
 /// large, and connected components over every working voxel would cost seconds.
 const MASK_SPACING_MM: f64 = 2.5;
 
+/// Pleural bays narrower than about twice this are closed (mm).
+const CLOSING_RADIUS_MM: f64 = 10.0;
+
+fn closing_radius(spacing: [f64; 3]) -> usize {
+    (CLOSING_RADIUS_MM / spacing[1].max(spacing[2]))
+        .round()
+        .max(1.0) as usize
+}
+
 /// Finds the lungs in a HU volume with voxel spacing `spacing` (mm).
 pub fn find_lungs(hu: ArrayView3<f32>, spacing: [f64; 3]) -> LungMask {
     let step = spacing.map(|s| ((MASK_SPACING_MM / s).floor() as usize).max(1));
@@ -86,7 +95,10 @@ fn lungs_on(hu: ArrayView3<f32>, spacing: [f64; 3]) -> (Array3<bool>, Option<[[u
         .map(|c| c.label)
         .collect();
     let lungs = labels.map(|l| *l != 0 && keep.contains(l));
-    let mask = morphology::fill_holes_2d(lungs.view());
+    // Filling holes brings back vessels and nodules inside the lung; closing brings back
+    // nodules on the pleura, which make bays in the air mask.
+    let closed = morphology::close_2d(lungs.view(), closing_radius(spacing));
+    let mask = morphology::fill_holes_2d(closed.view());
 
     let bounds = components
         .iter()
