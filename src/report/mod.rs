@@ -1,14 +1,67 @@
 //! Reports: what pulmo hands back, per analysed series.
 //!
 //! [`Report`] is the JSON report (`pulmo.report/1`, documented in `docs/report-schema.md`).
-//! DICOM SR, SEG and key images are encoded here as they land. This module knows findings
-//! and series identity; it knows nothing of HTTP or of how the findings were computed.
+//! [`sr::to_sr`] (TID 1500 measurement report), [`seg::to_seg`] (binary segmentation) and
+//! [`images::key_image`] (PNG) encode the same findings for PACS and viewers; the DICOM
+//! objects are described in `docs/dicom-conformance.md`. This module knows findings, their
+//! voxels and the source volume; it knows nothing of HTTP, the CLI or how the findings
+//! were computed. Encoders return objects or bytes; callers decide where they go.
+
+mod dcm;
+pub mod images;
+pub mod seg;
+pub mod sr;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::findings::{Finding, LungRads};
+
+pub use dcm::{new_uid, to_part10, Created};
+
+/// What can stop a DICOM object or key image from being encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no finding has voxels, so there is no segmentation to write")]
+    NothingToSegment,
+    #[error("could not build the file meta group")]
+    Meta(#[source] Box<dicom_object::WithMetaError>),
+    #[error("could not encode the DICOM object")]
+    Encode(#[source] Box<dicom_object::WriteError>),
+    #[error("could not encode a key image")]
+    Png(#[source] Box<image::ImageError>),
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The new identities of one analysis' DICOM results, made once so that SR and SEG agree
+/// (same tracking UIDs, same creation time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedIds {
+    pub created: Created,
+    pub sr_series_uid: String,
+    pub sr_instance_uid: String,
+    pub seg_series_uid: String,
+    pub seg_instance_uid: String,
+    /// One per finding, in the report's order.
+    pub tracking_uids: Vec<String>,
+}
+
+impl DerivedIds {
+    /// Fresh UIDs for a report with `findings` findings, created now.
+    pub fn new(findings: usize) -> Self {
+        DerivedIds {
+            created: Created::now(),
+            sr_series_uid: new_uid(),
+            sr_instance_uid: new_uid(),
+            seg_series_uid: new_uid(),
+            seg_instance_uid: new_uid(),
+            tracking_uids: (0..findings).map(|_| new_uid()).collect(),
+        }
+    }
+}
 
 /// The schema tag of [`Report`].
 pub const SCHEMA: &str = "pulmo.report/1";
