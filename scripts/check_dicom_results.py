@@ -72,7 +72,7 @@ def check_group(finding, group, sources):
     check(bool(group.tracking_uid), f"group {n}: no tracking UID")
     check(group.finding_type.value == "27925004", f"group {n}: finding is {group.finding_type}")
     sites = group.finding_sites
-    check(len(sites) == 1 and sites[0].value == "39607008", f"group {n}: finding site {sites}")
+    check(len(sites) == 1 and sites[0].value.value == "39607008", f"group {n}: finding site {[s.value for s in sites]}")
     if sites:
         side = sites[0].laterality
         check(side is not None and side.value == LATERALITY[finding["laterality"]], f"group {n}: laterality {side}")

@@ -187,6 +187,7 @@ fn no_flags_keep_dicom_results_and_images_out() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    std::fs::remove_dir_all(&dir).ok();
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].ends_with(".json"), "{names:?}");
 }

@@ -136,3 +136,101 @@ impl Report {
         serde_json::to_string_pretty(self).expect("a report always serialises. This is a bug.")
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::findings::tests::finding;
+    use crate::postprocess;
+    use crate::volume::{Geometry, SeriesIds, SliceRef, Volume};
+    use dicom_object::DefaultDicomObject;
+    use ndarray::Array3;
+
+    /// A 5-slice 16x16 axial volume whose slices sit 2.5 mm apart from z = -100.
+    pub(crate) fn volume() -> Volume {
+        let geometry = Geometry::axial([-10.0, -20.0, -100.0], [2.5, 0.8, 0.8]);
+        let slices = (0..5)
+            .map(|k| SliceRef {
+                sop_instance_uid: format!("1.2.3.4.5.{k}"),
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                instance_number: Some(k + 1),
+                frame: None,
+                position: Some(geometry.voxel_to_patient([f64::from(k), 0.0, 0.0])),
+            })
+            .collect();
+        Volume {
+            hu: Array3::from_elem((5, 16, 16), -800.0),
+            geometry,
+            slices,
+            ids: SeriesIds {
+                study_instance_uid: "1.2.3".into(),
+                series_instance_uid: "1.2.3.4".into(),
+                frame_of_reference_uid: "1.2.3.9".into(),
+            },
+            source: crate::volume::SourceAttributes {
+                patient_name: "DOE^JANE".into(),
+                patient_id: "ID-7".into(),
+                ..Default::default()
+            },
+            slice_thickness_mm: Some(2.5),
+            warnings: vec![],
+        }
+    }
+
+    /// A report with one finding centred on slice 2, and its segment on slices 1 and 3
+    /// (slice 2's mask left empty, as a hole the SEG must not fill with a frame).
+    pub(crate) fn analysis() -> (Report, Vec<postprocess::Segment>) {
+        let mut f = finding(0.9, LungRads::Cat3);
+        f.id = 1;
+        f.center_voxel = [8, 8, 2];
+        f.sop_instance_uid = "1.2.3.4.5.2".into();
+        let mut mask = Array3::from_elem((3, 4, 4), false);
+        mask[[0, 1, 1]] = true;
+        mask[[2, 2, 2]] = true;
+        mask[[2, 2, 3]] = true;
+        let segment = postprocess::Segment {
+            finding_id: 1,
+            origin: [1, 6, 6],
+            mask,
+        };
+        let report = Report {
+            schema: SCHEMA.into(),
+            study_instance_uid: "1.2.3".into(),
+            series_instance_uid: "1.2.3.4".into(),
+            frame_of_reference_uid: "1.2.3.9".into(),
+            analyzed: true,
+            model: ModelInfo {
+                id: "test-model".into(),
+                version: "7".into(),
+                sha256: "ab".repeat(32),
+            },
+            pulmo: BuildInfo::current(),
+            device: "cpu".into(),
+            series: SeriesInfo {
+                slices: 5,
+                rows: 16,
+                columns: 16,
+                spacing_mm: [0.8, 0.8, 2.5],
+                slice_thickness_mm: Some(2.5),
+            },
+            timing_ms: BTreeMap::new(),
+            study_score: 0.9,
+            lung_rads: LungRads::Cat3,
+            warnings: vec![],
+            disclaimer: DISCLAIMER.into(),
+            findings: vec![f],
+        };
+        (report, vec![segment])
+    }
+
+    /// Encodes to Part 10 bytes and reads them back, as another toolkit would.
+    pub(crate) fn round_trip(object: dicom_object::InMemDicomObject) -> DefaultDicomObject {
+        let bytes = to_part10(object).unwrap();
+        assert_eq!(&bytes[128..132], b"DICM");
+        dicom_object::from_reader(&bytes[128..]).unwrap()
+    }
+
+    pub(crate) fn string(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
+        obj.get(tag).unwrap().to_str().unwrap().trim().to_owned()
+    }
+}

@@ -398,3 +398,64 @@ mod tests {
         assert_eq!(bytes, vec![0b0000_0010, 0, 0b0000_0010, 0]);
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+    use crate::report::tests::{analysis, round_trip, string, volume};
+
+    #[test]
+    fn frames_exist_only_where_the_segment_is_and_sit_on_their_source_slices() {
+        let (report, segments) = analysis();
+        let volume = volume();
+        let ids = DerivedIds::new(1);
+        let obj = round_trip(to_seg(&report, &segments, &volume, &ids).unwrap());
+        assert_eq!(string(&obj, tags::NUMBER_OF_FRAMES), "2");
+        assert_eq!(string(&obj, tags::PATIENT_ID), "ID-7");
+        assert_eq!(string(&obj, tags::STUDY_INSTANCE_UID), "1.2.3");
+        assert_eq!(string(&obj, tags::FRAME_OF_REFERENCE_UID), "1.2.3.9");
+        let frames = obj.get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).unwrap();
+        let frames = frames.items().unwrap();
+        for (frame, k) in frames.iter().zip([1usize, 3]) {
+            let derivation = &frame
+                .get(tags::DERIVATION_IMAGE_SEQUENCE)
+                .unwrap()
+                .items()
+                .unwrap()[0];
+            let source = &derivation
+                .get(tags::SOURCE_IMAGE_SEQUENCE)
+                .unwrap()
+                .items()
+                .unwrap()[0];
+            assert_eq!(
+                string(source, tags::REFERENCED_SOP_INSTANCE_UID),
+                format!("1.2.3.4.5.{k}")
+            );
+            let plane = &frame
+                .get(tags::PLANE_POSITION_SEQUENCE)
+                .unwrap()
+                .items()
+                .unwrap()[0];
+            let position = plane
+                .get(tags::IMAGE_POSITION_PATIENT)
+                .unwrap()
+                .to_multi_float64()
+                .unwrap();
+            assert_eq!(position, slice_position(&volume, k).to_vec());
+        }
+        // Frame 1: one pixel at (7, 7); frame 2: (8, 8) and (8, 9); 16x16 bits per frame.
+        let pixels = obj.get(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+        let set: Vec<usize> = (0..pixels.len() * 8)
+            .filter(|bit| pixels[bit / 8] & (1 << (bit % 8)) != 0)
+            .collect();
+        assert_eq!(set, vec![7 * 16 + 7, 256 + 8 * 16 + 8, 256 + 8 * 16 + 9]);
+    }
+
+    #[test]
+    fn no_findings_is_an_error_not_an_empty_seg() {
+        let (mut report, segments) = analysis();
+        report.findings.clear();
+        let err = to_seg(&report, &segments, &volume(), &DerivedIds::new(0)).unwrap_err();
+        assert!(matches!(err, Error::NothingToSegment), "{err}");
+    }
+}

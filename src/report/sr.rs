@@ -505,3 +505,69 @@ mod tests {
         assert_eq!(value(tags::CODING_SCHEME_DESIGNATOR), "SCT");
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+    use crate::report::tests::{analysis, round_trip, string, volume};
+
+    /// Every item under `obj` (depth first), for looking things up by concept name.
+    fn items(obj: &InMemDicomObject) -> Vec<&InMemDicomObject> {
+        let children = obj
+            .get(tags::CONTENT_SEQUENCE)
+            .and_then(|e| e.items())
+            .unwrap_or(&[]);
+        children
+            .iter()
+            .flat_map(|c| std::iter::once(c).chain(items(c)))
+            .collect()
+    }
+
+    fn named<'a>(all: &[&'a InMemDicomObject], meaning: &str) -> Vec<&'a InMemDicomObject> {
+        all.iter()
+            .copied()
+            .filter(|i| {
+                i.get(tags::CONCEPT_NAME_CODE_SEQUENCE)
+                    .and_then(|e| e.items())
+                    .is_some_and(|c| string(&c[0], tags::CODE_MEANING) == meaning)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_sr_carries_the_reports_numbers_in_the_source_study() {
+        let (report, segments) = analysis();
+        let ids = DerivedIds::new(1);
+        let obj = round_trip(to_sr(&report, &segments, &volume(), &ids));
+        assert_eq!(string(&obj, tags::SOP_CLASS_UID), SOP_CLASS);
+        assert_eq!(string(&obj, tags::STUDY_INSTANCE_UID), "1.2.3");
+        assert_eq!(string(&obj, tags::PATIENT_NAME), "DOE^JANE");
+        assert_ne!(string(&obj, tags::SERIES_INSTANCE_UID), "1.2.3.4");
+        let all = items(&obj);
+        assert_eq!(named(&all, "Measurement Group").len(), 1);
+        let value = |meaning: &str| {
+            let num = named(&all, meaning)[0];
+            let measured = &num
+                .get(tags::MEASURED_VALUE_SEQUENCE)
+                .unwrap()
+                .items()
+                .unwrap()[0];
+            string(measured, tags::NUMERIC_VALUE)
+                .parse::<f64>()
+                .unwrap()
+        };
+        let f = &report.findings[0];
+        assert_eq!(value("Diameter"), f.diameter_mm);
+        assert_eq!(value("Volume"), f.volume_mm3);
+        assert_eq!(value("Certainty of Finding"), f.score);
+        let tracking = named(&all, "Tracking Unique Identifier")[0];
+        assert_eq!(string(tracking, tags::UID), ids.tracking_uids[0]);
+        let region = named(&all, "Image Region")[0];
+        let data = region
+            .get(tags::GRAPHIC_DATA)
+            .unwrap()
+            .to_multi_float32()
+            .unwrap();
+        assert_eq!(&data[..2], &[8.5, 8.5]);
+    }
+}

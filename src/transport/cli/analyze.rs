@@ -49,26 +49,27 @@ pub struct AnalyzeArgs {
     pub max_wait_ms: u64,
 }
 
-/// Which results `--out` writes besides the JSON report (all of them by default).
+/// Which results `--out` writes besides the JSON report (all of them by default; the last
+/// of `--x` and `--no-x` wins).
 #[derive(Debug, Clone, Copy, Args)]
 pub struct OutputArgs {
     /// Write the DICOM SR (TID 1500 measurement report) `<SeriesInstanceUID>.sr.dcm`.
     #[arg(long, overrides_with = "no_sr")]
     pub sr: bool,
     /// Do not write the DICOM SR.
-    #[arg(long)]
+    #[arg(long, overrides_with = "sr")]
     pub no_sr: bool,
     /// Write the DICOM SEG `<SeriesInstanceUID>.seg.dcm` (when there are findings).
     #[arg(long, overrides_with = "no_seg")]
     pub seg: bool,
     /// Do not write the DICOM SEG.
-    #[arg(long)]
+    #[arg(long, overrides_with = "seg")]
     pub no_seg: bool,
     /// Write a key image `<SeriesInstanceUID>.finding-<n>.png` per finding.
     #[arg(long, overrides_with = "no_images")]
     pub images: bool,
     /// Do not write key images.
-    #[arg(long)]
+    #[arg(long, overrides_with = "images")]
     pub no_images: bool,
 }
 
