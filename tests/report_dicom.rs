@@ -1,4 +1,4 @@
-//! DICOM SR, SEG and key images from `pulmo analyze --out`, checked by tools nobody here
+//! DICOM SR, SEG, key images and their Secondary Captures from `pulmo analyze --out`, checked by tools nobody here
 //! wrote: dicom3tools' `dciodvfy` (no errors allowed), dcmtk's `dsrdump` and `dcmdump`,
 //! and highdicom/pydicom (`scripts/check_dicom_results.py`), which reads the SR's
 //! measurement groups and the SEG's frames back against the JSON report and the source.
@@ -103,6 +103,18 @@ fn dciodvfy_finds_no_errors_in_the_seg() {
     let run = sample_run();
     let (errors, all) = dciodvfy(&run.path("seg.dcm"));
     assert!(errors.is_empty(), "dciodvfy errors in the SEG:\n{all}");
+}
+
+#[test]
+fn dciodvfy_finds_no_errors_in_the_secondary_captures() {
+    let run = sample_run();
+    for f in run.report["findings"].as_array().unwrap() {
+        let (errors, all) = dciodvfy(&run.path(&format!("finding-{}.sc.dcm", f["id"])));
+        assert!(
+            errors.is_empty(),
+            "dciodvfy errors in a Secondary Capture:\n{all}"
+        );
+    }
 }
 
 #[test]

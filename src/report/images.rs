@@ -25,6 +25,15 @@ const TEXT: Rgb<u8> = Rgb([255, 255, 255]);
 
 /// The key image of one finding, as PNG bytes.
 pub fn key_image(finding: &Finding, segment: Option<&Segment>, volume: &Volume) -> Result<Vec<u8>> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    render(finding, segment, volume)
+        .write_to(&mut bytes, ImageFormat::Png)
+        .map_err(|source| Error::Png(Box::new(source)))?;
+    Ok(bytes.into_inner())
+}
+
+/// The key image of one finding, as RGB pixels (for PNG or a Secondary Capture).
+pub fn render(finding: &Finding, segment: Option<&Segment>, volume: &Volume) -> RgbImage {
     let caption_height = CAPTION_LINES * LINE_HEIGHT + 4;
     let mut canvas = RgbImage::new(SIZE, SIZE + caption_height);
     let view = Crop::around(finding, volume);
@@ -35,11 +44,7 @@ pub fn key_image(finding: &Finding, segment: Option<&Segment>, volume: &Volume) 
     for (n, line) in caption(finding).iter().enumerate() {
         draw_text(&mut canvas, line, 6, SIZE + 4 + n as u32 * LINE_HEIGHT);
     }
-    let mut bytes = std::io::Cursor::new(Vec::new());
     canvas
-        .write_to(&mut bytes, ImageFormat::Png)
-        .map_err(|source| Error::Png(Box::new(source)))?;
-    Ok(bytes.into_inner())
 }
 
 /// The square of source pixels shown: slice `k`, top-left `(row, column)`, side length.

@@ -2,11 +2,13 @@
 //!
 //! [`Report`] is the JSON report (`pulmo.report/1`, documented in `docs/report-schema.md`).
 //! [`sr::to_sr`] (TID 1500 measurement report), [`seg::to_seg`] (binary segmentation) and
-//! [`images::key_image`] (PNG) encode the same findings for PACS and viewers; the DICOM
+//! [`images::key_image`] (PNG, and [`capture::to_capture`] as DICOM Secondary Capture)
+//! encode the same findings for PACS and viewers; the DICOM
 //! objects are described in `docs/dicom-conformance.md`. This module knows findings, their
 //! voxels and the source volume; it knows nothing of HTTP, the CLI or how the findings
 //! were computed. Encoders return objects or bytes; callers decide where they go.
 
+pub mod capture;
 mod dcm;
 pub mod images;
 pub mod seg;
@@ -45,6 +47,8 @@ pub struct DerivedIds {
     pub sr_instance_uid: String,
     pub seg_series_uid: String,
     pub seg_instance_uid: String,
+    /// The series of the key images' Secondary Captures.
+    pub capture_series_uid: String,
     /// One per finding, in the report's order.
     pub tracking_uids: Vec<String>,
 }
@@ -58,6 +62,7 @@ impl DerivedIds {
             sr_instance_uid: new_uid(),
             seg_series_uid: new_uid(),
             seg_instance_uid: new_uid(),
+            capture_series_uid: new_uid(),
             tracking_uids: (0..findings).map(|_| new_uid()).collect(),
         }
     }

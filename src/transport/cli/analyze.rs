@@ -71,6 +71,12 @@ pub struct OutputArgs {
     /// Do not write key images.
     #[arg(long, overrides_with = "images")]
     pub no_images: bool,
+    /// Write each key image also as a DICOM Secondary Capture `<SeriesInstanceUID>.finding-<n>.sc.dcm`.
+    #[arg(long, overrides_with = "no_capture")]
+    pub capture: bool,
+    /// Do not write Secondary Captures.
+    #[arg(long, overrides_with = "capture")]
+    pub no_capture: bool,
 }
 
 impl OutputArgs {
@@ -79,6 +85,7 @@ impl OutputArgs {
             sr: !self.no_sr,
             seg: !self.no_seg,
             images: !self.no_images,
+            capture: !self.no_capture,
         }
     }
 }

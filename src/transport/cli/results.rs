@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::pipeline::Analysis;
-use crate::report::{self, images, seg, sr, DerivedIds};
+use crate::report::{self, capture, images, seg, sr, DerivedIds};
 use crate::volume::Volume;
 
 /// Which DICOM results and images to write (the JSON report is always written).
@@ -17,6 +17,8 @@ pub struct Choice {
     pub sr: bool,
     pub seg: bool,
     pub images: bool,
+    /// Key images also as DICOM Secondary Capture.
+    pub capture: bool,
 }
 
 /// Writes the chosen results of one analysed series; nothing when it was not analysed.
@@ -42,11 +44,17 @@ pub fn write(
         let object = seg::to_seg(report, segments, volume, &ids)?;
         write_atomic(dir, uid, "seg.dcm", &report::to_part10(object)?)?;
     }
-    if choice.images {
-        for finding in &report.findings {
-            let segment = segments.iter().find(|s| s.finding_id == finding.id);
+    for finding in &report.findings {
+        let segment = segments.iter().find(|s| s.finding_id == finding.id);
+        if choice.images {
             let png = images::key_image(finding, segment, volume)?;
             write_atomic(dir, uid, &format!("finding-{}.png", finding.id), &png)?;
+        }
+        if choice.capture {
+            let pixels = images::render(finding, segment, volume);
+            let object = capture::to_capture(report, finding, &pixels, volume, &ids);
+            let name = format!("finding-{}.sc.dcm", finding.id);
+            write_atomic(dir, uid, &name, &report::to_part10(object)?)?;
         }
     }
     Ok(())
