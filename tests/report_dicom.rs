@@ -182,6 +182,7 @@ fn no_flags_keep_dicom_results_and_images_out() {
             "--no-sr",
             "--no-seg",
             "--no-images",
+            "--no-capture",
             "--model",
         ])
         .arg(repo("models/threshold-test"))
