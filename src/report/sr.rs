@@ -89,7 +89,7 @@ pub fn to_sr(
     elements.extend(dcm::patient_and_study(volume));
     elements.extend(series_and_document(ids));
     elements.extend(dcm::equipment(&report.model));
-    elements.push(evidence(volume, &referenced));
+    elements.extend(evidence(volume, &referenced));
     elements.push(dcm::private_scheme_identification());
     elements.extend(root_container());
     elements.push(seq(
@@ -333,8 +333,12 @@ fn referenced_slices(findings: &[Finding], volume: &Volume) -> Vec<usize> {
     slices
 }
 
-/// Current Requested Procedure Evidence: every source image the content tree references.
-fn evidence(volume: &Volume, referenced: &[usize]) -> Element {
+/// Current Requested Procedure Evidence: every source image the content tree references;
+/// none when it references none.
+fn evidence(volume: &Volume, referenced: &[usize]) -> Option<Element> {
+    if referenced.is_empty() {
+        return None;
+    }
     let mut seen = Vec::new();
     let sops = referenced
         .iter()
@@ -371,10 +375,10 @@ fn evidence(volume: &Volume, referenced: &[usize]) -> Element {
         ),
         seq(tags::REFERENCED_SERIES_SEQUENCE, vec![series]),
     ]);
-    seq(
+    Some(seq(
         tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
         vec![study],
-    )
+    ))
 }
 
 // Content items.
@@ -562,6 +566,9 @@ mod round_trip {
         assert_eq!(value("Certainty of Finding"), f.score);
         let tracking = named(&all, "Tracking Unique Identifier")[0];
         assert_eq!(string(tracking, tags::UID), ids.tracking_uids[0]);
+        assert!(obj
+            .get(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)
+            .is_some());
         let region = named(&all, "Image Region")[0];
         let data = region
             .get(tags::GRAPHIC_DATA)
@@ -569,5 +576,21 @@ mod round_trip {
             .to_multi_float32()
             .unwrap();
         assert_eq!(&data[..2], &[8.5, 8.5]);
+    }
+}
+
+#[cfg(test)]
+mod without_findings {
+    use super::*;
+    use crate::report::tests::{analysis, round_trip, volume};
+
+    #[test]
+    fn an_sr_without_findings_references_no_evidence() {
+        let (mut report, _) = analysis();
+        report.findings.clear();
+        let obj = round_trip(to_sr(&report, &[], &volume(), &DerivedIds::new(0)));
+        assert!(obj
+            .get(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)
+            .is_none());
     }
 }
