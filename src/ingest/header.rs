@@ -10,7 +10,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 
 use super::{Error, Result};
-use crate::volume::{FrameHeader, Instance, PixelFormat, Source};
+use crate::volume::{FrameHeader, Instance, PixelFormat, Source, SourceAttributes};
 
 /// More frames than this in one instance is not an honest CT header.
 pub const MAX_FRAMES: u32 = 65_536;
@@ -26,6 +26,8 @@ pub struct SeriesKey {
     pub modality: String,
     pub series_description: String,
     pub series_number: Option<i32>,
+    /// Patient and study attributes for derived objects; never logged.
+    pub source: SourceAttributes,
 }
 
 /// Reads the header of a file (preamble optional), stopping before Pixel Data.
@@ -96,7 +98,24 @@ fn series_key(obj: &InMemDicomObject, name: &str) -> Result<SeriesKey> {
         modality: text(obj, tags::MODALITY).unwrap_or_default(),
         series_description: text(obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
         series_number: int(obj, tags::SERIES_NUMBER),
+        source: source_attributes(obj),
     })
+}
+
+/// The patient and study attributes that SR and SEG copy from their source.
+fn source_attributes(obj: &InMemDicomObject) -> SourceAttributes {
+    let get = |tag| text(obj, tag).unwrap_or_default();
+    SourceAttributes {
+        patient_name: get(tags::PATIENT_NAME),
+        patient_id: get(tags::PATIENT_ID),
+        patient_birth_date: get(tags::PATIENT_BIRTH_DATE),
+        patient_sex: get(tags::PATIENT_SEX),
+        study_date: get(tags::STUDY_DATE),
+        study_time: get(tags::STUDY_TIME),
+        accession_number: get(tags::ACCESSION_NUMBER),
+        referring_physician_name: get(tags::REFERRING_PHYSICIAN_NAME),
+        study_id: get(tags::STUDY_ID),
+    }
 }
 
 fn pixel_format(obj: &InMemDicomObject, name: &str) -> Result<PixelFormat> {

@@ -285,6 +285,7 @@ fn new_series(key: &SeriesKey) -> Series {
         modality: key.modality.clone(),
         series_description: key.series_description.clone(),
         series_number: key.series_number,
+        source: key.source.clone(),
         instances: Vec::new(),
     }
 }

@@ -68,6 +68,9 @@ pub struct Analysis {
     pub segments: Vec<postprocess::Segment>,
 }
 
+/// Sees an analysed volume with its analysis, on the worker thread that made them.
+pub type VolumeHook<'a> = dyn Fn(&Volume, &Analysis) + Sync + 'a;
+
 /// A loaded model, ready to analyse volumes from any number of threads at once.
 pub struct Analyzer {
     bundle: Bundle,
@@ -233,10 +236,22 @@ pub enum Outcome {
 impl Analyzer {
     /// Decodes a series into a volume and analyses it, timing the decode too.
     pub fn analyze_series(&self, series: &Series) -> Result<Analysis> {
+        self.analyze_series_with(series, &|_, _| {})
+    }
+
+    /// [`Analyzer::analyze_series`], handing the volume and its analysis to `encode` while
+    /// the volume is still in memory (DICOM SR, SEG and key images need its pixels).
+    pub fn analyze_series_with(
+        &self,
+        series: &Series,
+        encode: &VolumeHook<'_>,
+    ) -> Result<Analysis> {
         let started = Instant::now();
         let volume = volume::assemble(series)?;
         let decode = round_ms(started.elapsed().as_secs_f64() * 1e3);
-        self.analyze(&volume, BTreeMap::from([("decode".to_owned(), decode)]))
+        let analysis = self.analyze(&volume, BTreeMap::from([("decode".to_owned(), decode)]))?;
+        encode(&volume, &analysis);
+        Ok(analysis)
     }
 
     /// Analyses the chosen CT series of every study, `jobs` series at a time, so that one
@@ -248,6 +263,19 @@ impl Analyzer {
         rules: &SelectionRules,
         jobs: usize,
         done: &(dyn Fn(&Outcome) + Sync),
+    ) -> Vec<Outcome> {
+        self.analyze_studies_with(studies, rules, jobs, done, &|_, _| {})
+    }
+
+    /// [`Analyzer::analyze_studies`], with `encode` seeing each analysed volume and its
+    /// analysis (before `done` sees the outcome).
+    pub fn analyze_studies_with(
+        &self,
+        studies: &[Study],
+        rules: &SelectionRules,
+        jobs: usize,
+        done: &(dyn Fn(&Outcome) + Sync),
+        encode: &VolumeHook<'_>,
     ) -> Vec<Outcome> {
         let mut work: Vec<(usize, &Series)> = Vec::new();
         let mut outcomes: Vec<Option<Outcome>> = Vec::new();
@@ -276,7 +304,7 @@ impl Analyzer {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
                     for (slot, series) in tasks.iter() {
-                        let outcome = self.outcome(series);
+                        let outcome = self.outcome(series, encode);
                         done(&outcome);
                         results.lock().expect("no worker panics while holding it")[slot] =
                             Some(outcome);
@@ -291,8 +319,8 @@ impl Analyzer {
             .collect()
     }
 
-    fn outcome(&self, series: &Series) -> Outcome {
-        match self.analyze_series(series) {
+    fn outcome(&self, series: &Series, encode: &VolumeHook<'_>) -> Outcome {
+        match self.analyze_series_with(series, encode) {
             Ok(analysis) => Outcome::Analyzed(Box::new(analysis)),
             Err(err) => {
                 tracing::warn!(series = %series.series_instance_uid, error = %format!("{err:#}"), "series failed");
@@ -390,6 +418,7 @@ mod tests {
             geometry,
             slices,
             ids,
+            source: Default::default(),
             slice_thickness_mm: Some(1.5),
             warnings: vec![],
         }

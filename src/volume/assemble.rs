@@ -54,6 +54,7 @@ pub fn assemble(series: &Series) -> Result<Volume> {
             .map(|&k| slice_ref(series, frames[k]))
             .collect(),
         ids: ids(series),
+        source: series.source.clone(),
         slice_thickness_mm: frames.first().and_then(|(_, f)| f.slice_thickness),
         warnings: ordering.warnings,
     })
@@ -177,6 +178,7 @@ fn slice_ref(series: &Series, (n, frame): FrameOf<'_>) -> SliceRef {
         sop_class_uid: instance.sop_class_uid.clone(),
         instance_number: instance.instance_number,
         frame: instance.is_multi_frame().then_some(frame.index + 1),
+        position: frame.position,
     }
 }
 

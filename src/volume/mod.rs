@@ -17,7 +17,7 @@ mod series;
 pub use assemble::{assemble, MAX_VOXELS};
 pub use decode::PADDING_HU;
 pub use geometry::Geometry;
-pub use series::{FrameHeader, Instance, PixelFormat, Series, Source};
+pub use series::{FrameHeader, Instance, PixelFormat, Series, Source, SourceAttributes};
 
 use ndarray::Array3;
 
@@ -105,13 +105,15 @@ pub struct SeriesIds {
 }
 
 /// One source image of the volume, so findings can point a viewer at the exact slice.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SliceRef {
     pub sop_instance_uid: String,
     pub sop_class_uid: String,
     pub instance_number: Option<i32>,
     /// For multi-frame sources: the 1-based frame number within that instance.
     pub frame: Option<u32>,
+    /// ImagePositionPatient as stored, which derived objects (SEG frames) repeat exactly.
+    pub position: Option<[f64; 3]>,
 }
 
 /// A CT series in Hounsfield units.
@@ -125,6 +127,8 @@ pub struct Volume {
     pub geometry: Geometry,
     pub slices: Vec<SliceRef>,
     pub ids: SeriesIds,
+    /// Patient and study attributes for the DICOM results; never logged.
+    pub source: SourceAttributes,
     /// SliceThickness as stored (may differ from the spacing between slices).
     pub slice_thickness_mm: Option<f64>,
     /// Geometry or decoding problems that did not stop assembly (gaps, tilt, ...).

@@ -99,6 +99,8 @@ pub struct Series {
     pub modality: String,
     pub series_description: String,
     pub series_number: Option<i32>,
+    /// Patient and study attributes that derived objects (SR, SEG) copy.
+    pub source: SourceAttributes,
     pub instances: Vec<Instance>,
 }
 
@@ -106,5 +108,29 @@ impl Series {
     /// How many frames (slices, for axial CT) the series holds.
     pub fn frame_count(&self) -> usize {
         self.instances.iter().map(|i| i.frames.len()).sum()
+    }
+}
+
+/// Patient and study module attributes of the source, as derived objects must repeat them.
+///
+/// Values are kept as read (trimmed); an absent attribute is an empty string, which the
+/// DICOM encoders write as an empty type 2 element. These identify a person: they are
+/// never logged (`Debug` prints no values) and never enter the JSON report.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SourceAttributes {
+    pub patient_name: String,
+    pub patient_id: String,
+    pub patient_birth_date: String,
+    pub patient_sex: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub accession_number: String,
+    pub referring_physician_name: String,
+    pub study_id: String,
+}
+
+impl fmt::Debug for SourceAttributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SourceAttributes { .. }")
     }
 }

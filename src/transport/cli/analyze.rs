@@ -1,7 +1,6 @@
 //! `pulmo analyze`: every study under the given paths, its chosen CT series analysed,
-//! a readable summary per series, JSON reports on request.
+//! a readable summary per series, JSON reports, DICOM SR and SEG, and key images on request.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -9,11 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
+use super::results;
+
 use crate::findings::Finding;
 use crate::inference::{BatchPolicy, DeviceChoice};
 use crate::ingest::{self, SelectionRules};
 use crate::pipeline::{self, Analyzer, AnalyzerConfig, Outcome};
 use crate::report::Report;
+use crate::volume;
 
 /// Arguments of `pulmo analyze`.
 #[derive(Debug, Args)]
@@ -21,9 +23,12 @@ pub struct AnalyzeArgs {
     /// DICOM files or folders (searched recursively; files that are not DICOM are skipped).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Write `<SeriesInstanceUID>.json` per analysed series into this directory.
+    /// Write results per analysed series into this directory: `<SeriesInstanceUID>.json`,
+    /// and unless turned off below `.sr.dcm`, `.seg.dcm` and `.finding-<n>.png`.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub outputs: OutputArgs,
     /// Print the JSON reports (an array) on standard output; the summary goes to stderr.
     #[arg(long)]
     pub json: bool,
@@ -42,6 +47,47 @@ pub struct AnalyzeArgs {
     /// Longest a tile waits for others to fill a batch, in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub max_wait_ms: u64,
+}
+
+/// Which results `--out` writes besides the JSON report (all of them by default; the last
+/// of `--x` and `--no-x` wins).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Write the DICOM SR (TID 1500 measurement report) `<SeriesInstanceUID>.sr.dcm`.
+    #[arg(long, overrides_with = "no_sr")]
+    pub sr: bool,
+    /// Do not write the DICOM SR.
+    #[arg(long, overrides_with = "sr")]
+    pub no_sr: bool,
+    /// Write the DICOM SEG `<SeriesInstanceUID>.seg.dcm` (when there are findings).
+    #[arg(long, overrides_with = "no_seg")]
+    pub seg: bool,
+    /// Do not write the DICOM SEG.
+    #[arg(long, overrides_with = "seg")]
+    pub no_seg: bool,
+    /// Write a key image `<SeriesInstanceUID>.finding-<n>.png` per finding.
+    #[arg(long, overrides_with = "no_images")]
+    pub images: bool,
+    /// Do not write key images.
+    #[arg(long, overrides_with = "images")]
+    pub no_images: bool,
+    /// Write each key image also as a DICOM Secondary Capture `<SeriesInstanceUID>.finding-<n>.sc.dcm`.
+    #[arg(long, overrides_with = "no_capture")]
+    pub capture: bool,
+    /// Do not write Secondary Captures.
+    #[arg(long, overrides_with = "capture")]
+    pub no_capture: bool,
+}
+
+impl OutputArgs {
+    fn choice(&self) -> results::Choice {
+        results::Choice {
+            sr: !self.no_sr,
+            seg: !self.no_seg,
+            images: !self.no_images,
+            capture: !self.no_capture,
+        }
+    }
 }
 
 /// Runs `pulmo analyze`; the exit code is non-zero if any series or study failed.
@@ -89,8 +135,22 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    let choice = args.outputs.choice();
+    let results = |volume: &volume::Volume, analysis: &pipeline::Analysis| {
+        if let Some(dir) = &args.out {
+            if let Err(err) = results::write(dir, volume, analysis, choice) {
+                write_error.lock().expect("not poisoned").get_or_insert(err);
+            }
+        }
+    };
     let rules = SelectionRules::default();
-    let outcomes = analyzer.analyze_studies(&scan.studies, &rules, usize::from(args.jobs), &done);
+    let outcomes = analyzer.analyze_studies_with(
+        &scan.studies,
+        &rules,
+        usize::from(args.jobs),
+        &done,
+        &results,
+    );
     if let Some(err) = write_error.into_inner().expect("not poisoned") {
         return Err(err);
     }
@@ -120,22 +180,14 @@ fn as_report(outcome: &Outcome) -> Option<&Report> {
     }
 }
 
-/// Writes `dir/<SeriesInstanceUID>.json` through a temporary file and a rename, so an
-/// interrupted run never leaves half a report.
+/// Writes `dir/<SeriesInstanceUID>.json` atomically.
 fn write_report(dir: &Path, report: &Report) -> anyhow::Result<()> {
-    let uid = &report.series_instance_uid;
-    anyhow::ensure!(
-        !uid.is_empty() && uid.chars().all(|c| c.is_ascii_digit() || c == '.'),
-        "series UID {uid:?} is not a valid file name"
-    );
-    let path = dir.join(format!("{uid}.json"));
-    let tmp = dir.join(format!(".{uid}.json.tmp"));
-    let mut file = std::fs::File::create(&tmp)
-        .with_context(|| format!("could not create {}", tmp.display()))?;
-    file.write_all(report.to_json().as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("could not write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("could not write {}", path.display()))
+    results::write_atomic(
+        dir,
+        &report.series_instance_uid,
+        "json",
+        report.to_json().as_bytes(),
+    )
 }
 
 /// The human-readable block for one outcome.

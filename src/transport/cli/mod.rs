@@ -3,6 +3,7 @@
 //! Errors are printed once, here, with their whole cause chain.
 
 mod analyze;
+mod results;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
