@@ -4,6 +4,9 @@
 //! DICOM SR, SEG and key images are encoded here as they land. This module knows findings
 //! and series identity; it knows nothing of HTTP or of how the findings were computed.
 
+pub mod deidentify;
+pub mod table;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

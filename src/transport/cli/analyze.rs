@@ -122,7 +122,7 @@ fn as_report(outcome: &Outcome) -> Option<&Report> {
 
 /// Writes `dir/<SeriesInstanceUID>.json` through a temporary file and a rename, so an
 /// interrupted run never leaves half a report.
-fn write_report(dir: &Path, report: &Report) -> anyhow::Result<()> {
+pub(super) fn write_report(dir: &Path, report: &Report) -> anyhow::Result<()> {
     let uid = &report.series_instance_uid;
     anyhow::ensure!(
         !uid.is_empty() && uid.chars().all(|c| c.is_ascii_digit() || c == '.'),
