@@ -192,7 +192,7 @@ pub struct TableWriter<W: Write> {
 }
 
 enum Inner<W: Write> {
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Jsonl(std::io::BufWriter<W>),
 }
 
@@ -200,7 +200,7 @@ impl<W: Write> TableWriter<W> {
     /// A writer in the given format; CSV writes its header with the first row.
     pub fn new(out: W, format: Format) -> Self {
         let inner = match format {
-            Format::Csv => Inner::Csv(csv::Writer::from_writer(out)),
+            Format::Csv => Inner::Csv(Box::new(csv::Writer::from_writer(out))),
             Format::Jsonl => Inner::Jsonl(std::io::BufWriter::new(out)),
         };
         TableWriter { inner }
