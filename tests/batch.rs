@@ -29,7 +29,8 @@ if mode != "copy":
 for p in paths:
     ds = pydicom.dcmread(p)
     for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"):
-        setattr(ds, key, getattr(ds, key) + suffix)
+        uid = getattr(ds, key)
+        setattr(ds, key, uid[: 64 - len(suffix)] + suffix)  # UIDs stay within 64 characters
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     if mode == "mr":
         ds.Modality = "MR"

@@ -270,7 +270,7 @@ fn record_row(tally: &mut Tally, row: &SeriesRow, progress: &Progress) {
         Status::Failed => {
             tally.done += 1;
             tally.failed += 1;
-            progress.failure(&tally.clone(), row);
+            progress.failure(tally, row);
         }
         _ => {
             tally.skipped += 1;
