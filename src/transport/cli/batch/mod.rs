@@ -88,7 +88,7 @@ pub enum TableFormat {
 }
 
 /// What the discovering and analysing threads tell the calling thread.
-pub(crate) enum Event {
+enum Event {
     /// One more series to account for.
     Discovered,
     /// A series with a complete report from an earlier run.
