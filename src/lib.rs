@@ -19,12 +19,14 @@
 //! - `findings`: nodules, Lung-RADS; knows nothing of DICOM or torch.
 //! - `report`: JSON, DICOM SR, DICOM SEG, key images.
 //! - `pipeline`: the one place where the stages are composed.
+//! - [`evaluate`]: LUNA16 FROC of reports against truth; reads JSON only.
 //! - [`transport`]: how the world reaches the pipeline (CLI, HTTP, DIMSE).
 //!
 //! Stages that are not written yet are declared here as they land;
 //! `docs/ARCHITECTURE.md` holds the picture and the threading model.
 
 pub mod build_info;
+pub mod evaluate;
 pub mod findings;
 pub mod inference;
 pub mod ingest;

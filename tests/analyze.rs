@@ -182,3 +182,30 @@ fn a_missing_model_fails_at_start_naming_the_bundle() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_series_whose_pixels_contradict_its_header_fails_cleanly() {
+    // RLE frames with Rows changed: the headers read, the decoder cannot make sense of it.
+    let dir = scratch("analyze-corrupt");
+    let script = "import pathlib, sys, pydicom\n\
+        for p in sorted(pathlib.Path(sys.argv[1]).glob('*.dcm'))[:8]:\n\
+        \x20   ds = pydicom.dcmread(p)\n\
+        \x20   ds.Rows = 300\n\
+        \x20   ds.save_as(pathlib.Path(sys.argv[2]) / p.name)\n";
+    let out = common::python()
+        .args(["-c", script])
+        .arg(repo("sample-dicom/phantom-4242"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, stdout, stderr) = analyze(&[dir.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "a failure, not a crash: {stderr}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    assert!(stdout.contains("1 failed"), "{stdout}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -14,6 +14,9 @@ pub mod images;
 pub mod seg;
 pub mod sr;
 
+pub mod deidentify;
+pub mod table;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -51,8 +51,16 @@ fn decode_frame(
     mut target: ArrayViewMut2<'_, f32>,
 ) -> Result<()> {
     let name = || instance.source.name();
-    let decoded = obj
-        .decode_pixel_data_frame(frame)
+    // Some codecs in dicom-pixeldata index out of bounds on inconsistent input (an RLE
+    // frame whose segments do not match Rows/Columns); that is bad data, not a crash.
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        obj.decode_pixel_data_frame(frame)
+    }));
+    let decoded = attempt
+        .map_err(|_| Error::DecoderPanic {
+            name: name(),
+            frame,
+        })?
         .map_err(|source| Error::Decode {
             name: name(),
             frame,

@@ -66,6 +66,8 @@ pub enum Error {
         #[source]
         source: Box<dicom_pixeldata::Error>,
     },
+    #[error("frame {frame} of {name} is inconsistent with its header: the decoder failed on it")]
+    DecoderPanic { name: String, frame: u32 },
     #[error("frame {frame} of {name} decoded to {found} bytes, {expected} expected")]
     ShortPixelData {
         name: String,

@@ -181,7 +181,7 @@ fn as_report(outcome: &Outcome) -> Option<&Report> {
 }
 
 /// Writes `dir/<SeriesInstanceUID>.json` atomically.
-fn write_report(dir: &Path, report: &Report) -> anyhow::Result<()> {
+pub(super) fn write_report(dir: &Path, report: &Report) -> anyhow::Result<()> {
     results::write_atomic(
         dir,
         &report.series_instance_uid,

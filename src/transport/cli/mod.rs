@@ -3,6 +3,8 @@
 //! Errors are printed once, here, with their whole cause chain.
 
 mod analyze;
+mod batch;
+mod evaluate;
 mod results;
 
 use std::path::PathBuf;
@@ -55,6 +57,10 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Convert the CT series found in DICOM files or folders to NIfTI-1 or NumPy.
     Convert(ConvertArgs),
+    /// Analyse a whole archive: reports per series, tables of series and findings, resume.
+    Batch(batch::BatchArgs),
+    /// Score a folder of reports against known nodules (LUNA16 FROC, sizes, Lung-RADS).
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 /// Arguments of `pulmo convert`.
@@ -114,6 +120,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Selftest(args) => selftest(&args),
         Command::Analyze(args) => analyze::run(&args),
         Command::Convert(args) => convert(&args),
+        Command::Batch(args) => batch::run(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
     }
 }
 
