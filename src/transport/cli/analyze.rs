@@ -11,9 +11,8 @@ use clap::Args;
 use super::results;
 
 use crate::findings::Finding;
-use crate::inference::{BatchPolicy, DeviceChoice};
 use crate::ingest::{self, SelectionRules};
-use crate::pipeline::{self, Analyzer, AnalyzerConfig, Outcome};
+use crate::pipeline::{self, Analyzer, Outcome};
 use crate::report::Report;
 use crate::volume;
 
@@ -32,21 +31,8 @@ pub struct AnalyzeArgs {
     /// Print the JSON reports (an array) on standard output; the summary goes to stderr.
     #[arg(long)]
     pub json: bool,
-    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, env = "PULMO_DEVICE", default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Model bundle directory (with manifest.toml).
-    #[arg(long, env = "PULMO_MODEL", default_value_os_t = pipeline::default_model_dir())]
-    pub model: PathBuf,
-    /// Series analysed at once: one decodes while another is in the network.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
-    /// Most tiles per network call; tiles of different series share calls.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub max_batch: u16,
-    /// Longest a tile waits for others to fill a batch, in milliseconds.
-    #[arg(long, default_value_t = 5)]
-    pub max_wait_ms: u64,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
 }
 
 /// Which results `--out` writes besides the JSON report (all of them by default; the last
@@ -93,15 +79,7 @@ impl OutputArgs {
 /// Runs `pulmo analyze`; the exit code is non-zero if any series or study failed.
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let config = AnalyzerConfig {
-        model_dir: args.model.clone(),
-        device: args.device,
-        batch: BatchPolicy {
-            max_batch: usize::from(args.max_batch),
-            max_wait: Duration::from_millis(args.max_wait_ms),
-        },
-    };
-    let analyzer = Analyzer::start(&config)?;
+    let analyzer = Analyzer::start(&args.engine.analyzer_config())?;
     let scan = ingest::scan(&args.paths)?;
     for skipped in &scan.skipped {
         tracing::info!(reason = %pipeline::error_chain(skipped), "skipped");
@@ -144,13 +122,8 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let rules = SelectionRules::default();
-    let outcomes = analyzer.analyze_studies_with(
-        &scan.studies,
-        &rules,
-        usize::from(args.jobs),
-        &done,
-        &results,
-    );
+    let outcomes =
+        analyzer.analyze_studies_with(&scan.studies, &rules, args.engine.jobs(), &done, &results);
     if let Some(err) = write_error.into_inner().expect("not poisoned") {
         return Err(err);
     }

@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::build_info;
-use crate::inference::{self, DeviceChoice};
+use crate::inference::{self, BatchPolicy, DeviceChoice};
 use crate::ingest::{self, SelectionRules};
+use crate::pipeline::{self, AnalyzerConfig};
 use crate::volume::{self, export::SampleType};
 
 /// Lung-nodule assist for chest CT: DICOM in, findings and reports out.
@@ -89,6 +90,45 @@ pub enum Dtype {
     Int16,
     /// Hounsfield units as float32.
     Float32,
+}
+
+/// Model, device and batching options shared by `analyze` and `batch`.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, env = "PULMO_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Model bundle directory (with manifest.toml).
+    #[arg(long, env = "PULMO_MODEL", default_value_os_t = pipeline::default_model_dir())]
+    pub model: PathBuf,
+    /// Series analysed at once: one decodes while another is in the network.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Most tiles per network call; tiles of different series share calls.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_batch: u16,
+    /// Longest a tile waits for others to fill a batch, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+}
+
+impl EngineArgs {
+    /// The analyzer these options ask for.
+    pub fn analyzer_config(&self) -> AnalyzerConfig {
+        AnalyzerConfig {
+            model_dir: self.model.clone(),
+            device: self.device,
+            batch: BatchPolicy {
+                max_batch: usize::from(self.max_batch),
+                max_wait: std::time::Duration::from_millis(self.max_wait_ms),
+            },
+        }
+    }
+
+    /// How many series run at once.
+    pub fn jobs(&self) -> usize {
+        usize::from(self.jobs)
+    }
 }
 
 /// Arguments of `pulmo selftest`.

@@ -22,9 +22,8 @@ use clap::{Args, ValueEnum};
 
 use self::progress::Progress;
 use self::store::{Store, Tables};
-use crate::inference::{BatchPolicy, DeviceChoice};
 use crate::ingest::SelectionRules;
-use crate::pipeline::{self, Analyzer, AnalyzerConfig};
+use crate::pipeline::{self, Analyzer};
 use crate::report::deidentify::Pseudonymizer;
 use crate::report::table::{Format, SeriesRow, Status};
 use crate::volume::Series;
@@ -61,21 +60,8 @@ pub struct BatchArgs {
         requires = "deidentify"
     )]
     pub salt: Option<String>,
-    /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, env = "PULMO_DEVICE", default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Model bundle directory (with manifest.toml).
-    #[arg(long, env = "PULMO_MODEL", default_value_os_t = pipeline::default_model_dir())]
-    pub model: PathBuf,
-    /// Series analysed at once: some decode while others are in the network.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
-    /// Most tiles per network call; tiles of different series share calls.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub max_batch: u16,
-    /// Longest a tile waits for others to fill a batch, in milliseconds.
-    #[arg(long, default_value_t = 5)]
-    pub max_wait_ms: u64,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
 }
 
 /// Table formats of `pulmo batch`.
@@ -119,7 +105,7 @@ pub fn run(args: &BatchArgs) -> anyhow::Result<ExitCode> {
         (None, true) => Some(Pseudonymizer::random()?),
         (None, false) => None,
     };
-    let analyzer = Analyzer::start(&analyzer_config(args))?;
+    let analyzer = Analyzer::start(&args.engine.analyzer_config())?;
     let store = Store::open(&args.out, analyzer.model_info().sha256)?;
     let progress = Progress::new(args.quiet);
     let (tally, rows, resumed) = process(args, &analyzer, &store, &progress);
@@ -146,17 +132,6 @@ pub fn run(args: &BatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn analyzer_config(args: &BatchArgs) -> AnalyzerConfig {
-    AnalyzerConfig {
-        model_dir: args.model.clone(),
-        device: args.device,
-        batch: BatchPolicy {
-            max_batch: usize::from(args.max_batch),
-            max_wait: Duration::from_millis(args.max_wait_ms),
-        },
-    }
-}
-
 /// Discovers and analyses everything; returns the tally, the rows without a report and
 /// the series resumed from earlier runs.
 fn process(
@@ -165,7 +140,7 @@ fn process(
     store: &Store,
     progress: &Progress,
 ) -> (Tally, Vec<SeriesRow>, HashSet<String>) {
-    let jobs = usize::from(args.jobs);
+    let jobs = args.engine.jobs();
     let (work, tasks) = crossbeam_channel::bounded::<Series>(jobs);
     let (events, received) = crossbeam_channel::unbounded();
     std::thread::scope(|scope| {
