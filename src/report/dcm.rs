@@ -215,6 +215,40 @@ pub fn equipment(model: &super::ModelInfo) -> Vec<Element> {
     ]
 }
 
+/// A Referenced Series item for the source series, listing the images of `slices` (indices
+/// into the volume) under `images`, each source instance once (a multi-frame instance holds
+/// many slices).
+pub fn source_series_item(volume: &Volume, slices: &[usize], images: Tag) -> InMemDicomObject {
+    let mut seen: Vec<&str> = Vec::new();
+    let instances = slices
+        .iter()
+        .map(|&k| &volume.slices[k])
+        .filter(|s| {
+            let new = !seen.contains(&s.sop_instance_uid.as_str());
+            seen.push(&s.sop_instance_uid);
+            new
+        })
+        .map(|s| {
+            item([
+                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &s.sop_class_uid),
+                text(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    &s.sop_instance_uid,
+                ),
+            ])
+        })
+        .collect();
+    item([
+        text(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &volume.ids.series_instance_uid,
+        ),
+        seq(images, instances),
+    ])
+}
+
 /// The object as a Part 10 file (explicit VR little endian), ready to write or send.
 pub fn to_part10(object: InMemDicomObject) -> Result<Vec<u8>> {
     let meta = FileMetaTableBuilder::new()

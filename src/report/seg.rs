@@ -303,34 +303,7 @@ fn referenced_series(volume: &Volume, frames: &[Frame<'_>]) -> Element {
     let mut slices: Vec<usize> = frames.iter().map(|f| f.slice).collect();
     slices.sort_unstable();
     slices.dedup();
-    let mut seen: Vec<&str> = Vec::new();
-    let instances = slices
-        .iter()
-        .map(|&k| &volume.slices[k])
-        .filter(|s| {
-            let new = !seen.contains(&s.sop_instance_uid.as_str());
-            seen.push(&s.sop_instance_uid);
-            new
-        })
-        .map(|s| {
-            item([
-                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &s.sop_class_uid),
-                text(
-                    tags::REFERENCED_SOP_INSTANCE_UID,
-                    VR::UI,
-                    &s.sop_instance_uid,
-                ),
-            ])
-        })
-        .collect();
-    let series = item([
-        text(
-            tags::SERIES_INSTANCE_UID,
-            VR::UI,
-            &volume.ids.series_instance_uid,
-        ),
-        seq(tags::REFERENCED_INSTANCE_SEQUENCE, instances),
-    ]);
+    let series = dcm::source_series_item(volume, &slices, tags::REFERENCED_INSTANCE_SEQUENCE);
     seq(tags::REFERENCED_SERIES_SEQUENCE, vec![series])
 }
 

@@ -339,34 +339,7 @@ fn evidence(volume: &Volume, referenced: &[usize]) -> Option<Element> {
     if referenced.is_empty() {
         return None;
     }
-    let mut seen = Vec::new();
-    let sops = referenced
-        .iter()
-        .map(|&k| &volume.slices[k])
-        .filter(|s| {
-            let new = !seen.contains(&s.sop_instance_uid);
-            seen.push(s.sop_instance_uid.clone());
-            new
-        })
-        .map(|s| {
-            item([
-                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &s.sop_class_uid),
-                text(
-                    tags::REFERENCED_SOP_INSTANCE_UID,
-                    VR::UI,
-                    &s.sop_instance_uid,
-                ),
-            ])
-        })
-        .collect();
-    let series = item([
-        text(
-            tags::SERIES_INSTANCE_UID,
-            VR::UI,
-            &volume.ids.series_instance_uid,
-        ),
-        seq(tags::REFERENCED_SOP_SEQUENCE, sops),
-    ]);
+    let series = dcm::source_series_item(volume, referenced, tags::REFERENCED_SOP_SEQUENCE);
     let study = item([
         text(
             tags::STUDY_INSTANCE_UID,
