@@ -9,7 +9,7 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use image::RgbImage;
 
-use super::dcm::{self, code_seq, item, seq, text, Code, Element};
+use super::dcm::{self, item, seq, text, Element};
 use super::{DerivedIds, Report};
 use crate::findings::Finding;
 use crate::volume::Volume;
@@ -18,12 +18,6 @@ use crate::volume::Volume;
 pub const SOP_CLASS: &str = uids::SECONDARY_CAPTURE_IMAGE_STORAGE;
 /// The key images' series number, after the SR's and the SEG's.
 pub const SERIES_NUMBER: i32 = 9903;
-
-const SOURCE_IMAGE: Code = Code(
-    "121322",
-    "DCM",
-    "Source image for image processing operation",
-);
 
 /// The Secondary Capture of one finding's key image (`pixels` from `images::render`).
 pub fn to_capture(
@@ -81,23 +75,7 @@ fn capture_equipment(report: &Report) -> Vec<Element> {
 fn general_image(finding: &Finding, volume: &Volume, ids: &DerivedIds) -> Vec<Element> {
     let k = (finding.center_voxel[2] as usize).min(volume.slices.len().saturating_sub(1));
     let slice = &volume.slices[k];
-    let mut source = vec![
-        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &slice.sop_class_uid),
-        text(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            VR::UI,
-            &slice.sop_instance_uid,
-        ),
-    ];
-    source.extend(
-        slice
-            .frame
-            .map(|n| text(tags::REFERENCED_FRAME_NUMBER, VR::IS, n.to_string())),
-    );
-    source.push(code_seq(
-        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-        SOURCE_IMAGE,
-    ));
+    let source = dcm::source_image(slice);
     vec![
         text(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY"),
         text(tags::INSTANCE_NUMBER, VR::IS, finding.id.to_string()),

@@ -12,7 +12,7 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use super::{Error, Result};
-use crate::volume::{SourceAttributes, Volume};
+use crate::volume::{SliceRef, SourceAttributes, Volume};
 
 /// One element of an in-memory object.
 pub type Element = dicom_object::mem::InMemElement;
@@ -213,6 +213,36 @@ pub fn equipment(model: &super::ModelInfo) -> Vec<Element> {
         text(tags::DEVICE_SERIAL_NUMBER, VR::LO, &model.version),
         text(tags::SOFTWARE_VERSIONS, VR::LO, software),
     ]
+}
+
+/// Purpose of reference of an image a derived image was made from.
+const SOURCE_IMAGE: Code = Code(
+    "121322",
+    "DCM",
+    "Source image for image processing operation",
+);
+
+/// A Source Image Sequence item's elements: the source slice (and its frame, for
+/// multi-frame sources) with purpose "Source image for image processing operation".
+pub fn source_image(slice: &SliceRef) -> Vec<Element> {
+    let mut source = vec![
+        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &slice.sop_class_uid),
+        text(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            &slice.sop_instance_uid,
+        ),
+    ];
+    source.extend(
+        slice
+            .frame
+            .map(|n| text(tags::REFERENCED_FRAME_NUMBER, VR::IS, n.to_string())),
+    );
+    source.push(code_seq(
+        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+        SOURCE_IMAGE,
+    ));
+    source
 }
 
 /// A Referenced Series item for the source series, listing the images of `slices` (indices

@@ -29,11 +29,6 @@ const LUNG: Code = Code("39607008", "SCT", "Lung");
 const LEFT: Code = Code("7771000", "SCT", "Left");
 const RIGHT: Code = Code("24028007", "SCT", "Right");
 const SEGMENTATION: Code = Code("113076", "DCM", "Segmentation");
-const SOURCE_IMAGE: Code = Code(
-    "121322",
-    "DCM",
-    "Source image for image processing operation",
-);
 
 /// One frame: which segment (1-based), which source slice, and its pixels.
 struct Frame<'a> {
@@ -253,23 +248,7 @@ pub fn slice_position(volume: &Volume, k: usize) -> [f64; 3] {
 
 fn per_frame(frame: &Frame<'_>, volume: &Volume) -> InMemDicomObject {
     let slice = &volume.slices[frame.slice];
-    let mut source = vec![
-        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &slice.sop_class_uid),
-        text(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            VR::UI,
-            &slice.sop_instance_uid,
-        ),
-    ];
-    source.extend(
-        slice
-            .frame
-            .map(|n| text(tags::REFERENCED_FRAME_NUMBER, VR::IS, n.to_string())),
-    );
-    source.push(code_seq(
-        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-        SOURCE_IMAGE,
-    ));
+    let source = dcm::source_image(slice);
     let derivation = item([
         code_seq(tags::DERIVATION_CODE_SEQUENCE, SEGMENTATION),
         seq(tags::SOURCE_IMAGE_SEQUENCE, vec![item(source)]),
