@@ -13,7 +13,6 @@ mod progress;
 mod store;
 
 use std::collections::HashSet;
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -179,12 +178,11 @@ fn analyse(analyzer: &Analyzer, store: &Store, series: &Series) -> Event {
             reason,
         ))
     };
-    // A decoder that panics on malformed pixel data must cost one row, not the whole run.
-    let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| analyzer.analyze_series(series)));
-    let analysis = match attempt {
-        Ok(Ok(analysis)) => analysis,
-        Ok(Err(err)) => return failed(pipeline::error_chain(&err)),
-        Err(panic) => return failed(format!("analysis panicked: {}", panic_message(&*panic))),
+    // Malformed pixel data is an error from `volume` (decoder panics are caught there), so
+    // a corrupt study costs one row, as it does in `pulmo analyze`.
+    let analysis = match analyzer.analyze_series(series) {
+        Ok(analysis) => analysis,
+        Err(err) => return failed(pipeline::error_chain(&err)),
     };
     let report = &analysis.report;
     match store.write_report(report) {
@@ -193,15 +191,6 @@ fn analyse(analyzer: &Analyzer, store: &Store, series: &Series) -> Event {
             status: Status::of(report),
         },
         Err(err) => failed(format!("{err:#}")),
-    }
-}
-
-/// The text a panic was raised with, when it was text.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(text), _) => text,
-        (_, Some(text)) => text,
-        _ => "no message",
     }
 }
 
