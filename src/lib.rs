@@ -35,5 +35,6 @@ pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod report;
+pub mod service;
 pub mod transport;
 pub mod volume;

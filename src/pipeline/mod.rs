@@ -4,6 +4,8 @@
 //! [`Volume`] into a [`Report`]: preprocess, inference (batched with whatever else runs),
 //! postprocess, findings, report.
 
+pub mod results;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

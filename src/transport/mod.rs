@@ -1,4 +1,6 @@
-//! How the world reaches the pipeline: the command line today, HTTP (DICOMweb) and DIMSE
-//! as they land. Transports turn their protocol into pipeline calls and nothing more.
+//! How the world reaches the pipeline: the command line, and HTTP (DICOMweb and pulmo's
+//! API) through the service core; DIMSE as it lands. Transports turn their protocol into
+//! pipeline or service calls and nothing more.
 
 pub mod cli;
+pub mod http;

@@ -6,6 +6,7 @@ mod analyze;
 mod batch;
 mod evaluate;
 mod results;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,9 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Score a folder of reports against known nodules (LUNA16 FROC, sizes, Lung-RADS).
     Evaluate(evaluate::EvaluateArgs),
+    /// Serve DICOMweb: take studies by STOW-RS, analyse each series once complete, serve
+    /// reports and DICOM results.
+    Serve(serve::ServeArgs),
 }
 
 /// Arguments of `pulmo convert`.
@@ -162,6 +166,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Convert(args) => convert(&args),
         Command::Batch(args) => batch::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 

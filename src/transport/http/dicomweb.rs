@@ -1,0 +1,158 @@
+//! QIDO-RS and WADO-RS over pulmo's results: the studies that have results, their
+//! series and instances, and each SR, SEG or Secondary Capture as `application/dicom`.
+//! The instances pulmo received are not served back; the PACS has them.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::dicom_json::{tag, Dataset};
+use super::{ApiError, AppState};
+use crate::service::ResultRow;
+
+/// How many studies one QIDO-RS answer lists at most.
+const MAX_STUDIES: u32 = 1000;
+
+/// Studies that have results (QIDO-RS), newest first.
+#[utoipa::path(get, path = "/dicomweb/studies", tag = "dicomweb",
+    responses((status = 200, description = "DICOM JSON array of studies", content_type = "application/dicom+json")))]
+pub async fn search_studies(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let service = state.service.clone();
+    let studies =
+        tokio::task::spawn_blocking(move || service.store().result_studies(MAX_STUDIES)).await??;
+    let items = studies.iter().map(|s| {
+        Dataset::new()
+            .text(tag::STUDY_INSTANCE_UID, "UI", &s.study_uid)
+            .texts(tag::MODALITIES_IN_STUDY, "CS", &s.modalities)
+            .number(tag::NUMBER_OF_STUDY_RELATED_SERIES, "IS", s.series.into())
+            .number(
+                tag::NUMBER_OF_STUDY_RELATED_INSTANCES,
+                "IS",
+                s.instances.into(),
+            )
+            .text(
+                tag::RETRIEVE_URL,
+                "UR",
+                &format!("/dicomweb/studies/{}", s.study_uid),
+            )
+    });
+    Ok(dicom_json(items.map(Dataset::into_value).collect()))
+}
+
+/// The result series of a study (QIDO-RS).
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series", tag = "dicomweb",
+    params(("study" = String, Path, description = "Study Instance UID")),
+    responses((status = 200, description = "DICOM JSON array of series", content_type = "application/dicom+json"),
+              (status = 404, description = "No results for this study")))]
+pub async fn search_series(
+    State(state): State<AppState>,
+    Path(study): Path<String>,
+) -> Result<Response, ApiError> {
+    let rows = results(&state, &study).await?;
+    let mut series: Vec<(&str, &str, u64)> = Vec::new();
+    for row in &rows {
+        match series.last_mut() {
+            Some(last) if last.0 == row.series_uid => last.2 += 1,
+            _ => series.push((&row.series_uid, &row.modality, 1)),
+        }
+    }
+    let items = series.into_iter().map(|(uid, modality, count)| {
+        Dataset::new()
+            .text(tag::STUDY_INSTANCE_UID, "UI", &study)
+            .text(tag::SERIES_INSTANCE_UID, "UI", uid)
+            .text(tag::MODALITY, "CS", modality)
+            .number(tag::NUMBER_OF_SERIES_RELATED_INSTANCES, "IS", count)
+            .into_value()
+    });
+    Ok(dicom_json(items.collect()))
+}
+
+/// The result instances of one series (QIDO-RS).
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances", tag = "dicomweb",
+    params(("study" = String, Path, description = "Study Instance UID"),
+           ("series" = String, Path, description = "Series Instance UID")),
+    responses((status = 200, description = "DICOM JSON array of instances", content_type = "application/dicom+json"),
+              (status = 404, description = "No results for this study")))]
+pub async fn search_instances(
+    State(state): State<AppState>,
+    Path((study, series)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let rows = results(&state, &study).await?;
+    let items = rows.iter().filter(|r| r.series_uid == series).map(|r| {
+        Dataset::new()
+            .text(tag::STUDY_INSTANCE_UID, "UI", &study)
+            .text(tag::SERIES_INSTANCE_UID, "UI", &r.series_uid)
+            .text(tag::SOP_CLASS_UID, "UI", &r.sop_class_uid)
+            .text(tag::SOP_INSTANCE_UID, "UI", &r.sop_instance_uid)
+            .text(tag::MODALITY, "CS", &r.modality)
+            .into_value()
+    });
+    Ok(dicom_json(items.collect()))
+}
+
+/// One result instance (WADO-RS): `multipart/related; type="application/dicom"` as the
+/// standard says, or the bare Part 10 file when the client accepts only `application/dicom`.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}", tag = "dicomweb",
+    params(("study" = String, Path, description = "Study Instance UID"),
+           ("series" = String, Path, description = "Series Instance UID"),
+           ("instance" = String, Path, description = "SOP Instance UID")),
+    responses((status = 200, description = "The DICOM instance", content_type = "application/dicom"),
+              (status = 404, description = "No such result instance")))]
+pub async fn retrieve_instance(
+    State(state): State<AppState>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let service = state.service.clone();
+    let uid = instance.clone();
+    let row = tokio::task::spawn_blocking(move || service.store().result(&uid)).await??;
+    let row = row
+        .filter(|r| r.study_uid == study && r.series_uid == series)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no result instance {instance} in series {series} of study {study}"
+            ))
+        })?;
+    let bytes = tokio::fs::read(&row.path)
+        .await
+        .map_err(|err| ApiError::internal(&err))?;
+    if wants_bare(&headers) {
+        return Ok(([(header::CONTENT_TYPE, "application/dicom")], bytes).into_response());
+    }
+    let boundary = format!("pulmo-{}", uuid::Uuid::new_v4().simple());
+    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let content_type =
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// True when `Accept` names `application/dicom` and no multipart type.
+fn wants_bare(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("application/dicom") && !accept.contains("multipart/")
+}
+
+async fn results(state: &AppState, study: &str) -> Result<Vec<ResultRow>, ApiError> {
+    let service = state.service.clone();
+    let uid = study.to_owned();
+    let rows = tokio::task::spawn_blocking(move || service.store().results(&uid)).await??;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound(format!("no results for study {study}")));
+    }
+    Ok(rows)
+}
+
+fn dicom_json(items: Vec<serde_json::Value>) -> Response {
+    let body = serde_json::to_vec(&items).expect("JSON values always serialise");
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,79 @@
+//! The one error type of the HTTP transport, and the one place it becomes a status code.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// Everything a handler can answer with instead of its result.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    TooLarge(String),
+    /// Overload: the client should come back after `retry_after` seconds.
+    #[error("{reason}; retry later")]
+    Busy { reason: String, retry_after: u32 },
+    #[error("the model is still loading")]
+    NotReady,
+    /// A fault of the server; the cause is logged here, once, and never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A server fault, logged with its whole cause chain.
+    pub fn internal(err: &dyn std::error::Error) -> ApiError {
+        ApiError::Internal(crate::pipeline::error_chain(err))
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<crate::service::store::Error> for ApiError {
+    fn from(err: crate::service::store::Error) -> ApiError {
+        ApiError::internal(&err)
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(err: tokio::task::JoinError) -> ApiError {
+        ApiError::internal(&err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = %cause, "request failed"),
+            other => tracing::info!(status = status.as_u16(), error = %other, "request refused"),
+        }
+        let body = serde_json::json!({ "error": self.to_string() });
+        let mut response = (status, Json(body)).into_response();
+        let retry_after = match self {
+            ApiError::Busy { retry_after, .. } => Some(retry_after),
+            ApiError::NotReady => Some(5),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,317 @@
+//! STOW-RS (PS3.18 10.5): `multipart/related; type="application/dicom"` in, part by part
+//! to disk, each part admitted by the service, and a DICOM JSON answer listing every
+//! stored and every refused instance.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use super::dicom_json::{tag, Dataset};
+use super::{ApiError, AppState};
+use crate::service::{Accepted, Lane, Refusal, Refused};
+
+/// Query parameters of STOW-RS.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StowQuery {
+    /// Priority lane of the analyses this upload starts (default `routine`; also taken
+    /// from the `X-Pulmo-Priority` header).
+    pub priority: Option<Lane>,
+}
+
+/// Stores instances of any study.
+#[utoipa::path(
+    post, path = "/dicomweb/studies", tag = "dicomweb",
+    params(StowQuery),
+    request_body(content = Vec<u8>, content_type = "multipart/related; type=\"application/dicom\""),
+    responses(
+        (status = 200, description = "Every instance stored (DICOM JSON)"),
+        (status = 202, description = "Some instances stored, some refused (DICOM JSON)"),
+        (status = 409, description = "No instance stored (DICOM JSON)"),
+        (status = 400, description = "Malformed multipart body"),
+        (status = 413, description = "An instance or the request is larger than allowed"),
+        (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+        (status = 503, description = "Too many uploads at once; see Retry-After"),
+    )
+)]
+pub async fn store_any(
+    State(state): State<AppState>,
+    Query(query): Query<StowQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    store(state, None, query, headers, body).await
+}
+
+/// Stores instances of one study; an instance of another study is refused.
+#[utoipa::path(
+    post, path = "/dicomweb/studies/{study}", tag = "dicomweb",
+    params(("study" = String, Path, description = "Study Instance UID"), StowQuery),
+    request_body(content = Vec<u8>, content_type = "multipart/related; type=\"application/dicom\""),
+    responses(
+        (status = 200, description = "Every instance stored (DICOM JSON)"),
+        (status = 202, description = "Some instances stored, some refused (DICOM JSON)"),
+        (status = 409, description = "No instance stored (DICOM JSON)"),
+        (status = 400, description = "Malformed multipart body"),
+        (status = 413, description = "An instance or the request is larger than allowed"),
+        (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+        (status = 503, description = "Too many uploads at once; see Retry-After"),
+    )
+)]
+pub async fn store_study(
+    State(state): State<AppState>,
+    Path(study): Path<String>,
+    Query(query): Query<StowQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    store(state, Some(study), query, headers, body).await
+}
+
+async fn store(
+    state: AppState,
+    study: Option<String>,
+    query: StowQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let boundary = boundary(&headers)?;
+    let lane = lane(&query, &headers)?;
+    let _permit = state
+        .uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy {
+            reason: "too many uploads at once".to_owned(),
+            retry_after: 2,
+        })?;
+    let limits = &state.limits;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limits.max_request_bytes)
+            .per_field(limits.max_instance_bytes),
+    );
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let mut outcome = Outcome::default();
+    let mut part = 0;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        part += 1;
+        let name = format!("part {part}");
+        if !is_dicom_part(field.content_type()) {
+            let found = field
+                .content_type()
+                .map_or("none".to_owned(), |m| m.to_string());
+            outcome.refused.push(Refused {
+                sop_class_uid: None,
+                sop_instance_uid: None,
+                refusal: Refusal::CannotUnderstand,
+                reason: format!("{name}: content type {found}, not application/dicom"),
+            });
+            continue;
+        }
+        let tmp = state.service.temporary_path();
+        receive(field, &tmp).await?;
+        let service = state.service.clone();
+        let study = study.clone();
+        let admitted =
+            tokio::task::spawn_blocking(move || service.admit(&tmp, &name, study.as_deref(), lane))
+                .await?;
+        match admitted {
+            Ok(accepted) => outcome.stored.push(accepted),
+            Err(refused) => outcome.refused.push(refused),
+        }
+    }
+    if part == 0 {
+        return Err(ApiError::BadRequest("the body holds no parts".to_owned()));
+    }
+    outcome.log(study.as_deref());
+    Ok(outcome.into_response())
+}
+
+/// Writes one part to `tmp` and syncs it; removes it when the body breaks off.
+async fn receive(mut field: multer::Field<'_>, tmp: &std::path::Path) -> Result<(), ApiError> {
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|err| ApiError::internal(&err))?;
+    let written = async {
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|err| ApiError::internal(&err))?;
+        }
+        file.sync_all()
+            .await
+            .map_err(|err| ApiError::internal(&err))
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(tmp).await;
+    }
+    written
+}
+
+/// The boundary of a `multipart/related; type="application/dicom"` body.
+fn boundary(headers: &HeaderMap) -> Result<String, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let unsupported = || {
+        ApiError::UnsupportedMediaType(format!(
+            "content type {content_type:?} is not multipart/related; type=\"application/dicom\""
+        ))
+    };
+    let mime: mime::Mime = content_type.parse().map_err(|_| unsupported())?;
+    if mime.type_() != mime::MULTIPART || mime.subtype() != "related" {
+        return Err(unsupported());
+    }
+    if let Some(kind) = mime.get_param("type") {
+        if !kind.as_str().eq_ignore_ascii_case("application/dicom") {
+            return Err(unsupported());
+        }
+    }
+    mime.get_param(mime::BOUNDARY)
+        .map(|b| b.as_str().to_owned())
+        .ok_or_else(|| {
+            ApiError::BadRequest("the multipart content type has no boundary".to_owned())
+        })
+}
+
+fn lane(query: &StowQuery, headers: &HeaderMap) -> Result<Lane, ApiError> {
+    if let Some(lane) = query.priority {
+        return Ok(lane);
+    }
+    match headers.get("x-pulmo-priority").map(|v| v.to_str()) {
+        None => Ok(Lane::default()),
+        Some(Ok(text)) => text.parse().map_err(ApiError::BadRequest),
+        Some(Err(_)) => Err(ApiError::BadRequest(
+            "X-Pulmo-Priority is not text".to_owned(),
+        )),
+    }
+}
+
+fn is_dicom_part(content_type: Option<&mime::Mime>) -> bool {
+    content_type.is_some_and(|m| m.essence_str().eq_ignore_ascii_case("application/dicom"))
+}
+
+fn multipart_error(err: multer::Error) -> ApiError {
+    match err {
+        multer::Error::StreamSizeExceeded { limit } => {
+            ApiError::TooLarge(format!("the request is larger than {limit} bytes"))
+        }
+        multer::Error::FieldSizeExceeded { limit, .. } => {
+            ApiError::TooLarge(format!("an instance is larger than {limit} bytes"))
+        }
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    }
+}
+
+/// What one request stored and refused.
+#[derive(Debug, Default)]
+struct Outcome {
+    stored: Vec<Accepted>,
+    refused: Vec<Refused>,
+}
+
+impl Outcome {
+    fn log(&self, study: Option<&str>) {
+        for refused in &self.refused {
+            tracing::info!(
+                sop_instance = refused.sop_instance_uid.as_deref().unwrap_or("-"),
+                code = refused.refusal.code(),
+                reason = %refused.reason,
+                "instance refused"
+            );
+        }
+        tracing::info!(
+            study = study.unwrap_or("-"),
+            stored = self.stored.len(),
+            new = self.stored.iter().filter(|a| a.new).count(),
+            refused = self.refused.len(),
+            "STOW-RS request"
+        );
+    }
+
+    /// 200 every instance stored, 202 some, 409 none (PS3.18 10.5.3).
+    fn status(&self) -> StatusCode {
+        match (self.stored.is_empty(), self.refused.is_empty()) {
+            (_, true) => StatusCode::OK,
+            (false, false) => StatusCode::ACCEPTED,
+            (true, false) => StatusCode::CONFLICT,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let stored = self.stored.iter().map(|a| {
+            Dataset::new()
+                .text(tag::REFERENCED_SOP_CLASS_UID, "UI", &a.sop_class_uid)
+                .text(tag::REFERENCED_SOP_INSTANCE_UID, "UI", &a.sop_instance_uid)
+        });
+        let refused = self.refused.iter().map(|r| {
+            let mut item = Dataset::new();
+            if let Some(class) = &r.sop_class_uid {
+                item = item.text(tag::REFERENCED_SOP_CLASS_UID, "UI", class);
+            }
+            if let Some(uid) = &r.sop_instance_uid {
+                item = item.text(tag::REFERENCED_SOP_INSTANCE_UID, "UI", uid);
+            }
+            item.number(tag::FAILURE_REASON, "US", r.refusal.code().into())
+                .text(tag::ERROR_COMMENT, "LO", &r.reason)
+        });
+        let mut body = Dataset::new().sequence(tag::REFERENCED_SOP_SEQUENCE, stored.collect());
+        if !self.refused.is_empty() {
+            body = body.sequence(tag::FAILED_SOP_SEQUENCE, refused.collect());
+        }
+        let json = serde_json::to_vec(&body.into_value()).expect("JSON values always serialise");
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/dicom+json")],
+            json,
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn only_multipart_related_dicom_is_taken() {
+        let ok = boundary(&headers(
+            "multipart/related; type=\"application/dicom\"; boundary=abc",
+        ));
+        assert_eq!(ok.unwrap(), "abc");
+        let untyped = boundary(&headers("multipart/related; boundary=abc"));
+        assert_eq!(untyped.unwrap(), "abc");
+        for wrong in [
+            "application/dicom",
+            "multipart/form-data; boundary=abc",
+            "multipart/related; type=\"application/dicom+json\"; boundary=abc",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    boundary(&headers(wrong)),
+                    Err(ApiError::UnsupportedMediaType(_))
+                ),
+                "{wrong}"
+            );
+        }
+        assert!(matches!(
+            boundary(&headers("multipart/related; type=\"application/dicom\"")),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+}
