@@ -127,12 +127,13 @@ fn multipart(parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
 
 /// Posts a body chunked (no Content-Length), as streaming PACS clients do.
 fn stow(server: &Server, path: &str, body: Vec<u8>) -> Response {
+    let start = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
     client()
         .post(server.url(path))
         .header("content-type", CONTENT_TYPE)
         .body(Body::new(std::io::Cursor::new(body)))
         .send()
-        .unwrap()
+        .unwrap_or_else(|err| panic!("POST {path} {start:?}: {err:?}"))
 }
 
 fn dicom_parts(files: &[PathBuf]) -> Vec<(&'static str, Vec<u8>)> {
@@ -350,12 +351,11 @@ fn bad_uploads_get_their_status_and_reason_while_the_server_stays_up() {
     let mixed = stow(&server, "/dicomweb/studies", multipart(&parts));
     assert_eq!(mixed.status(), StatusCode::ACCEPTED);
 
-    let huge = stow(
+    let huge = post_raw(
         &server,
-        "/dicomweb/studies",
         multipart(&[("application/dicom", vec![0; 2 << 20])]),
     );
-    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
 
     truncated_upload(&server, &std::fs::read(&ct).unwrap());
 
@@ -367,6 +367,27 @@ fn bad_uploads_get_their_status_and_reason_while_the_server_stays_up() {
     assert_eq!(status["instances"], 1);
     assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 0);
     let _ = std::fs::remove_dir_all(data);
+}
+
+/// Posts a STOW-RS body over a plain socket, reading the answer while still sending: a
+/// server may answer early (413) and hang up, which HTTP client libraries report as a
+/// send error rather than the answer.
+fn post_raw(server: &Server, body: Vec<u8>) -> String {
+    let address = server.base.strip_prefix("http://").unwrap().to_owned();
+    let mut socket = std::net::TcpStream::connect(&address).unwrap();
+    let mut writer = socket.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let head = format!(
+            "POST /dicomweb/studies HTTP/1.1\r\nHost: {address}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(&body);
+    });
+    let mut answer = vec![0; 4096];
+    let n = socket.read(&mut answer).unwrap();
+    let _ = sender.join();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
 }
 
 /// A client that promises more than it sends and hangs up mid-part.

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
@@ -94,8 +94,59 @@ async fn store(
             .whole_stream(limits.max_request_bytes)
             .per_field(limits.max_instance_bytes),
     );
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let (stream, reader) = forward(body);
+    let multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let received = receive_all(&state, study.as_deref(), lane, multipart).await;
+    if received.is_err() {
+        // Stop reading a body that is refused; the connection closes.
+        reader.abort();
+    }
+    let outcome = received?;
+    // Read what follows the closing boundary before answering: a client still sending it
+    // when the connection closes would see a broken pipe instead of the answer.
+    let _ = reader.await;
+    outcome.log(study.as_deref());
+    Ok(outcome.into_response())
+}
+
+/// Feeds the request body to the multipart parser through a small channel, and once the
+/// parser has stopped, reads (at most 1 MiB of) the rest and drops it.
+fn forward(
+    body: Body,
+) -> (
+    impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    const MAX_EPILOGUE: usize = 1 << 20;
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let reader = tokio::spawn(async move {
+        let mut body = body.into_data_stream();
+        let mut drained = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(std::io::Error::other);
+            if sender.is_closed() {
+                drained += chunk.map_or(MAX_EPILOGUE, |c| c.len());
+                if drained >= MAX_EPILOGUE {
+                    return;
+                }
+            } else if sender.send(chunk).await.is_err() {
+                continue;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    (stream, reader)
+}
+
+/// Receives, writes and admits every part.
+async fn receive_all(
+    state: &AppState,
+    study: Option<&str>,
+    lane: Lane,
+    mut multipart: multer::Multipart<'static>,
+) -> Result<Outcome, ApiError> {
     let mut outcome = Outcome::default();
     let mut part = 0;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -116,7 +167,7 @@ async fn store(
         let tmp = state.service.temporary_path();
         receive(field, &tmp).await?;
         let service = state.service.clone();
-        let study = study.clone();
+        let study = study.map(str::to_owned);
         let admitted =
             tokio::task::spawn_blocking(move || service.admit(&tmp, &name, study.as_deref(), lane))
                 .await?;
@@ -128,8 +179,7 @@ async fn store(
     if part == 0 {
         return Err(ApiError::BadRequest("the body holds no parts".to_owned()));
     }
-    outcome.log(study.as_deref());
-    Ok(outcome.into_response())
+    Ok(outcome)
 }
 
 /// Writes one part to `tmp` and syncs it; removes it when the body breaks off.
