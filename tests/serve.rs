@@ -520,3 +520,50 @@ print(" ".join(sorted(set(kinds))))
     assert_eq!(stdout.trim(), "OT SEG SR");
     let _ = std::fs::remove_dir_all(data);
 }
+
+#[test]
+fn instances_arriving_after_an_analysis_start_another_whose_results_supersede() {
+    let data = scratch("serve-supersede");
+    let (files, study) = sample();
+    let server = Server::start(&data, 3600.0, &[]);
+    let analyze = |server: &Server| -> i64 {
+        let url = server.url(&format!("/api/v1/studies/{study}/analyze"));
+        let queued: Value = client().post(url).send().unwrap().json().unwrap();
+        queued["jobs"][0].as_i64().unwrap()
+    };
+    let finished = |server: &Server, id: i64| -> Value {
+        wait_for("the job to end", || {
+            let (_, job) = server.get_json(&format!("/api/v1/jobs/{id}"));
+            (job["state"] == "done").then_some(job)
+        })
+    };
+    let (first_half, second_half) = files.split_at(60);
+    assert_eq!(
+        stow(&server, "/dicomweb/studies", multipart_of(first_half)).status(),
+        StatusCode::OK
+    );
+    let first = analyze(&server);
+    assert_eq!(finished(&server, first)["instances"], 60);
+    assert_eq!(
+        stow(&server, "/dicomweb/studies", multipart_of(second_half)).status(),
+        StatusCode::OK
+    );
+    let (_, status) = server.get_json(&format!("/api/v1/studies/{study}"));
+    assert_eq!(status["receiving"].as_array().unwrap().len(), 1, "{status}");
+    let second = analyze(&server);
+    assert_ne!(first, second);
+    assert_eq!(finished(&server, second)["instances"], files.len());
+    let (_, old) = server.get_json(&format!("/api/v1/jobs/{first}"));
+    assert_eq!(old["superseded_by"], second);
+    let report = report(&server, &study);
+    assert_eq!(report["series"]["slices"], files.len());
+    // Only the newer analysis' SR is served.
+    let (_, series) = server.get_json(&format!("/dicomweb/studies/{study}/series"));
+    let srs = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["00080060"]["Value"][0] == "SR");
+    assert_eq!(srs.count(), 1);
+    let _ = std::fs::remove_dir_all(data);
+}
