@@ -30,6 +30,7 @@ pub mod evaluate;
 pub mod findings;
 pub mod inference;
 pub mod ingest;
+pub mod metrics;
 pub mod morphology;
 pub mod pipeline;
 pub mod postprocess;

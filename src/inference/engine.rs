@@ -243,6 +243,7 @@ fn run_batch(module: &tch::CModule, settings: Settings, batch: Vec<Job>, stats: 
         .and_then(|t| Vec::<f32>::try_from(t.flatten(0, -1)));
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.tiles.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    crate::metrics::batch_size(batch.len());
     stats
         .busy_us
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

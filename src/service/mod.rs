@@ -6,6 +6,7 @@
 //! jobs and results back; they never touch the pipeline themselves. This module knows
 //! files, the index and the pipeline; it knows nothing of HTTP.
 
+pub mod audit;
 mod spool;
 pub mod store;
 mod worker;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::ingest::SelectionRules;
 use crate::pipeline::{results::Choice, Analyzer};
 
-pub use spool::{Accepted, Refusal, Refused};
+pub use spool::{is_uid, Accepted, Refusal, Refused};
 pub use store::{Job, JobState, ResultRow, ResultStudy, Store};
 
 /// What can stop the service from starting or from doing one piece of work.

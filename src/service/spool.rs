@@ -27,6 +27,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The status code as metrics label it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::CannotUnderstand => "0xC000",
+            Refusal::SopClassNotSupported => "0x0122",
+            Refusal::DoesNotMatch => "0xA900",
+            Refusal::OutOfResources => "0xA700",
+        }
+    }
+
     /// The DICOM status code.
     pub fn code(self) -> u16 {
         match self {
@@ -57,6 +67,7 @@ pub struct Accepted {
     pub series_instance_uid: String,
     /// False when this SOP instance was already stored (a re-send).
     pub new: bool,
+    pub bytes: u64,
 }
 
 pub(super) fn admit(
@@ -155,6 +166,7 @@ fn check_and_store(
         )
     })?;
     Ok(Accepted {
+        bytes: row.bytes,
         sop_class_uid: row.sop_class_uid,
         sop_instance_uid: row.sop_instance_uid,
         study_instance_uid: row.study_uid,

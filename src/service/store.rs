@@ -191,6 +191,7 @@ impl Store {
             db.pragma_update(None, "synchronous", "FULL")?;
             db.busy_timeout(std::time::Duration::from_secs(10))?;
             db.execute_batch(SCHEMA)?;
+            db.execute_batch(super::audit::SCHEMA)?;
             Ok(db)
         };
         let db = open(path).map_err(|source| Error::Open {
@@ -200,7 +201,7 @@ impl Store {
         Ok(Store { db: Mutex::new(db) })
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn db(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written: every change
         // is one statement or one transaction.
         self.db
@@ -457,6 +458,15 @@ impl Store {
         )?;
         let rows = stmt.query_map([study_uid], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many jobs wait, in all lanes.
+    pub fn queued_jobs(&self) -> Result<u32> {
+        Ok(self.db().query_row(
+            "SELECT count(*) FROM jobs WHERE state = 'queued'",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// How many jobs wait in each lane.

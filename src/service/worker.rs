@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{Job, JobState, ResultRow};
 use super::{now, Service};
-use crate::ingest;
+use crate::{ingest, metrics};
+
+/// The report's timings that become stage metrics.
+const STAGES: [&str; 5] = ["decode", "preprocess", "inference", "postprocess", "total"];
 use crate::pipeline::{error_chain, results, Analyzer};
 
 /// What a job can fail with; the chain becomes the job's reason.
@@ -102,25 +105,28 @@ fn run(service: &Service, job: &Job) {
     let analyzer = service
         .analyzer()
         .expect("workers start after the model is loaded. This is a bug.");
-    let ended = match analyze(service, analyzer, job) {
+    let (state, ended) = match analyze(service, analyzer, job) {
         Ok(Ended::Done { findings }) => {
             tracing::info!(findings, "analysis done");
-            Ok(())
+            ("done", Ok(()))
         }
         Ok(Ended::Skipped { reason, instances }) => {
             tracing::info!(%reason, "series skipped");
-            service
-                .store
-                .finish(job.id, JobState::Skipped, Some(&reason), instances)
+            let store = &service.store;
+            let ended = store.finish(job.id, JobState::Skipped, Some(&reason), instances);
+            ("skipped", ended)
         }
         Err(err) => {
             let reason = error_chain(&err);
             tracing::warn!(%reason, "analysis failed");
-            service
+            metrics::failure("analysis", "job");
+            let ended = service
                 .store
-                .finish(job.id, JobState::Failed, Some(&reason), 0)
+                .finish(job.id, JobState::Failed, Some(&reason), 0);
+            ("failed", ended)
         }
     };
+    metrics::job_ended(state);
     if let Err(err) = ended {
         tracing::error!(error = %error_chain(&err), "could not record the end of a job");
     }
@@ -151,9 +157,16 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     let encoded = Mutex::new(None);
     let choice = service.config.results;
     let analysis = analyzer.analyze_series_with(series, &|volume, analysis| {
+        let started = std::time::Instant::now();
         let done = results::encode(volume, analysis, choice);
+        metrics::stage("encode", started.elapsed().as_secs_f64());
         *encoded.lock().expect("only this hook takes it") = Some(done);
     })?;
+    for (stage, ms) in &analysis.report.timing_ms {
+        if let Some(stage) = STAGES.iter().find(|s| **s == stage.as_str()) {
+            metrics::stage(stage, ms / 1e3);
+        }
+    }
     let encoded = encoded
         .into_inner()
         .expect("only the hook takes it")

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod server;
+
 /// A fixture under `tests/data/fetched/` (made by `scripts/fetch_fixtures.sh`).
 pub fn fixture(relative: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

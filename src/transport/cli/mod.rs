@@ -66,6 +66,9 @@ pub enum Command {
     /// Serve DICOMweb: take studies by STOW-RS, analyse each series once complete, serve
     /// reports and DICOM results.
     Serve(serve::ServeArgs),
+    /// Make a bearer token for `pulmo serve`: prints the token once, and the entry (its
+    /// hash) to add to the tokens file.
+    Token(serve::TokenArgs),
 }
 
 /// Arguments of `pulmo convert`.
@@ -167,6 +170,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Batch(args) => batch::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Token(args) => serve::token(&args),
     }
 }
 

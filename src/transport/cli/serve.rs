@@ -13,13 +13,15 @@ use tokio_util::sync::CancellationToken;
 use super::EngineArgs;
 use crate::pipeline::{results::Choice, Analyzer};
 use crate::service::{self, Service, ServiceConfig};
-use crate::transport::http::{self, AppState, Limits};
+use crate::transport::http::auth::Role;
+use crate::transport::http::{self, AppState, Limits, Tokens};
+use axum_server::tls_rustls::RustlsConfig;
 
 /// Arguments of `pulmo serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, env = "PULMO_LISTEN", default_value = "127.0.0.1:8042")]
+    #[arg(long, env = "PULMO_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
     /// Data directory: the spool of received instances, results and the index.
     #[arg(long, env = "PULMO_DATA", default_value = "pulmo-data")]
@@ -36,9 +38,30 @@ pub struct ServeArgs {
     /// Uploads received at once; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 16)]
     pub max_uploads: usize,
+    /// Keep at least this much free space (MiB) in the data directory; below it uploads
+    /// are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 2048)]
+    pub min_free_mib: u64,
+    /// With this many jobs queued, uploads are answered 503 until the queue drains.
+    #[arg(long, default_value_t = 200)]
+    pub max_queued_jobs: u32,
     /// Do not make key images (DICOM Secondary Capture) beside SR and SEG.
     #[arg(long)]
     pub no_key_images: bool,
+    /// Bearer tokens (TOML: `[[token]]` with name, sha256, roles, optional lane; make
+    /// entries with `pulmo token`). Required unless listening on loopback only.
+    #[arg(long, env = "PULMO_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// A browser origin allowed to call the API (CORS), e.g. https://viewer.example.org;
+    /// repeat for several.
+    #[arg(long = "cors-origin")]
+    pub cors_origins: Vec<String>,
+    /// TLS certificate chain (PEM); with --tls-key, serves HTTPS.
+    #[arg(long, env = "PULMO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "PULMO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -68,7 +91,62 @@ impl ServeArgs {
             max_instance_bytes: self.max_instance_mib << 20,
             max_request_bytes: self.max_request_mib << 20,
             max_uploads: self.max_uploads.max(1),
+            min_free_bytes: self.min_free_mib << 20,
+            max_queued_jobs: self.max_queued_jobs.max(1),
         }
+    }
+
+    /// The tokens, or none when listening on loopback only without a tokens file.
+    fn tokens(&self) -> anyhow::Result<Option<Tokens>> {
+        match &self.tokens {
+            Some(path) => {
+                let tokens = Tokens::load(path)?;
+                anyhow::ensure!(!tokens.is_empty(), "{} holds no token", path.display());
+                Ok(Some(tokens))
+            }
+            None if self.listen.ip().is_loopback() => {
+                tracing::warn!("no --tokens: every request is accepted (loopback only)");
+                Ok(None)
+            }
+            None => anyhow::bail!(
+                "listening on {} needs --tokens: every endpoint but /healthz and /readyz requires a bearer token",
+                self.listen
+            ),
+        }
+    }
+
+    fn app(&self, state: AppState) -> anyhow::Result<axum::Router> {
+        let router = http::router(state);
+        if self.cors_origins.is_empty() {
+            return Ok(router);
+        }
+        let origins = self
+            .cors_origins
+            .iter()
+            .map(|o| {
+                o.parse()
+                    .with_context(|| format!("--cors-origin {o:?} is not a header value"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(router.layer(http::cors(&origins)))
+    }
+
+    async fn tls(&self) -> anyhow::Result<Option<RustlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        // One process-wide provider; a second call finds it installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = RustlsConfig::from_pem_file(cert, key)
+            .await
+            .with_context(|| {
+                format!(
+                    "could not load TLS certificate {} and key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        Ok(Some(config))
     }
 }
 
@@ -85,22 +163,26 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.service_config()?;
+    let tokens = args.tokens()?;
+    let tls = args.tls().await?;
+    crate::metrics::install();
     let data = config.data_dir.clone();
     let service = tokio::task::spawn_blocking(move || Service::open(config))
         .await?
         .with_context(|| format!("could not open the data directory {}", data.display()))?;
     let service = Arc::new(service);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and supervisors read this line to learn the port.
-    println!("pulmo listening on http://{address}");
+    println!("pulmo listening on {scheme}://{address}");
     tracing::info!(%address, data = %data.display(), "listening");
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
-    let state = AppState::new(service.clone(), args.limits());
-    let server = tokio::spawn(http::serve(listener, state, stop.clone()));
+    let state = AppState::new(service.clone(), args.limits(), tokens);
+    let app = args.app(state)?;
+    let server = tokio::spawn(http::serve(listener, app, tls, stop.clone()));
     let analyzer_config = args.engine.analyzer_config();
     let analyzer = tokio::task::spawn_blocking(move || Analyzer::start(&analyzer_config)).await?;
     let analyzer = match analyzer {
@@ -140,4 +222,45 @@ async fn stop_on_signal(stop: CancellationToken) {
     }
     tracing::info!("stop requested");
     stop.cancel();
+}
+
+/// Arguments of `pulmo token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Who holds the token (the audit log names it), e.g. `pacs` or `viewer`.
+    #[arg(long)]
+    pub name: String,
+    /// What it may do; repeat for both.
+    #[arg(long = "role", value_enum, required = true)]
+    pub roles: Vec<Role>,
+    /// Default lane for this sender's uploads.
+    #[arg(long, value_enum)]
+    pub lane: Option<crate::service::Lane>,
+}
+
+/// Prints a new token and its tokens-file entry.
+pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.name.is_empty() && !args.name.contains(['"', '\\', '\n']),
+        "--name must be a plain name"
+    );
+    let token = http::auth::new_token();
+    let roles: Vec<String> = args
+        .roles
+        .iter()
+        .map(|r| format!("\"{}\"", if *r == Role::Send { "send" } else { "read" }))
+        .collect();
+    println!(
+        "# token for {} (shown once; give it to the client):",
+        args.name
+    );
+    println!("# {token}");
+    println!("[[token]]");
+    println!("name = \"{}\"", args.name);
+    println!("sha256 = \"{}\"", http::auth::hash_token(&token));
+    println!("roles = [{}]", roles.join(", "));
+    if let Some(lane) = args.lane {
+        println!("lane = \"{}\"", lane.as_str());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -190,3 +190,32 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         ready: analyzer.is_some(),
     })
 }
+
+/// Prometheus metrics (text format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let service = state.service.clone();
+    let depth = tokio::task::spawn_blocking(move || service.store().queue_depth()).await;
+    if let Ok(Ok(depth)) = depth {
+        for lane in [Lane::Stat, Lane::Routine, Lane::Research] {
+            let jobs = depth
+                .iter()
+                .find(|(l, _)| *l == lane)
+                .map_or(0, |(_, n)| *n);
+            crate::metrics::queue_depth(lane.as_str(), jobs);
+        }
+    }
+    if let Ok(free) = fs4::available_space(&state.service.config().data_dir) {
+        crate::metrics::free_bytes(free);
+    }
+    let text = crate::metrics::install().render();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -20,6 +20,12 @@ pub enum ApiError {
     Busy { reason: String, retry_after: u32 },
     #[error("the model is still loading")]
     NotReady,
+    /// No token, or one that is not configured. Says nothing more.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// A valid token without the role the request needs.
+    #[error("forbidden")]
+    Forbidden,
     /// A fault of the server; the cause is logged here, once, and never sent.
     #[error("internal error")]
     Internal(String),
@@ -38,6 +44,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Busy { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,6 +77,11 @@ impl IntoResponse for ApiError {
             ApiError::NotReady => Some(5),
             _ => None,
         };
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

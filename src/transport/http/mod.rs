@@ -3,6 +3,8 @@
 //! blocking call (index, admission) runs off the async workers.
 
 mod api;
+mod audit;
+pub mod auth;
 mod dicom_json;
 mod dicomweb;
 mod error;
@@ -15,6 +17,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+pub use audit::StoredStudies;
+pub use auth::Tokens;
 pub use error::ApiError;
 
 use crate::service::Service;
@@ -28,15 +32,22 @@ pub struct Limits {
     pub max_request_bytes: u64,
     /// Uploads received at once; one more is answered 503 with Retry-After.
     pub max_uploads: usize,
+    /// Below this much free space in the data directory, uploads are answered 503.
+    pub min_free_bytes: u64,
+    /// With this many jobs queued, uploads are answered 503 until the queue drains.
+    pub max_queued_jobs: u32,
 }
 
 impl Default for Limits {
-    /// 1 GiB per instance (large Enhanced CT), 8 GiB per request, 16 uploads at once.
+    /// 1 GiB per instance (large Enhanced CT), 8 GiB per request, 16 uploads at once,
+    /// 2 GiB of free space kept, 200 queued jobs.
     fn default() -> Self {
         Limits {
             max_instance_bytes: 1 << 30,
             max_request_bytes: 8 << 30,
             max_uploads: 16,
+            min_free_bytes: 2 << 30,
+            max_queued_jobs: 200,
         }
     }
 }
@@ -46,21 +57,33 @@ impl Default for Limits {
 pub struct AppState {
     pub service: Arc<Service>,
     pub limits: Limits,
+    /// `None`: no authentication (only allowed on loopback, see `pulmo serve`).
+    pub tokens: Option<Arc<Tokens>>,
     uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
-    pub fn new(service: Arc<Service>, limits: Limits) -> AppState {
+    pub fn new(service: Arc<Service>, limits: Limits, tokens: Option<Tokens>) -> AppState {
         AppState {
             service,
             limits,
+            tokens: tokens.map(Arc::new),
             uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads)),
         }
     }
 }
 
-/// Every route.
+/// Every route, behind the guard (tokens, audit, metrics).
 pub fn router(state: AppState) -> Router {
+    routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .with_state(state)
+}
+
+fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/dicomweb/studies",
@@ -87,16 +110,66 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/info", get(api::info))
         .route("/openapi.json", get(openapi::serve))
-        .with_state(state)
+        .route("/metrics", get(api::metrics))
 }
 
-/// Serves `router` on `listener` until `stop` fires, then lets requests in flight finish.
+/// Reads and drops (up to 16 MiB, for up to 5 s) the body of a request that is refused
+/// before it was read, so that a client still sending a modest body gets the answer
+/// rather than a broken pipe. A larger body is cut off when the connection closes.
+pub async fn drain(body: axum::body::Body) {
+    use futures_util::StreamExt;
+    const MAX_BYTES: usize = 16 << 20;
+    let mut stream = body.into_data_stream();
+    let read = async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+}
+
+/// Lets the viewer pages of these origins call the API from a browser.
+pub fn cors(origins: &[axum::http::HeaderValue]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins.to_vec())
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([header::RETRY_AFTER, header::CONTENT_TYPE])
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` fires, then
+/// lets requests in flight finish.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
+    listener: std::net::TcpListener,
+    app: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(60)));
+    });
+    listener.set_nonblocking(true)?;
+    let service = app.into_make_service();
+    match tls {
+        Some(config) => {
+            axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    }
 }

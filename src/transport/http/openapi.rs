@@ -14,7 +14,7 @@ use super::{api, dicomweb, stow};
         dicomweb::search_studies, dicomweb::search_series, dicomweb::search_instances,
         dicomweb::retrieve_instance,
         api::job, api::study, api::report, api::analyze,
-        api::healthz, api::readyz, api::info,
+        api::healthz, api::readyz, api::info, api::metrics,
     ),
     tags(
         (name = "dicomweb", description = "STOW-RS in; QIDO-RS and WADO-RS over pulmo's results"),

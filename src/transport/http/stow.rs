@@ -6,12 +6,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use super::auth::Caller;
 use super::dicom_json::{tag, Dataset};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, StoredStudies};
 use crate::service::{Accepted, Lane, Refusal, Refused};
 
 /// Query parameters of STOW-RS.
@@ -39,11 +41,17 @@ pub struct StowQuery {
 )]
 pub async fn store_any(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Query(query): Query<StowQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    store(state, None, query, headers, body).await
+    let request = Request {
+        study: None,
+        query,
+        caller: caller.map(|Extension(c)| c),
+    };
+    store(state, request, headers, body).await
 }
 
 /// Stores instances of one study; an instance of another study is refused.
@@ -63,31 +71,55 @@ pub async fn store_any(
 )]
 pub async fn store_study(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(study): Path<String>,
     Query(query): Query<StowQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    store(state, Some(study), query, headers, body).await
+    let request = Request {
+        study: Some(study),
+        query,
+        caller: caller.map(|Extension(c)| c),
+    };
+    store(state, request, headers, body).await
+}
+
+/// What a STOW-RS request says besides its body.
+struct Request {
+    study: Option<String>,
+    query: StowQuery,
+    caller: Option<Caller>,
 }
 
 async fn store(
     state: AppState,
-    study: Option<String>,
-    query: StowQuery,
+    request: Request,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let boundary = boundary(&headers)?;
-    let lane = lane(&query, &headers)?;
-    let _permit = state
-        .uploads
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Busy {
+    let lane = lane(&request, &headers)?;
+    let permit = state.uploads.clone().try_acquire_owned().map_err(|_| {
+        crate::metrics::failure("receive", "uploads");
+        ApiError::Busy {
             reason: "too many uploads at once".to_owned(),
             retry_after: 2,
-        })?;
+        }
+    });
+    let admitted = match permit {
+        Ok(permit) => admission(&state).await.map(|()| permit),
+        Err(busy) => Err(busy),
+    };
+    let _permit = match admitted {
+        Ok(permit) => permit,
+        Err(refused) => {
+            super::drain(body).await;
+            return Err(refused);
+        }
+    };
+    let study = request.study;
     let limits = &state.limits;
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
@@ -106,7 +138,47 @@ async fn store(
     // when the connection closes would see a broken pipe instead of the answer.
     let _ = reader.await;
     outcome.log(study.as_deref());
-    Ok(outcome.into_response())
+    crate::metrics::stage("receive", started.elapsed().as_secs_f64());
+    let mut studies: Vec<String> = outcome
+        .stored
+        .iter()
+        .map(|a| a.study_instance_uid.clone())
+        .collect();
+    studies.sort();
+    studies.dedup();
+    let mut response = outcome.into_response();
+    response.extensions_mut().insert(StoredStudies(studies));
+    Ok(response)
+}
+
+/// Refuses new uploads while the disk is nearly full or the queue is long: 503, and what
+/// was already accepted is unaffected.
+async fn admission(state: &AppState) -> Result<(), ApiError> {
+    let service = state.service.clone();
+    let limits = state.limits;
+    let checked = tokio::task::spawn_blocking(move || {
+        let free = fs4::available_space(&service.config().data_dir).unwrap_or(u64::MAX);
+        let queued = service.store().queued_jobs();
+        (free, queued)
+    })
+    .await?;
+    let (free, queued) = checked;
+    if free < limits.min_free_bytes {
+        crate::metrics::failure("receive", "disk");
+        tracing::warn!(free, "refusing uploads: the data directory is nearly full");
+        return Err(ApiError::Busy {
+            reason: "the server is short of disk space".to_owned(),
+            retry_after: 60,
+        });
+    }
+    if queued? >= limits.max_queued_jobs {
+        crate::metrics::failure("receive", "queue");
+        return Err(ApiError::Busy {
+            reason: "the analysis queue is full".to_owned(),
+            retry_after: 30,
+        });
+    }
+    Ok(())
 }
 
 /// Feeds the request body to the multipart parser through a small channel, and once the
@@ -156,6 +228,7 @@ async fn receive_all(
             let found = field
                 .content_type()
                 .map_or("none".to_owned(), |m| m.to_string());
+            crate::metrics::failure("receive", Refusal::CannotUnderstand.label());
             outcome.refused.push(Refused {
                 sop_class_uid: None,
                 sop_instance_uid: None,
@@ -172,8 +245,14 @@ async fn receive_all(
             tokio::task::spawn_blocking(move || service.admit(&tmp, &name, study.as_deref(), lane))
                 .await?;
         match admitted {
-            Ok(accepted) => outcome.stored.push(accepted),
-            Err(refused) => outcome.refused.push(refused),
+            Ok(accepted) => {
+                crate::metrics::instance_stored(accepted.new, accepted.bytes);
+                outcome.stored.push(accepted);
+            }
+            Err(refused) => {
+                crate::metrics::failure("receive", refused.refusal.label());
+                outcome.refused.push(refused);
+            }
         }
     }
     if part == 0 {
@@ -231,12 +310,17 @@ fn boundary(headers: &HeaderMap) -> Result<String, ApiError> {
         })
 }
 
-fn lane(query: &StowQuery, headers: &HeaderMap) -> Result<Lane, ApiError> {
-    if let Some(lane) = query.priority {
+/// The request's lane: its query, its header, its sender's default, then `routine`.
+fn lane(request: &Request, headers: &HeaderMap) -> Result<Lane, ApiError> {
+    if let Some(lane) = request.query.priority {
         return Ok(lane);
     }
     match headers.get("x-pulmo-priority").map(|v| v.to_str()) {
-        None => Ok(Lane::default()),
+        None => Ok(request
+            .caller
+            .as_ref()
+            .and_then(|c| c.lane)
+            .unwrap_or_default()),
         Some(Ok(text)) => text.parse().map_err(ApiError::BadRequest),
         Some(Err(_)) => Err(ApiError::BadRequest(
             "X-Pulmo-Priority is not text".to_owned(),
