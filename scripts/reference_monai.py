@@ -131,8 +131,9 @@ def load_model(model_dir: pathlib.Path, device: torch.device, half: bool):
     """The bundle's TorchScript module (frozen: BatchNorm folded) and its manifest."""
     manifest = tomllib.loads((model_dir / "manifest.toml").read_text())
     model = torch.jit.load(str(model_dir / manifest["file"]), map_location=device).eval()
-    model = torch.jit.freeze(model)
-    return (model.half() if half else model), manifest
+    if half:  # before freezing: a frozen module's weights are constants that .half() misses
+        model = model.half()
+    return torch.jit.freeze(model), manifest
 
 
 def probabilities(model, image: torch.Tensor, manifest: dict, device: torch.device, half: bool,
