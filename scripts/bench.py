@@ -287,6 +287,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--pulmo", type=pathlib.Path, default=ROOT / "target/release/pulmo")
     ap.add_argument("--tolerance-mm", type=float, default=5.0, help="centres closer than this agree")
     ap.add_argument("--json", type=pathlib.Path, help="also write every run here")
+    ap.add_argument("--tables-from", type=pathlib.Path, metavar="JSON",
+                    help="print the tables of an earlier (or interrupted) run's --json file; runs nothing")
     args = ap.parse_args()
     if args.quick:
         args.slices, args.codecs, args.reps, args.refs = [100], ["explicit"], 1, ["lungs"]
@@ -300,7 +302,31 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    info = machine()
+    if args.tables_from:
+        saved = json.loads(args.tables_from.read_text())
+        info = saved["machine"]
+        results = {(int(k.split("-")[0]), k.split("-")[1]): v for k, v in saved["runs"].items()}
+        results = {cfg: tools for cfg, tools in results.items() if len(tools) == 1 + len(args.refs)}
+        args.reps = min(len(runs) for tools in results.values() for runs in tools.values())
+        args.device, args.half = saved["args"]["device"], saved["args"]["half"] == "True"
+    else:
+        info = machine()
+        results = measure(args, info)
+    info.setdefault("load_end", os.getloadavg())
+    agree = {}
+    for cfg, tools in results.items():
+        truth_file = series_dir(args.data, *cfg, args.seed).parent / "truth.json"
+        truth = json.loads(truth_file.read_text())["cases"][0]["nodules"]
+        for ref in args.refs:
+            agree[(*cfg, f"ref-{ref}")] = agreement(tools["pulmo"][0], tools[f"ref-{ref}"][0], truth,
+                                                    args.tolerance_mm)
+    print("\n".join(summary(info, args, results, agree)))
+    if args.json:
+        save(args.json, info, args, results, agree)
+
+
+def measure(args, info: dict) -> dict:
+    """Every run, alternating which pipeline goes first: {(slices, codec): {name: [run]}}."""
     log(f"{info['cpu']}, {info['cores']} cores, load {info['load'][0]:.2f}, git {info['git']}")
     configs = [(s, c) for s in args.slices for c in args.codecs]
     series = {cfg: make_series(args.data, *cfg, args.seed) for cfg in configs}
@@ -318,13 +344,10 @@ def main() -> None:
                 log(f"rep {rep + 1}/{args.reps} {cfg[0]} slices {cfg[1]} {name}: {r['wall_s']:.1f} s wall, "
                     f"{r['timing_ms']['total'] / 1e3:.1f} s report, {len(r['findings'])} findings, "
                     f"{r['max_rss_mib']:.0f} MiB, load {r['load']:.2f}")
-    info["load_end"] = os.getloadavg()
-    agree = {}
-    for cfg in configs:
-        truth = json.loads((series[cfg].parent / "truth.json").read_text())["cases"][0]["nodules"]
-        for ref in args.refs:
-            agree[(*cfg, f"ref-{ref}")] = agreement(results[cfg]["pulmo"][0], results[cfg][f"ref-{ref}"][0],
-                                                    truth, args.tolerance_mm)
+    return results
+
+
+def summary(info: dict, args, results: dict, agree: dict) -> list[str]:
     lines = [f"Machine: {info['cpu']}, {info['cores']} cores; {info['date']}; git {info['git']}; device "
              f"{args.device}{' fp16' if args.half else ''}; load average {info['load'][0]:.2f} at the start, "
              f"{info['load_end'][0]:.2f} at the end; {args.reps} rep(s), alternating order.", "",
@@ -333,10 +356,7 @@ def main() -> None:
                                       "reps, the figure least disturbed by other load):", ""]
     lines += ratio_table(results, args.refs) + ["", "Cost against slice count:", ""]
     lines += scaling_table(results) + ["", "Agreement of the findings (first rep):", ""]
-    lines += agreement_table(agree, args.tolerance_mm)
-    print("\n".join(lines))
-    if args.json:
-        save(args.json, info, args, results, agree)
+    return lines + agreement_table(agree, args.tolerance_mm)
 
 
 def save(path: pathlib.Path, info: dict, args, results: dict, agree: dict) -> None:
