@@ -185,8 +185,8 @@ def fmt_s(ms: float) -> str:
 
 def timing_table(results: dict) -> list[str]:
     lines = ["| series | codec | pipeline | decode | preprocess | inference | postprocess | total (report) "
-             "| wall median (min-max) | start + scan | tiles | peak RSS |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| wall median (min-max) | start + scan | CPU user + sys | tiles | peak RSS |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (slices, codec), tools in results.items():
         for name, runs in tools.items():
             st = [fmt_s(med(runs, lambda r, s=s: r["timing_ms"].get(s, 0.0))) for s in STAGES]
@@ -194,7 +194,8 @@ def timing_table(results: dict) -> list[str]:
             other = med(runs, lambda r: r["wall_s"] - r["timing_ms"]["total"] / 1e3)
             lines.append(f"| {slices}x512x512 | {CODECS[codec]} | {name} | " + " | ".join(st[:-1])
                          + f" | {st[-1]} | **{statistics.median(walls):.2f}** ({min(walls):.2f}-{max(walls):.2f}) "
-                         f"| {other:.2f} | {runs[0]['tiles']} | {med(runs, lambda r: r['max_rss_mib']):.0f} MiB |")
+                         f"| {other:.2f} | {med(runs, lambda r: r['user_s'] + r['sys_s']):.1f} | {runs[0]['tiles']} "
+                         f"| {med(runs, lambda r: r['max_rss_mib']):.0f} MiB |")
     return lines
 
 
