@@ -55,9 +55,9 @@ EIGHT = np.ones((3, 3, 3), bool)  # 26-connectivity
 
 def read_series(folder: pathlib.Path) -> tuple[np.ndarray, dict]:
     """HU volume [k, j, i] ordered along the slice normal, and its geometry."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    dss = [pydicom.dcmread(p) for p in files]
-    dss = [d for d in dss if "PixelData" in d]
+    dss = [d for d in map(read_or_none, sorted(folder.rglob("*"))) if d is not None and "PixelData" in d]
+    if not dss:
+        raise SystemExit(f"{folder}: no DICOM images")
     iop = np.array(dss[0].ImageOrientationPatient, float)
     row, col = iop[:3], iop[3:]
     normal = np.cross(row, col)
@@ -72,6 +72,16 @@ def read_series(folder: pathlib.Path) -> tuple[np.ndarray, dict]:
            "normal": normal, "spacing": np.array([dz, dy, dx]),
            "study": str(dss[0].StudyInstanceUID), "uid": str(dss[0].SeriesInstanceUID)}
     return hu, geo
+
+
+def read_or_none(path: pathlib.Path) -> pydicom.Dataset | None:
+    """The file's dataset, or None for folders and files that are not DICOM."""
+    if not path.is_file():
+        return None
+    try:
+        return pydicom.dcmread(path)
+    except pydicom.errors.InvalidDicomError:
+        return None
 
 
 def affine(geo: dict) -> np.ndarray:
