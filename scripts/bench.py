@@ -34,6 +34,7 @@ import os
 import pathlib
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -97,7 +98,11 @@ def run(cmd: list[str], out: pathlib.Path) -> dict:
     with open(out / "log.txt", "w") as logf:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C or kill: take the pipeline process down too
+            proc.kill()
+            raise
         wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed ({status}): {' '.join(cmd)}\n{(out / 'log.txt').read_text()[-3000:]}")
@@ -302,6 +307,7 @@ def parse() -> argparse.Namespace:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     args = parse()
     if args.tables_from:
         saved = json.loads(args.tables_from.read_text())
