@@ -129,8 +129,9 @@ mod tests {
         ) {
             let shape = [shape.0, shape.1, shape.2];
             let patch = [patch.0, patch.1, patch.2];
-            let lo: [usize; 3] = std::array::from_fn(|a| [corner.0, corner.1, corner.2][a] % shape[a]);
-            let hi: [usize; 3] = std::array::from_fn(|a| (lo[a] + [size.0, size.1, size.2][a]).min(shape[a]));
+            let (corner, size) = ([corner.0, corner.1, corner.2], [size.0, size.1, size.2]);
+            let lo: [usize; 3] = std::array::from_fn(|a| corner[a] % shape[a]);
+            let hi: [usize; 3] = std::array::from_fn(|a| (lo[a] + size[a]).min(shape[a]));
             let grid = TileGrid::over(shape, patch, overlap, lo, hi);
             let mut covered = Array3::from_elem(shape, false);
             for o in &grid.origins {
