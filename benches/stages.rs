@@ -1,7 +1,7 @@
 //! The hot stages after decoding, on a synthetic 300 x 512 x 512 chest-sized volume:
-//! resampling to the working grid, the lung mask, tiling, stitching tile outputs,
-//! connected components, and encoding a report. Runs without a GPU and without fixtures:
-//! `cargo bench --bench stages`.
+//! resampling to the working grid, the lung mask, tiling, stitching tile outputs and
+//! connected components (decoding is in `volume.rs`, encoding results in `report.rs`). Runs
+//! without a GPU and without fixtures: `cargo bench --bench stages`.
 
 use std::hint::black_box;
 
@@ -38,8 +38,7 @@ fn stages(c: &mut Criterion) {
         b.iter(|| preprocess::find_lungs(black_box(working.view()), target))
     });
     let lungs = preprocess::find_lungs(working.view(), target);
-    let grid = preprocess::TileGrid::new(working.dim().into(), [64, 64, 64], 0.25)
-        .touching(&lungs.counter, [6, 6, 6]);
+    let grid = preprocess::lung_tiles(working.dim().into(), &lungs, [64; 3], 0.25, [7; 3]);
     group.bench_function("extract tiles", |b| {
         b.iter(|| {
             grid.origins

@@ -727,6 +727,8 @@ def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | Non
     if geo["pixel_spacing_mm"] is None:
         geo["pixel_spacing_mm"] = fit_pixel_spacing(seed, geo["matrix"])
     scene = make_scene(seed, n_nodules, fov_mm=geo["matrix"] * geo["pixel_spacing_mm"])
+    if geo.get("slices_wanted"):
+        _fit_slices(scene, geo, geo.pop("slices_wanted"))
     grid, _, _ = series_grid(scene, geo)
     geo["slices"] = len(grid.zs)
     case = {
@@ -737,6 +739,12 @@ def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | Non
         "nodules": [dict(id=i + 1, **nodule_truth(nd)) for i, nd in enumerate(scene.nodules)],
     }
     return scene, geo, case
+
+
+def _fit_slices(scene: Scene, geo: dict, slices: int) -> None:
+    """Slice spacing (and thickness, noise) such that the scene's z range gives `slices`."""
+    dz = (scene.z1 - scene.z0) / (slices + 0.5)
+    geo.update(slice_spacing_mm=dz, slice_thickness_mm=dz, noise_hu=20.0 * math.sqrt(1.25 / dz))
 
 
 def render_series(scene: Scene, geo: dict, chunk: int = 48):
@@ -760,7 +768,7 @@ def write_series(scene: Scene, geo: dict, case: dict, out: pathlib.Path, syntax:
     """Write one CT series as DICOM files; returns the number of slices."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
     out.mkdir(parents=True, exist_ok=True)
     grid, row_dir, zs = series_grid(scene, geo)
@@ -789,6 +797,8 @@ def write_series(scene: Scene, geo: dict, case: dict, out: pathlib.Path, syntax:
             ds.file_meta = meta
             if syntax == "rle":
                 ds.compress(RLELossless, arr, encoding_plugin="pydicom", generate_instance_uid=False)
+            elif syntax == "j2k":
+                ds.compress(JPEG2000Lossless, arr, encoding_plugin="pylibjpeg", generate_instance_uid=False)
             pydicom.dcmwrite(out / f"CT{idx + 1:04d}.dcm", ds, enforce_file_format=True)
     return len(zs)
 
@@ -879,7 +889,10 @@ def main() -> None:
     ap.add_argument("--slice-thickness", type=float, default=None)
     ap.add_argument("--position", choices=["HFS", "FFS"], default=None)
     ap.add_argument("--signed", choices=["yes", "no"], default=None)
-    ap.add_argument("--syntax", choices=["explicit", "rle"], default="explicit")
+    ap.add_argument("--slices", type=int, default=None,
+                    help="slice count: sets the slice spacing (and thickness) to cover the chest in this many")
+    ap.add_argument("--syntax", choices=["explicit", "rle", "j2k"], default="explicit",
+                    help="transfer syntax: explicit VR little endian, RLE or JPEG 2000 lossless")
     ap.add_argument("--truth-only", action="store_true", help="write truth.json but no DICOM")
     args = ap.parse_args()
     over = _overrides(args)
@@ -913,8 +926,12 @@ def _overrides(args) -> dict:
     if args.signed:
         over["pixel_representation"] = 1 if args.signed == "yes" else 0
         over["rescale_intercept"] = 0.0 if args.signed == "yes" else -1024.0
+    if args.slices:
+        over["slices_wanted"] = args.slices
     if args.syntax == "rle":
         over["transfer_syntax"] = "1.2.840.10008.1.2.5"
+    elif args.syntax == "j2k":
+        over["transfer_syntax"] = "1.2.840.10008.1.2.4.90"
     else:
         over["transfer_syntax"] = "1.2.840.10008.1.2.1"
     return over

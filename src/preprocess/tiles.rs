@@ -16,10 +16,25 @@ pub struct TileGrid {
 impl TileGrid {
     /// The full grid: steps of `patch * (1 - overlap)`, the last tile flush with the end.
     pub fn new(shape: [usize; 3], patch: [usize; 3], overlap: f64) -> TileGrid {
+        TileGrid::over(shape, patch, overlap, [0; 3], shape)
+    }
+
+    /// The grid over the box `lo..hi` only (clamped to the volume), laid out from its corner
+    /// like [`TileGrid::new`]: every voxel of the box lies in a tile. A box thinner than a
+    /// patch gets one tile, moved back inside the volume where it fits.
+    pub fn over(
+        shape: [usize; 3],
+        patch: [usize; 3],
+        overlap: f64,
+        lo: [usize; 3],
+        hi: [usize; 3],
+    ) -> TileGrid {
         let starts = |a: usize| -> Vec<usize> {
             let step = ((patch[a] as f64 * (1.0 - overlap)).round() as usize).max(1);
-            let last = shape[a].saturating_sub(patch[a]);
-            let mut starts: Vec<usize> = (0..=last).step_by(step).collect();
+            let hi = hi[a].min(shape[a]);
+            let first = lo[a].min(hi.saturating_sub(patch[a]));
+            let last = hi.saturating_sub(patch[a]).max(first);
+            let mut starts: Vec<usize> = (first..=last).step_by(step).collect();
             if starts.last() != Some(&last) {
                 starts.push(last);
             }
@@ -101,6 +116,49 @@ mod tests {
             }
             prop_assert!(covered.iter().all(|c| *c));
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_box_grid_covers_the_box_and_stays_in_it_where_it_can(
+            shape in (1usize..40, 1usize..40, 1usize..40),
+            corner in (0usize..40, 0usize..40, 0usize..40),
+            size in (1usize..40, 1usize..40, 1usize..40),
+            patch in (1usize..16, 1usize..16, 1usize..16),
+            overlap in 0.0f64..0.9,
+        ) {
+            let shape = [shape.0, shape.1, shape.2];
+            let patch = [patch.0, patch.1, patch.2];
+            let (corner, size) = ([corner.0, corner.1, corner.2], [size.0, size.1, size.2]);
+            let lo: [usize; 3] = std::array::from_fn(|a| corner[a] % shape[a]);
+            let hi: [usize; 3] = std::array::from_fn(|a| (lo[a] + size[a]).min(shape[a]));
+            let grid = TileGrid::over(shape, patch, overlap, lo, hi);
+            let mut covered = Array3::from_elem(shape, false);
+            for o in &grid.origins {
+                for a in 0..3 {
+                    prop_assert!(o[a] + patch[a] <= shape[a].max(patch[a]));
+                }
+                for k in o[0]..(o[0] + patch[0]).min(shape[0]) {
+                    for j in o[1]..(o[1] + patch[1]).min(shape[1]) {
+                        for i in o[2]..(o[2] + patch[2]).min(shape[2]) {
+                            covered[(k, j, i)] = true;
+                        }
+                    }
+                }
+            }
+            let inside = covered.slice(ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]]);
+            prop_assert!(inside.iter().all(|c| *c));
+        }
+    }
+
+    #[test]
+    fn a_box_grid_starts_at_the_box() {
+        let grid = TileGrid::over([100, 100, 100], [8, 8, 8], 0.5, [10, 20, 30], [20, 28, 34]);
+        let ks: Vec<usize> = grid.origins.iter().map(|o| o[0]).collect();
+        assert_eq!(grid.origins[0], [10, 20, 26]);
+        assert_eq!(ks.first(), Some(&10));
+        assert_eq!(ks.last(), Some(&12));
+        assert_eq!(grid.origins.len(), 2);
     }
 
     #[test]
