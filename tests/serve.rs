@@ -91,6 +91,8 @@ impl Drop for Server {
 }
 
 fn client() -> Client {
+    // reqwest is built with rustls and no provider of its own (pulmo picks ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
