@@ -44,7 +44,8 @@ pub enum Target {
 }
 
 impl Target {
-    fn as_str(self) -> &'static str {
+    /// The target's name, as the API and logs spell it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Target::Stow => "stow",
             Target::Webhook => "webhook",

@@ -12,7 +12,6 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::push::{Auth, Destination, Failure, Push, PushState, Target};
 use super::{now, store, Service};
@@ -139,16 +138,13 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// One attempt at one push, recorded in the index.
+/// One attempt at one push, recorded in the index and logged (with the job and push ids:
+/// they hold at every log level, where a span would not).
 async fn attempt(service: &Arc<Service>, client: &Client, push: Push) {
-    let span = tracing::info_span!("push", id = push.id, job = push.job_id, target = ?push.target, attempt = push.attempts);
-    record(service, client, push).instrument(span).await
-}
-
-async fn record(service: &Arc<Service>, client: &Client, push: Push) {
+    let (id, job, target, attempt) = (push.id, push.job_id, push.target.as_str(), push.attempts);
     match send(service, client, &push).await {
         Ok(study) => {
-            tracing::info!(%study, "results pushed");
+            tracing::info!(push = id, job, target, attempt, %study, "results pushed");
             blocking(service, move |s| s.store.push_done(push.id)).await;
         }
         Err(err) => {
@@ -159,7 +155,8 @@ async fn record(service: &Arc<Service>, client: &Client, push: Push) {
             })
             .await;
             let state = recorded.map_or("unrecorded", PushState::as_str);
-            tracing::warn!(error = %error_chain(&err), state, "push failed");
+            let error = error_chain(&err);
+            tracing::warn!(push = id, job, target, attempt, %error, state, "push failed");
         }
     }
 }
