@@ -1,14 +1,16 @@
 //! pulmo beside a real PACS: Orthanc (Debian's `orthanc` and `orthanc-dicomweb`) routes
 //! each stable CT series to `pulmo serve` over STOW-RS, and pulmo pushes its SR, SEG and
 //! key images back into the same study in Orthanc. The configuration generated here is the
-//! one `docs/pacs-integration.md` shows.
+//! one `docs/pacs-integration.md` shows. Then a PACS that only fails: the push ends dead
+//! after the configured attempts while the webhook gets the report.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{pulmo, scratch};
@@ -304,4 +306,109 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
     );
     let dead = pulmo.get("/api/v1/pushes?state=dead");
     assert_eq!(dead, json!([]));
+}
+
+/// A peer on port 0 that answers every request with `status` and keeps each request's
+/// first line and body.
+fn peer(status: u16) -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let requests = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut first, mut length) = (String::new(), 0);
+            reader.read_line(&mut first).unwrap();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            requests
+                .lock()
+                .unwrap()
+                .push((first.trim().to_owned(), body));
+            let answer =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    (url, seen)
+}
+
+/// Sends the sample series to pulmo in one STOW-RS request.
+fn stow_to(pulmo: &Pulmo, files: &[PathBuf]) {
+    let boundary = "pulmo-orthanc-test";
+    let mut body = Vec::new();
+    for file in files {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
+        )
+        .unwrap();
+        body.extend(std::fs::read(file).unwrap());
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    let content_type =
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    let response = client()
+        .post(format!("{}/dicomweb/studies", pulmo.base))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
+#[test]
+fn a_pacs_that_keeps_failing_gets_a_bounded_number_of_attempts_and_the_push_ends_dead() {
+    let dir = scratch("push-dead-letter");
+    let (pacs, stow_requests) = peer(503);
+    let (webhook, reports) = peer(204);
+    let pulmo = Pulmo::start(
+        &dir.join("pulmo-data"),
+        &[
+            "--push-url",
+            &format!("{pacs}/dicom-web"),
+            "--webhook-url",
+            &format!("{webhook}/hooks/pulmo"),
+            "--push-max-attempts",
+            "3",
+            "--push-backoff-seconds",
+            "0.2",
+            "--push-backoff-cap-seconds",
+            "0.3",
+        ],
+    );
+    stow_to(&pulmo, &sample_files());
+    let dead = wait_for("a dead push", Duration::from_secs(120), || {
+        let dead = pulmo.get("/api/v1/pushes?state=dead");
+        (dead.as_array()?.len() == 1).then_some(dead)
+    });
+    assert_eq!(dead[0]["target"], "stow", "{dead}");
+    assert_eq!(dead[0]["attempts"], 3, "{dead}");
+    let error = dead[0]["last_error"].as_str().unwrap();
+    assert!(error.contains("503"), "{error}");
+    let job = pulmo.get(&format!("/api/v1/jobs/{}", dead[0]["job_id"]));
+    assert_eq!(job["push"]["state"], "dead", "{job}");
+    assert_eq!(job["webhook"]["state"], "done", "{job}");
+
+    let stow_requests = stow_requests.lock().unwrap();
+    assert_eq!(stow_requests.len(), 3, "no attempt after the push is dead");
+    assert_eq!(stow_requests[0].0, "POST /dicom-web/studies HTTP/1.1");
+    let reports = reports.lock().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].0, "POST /hooks/pulmo HTTP/1.1");
+    let report: Value = serde_json::from_slice(&reports[0].1).unwrap();
+    assert_eq!(report["model"]["id"], "threshold-test");
 }
