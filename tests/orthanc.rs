@@ -308,9 +308,11 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
     assert_eq!(dead, json!([]));
 }
 
-/// A peer on port 0 that answers every request with `status` and keeps each request's
-/// first line and body.
-fn peer(status: u16) -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+/// What a peer received: each request's first line and body.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A peer on port 0 that answers every request with `status`.
+fn peer(status: u16) -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));

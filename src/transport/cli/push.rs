@@ -66,9 +66,13 @@ impl PushArgs {
             stow,
             webhook,
             max_attempts: self.push_max_attempts,
-            backoff: seconds(self.push_backoff_seconds, "--push-backoff-seconds")?,
-            backoff_cap: seconds(self.push_backoff_cap_seconds, "--push-backoff-cap-seconds")?,
-            timeout: seconds(self.push_timeout_seconds, "--push-timeout-seconds")?,
+            backoff: seconds(self.push_backoff_seconds, "--push-backoff-seconds", true)?,
+            backoff_cap: seconds(
+                self.push_backoff_cap_seconds,
+                "--push-backoff-cap-seconds",
+                true,
+            )?,
+            timeout: seconds(self.push_timeout_seconds, "--push-timeout-seconds", false)?,
         })
     }
 
@@ -100,10 +104,11 @@ fn checked_url(text: &str, flag: &str) -> anyhow::Result<String> {
     Ok(text.trim_end_matches('/').to_owned())
 }
 
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+/// A duration from a flag's seconds; zero only where `zero_ok`.
+fn seconds(value: f64, flag: &str, zero_ok: bool) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
-        .filter(|d| !d.is_zero() || flag == "--push-backoff-seconds")
+        .filter(|d| zero_ok || !d.is_zero())
         .with_context(|| format!("{flag} must be a positive number of seconds, not {value}"))
 }
 
