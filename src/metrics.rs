@@ -74,3 +74,11 @@ pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
 pub fn free_bytes(bytes: u64) {
     gauge!("pulmo_data_free_bytes").set(bytes as f64);
 }
+
+/// Pushes to the PACS and webhook by state now, and attempts beyond the first so far.
+pub fn pushes(by_state: &[(&'static str, u64)], retries: u64) {
+    for (state, count) in by_state {
+        gauge!("pulmo_pushes", "state" => *state).set(*count as f64);
+    }
+    counter!("pulmo_push_retries_total").absolute(retries);
+}

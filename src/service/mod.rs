@@ -7,6 +7,8 @@
 //! files, the index and the pipeline; it knows nothing of HTTP.
 
 pub mod audit;
+pub mod push;
+mod pusher;
 mod spool;
 pub mod store;
 mod worker;
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::ingest::SelectionRules;
 use crate::pipeline::{results::Choice, Analyzer};
 
+pub use push::{Auth, Destination, Push, PushConfig, PushCounts, PushState, Target};
 pub use spool::{is_uid, Accepted, Refusal, Refused};
 pub use store::{Job, JobState, ResultRow, ResultStudy, Store};
 
@@ -109,6 +112,8 @@ pub struct ServiceConfig {
     /// Which DICOM results each analysis files besides its JSON report.
     pub results: Choice,
     pub rules: SelectionRules,
+    /// Where results are pushed (the PACS, a webhook) and the retry policy; by default nowhere.
+    pub push: PushConfig,
 }
 
 impl ServiceConfig {
@@ -125,6 +130,7 @@ impl ServiceConfig {
                 capture: true,
             },
             rules: SelectionRules::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -136,6 +142,8 @@ pub struct Service {
     analyzer: OnceLock<Arc<Analyzer>>,
     /// Wakes idle workers when a job is queued.
     wake: tokio::sync::Notify,
+    /// Wakes the pusher when a job has queued pushes.
+    push_wake: tokio::sync::Notify,
 }
 
 impl Service {
@@ -155,11 +163,19 @@ impl Service {
                 "jobs interrupted by the last stop are queued again"
             );
         }
+        let resent = store.requeue_sending()?;
+        if resent > 0 {
+            tracing::info!(
+                pushes = resent,
+                "pushes interrupted by the last stop are due again"
+            );
+        }
         Ok(Service {
             config,
             store,
             analyzer: OnceLock::new(),
             wake: tokio::sync::Notify::new(),
+            push_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -219,9 +235,10 @@ pub fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Starts the background work on a loaded analyzer: the completion timer and
-/// `config.jobs` workers. They stop taking new work when `stop` fires and return once
-/// their current job is filed; a job cut off by a harder stop is queued again next start.
+/// Starts the background work on a loaded analyzer: the completion timer, `config.jobs`
+/// workers, and the pusher when a push destination is configured. They stop taking new
+/// work when `stop` fires and return once their current job is filed; a job cut off by a
+/// harder stop is queued again next start, an interrupted push is due again.
 pub fn start(
     service: Arc<Service>,
     analyzer: Arc<Analyzer>,
@@ -235,6 +252,9 @@ pub fn start(
     tasks.spawn(worker::complete_quiet_series(service.clone(), stop.clone()));
     for _ in 0..service.config.jobs.max(1) {
         tasks.spawn(worker::work(service.clone(), stop.clone()));
+    }
+    if !service.config.push.targets().is_empty() {
+        tasks.spawn(pusher::run(service.clone(), stop.clone()));
     }
     tasks
 }

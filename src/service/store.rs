@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::push::{Push, Target};
 use super::{now, Lane};
 
 /// What can go wrong with the index.
@@ -152,6 +153,12 @@ pub struct Job {
     /// The newer job whose results replaced this one's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<i64>,
+    /// Pushing the results to the PACS (STOW-RS), when a destination is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<Push>,
+    /// Sending the report to the webhook, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Push>,
     #[serde(skip)]
     pub report_path: Option<PathBuf>,
 }
@@ -192,6 +199,7 @@ impl Store {
             db.busy_timeout(std::time::Duration::from_secs(10))?;
             db.execute_batch(SCHEMA)?;
             db.execute_batch(super::audit::SCHEMA)?;
+            db.execute_batch(super::push::SCHEMA)?;
             Ok(db)
         };
         let db = open(path).map_err(|source| Error::Open {
@@ -376,7 +384,8 @@ impl Store {
     }
 
     /// Ends a job with its report and result objects, superseding the results of every
-    /// earlier job of the same series. Returns the files of the superseded results.
+    /// earlier job of the same series, and queues a push of them to each of `targets`
+    /// (cancelling the older jobs' unsent pushes). Returns the files of the superseded results.
     pub fn complete(
         &self,
         job: &Job,
@@ -384,6 +393,7 @@ impl Store {
         findings: u32,
         instances: u32,
         results: &[ResultRow],
+        targets: &[Target],
     ) -> Result<Vec<PathBuf>> {
         let mut db = self.db();
         let tx = db.transaction()?;
@@ -430,6 +440,7 @@ impl Store {
                 instances
             ],
         )?;
+        super::push::queue(&tx, job, targets)?;
         tx.commit()?;
         Ok(old.into_iter().map(|(_, p)| PathBuf::from(p)).collect())
     }
@@ -438,7 +449,10 @@ impl Store {
     pub fn job(&self, id: i64) -> Result<Option<Job>> {
         let db = self.db();
         let mut stmt = db.prepare_cached(&format!("{JOB_COLUMNS} WHERE id = ?1"))?;
-        Ok(stmt.query_row([id], job_row).optional()?)
+        let job = stmt.query_row([id], job_row).optional()?;
+        drop(stmt);
+        drop(db);
+        job.map(|job| self.with_pushes(job)).transpose()
     }
 
     /// Every job of a study, oldest first.
@@ -447,7 +461,21 @@ impl Store {
         let mut stmt =
             db.prepare_cached(&format!("{JOB_COLUMNS} WHERE study_uid = ?1 ORDER BY id"))?;
         let rows = stmt.query_map([study_uid], job_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let jobs: Vec<Job> = rows.collect::<rusqlite::Result<_>>()?;
+        drop(stmt);
+        drop(db);
+        jobs.into_iter().map(|job| self.with_pushes(job)).collect()
+    }
+
+    /// Fills in where the job's pushes stand.
+    fn with_pushes(&self, mut job: Job) -> Result<Job> {
+        for push in self.job_pushes(job.id)? {
+            match push.target {
+                Target::Stow => job.push = Some(push),
+                Target::Webhook => job.webhook = Some(push),
+            }
+        }
+        Ok(job)
     }
 
     /// Series of a study with news not yet queued (still arriving or quiet-waiting).
@@ -538,6 +566,8 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         findings: r.get(10)?,
         superseded_by: r.get(11)?,
         report_path: r.get::<_, Option<String>>(12)?.map(PathBuf::from),
+        push: None,
+        webhook: None,
     })
 }
 
@@ -641,7 +671,14 @@ mod tests {
             path: PathBuf::from(format!("/results/{uid}")),
         };
         store
-            .complete(&first, Path::new("/r1.json"), 0, 1, &[row("5.1", first.id)])
+            .complete(
+                &first,
+                Path::new("/r1.json"),
+                0,
+                1,
+                &[row("5.1", first.id)],
+                &[],
+            )
             .unwrap();
         let second = store.claim().unwrap().unwrap();
         let old = store
@@ -651,6 +688,7 @@ mod tests {
                 0,
                 2,
                 &[row("5.2", second.id)],
+                &[],
             )
             .unwrap();
         assert_eq!(old, [PathBuf::from("/results/5.1")]);

@@ -190,9 +190,14 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         });
     }
     let findings = analysis.report.findings.len() as u32;
-    let superseded = service
-        .store
-        .complete(job, &report_path, findings, instances, &rows)?;
+    let targets = service.config.push.targets();
+    let superseded =
+        service
+            .store
+            .complete(job, &report_path, findings, instances, &rows, &targets)?;
+    if !targets.is_empty() {
+        service.push_wake.notify_one();
+    }
     for path in superseded {
         let _ = std::fs::remove_file(path);
     }

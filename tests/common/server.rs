@@ -96,6 +96,8 @@ impl Drop for Server {
 }
 
 pub fn client() -> Client {
+    // reqwest uses rustls without a default provider (pulmo links ring for it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

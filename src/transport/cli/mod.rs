@@ -5,6 +5,7 @@
 mod analyze;
 mod batch;
 mod evaluate;
+mod push;
 mod results;
 mod serve;
 

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::push::PushArgs;
 use super::EngineArgs;
 use crate::pipeline::{results::Choice, Analyzer};
 use crate::service::{self, Service, ServiceConfig};
@@ -64,6 +65,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub push: PushArgs,
 }
 
 impl ServeArgs {
@@ -82,6 +85,7 @@ impl ServeArgs {
                 images: false,
                 capture: !self.no_key_images,
             },
+            push: self.push.config()?,
             ..ServiceConfig::new(&self.data)
         })
     }

@@ -194,10 +194,21 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
 /// Prometheus metrics (text format).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let service = state.service.clone();
-    let depth = tokio::task::spawn_blocking(move || service.store().queue_depth()).await;
-    if let Ok(Ok(depth)) = depth {
+    let (depth, pushes) = tokio::task::spawn_blocking(move || {
+        (service.store().queue_depth(), service.store().push_counts())
+    })
+    .await?;
+    if let Ok(counts) = pushes {
+        let by_state: Vec<_> = counts
+            .by_state
+            .iter()
+            .map(|(s, n)| (s.as_str(), *n))
+            .collect();
+        crate::metrics::pushes(&by_state, counts.retries);
+    }
+    if let Ok(depth) = depth {
         for lane in [Lane::Stat, Lane::Routine, Lane::Research] {
             let jobs = depth
                 .iter()
@@ -210,12 +221,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         crate::metrics::free_bytes(free);
     }
     let text = crate::metrics::install().render();
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        text,
-    )
-        .into_response()
+    let content_type = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; version=0.0.4",
+    )];
+    Ok((content_type, text).into_response())
 }

@@ -9,6 +9,7 @@ mod dicom_json;
 mod dicomweb;
 mod error;
 pub mod openapi;
+mod push;
 mod stow;
 
 use std::sync::Arc;
@@ -106,6 +107,7 @@ fn routes() -> Router<AppState> {
         .route("/api/v1/studies/{study}", get(api::study))
         .route("/api/v1/studies/{study}/report", get(api::report))
         .route("/api/v1/studies/{study}/analyze", post(api::analyze))
+        .route("/api/v1/pushes", get(push::pushes))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/info", get(api::info))

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{api, dicomweb, stow};
+use super::{api, dicomweb, push, stow};
 
 /// pulmo's HTTP API.
 #[derive(OpenApi)]
@@ -13,7 +13,7 @@ use super::{api, dicomweb, stow};
         stow::store_any, stow::store_study,
         dicomweb::search_studies, dicomweb::search_series, dicomweb::search_instances,
         dicomweb::retrieve_instance,
-        api::job, api::study, api::report, api::analyze,
+        api::job, api::study, api::report, api::analyze, push::pushes,
         api::healthz, api::readyz, api::info, api::metrics,
     ),
     tags(

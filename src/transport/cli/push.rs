@@ -1,0 +1,150 @@
+//! `pulmo serve`'s options for pushing results back: the PACS's STOW-RS URL, its
+//! credentials, a webhook, and the retry policy; checked once into a `PushConfig`.
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use clap::Args;
+
+use crate::service::{Auth, Destination, PushConfig};
+
+/// Where results go once a job is done.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// DICOMweb base URL of the PACS that receives each job's SR, SEG and key images
+    /// (STOW-RS to `<URL>/studies`), for example `http://orthanc:8042/dicom-web`.
+    #[arg(long, env = "PULMO_PUSH_URL")]
+    pub push_url: Option<String>,
+    /// User for HTTP basic authentication to the PACS (with --push-password).
+    #[arg(long, env = "PULMO_PUSH_USER")]
+    pub push_user: Option<String>,
+    /// Password for HTTP basic authentication to the PACS.
+    #[arg(long, env = "PULMO_PUSH_PASSWORD", hide_env_values = true)]
+    pub push_password: Option<String>,
+    /// Bearer token for the PACS (instead of basic authentication).
+    #[arg(long, env = "PULMO_PUSH_TOKEN", hide_env_values = true)]
+    pub push_token: Option<String>,
+    /// URL that receives each job's JSON report (POST, application/json).
+    #[arg(long, env = "PULMO_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Attempts per push before it is given up (dead).
+    #[arg(long, env = "PULMO_PUSH_MAX_ATTEMPTS", default_value_t = 8)]
+    pub push_max_attempts: u32,
+    /// Wait after the first failed attempt, in seconds; it doubles with each further one.
+    #[arg(long, default_value_t = 5.0)]
+    pub push_backoff_seconds: f64,
+    /// Longest wait between attempts, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub push_backoff_cap_seconds: f64,
+    /// How long one attempt may take, in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub push_timeout_seconds: f64,
+}
+
+impl PushArgs {
+    /// The checked configuration.
+    pub fn config(&self) -> anyhow::Result<PushConfig> {
+        ensure!(
+            self.push_max_attempts >= 1,
+            "--push-max-attempts must be at least 1"
+        );
+        let stow = match &self.push_url {
+            Some(url) => Some(Destination {
+                url: checked_url(url, "--push-url")?,
+                auth: self.auth()?,
+            }),
+            None => None,
+        };
+        let webhook = match &self.webhook_url {
+            Some(url) => Some(Destination {
+                url: checked_url(url, "--webhook-url")?,
+                auth: Auth::None,
+            }),
+            None => None,
+        };
+        Ok(PushConfig {
+            stow,
+            webhook,
+            max_attempts: self.push_max_attempts,
+            backoff: seconds(self.push_backoff_seconds, "--push-backoff-seconds", true)?,
+            backoff_cap: seconds(
+                self.push_backoff_cap_seconds,
+                "--push-backoff-cap-seconds",
+                true,
+            )?,
+            timeout: seconds(self.push_timeout_seconds, "--push-timeout-seconds", false)?,
+        })
+    }
+
+    fn auth(&self) -> anyhow::Result<Auth> {
+        match (&self.push_user, &self.push_password, &self.push_token) {
+            (None, None, None) => Ok(Auth::None),
+            (Some(user), Some(password), None) => Ok(Auth::Basic {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            (None, None, Some(token)) => Ok(Auth::Bearer(token.clone())),
+            (_, _, Some(_)) => bail!("--push-token cannot be combined with --push-user"),
+            _ => bail!("--push-user and --push-password go together"),
+        }
+    }
+}
+
+/// An `http` or `https` URL; no query or fragment (paths are appended to it).
+fn checked_url(text: &str, flag: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(text).with_context(|| format!("{flag} is not a URL"))?;
+    ensure!(
+        matches!(url.scheme(), "http" | "https"),
+        "{flag} must be an http or https URL"
+    );
+    ensure!(
+        url.query().is_none() && url.fragment().is_none(),
+        "{flag} must not have a query or fragment"
+    );
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// A duration from a flag's seconds; zero only where `zero_ok`.
+fn seconds(value: f64, flag: &str, zero_ok: bool) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| zero_ok || !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds, not {value}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        push: PushArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<PushConfig> {
+        Cli::try_parse_from([&["pulmo"], args].concat())?
+            .push
+            .config()
+    }
+
+    #[test]
+    fn basic_auth_needs_both_halves_and_excludes_a_token() {
+        let url = ["--push-url", "http://pacs:8042/dicom-web/"];
+        let ok = config(&[&url[..], &["--push-user", "u", "--push-password", "p"]].concat());
+        let stow = ok.unwrap().stow.unwrap();
+        assert_eq!(stow.url, "http://pacs:8042/dicom-web");
+        assert!(matches!(stow.auth, Auth::Basic { .. }));
+        assert!(config(&[&url[..], &["--push-user", "u"]].concat()).is_err());
+        let both = [&url[..], &["--push-user", "u", "--push-token", "t"]].concat();
+        assert!(config(&both).is_err());
+    }
+
+    #[test]
+    fn urls_must_be_http() {
+        assert!(config(&["--push-url", "ftp://pacs/"]).is_err());
+        assert!(config(&["--webhook-url", "not a url"]).is_err());
+        assert!(config(&[]).unwrap().targets().is_empty());
+    }
+}
