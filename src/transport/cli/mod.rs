@@ -66,7 +66,7 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Serve DICOMweb: take studies by STOW-RS, analyse each series once complete, serve
     /// reports and DICOM results.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Make a bearer token for `pulmo serve`: prints the token once, and the entry (its
     /// hash) to add to the tokens file.
     Token(serve::TokenArgs),
