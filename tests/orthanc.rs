@@ -9,12 +9,12 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{pulmo, scratch};
-use reqwest::blocking::Client;
+use common::scratch;
+use common::server::{client, sample, Server};
 use serde_json::{json, Value};
 
 const ORTHANC: &str = "Orthanc";
@@ -37,15 +37,6 @@ end
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
-}
-
-fn client() -> Client {
-    // reqwest is built with rustls and no provider of its own (pulmo picks ring).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
 }
 
 /// Polls `probe` until it gives a value; fails the test after `limit`.
@@ -180,75 +171,18 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 }
 
 /// A running `pulmo serve` with the deterministic test model.
-struct Pulmo {
-    child: Child,
-    base: String,
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Pulmo {
-    fn start(data: &Path, extra: &[&str]) -> Pulmo {
-        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
-        let mut child = pulmo()
-            .args(["serve", "--listen", "127.0.0.1:0", "--device", "cpu"])
-            .arg("--data")
-            .arg(data)
-            .arg("--model")
-            .arg(model)
-            .args(["--quiet-seconds", "1"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("pulmo serve starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("pulmo listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Pulmo {
-            child,
-            base,
-            _stdout: stdout,
-        }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let response = client().get(format!("{}{path}", self.base)).send().unwrap();
-        response.json().unwrap_or(Value::Null)
-    }
-}
-
-impl Drop for Pulmo {
-    fn drop(&mut self) {
-        terminate(&mut self.child);
-    }
-}
-
 fn unix_now() -> f64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     now.unwrap().as_secs_f64()
-}
-
-fn sample_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-dicom/phantom-4242");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
 fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_study() {
     let dir = scratch("orthanc-roundtrip");
     let orthanc_http = free_port();
-    let pulmo = Pulmo::start(
+    let pulmo = Server::spawn(
         &dir.join("pulmo-data"),
+        1.0,
         &[
             "--push-url",
             &format!("http://127.0.0.1:{orthanc_http}/dicom-web"),
@@ -257,7 +191,7 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
         ],
     );
     let orthanc = Orthanc::start_on(&dir, orthanc_http, &format!("{}/dicomweb", pulmo.base));
-    let files = sample_files();
+    let files = sample().0;
     let mut study = String::new();
     for file in &files {
         study = orthanc.upload(file)["ParentStudy"]
@@ -287,7 +221,7 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
         .as_str()
         .unwrap()
         .to_owned();
-    let status = pulmo.get(&format!("/api/v1/studies/{study_uid}"));
+    let status = pulmo.get_json(&format!("/api/v1/studies/{study_uid}")).1;
     let jobs = status["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{status}");
     assert_eq!(jobs[0]["push"]["state"], "done", "{status}");
@@ -304,7 +238,7 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
         since(&jobs[0]["push"]["finished_at"]),
         elapsed.as_secs_f64()
     );
-    let dead = pulmo.get("/api/v1/pushes?state=dead");
+    let dead = pulmo.get_json("/api/v1/pushes?state=dead").1;
     assert_eq!(dead, json!([]));
 }
 
@@ -348,7 +282,7 @@ fn peer(status: u16) -> (String, Received) {
 }
 
 /// Sends the sample series to pulmo in one STOW-RS request.
-fn stow_to(pulmo: &Pulmo, files: &[PathBuf]) {
+fn stow_to(pulmo: &Server, files: &[PathBuf]) {
     let boundary = "pulmo-orthanc-test";
     let mut body = Vec::new();
     for file in files {
@@ -377,8 +311,9 @@ fn a_pacs_that_keeps_failing_gets_a_bounded_number_of_attempts_and_the_push_ends
     let dir = scratch("push-dead-letter");
     let (pacs, stow_requests) = peer(503);
     let (webhook, reports) = peer(204);
-    let pulmo = Pulmo::start(
+    let pulmo = Server::spawn(
         &dir.join("pulmo-data"),
+        1.0,
         &[
             "--push-url",
             &format!("{pacs}/dicom-web"),
@@ -392,16 +327,18 @@ fn a_pacs_that_keeps_failing_gets_a_bounded_number_of_attempts_and_the_push_ends
             "0.3",
         ],
     );
-    stow_to(&pulmo, &sample_files());
+    stow_to(&pulmo, &sample().0);
     let dead = wait_for("a dead push", Duration::from_secs(120), || {
-        let dead = pulmo.get("/api/v1/pushes?state=dead");
+        let dead = pulmo.get_json("/api/v1/pushes?state=dead").1;
         (dead.as_array()?.len() == 1).then_some(dead)
     });
     assert_eq!(dead[0]["target"], "stow", "{dead}");
     assert_eq!(dead[0]["attempts"], 3, "{dead}");
     let error = dead[0]["last_error"].as_str().unwrap();
     assert!(error.contains("503"), "{error}");
-    let job = pulmo.get(&format!("/api/v1/jobs/{}", dead[0]["job_id"]));
+    let job = pulmo
+        .get_json(&format!("/api/v1/jobs/{}", dead[0]["job_id"]))
+        .1;
     assert_eq!(job["push"]["state"], "dead", "{job}");
     assert_eq!(job["webhook"]["state"], "done", "{job}");
 
