@@ -202,10 +202,13 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
     let uploaded = Instant::now();
     let uploaded_at = unix_now();
     let limit = Duration::from_secs(120);
-    let modalities = wait_for("SR and SEG in Orthanc", limit, || {
+    let modalities = wait_for("SR, SEG and key images in Orthanc", limit, || {
         let found = orthanc.modalities(&study);
-        let both = found.iter().any(|m| m == "SR") && found.iter().any(|m| m == "SEG");
-        both.then_some(found)
+        // Orthanc files the pushed instances one by one: wait for all three kinds.
+        let all = ["SR", "SEG", "OT"]
+            .iter()
+            .all(|k| found.iter().any(|m| m == k));
+        all.then_some(found)
     });
     let elapsed = uploaded.elapsed();
     assert_eq!(
