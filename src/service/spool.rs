@@ -228,6 +228,34 @@ pub(super) fn clear_temporaries(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::ServiceConfig;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever a part holds, admission answers with a refusal, never a panic, and
+        /// leaves nothing in `tmp/`.
+        #[test]
+        fn any_bytes_are_refused_without_a_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+            preamble in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let service = Service::open(ServiceConfig::new(dir.path())).unwrap();
+            let mut bytes = Vec::new();
+            if preamble {
+                bytes.extend_from_slice(&[0; 128]);
+                bytes.extend_from_slice(b"DICM");
+            }
+            bytes.extend_from_slice(&body);
+            let tmp = service.temporary_path();
+            std::fs::write(&tmp, &bytes).unwrap();
+            let refused = service.admit(&tmp, "part 1", None, Lane::Routine).unwrap_err();
+            prop_assert!(refused.reason.contains("part 1"), "{}", refused.reason);
+            prop_assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        }
+    }
 
     #[test]
     fn uids_that_could_escape_the_spool_are_not_uids() {

@@ -24,20 +24,39 @@ pub struct StowQuery {
     pub priority: Option<Lane>,
 }
 
+/// The answers of STOW-RS (PS3.18 10.5.3), for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum StowAnswers {
+    /// Every instance stored (DICOM JSON)
+    #[response(status = 200)]
+    Stored,
+    /// Some instances stored, some refused (DICOM JSON)
+    #[response(status = 202)]
+    Partly,
+    /// No instance stored (DICOM JSON)
+    #[response(status = 409)]
+    NoneStored,
+    /// Malformed multipart body
+    #[response(status = 400)]
+    Malformed,
+    /// An instance or the request is larger than allowed
+    #[response(status = 413)]
+    TooLarge,
+    /// Not multipart/related; type="application/dicom"
+    #[response(status = 415)]
+    WrongType,
+    /// Too many uploads, a full disk or a full queue; see Retry-After
+    #[response(status = 503)]
+    Busy,
+}
+
 /// Stores instances of any study.
 #[utoipa::path(
     post, path = "/dicomweb/studies", tag = "dicomweb",
     params(StowQuery),
     request_body(content = Vec<u8>, content_type = "multipart/related; type=\"application/dicom\""),
-    responses(
-        (status = 200, description = "Every instance stored (DICOM JSON)"),
-        (status = 202, description = "Some instances stored, some refused (DICOM JSON)"),
-        (status = 409, description = "No instance stored (DICOM JSON)"),
-        (status = 400, description = "Malformed multipart body"),
-        (status = 413, description = "An instance or the request is larger than allowed"),
-        (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
-        (status = 503, description = "Too many uploads at once; see Retry-After"),
-    )
+    responses(StowAnswers)
 )]
 pub async fn store_any(
     State(state): State<AppState>,
@@ -59,15 +78,7 @@ pub async fn store_any(
     post, path = "/dicomweb/studies/{study}", tag = "dicomweb",
     params(("study" = String, Path, description = "Study Instance UID"), StowQuery),
     request_body(content = Vec<u8>, content_type = "multipart/related; type=\"application/dicom\""),
-    responses(
-        (status = 200, description = "Every instance stored (DICOM JSON)"),
-        (status = 202, description = "Some instances stored, some refused (DICOM JSON)"),
-        (status = 409, description = "No instance stored (DICOM JSON)"),
-        (status = 400, description = "Malformed multipart body"),
-        (status = 413, description = "An instance or the request is larger than allowed"),
-        (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
-        (status = 503, description = "Too many uploads at once; see Retry-After"),
-    )
+    responses(StowAnswers)
 )]
 pub async fn store_study(
     State(state): State<AppState>,
