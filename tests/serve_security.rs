@@ -99,7 +99,7 @@ fn requests_need_a_token_with_the_right_role_and_are_audited() {
             .ok()?
             .collect::<Result<_, _>>()
             .ok()?;
-        (rows.len() >= 2).then_some(rows)
+        (rows.len() >= 4).then_some(rows)
     });
     assert!(
         audit.contains(&("pacs".into(), "POST /dicomweb/studies".into(), 200)),
@@ -111,6 +111,19 @@ fn requests_need_a_token_with_the_right_role_and_are_audited() {
         200,
     );
     assert!(audit.contains(&read), "{audit:?}");
+    let refused = (
+        "pacs".into(),
+        "GET /api/v1/studies/{uid}/report".into(),
+        403,
+    );
+    assert!(audit.contains(&refused), "{audit:?}");
+    // Refused attempts without a known token are audited too (written off the request).
+    wait_for("the refused attempts' audit records", || {
+        let db = rusqlite::Connection::open(data.join("pulmo.sqlite")).ok()?;
+        let sql = "SELECT count(*) FROM audit WHERE caller = 'unauthenticated' AND status = 401";
+        let strangers: u32 = db.query_row(sql, [], |r| r.get(0)).ok()?;
+        (strangers >= 7).then_some(())
+    });
     let _ = std::fs::remove_dir_all(data);
 }
 

@@ -201,10 +201,13 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let path = request.uri().path().to_owned();
     let caller = match authorise(&state, &request) {
         Ok(caller) => caller,
-        Err(refused) => {
+        Err((refused, caller)) => {
             super::drain(request.into_body()).await;
             let response = refused.into_response();
-            observe(&method, &route, response.status().as_u16(), started);
+            let status = response.status().as_u16();
+            observe(&method, &route, status, started);
+            // Refused attempts are audited too: who (or that nobody known) tried what.
+            super::audit::record(&state, &caller, &method, &path, status, None);
             return response;
         }
     };
@@ -221,8 +224,9 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     response
 }
 
-/// `Ok(None)`: no token needed; `Ok(Some(caller))`: a token with the role.
-fn authorise(state: &AppState, request: &Request) -> Result<Option<Caller>, ApiError> {
+/// `Ok(None)`: no token needed; `Ok(Some(caller))`: a token with the role; `Err`: the
+/// refusal and whom to blame for it in the audit log.
+fn authorise(state: &AppState, request: &Request) -> Result<Option<Caller>, (ApiError, Caller)> {
     let Some(role) = required_role(request.method(), request.uri().path()) else {
         return Ok(None);
     };
@@ -232,11 +236,15 @@ fn authorise(state: &AppState, request: &Request) -> Result<Option<Caller>, ApiE
             lane: None,
         }));
     };
+    let unknown = Caller {
+        name: "unauthenticated".to_owned(),
+        lane: None,
+    };
     let token = bearer(request)
         .and_then(|t| tokens.find(t))
-        .ok_or(ApiError::Unauthorized)?;
+        .ok_or((ApiError::Unauthorized, unknown))?;
     if !token.roles.contains(&role) {
-        return Err(ApiError::Forbidden);
+        return Err((ApiError::Forbidden, token.caller.clone()));
     }
     Ok(Some(token.caller.clone()))
 }
