@@ -40,6 +40,19 @@ pub fn read_path(path: &std::path::Path) -> Result<(SeriesKey, Instance)> {
     parse(source, &obj)
 }
 
+/// Reads the header of a file as [`read_path`] does, naming it `name` in errors (a
+/// received part, say, whose temporary path means nothing to its sender).
+pub fn read_path_as(name: &str, path: &std::path::Path) -> Result<(SeriesKey, Instance)> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|err| Error::ReadHeader {
+            name: name.to_owned(),
+            source: Box::new(err),
+        })?;
+    parse_as(name.to_owned(), Source::Path(path.to_owned()), &obj)
+}
+
 /// Reads the header of an in-memory instance (preamble optional), stopping before Pixel Data.
 pub fn read_bytes(name: &str, bytes: std::sync::Arc<[u8]>) -> Result<(SeriesKey, Instance)> {
     let source = Source::Bytes {
@@ -72,7 +85,14 @@ fn read_error(source: &Source, err: dicom_object::ReadError) -> Error {
 }
 
 fn parse(source: Source, obj: &DefaultDicomObject) -> Result<(SeriesKey, Instance)> {
-    let name = source.name();
+    parse_as(source.name(), source, obj)
+}
+
+fn parse_as(
+    name: String,
+    source: Source,
+    obj: &DefaultDicomObject,
+) -> Result<(SeriesKey, Instance)> {
     let key = series_key(obj, &name)?;
     let pixel = pixel_format(obj, &name)?;
     let frames = frames(obj, pixel.number_of_frames);

@@ -126,6 +126,11 @@ pub fn read_header(name: &str, bytes: Arc<[u8]>) -> Result<(SeriesKey, Instance)
     header::read_bytes(name, bytes)
 }
 
+/// Reads one file's header up to Pixel Data, naming it `name` in errors.
+pub fn read_file_header(name: &str, path: &Path) -> Result<(SeriesKey, Instance)> {
+    header::read_path_as(name, path)
+}
+
 /// The one series to analyse in a scan: the given UID, or the one [`select`] chooses.
 ///
 /// More than one study with a passing series is an error, as is none; either error lists

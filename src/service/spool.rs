@@ -7,7 +7,6 @@
 //! most an unindexed file, which the sender's retry replaces.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::{store::InstanceRow, Lane, Service};
 use crate::ingest::{self, SelectionRules};
@@ -97,13 +96,8 @@ fn check_and_store(
         refusal,
         reason,
     };
-    let bytes = std::fs::read(tmp).map_err(|err| {
-        refuse(
-            Refusal::OutOfResources,
-            format!("{name}: could not read it back: {err}"),
-        )
-    })?;
-    let (key, instance) = ingest::read_header(name, Arc::from(bytes))
+    // Header only, up to Pixel Data: a large multi-frame part is never read whole.
+    let (key, instance) = ingest::read_file_header(name, tmp)
         .map_err(|err| refuse(Refusal::CannotUnderstand, error_chain(&err)))?;
     let refuse = |refusal, reason: String| Refused {
         sop_class_uid: Some(instance.sop_class_uid.clone()),
