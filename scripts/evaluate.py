@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """LUNA16-style FROC of pulmo reports against phantom truth.
 
-    .venv/bin/python3 scripts/evaluate.py --truth SET/truth.json --reports REPORTS/ [--json]
+    .venv/bin/python3 scripts/evaluate.py --truth SET/truth.json [SET2/truth.json ...] --reports REPORTS/ [--json]
     .venv/bin/python3 scripts/evaluate.py --self-test
 
 Truth: schema pulmo.truth/1. Reports: one pulmo.report/1 JSON per series in REPORTS/ (any
@@ -151,7 +151,7 @@ def self_test() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--truth", type=pathlib.Path)
+    ap.add_argument("--truth", type=pathlib.Path, nargs="+", help="one or more truth.json files (cases merged)")
     ap.add_argument("--reports", type=pathlib.Path)
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     ap.add_argument("--self-test", action="store_true")
@@ -161,7 +161,8 @@ def main() -> None:
         return
     if not args.truth or not args.reports:
         ap.error("--truth and --reports are required")
-    res = evaluate(json.loads(args.truth.read_text()), load_reports(args.reports))
+    cases = [case for path in args.truth for case in json.loads(path.read_text())["cases"]]
+    res = evaluate({"cases": cases}, load_reports(args.reports))
     if args.json:
         print(json.dumps(res, indent=1))
         return

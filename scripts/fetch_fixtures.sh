@@ -3,7 +3,8 @@
 #   - real files copied from the installed PyPI packages pydicom 3.0.x (pydicom/data/test_files,
 #     provenance in its README.txt) and pydicom-data 1.0.0 (data_store/data: NEMA WG04 693_*,
 #     eCT_Supplemental, ...); nothing is downloaded;
-#   - multi-slice series made from CT_small.dcm by scripts/make_series.py;
+#   - multi-slice series made from CT_small.dcm by scripts/make_series.py, and JPEG-LS
+#     lossless/near-lossless re-encodings of it by scripts/make_jpegls.py (pydicom + pyjpegls);
 #   - pydicom's Hounsfield arrays for each of them (scripts/reference_hu.py), *.ref.npy.
 # Idempotent: a stamp holds the hash of the scripts and the package versions that made them.
 set -euo pipefail
@@ -32,6 +33,7 @@ FILES=(
     JPGLosslessP14SV1_1s_1f_8b.dcm=data_store:JPGLosslessP14SV1_1s_1f_8b.dcm
     image_dfl.dcm=pydicom:image_dfl.dcm
     MR_small_jpeg_ls_lossless.dcm=pydicom:MR_small_jpeg_ls_lossless.dcm
+    emri_small_jpeg_ls_lossless.dcm=data_store:emri_small_jpeg_ls_lossless.dcm
     JPGExtended.dcm=pydicom:JPGExtended.dcm
     no_meta.dcm=pydicom:no_meta.dcm
     MR_truncated.dcm=pydicom:MR_truncated.dcm
@@ -41,10 +43,11 @@ FILES=(
 # Files whose pydicom reference the tests compare against.
 REFERENCED=(CT_small 693_UNCR 693_UNCI 693_J2KR 693_J2KI eCT_Supplemental J2K_pixelrep_mismatch
     MR_small_implicit MR_small_bigendian MR_small_RLE MR_small_jp2klossless MR_small_padded
-    emri_small_jpeg_2k_lossless emri_small_RLE JPEG-LL JPGLosslessP14SV1_1s_1f_8b image_dfl)
+    emri_small_jpeg_2k_lossless emri_small_RLE JPEG-LL JPGLosslessP14SV1_1s_1f_8b image_dfl
+    MR_small_jpeg_ls_lossless emri_small_jpeg_ls_lossless CT_small_jls_lossless CT_small_jls_near3)
 
 versions=$("$PY" -c 'import importlib.metadata as m; print(m.version("pydicom"), m.version("pydicom-data"), m.version("numpy"))')
-want=$(cat "$0" scripts/make_series.py scripts/reference_hu.py | sha256sum | cut -d' ' -f1)
+want=$(cat "$0" scripts/make_series.py scripts/make_jpegls.py scripts/reference_hu.py | sha256sum | cut -d' ' -f1)
 want="$want $versions"
 if [ "$(cat "$OUT/.stamp" 2>/dev/null)" = "$want" ]; then
     echo "fetch_fixtures: $OUT is up to date" >&2
@@ -66,6 +69,7 @@ head -c 2000 "$OUT/single/CT_small.dcm" > "$OUT/malformed/CT_small_truncated_hea
 head -c 20000 "$OUT/single/CT_small.dcm" > "$OUT/malformed/CT_small_truncated_pixels.dcm"
 
 "$PY" scripts/make_series.py "$OUT/single/CT_small.dcm" "$OUT/series"
+"$PY" scripts/make_jpegls.py "$OUT/single/CT_small.dcm" "$OUT/single"
 pairs=()
 for name in "${REFERENCED[@]}"; do pairs+=("$OUT/ref/$name.ref.npy=$OUT/single/$name.dcm"); done
 for name in shuffled reversed gap; do pairs+=("$OUT/ref/series_$name.ref.npy=$OUT/series/$name"); done

@@ -1,9 +1,10 @@
 //! pulmo's Hounsfield volumes against pydicom's, voxel by voxel, on real files from the
 //! pydicom and pydicom-data packages (see `scripts/fetch_fixtures.sh`).
 //!
-//! Every case is bit-exact: the lossless syntaxes must be, and the lossy JPEG 2000 files
+//! Every case is bit-exact: the lossless syntaxes must be, the lossy JPEG 2000 files
 //! decode identically because both sides run OpenJPEG's algorithm (pydicom through
-//! pylibjpeg-openjpeg, pulmo through its Rust port).
+//! pylibjpeg-openjpeg, pulmo through its Rust port), and near-lossless JPEG-LS decoding is
+//! fully specified (pydicom through pyjpegls, pulmo through CharLS).
 
 mod common;
 
@@ -37,11 +38,28 @@ fn assemble_only_series(path: &std::path::Path) -> volume::Volume {
 #[case::jpeg_lossless_process_14("JPEG-LL")]
 #[case::jpeg_lossless_sv1_8bit("JPGLosslessP14SV1_1s_1f_8b")]
 #[case::deflated("image_dfl")]
+#[case::jpeg_ls_lossless("MR_small_jpeg_ls_lossless")]
+#[case::jpeg_ls_lossless_12_bit_multi_frame("emri_small_jpeg_ls_lossless")]
+#[case::jpeg_ls_lossless_ct("CT_small_jls_lossless")]
+#[case::jpeg_ls_near_lossless_ct("CT_small_jls_near3")]
 fn single_files_match_pydicom_bit_for_bit(#[case] name: &str) {
     let volume = assemble_only_series(&fixture(&format!("single/{name}.dcm")));
     let (shape, reference) = read_npy(&fixture(&format!("ref/{name}.ref.npy")));
     assert_eq!(volume.shape().to_vec(), shape, "{name}");
     assert_close(name, volume.hu.as_slice().unwrap(), &reference, 0.0);
+}
+
+/// Near-lossless JPEG-LS keeps every pixel within NEAR (3 here) of the original.
+#[test]
+fn jpeg_ls_near_lossless_stays_within_its_bound_of_the_original() {
+    let volume = assemble_only_series(&fixture("single/CT_small_jls_near3.dcm"));
+    let (_, original) = read_npy(&fixture("ref/CT_small.ref.npy"));
+    assert_close("NEAR=3", volume.hu.as_slice().unwrap(), &original, 3.0);
+    let exact = assemble_only_series(&fixture("single/CT_small.dcm"));
+    assert_ne!(
+        volume.hu, exact.hu,
+        "near-lossless must differ somewhere, or NEAR was not applied"
+    );
 }
 
 #[rstest]

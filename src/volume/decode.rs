@@ -2,7 +2,8 @@
 //!
 //! Codecs come from dicom-pixeldata: RLE, JPEG baseline and lossless (8 and 16 bit; not
 //! 12-bit extended), deflate, and JPEG 2000 and HTJ2K through OpenJPEG (built from C by
-//! openjpeg-sys). No JPEG-LS: CharLS needs cmake to build. Sample interpretation is
+//! openjpeg-sys), JPEG-LS lossless and near-lossless through CharLS (charls-sys, built with
+//! the venv's CMake and linked statically). Sample interpretation is
 //! ours: mask to BitsStored, sign-extend when PixelRepresentation is 1,
 //! `stored * slope + intercept`, and padding pixels become air.
 
