@@ -5,13 +5,16 @@ usage: bench_ingest.py [SLICES] [RUNS]   (defaults 300, 3)
 
 Makes a SLICES x 512 x 512 series from the real NEMA WG04 slice 693 (pydicom-data) in three
 transfer syntaxes (explicit VR little endian, RLE lossless, JPEG 2000 lossless), every slice
-at its own position, in a temporary folder. Then times, RUNS times each, median reported:
-  pulmo:   target/release/pulmo convert DIR --out vol.npy  (a whole process: includes
-           loading libtorch, about 1 s, and writing the .npy)
-  pydicom: read every file, sort by position, stack, apply_modality_lut, np.save
+at its own position, in a temporary folder. Then times, RUNS times each (alternating), medians reported, both ways:
+  as processes:  target/release/pulmo convert DIR --out vol.npy (includes loading libtorch
+                 and writing the .npy) against this script's pydicom job in a fresh
+                 interpreter (includes importing numpy and pydicom, and the same np.save);
+  in-process:    pulmo's own scan + decode time (printed by convert) against pydicom's
+                 read every file, sort by position, stack, apply_modality_lut.
 Prints a Markdown table for docs/benchmarks.md.
 """
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -41,20 +44,36 @@ def make_series(src, folder, slices, rle=False):
 
 
 def pydicom_volume(folder, out):
+    """Read, sort by position, HU, save; returns the seconds spent before the save."""
+    start = time.perf_counter()
     datasets = [pydicom.dcmread(os.path.join(folder, f)) for f in os.listdir(folder)]
     normal = np.cross(datasets[0].ImageOrientationPatient[:3], datasets[0].ImageOrientationPatient[3:])
     datasets.sort(key=lambda ds: float(np.dot(ds.ImagePositionPatient, normal)))
     hu = np.stack([apply_modality_lut(ds.pixel_array, ds) for ds in datasets])
+    volume_s = time.perf_counter() - start
     np.save(out, hu.astype(np.int16))
+    return volume_s
 
 
-def timed(fn, runs):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median(values):
+    return statistics.median(values)
+
+
+def run_pulmo(pulmo, folder, out):
+    """(process wall, scan + decode in-process) seconds; from pulmo convert's own timing line."""
+    start = time.perf_counter()
+    done = subprocess.run([pulmo, "--log", "error", "convert", folder, "--out", out],
+                          check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    timing = dict((k, float(v)) for k, v in re.findall(r"(scan|decode|write) ([0-9.]+) ms", done.stdout))
+    return wall, (timing["scan"] + timing["decode"]) / 1e3
+
+
+def run_pydicom_process(folder, out):
+    """The pydicom job as a fresh process (interpreter start and imports included)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--pydicom-only", folder, out], check=True)
+    return time.perf_counter() - start
 
 
 def main(slices=300, runs=3):
@@ -66,16 +85,26 @@ def main(slices=300, runs=3):
             folder = os.path.join(tmp, name.replace(" ", "_"))
             make_series(os.path.join(SINGLE, src), folder, slices, rle)
             out = os.path.join(tmp, "vol.npy")
-            ours = timed(lambda: subprocess.run([pulmo, "--log", "error", "convert", folder, "--out", out],
-                                                check=True, stdout=subprocess.DEVNULL), runs)
-            theirs = timed(lambda: pydicom_volume(folder, out), runs)
-            rows.append((name, ours, theirs))
-            print(f"{name}: pulmo {ours:.2f} s, pydicom {theirs:.2f} s", file=sys.stderr)
-    print(f"| {slices}x512x512 | pulmo convert (s) | pydicom + numpy (s) | ratio |")
-    print("|---|---|---|---|")
-    for name, ours, theirs in rows:
-        print(f"| {name} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.1f}x |")
+            ours, ours_in, theirs, theirs_in = [], [], [], []
+            for _ in range(runs):  # alternating, so drifting load hits both sides alike
+                wall, inproc = run_pulmo(pulmo, folder, out)
+                ours.append(wall); ours_in.append(inproc)
+                theirs_in.append(pydicom_volume(folder, out))
+                theirs.append(run_pydicom_process(folder, out))
+            row = (name, median(ours), median(ours_in), median(theirs), median(theirs_in))
+            rows.append(row)
+            print(f"{name}: pulmo {row[1]:.2f} s ({row[2]:.2f} s in-process), "
+                  f"pydicom {row[3]:.2f} s ({row[4]:.2f} s in-process)", file=sys.stderr)
+    print(f"| {slices}x512x512 | pulmo convert, process (s) | pydicom script, process (s) | ratio | "
+          "pulmo scan + decode (s) | pydicom read + sort + HU (s) | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, ours, ours_in, theirs, theirs_in in rows:
+        print(f"| {name} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.1f}x | "
+              f"{ours_in:.2f} | {theirs_in:.2f} | {theirs_in / ours_in:.1f}x |")
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:]))
+    if sys.argv[1:2] == ["--pydicom-only"]:
+        pydicom_volume(*sys.argv[2:4])
+    else:
+        main(*map(int, sys.argv[1:]))

@@ -66,6 +66,8 @@ def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float)
     data = (f"{d['cases_rendered']} synthetic chest phantoms (scripts/phantom.py seeds {d['training_seeds'][0]}-"
             f"{d['training_seeds'][1]}) rendered at 1.25 mm +-15%, {d['patches_seen']} patches of "
             f"{log['hyper_parameters']['patch']}^3 voxels")
+    if log["hyper_parameters"].get("init") not in (None, "None"):
+        data += ", continuing from earlier weights (see docs/model-card.md)"
     text = MANIFEST.format(ckpt="checkpoint.pth", id=model_dir.name, version=version, sha=sha,
                            arch=net.describe(), params=count_parameters(net), data=data, prob=prob,
                            min_score=min_score)

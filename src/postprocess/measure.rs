@@ -65,17 +65,19 @@ pub fn measure_candidates(
             })
         })
         .filter_map(|c| {
-            let score = peak(prob, labels.view(), c);
+            let peak = peak(prob, labels.view(), c);
+            if f64::from(peak) < thresholds.min_score {
+                return None;
+            }
             let Measured { finding, segment } =
                 measure(prob, scale, volume, c, thresholds.probability)?;
             let finding = Finding {
-                score: findings::round_to(f64::from(score), 4),
+                score: findings::round_to(score(peak), 4),
                 laterality: side(finding.center_patient_mm[0], midline),
                 ..finding
             };
             Some(Measured { finding, segment })
         })
-        .filter(|m| m.finding.score >= thresholds.min_score)
         .filter(|m| m.finding.diameter_mm >= thresholds.min_diameter_mm)
         .filter(|m| near_lungs(&m.finding, scale, lungs))
         .collect();
@@ -86,6 +88,22 @@ pub fn measure_candidates(
         m.segment.finding_id = m.finding.id;
     }
     kept
+}
+
+/// Temperature of the reported score: `sigmoid(logit(peak) / T)`.
+const SCORE_TEMPERATURE: f64 = 3.0;
+
+/// A finding's score from its peak probability.
+///
+/// A trained network is over-confident: most candidates, true or not, peak above 0.9999,
+/// which four decimals would report as 1.0 and rank as ties. Dividing the logit by a fixed
+/// temperature keeps the order of the peaks (ranking, and so FROC, is unchanged by the
+/// choice of T) and 0.5 where it was, but spreads the confident end so that the order
+/// survives rounding. The candidate threshold (`min_score`) still applies to the peak.
+fn score(peak: f32) -> f64 {
+    let p = f64::from(peak).clamp(1e-12, 1.0 - 1e-12);
+    let logit = (p / (1.0 - p)).ln();
+    1.0 / (1.0 + (-logit / SCORE_TEMPERATURE).exp())
 }
 
 /// The highest probability inside a component.
@@ -322,6 +340,18 @@ pub fn axial_axes(mask: ArrayView3<bool>, pixel: [f64; 2]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn score_keeps_the_order_of_peaks_and_separates_the_confident_ones() {
+        let peaks = [0.1_f32, 0.5, 0.9, 0.999, 0.99995, 0.9999995];
+        let scores: Vec<f64> = peaks
+            .iter()
+            .map(|p| findings::round_to(score(*p), 4))
+            .collect();
+        assert!((score(0.5) - 0.5).abs() < 1e-12);
+        assert!(scores.windows(2).all(|w| w[0] < w[1]), "{scores:?}");
+        assert!(scores.iter().all(|s| (0.0..1.0).contains(s)), "{scores:?}");
+    }
 
     fn disc(radius_px: f64, n: usize) -> Array3<bool> {
         let c = (n as f64 - 1.0) / 2.0;

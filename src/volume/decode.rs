@@ -81,8 +81,19 @@ fn decode_frame(
     }
     let header = &instance.frames[frame as usize];
     let lut = Lut::new(format, header);
-    for (out, sample) in target.iter_mut().zip(data.chunks_exact(bytes_per_sample)) {
-        *out = lut.apply(read_sample(sample));
+    match (bytes_per_sample, target.as_slice_mut()) {
+        // The common case (16-bit samples into a contiguous slice), with the sample width
+        // known at compile time so the loop vectorises.
+        (2, Some(out)) => {
+            for (out, sample) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *out = lut.apply(u32::from(u16::from_le_bytes([sample[0], sample[1]])));
+            }
+        }
+        _ => {
+            for (out, sample) in target.iter_mut().zip(data.chunks_exact(bytes_per_sample)) {
+                *out = lut.apply(read_sample(sample));
+            }
+        }
     }
     Ok(())
 }
@@ -142,6 +153,7 @@ impl Lut {
         }
     }
 
+    #[inline]
     fn apply(&self, raw: u32) -> f32 {
         let value = interpret(raw, self.bits_stored, self.signed);
         match self.padding {
@@ -152,6 +164,7 @@ impl Lut {
 }
 
 /// The stored value of a raw sample: its low `bits` bits, two's complement when signed.
+#[inline]
 fn interpret(raw: u32, bits: u32, signed: bool) -> i64 {
     let masked = if bits >= 32 {
         raw as u64

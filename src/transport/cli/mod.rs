@@ -176,12 +176,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let report = ingest::scan(&args.paths)?;
+    let scanned = started.elapsed();
     for skipped in &report.skipped {
         tracing::info!(reason = %skipped, "skipped");
     }
     let series = ingest::choose(&report, &SelectionRules::default(), args.series.as_deref())?;
     let volume = volume::assemble(series)?;
+    let assembled = started.elapsed();
     for warning in &volume.warnings {
         tracing::warn!(series = %series.series_instance_uid, "{warning}");
     }
@@ -191,15 +194,20 @@ fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
         Dtype::Float32 => SampleType::Float32,
     };
     let written = volume::export::write(&volume, &args.out, sample_type)?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let [k, j, i] = volume.shape();
     let spacing = volume.geometry.spacing;
     println!(
-        "{}: {k}x{j}x{i} (slices, rows, columns), spacing {:.3}x{:.3}x{:.3} mm, {written:?}, series {}",
+        "{}: {k}x{j}x{i} (slices, rows, columns), spacing {:.3}x{:.3}x{:.3} mm, {written:?}, series {}; \
+         scan {:.0} ms, decode {:.0} ms, write {:.0} ms",
         args.out.display(),
         spacing[0],
         spacing[1],
         spacing[2],
         series.series_instance_uid,
+        ms(scanned),
+        ms(assembled - scanned),
+        ms(started.elapsed() - assembled),
     );
     Ok(ExitCode::SUCCESS)
 }
