@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import phantom  # noqa: E402
@@ -51,13 +52,14 @@ def make_training_case(seed: int) -> dict:
     x, y, z = grid.axes()
     lung_sdf = scene.lung_sdf(x[:, :, ::4], y[:, ::4, :], z[::4])
     lung[::4, ::4, ::4] = lung_sdf < 0
-    centres = []
+    centres, sizes = [], []
     for nod in scene.nodules:
+        sizes.append(2 * float(np.prod(nod.radii)) ** (1 / 3))  # equivalent diameter of the core (mm)
         c = [(nod.center[2] - grid.zs[0]) / spacing, (nod.center[1] - grid.ys[0]) / spacing,
              (nod.center[0] - grid.xs[0]) / spacing]
         centres.append(c)
     return {"img": normalise(vol), "lab": (occ >= 0.5).astype(np.uint8), "lung": np.argwhere(lung),
-            "nodules": np.array(centres).reshape(-1, 3), "seed": seed}
+            "nodules": np.array(centres).reshape(-1, 3), "sizes": np.array(sizes), "seed": seed}
 
 
 def crop(case: dict, centre: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,10 +75,15 @@ def crop(case: dict, centre: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
     return out_i, out_l
 
 
-def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float):
-    """One patch: near a nodule with probability p_pos, else anywhere in the lungs."""
+def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, small_bias: float = 0.0):
+    """One patch: near a nodule with probability p_pos, else anywhere in the lungs.
+
+    With `small_bias` b > 0 a nodule of diameter d is picked with odds d^-b, so the small
+    ones (the hardest to find, a few voxels at the working spacing) are seen more often.
+    """
     if len(case["nodules"]) and rng.random() < p_pos:
-        c = case["nodules"][rng.integers(len(case["nodules"]))] + rng.uniform(-size / 3, size / 3, 3)
+        odds = case["sizes"] ** -small_bias
+        c = case["nodules"][rng.choice(len(odds), p=odds / odds.sum())] + rng.uniform(-size / 3, size / 3, 3)
     else:
         c = case["lung"][rng.integers(len(case["lung"]))] + rng.uniform(-2, 2, 3)
     return crop(case, c, size)
@@ -96,19 +103,39 @@ def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator):
     return np.ascontiguousarray(np.clip(img, 0, 1), np.float32), np.ascontiguousarray(lab)
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-    """BCE + batch soft Dice; returns (loss, bce, dice)."""
-    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(3.0))
+REF_VOXELS = 4 / 3 * math.pi * (5.0 / SPACING) ** 3  # a 10 mm nodule at the working spacing
+
+
+def instance_weights(lab: np.ndarray, alpha: float, cap: float = 16.0) -> np.ndarray:
+    """Per-voxel weights: 1 on background, (REF_VOXELS / V)^alpha (clipped to [1, cap]) on
+    each labelled component of V voxels, so a 4 mm nodule is not outvoted by a 20 mm one."""
+    w = np.ones(lab.shape, np.float32)
+    if alpha <= 0 or not lab.any():
+        return w
+    comp, n = ndimage.label(lab)
+    sizes = np.bincount(comp.ravel())[1:]
+    per = np.clip((REF_VOXELS / np.maximum(sizes, 1)) ** alpha, 1.0, cap).astype(np.float32)
+    w[comp > 0] = per[comp[comp > 0] - 1]
+    return w
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, float, float]:
+    """BCE + batch soft Dice, both optionally weighted per voxel; returns (loss, bce, dice)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, pos_weight=torch.tensor(3.0))
     p = torch.sigmoid(logits)
-    inter = (p * target).sum()
-    dice = (2 * inter + 1.0) / (p.sum() + target.sum() + 1.0)
+    w = torch.ones_like(p) if weight is None else weight
+    inter = (w * p * target).sum()
+    dice = (2 * inter + 1.0) / ((w * p).sum() + (w * target).sum() + 1.0)
     return bce + (1 - dice), float(bce.detach()), float(dice.detach())
 
 
 def validate(model, cases: list, size: int, rng) -> dict:
-    """Voxel metrics on fixed validation patches (half with nodules)."""
+    """Voxel metrics on fixed validation patches (half with nodules), and per-nodule recall:
+    a nodule counts as found when the net marks any of its voxels in a patch centred on it."""
     model.eval()
     tp = fp = fn = 0
+    found = {"small": [0, 0], "large": [0, 0]}  # nodules under / at least 6 mm: [found, total]
     with torch.no_grad():
         for case in cases:
             for _ in range(6):
@@ -116,9 +143,18 @@ def validate(model, cases: list, size: int, rng) -> dict:
                 pr = model(torch.from_numpy(img)[None, None]) > 0
                 t = torch.from_numpy(lab.astype(bool))[None, None]
                 tp += int((pr & t).sum()); fp += int((pr & ~t).sum()); fn += int((~pr & t).sum())
+            for centre, diam in zip(case["nodules"], case["sizes"]):
+                img, lab = crop(case, centre, size)
+                comp, _ = ndimage.label(lab)
+                mine = comp == comp[(size // 2,) * 3] if comp[(size // 2,) * 3] else lab.astype(bool)
+                pr = (model(torch.from_numpy(img)[None, None]) > 0)[0, 0].numpy()
+                bucket = found["small" if diam < 6 else "large"]
+                bucket[0] += int((pr & mine).any()); bucket[1] += 1
     model.train()
     return {"voxel_dice": 2 * tp / max(1, 2 * tp + fp + fn), "voxel_precision": tp / max(1, tp + fp),
-            "voxel_recall": tp / max(1, tp + fn)}
+            "voxel_recall": tp / max(1, tp + fn),
+            "nodules_found_under_6mm": f"{found['small'][0]}/{found['small'][1]}",
+            "nodules_found_6mm_and_over": f"{found['large'][0]}/{found['large'][1]}"}
 
 
 def main() -> None:
@@ -130,6 +166,10 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=10, help="cases kept in the rolling pool")
     ap.add_argument("--steps-per-case", type=int, default=12, help="new case every N steps (if ready)")
     ap.add_argument("--p-pos", type=float, default=0.5)
+    ap.add_argument("--small-bias", type=float, default=0.0,
+                    help="pick nodules for positive patches with odds diameter^-B (0: uniform)")
+    ap.add_argument("--instance-weight", type=float, default=0.0,
+                    help="weight each nodule's voxels by (V_10mm / V)^A, clipped to [1, 16] (0: off)")
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -165,14 +205,15 @@ def main() -> None:
                 next_seed += 1
                 n_cases += 1
                 pending = pool.apply_async(make_training_case, (next_seed,))
-            xb, yb = [], []
+            xb, yb, wb = [], [], []
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
-                img, lab = augment(*sample_patch(case, args.patch, rng, args.p_pos), rng)
-                xb.append(img); yb.append(lab)
+                img, lab = augment(*sample_patch(case, args.patch, rng, args.p_pos, args.small_bias), rng)
+                xb.append(img); yb.append(lab); wb.append(instance_weights(lab, args.instance_weight))
             x = torch.from_numpy(np.stack(xb))[:, None]
             y = torch.from_numpy(np.stack(yb).astype(np.float32))[:, None]
-            loss, bce, dice = loss_fn(model(x), y)
+            w = torch.from_numpy(np.stack(wb))[:, None] if args.instance_weight > 0 else None
+            loss, bce, dice = loss_fn(model(x), y, w)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -195,7 +236,9 @@ def main() -> None:
         "model_id": args.out.name, "architecture": model.describe(), "parameters": count_parameters(model),
         "hyper_parameters": vars(args) | {"out": str(args.out), "init": str(args.init), "spacing_mm": SPACING, "hu_window": HU_WINDOW,
                                           "optimizer": "AdamW wd 1e-4, cosine-in-time lr",
-                                          "loss": "BCE(pos_weight 3) + batch soft Dice"},
+                                          "loss": "BCE(pos_weight 3) + batch soft Dice"
+                                          + (f", per-nodule weights (V_10mm/V)^{args.instance_weight} in [1, 16]"
+                                             if args.instance_weight > 0 else "")},
         "data": {"training_seeds": [train_seed, next_seed - 1], "cases_rendered": n_cases,
                  "patches_seen": step * args.batch, "validation_seeds": [900_000, 900_000 + args.val_cases - 1],
                  "augmentation": "spacing x0.85-1.15, PSF xy 0.35-1.0 mm / z 0.4-2.2 mm, noise 4-45 HU, "

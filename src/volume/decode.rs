@@ -1,6 +1,8 @@
 //! Pixels to Hounsfield units: decode an instance's frames and apply its modality LUT.
 //!
-//! Codecs come from dicom-pixeldata: RLE, JPEG baseline and lossless (8 and 16 bit; not
+//! RLE Lossless is decoded by `rle` straight into sample planes (dicom-pixeldata's RLE
+//! decoder was the slowest stage of an RLE series). The other codecs come from
+//! dicom-pixeldata: JPEG baseline and lossless (8 and 16 bit; not
 //! 12-bit extended), deflate, and JPEG 2000 and HTJ2K through OpenJPEG (built from C by
 //! openjpeg-sys), JPEG-LS lossless and near-lossless through CharLS (charls-sys, built with
 //! the venv's CMake and linked statically). Sample interpretation is
@@ -12,6 +14,7 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use ndarray::ArrayViewMut2;
 
+use super::rle;
 use super::series::{FrameHeader, Instance, PixelFormat, Source};
 use super::{Error, Result};
 
@@ -52,6 +55,16 @@ fn decode_frame(
     mut target: ArrayViewMut2<'_, f32>,
 ) -> Result<()> {
     let name = || instance.source.name();
+    if let Some(fragment) = rle_fragment(instance, obj, frame) {
+        let header = &instance.frames[frame as usize];
+        let bytes_per_sample = instance.pixel.bits_allocated as usize / 8;
+        let lut = Lut::new(&instance.pixel, header);
+        return decode_rle(fragment, bytes_per_sample, &lut, target).map_err(|source| Error::Rle {
+            name: name(),
+            frame,
+            source,
+        });
+    }
     // Some codecs in dicom-pixeldata index out of bounds on inconsistent input (an RLE
     // frame whose segments do not match Rows/Columns); that is bad data, not a crash.
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -92,6 +105,56 @@ fn decode_frame(
         _ => {
             for (out, sample) in target.iter_mut().zip(data.chunks_exact(bytes_per_sample)) {
                 *out = lut.apply(read_sample(sample));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Transfer Syntax UID of RLE Lossless.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// The RLE fragment of `frame`, when the instance is RLE with one fragment per frame (as
+/// PS3.5 G requires; anything else goes to dicom-pixeldata, which reports it).
+fn rle_fragment<'a>(
+    instance: &Instance,
+    obj: &'a DefaultDicomObject,
+    frame: u32,
+) -> Option<&'a [u8]> {
+    if instance.transfer_syntax_uid != RLE_LOSSLESS {
+        return None;
+    }
+    let fragments = obj.element(tags::PIXEL_DATA).ok()?.value().fragments()?;
+    if fragments.len() != instance.pixel.number_of_frames as usize {
+        return None;
+    }
+    fragments.get(frame as usize).map(|f| &f[..])
+}
+
+/// One RLE frame through the modality LUT into `target`: one plane per byte of a sample
+/// (most significant first), combined in a single pass.
+fn decode_rle(
+    fragment: &[u8],
+    bytes_per_sample: usize,
+    lut: &Lut,
+    mut target: ArrayViewMut2<'_, f32>,
+) -> std::result::Result<(), rle::RleError> {
+    let pixels = target.len();
+    let mut buffer = vec![0u8; pixels * bytes_per_sample];
+    let mut planes: Vec<&mut [u8]> = buffer.chunks_exact_mut(pixels.max(1)).collect();
+    rle::decode_planes(fragment, &mut planes)?;
+    match (&planes[..], target.as_slice_mut()) {
+        ([high, low], Some(out)) => {
+            for ((out, &h), &l) in out.iter_mut().zip(high.iter()).zip(low.iter()) {
+                *out = lut.apply(u32::from(u16::from_be_bytes([h, l])));
+            }
+        }
+        _ => {
+            for (i, out) in target.iter_mut().enumerate() {
+                let raw = planes
+                    .iter()
+                    .fold(0u32, |raw, plane| raw << 8 | u32::from(plane[i]));
+                *out = lut.apply(raw);
             }
         }
     }

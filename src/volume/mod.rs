@@ -12,6 +12,7 @@ mod decode;
 pub mod export;
 mod geometry;
 pub mod order;
+mod rle;
 mod series;
 
 pub use assemble::{assemble, MAX_VOXELS};
@@ -65,6 +66,13 @@ pub enum Error {
         frame: u32,
         #[source]
         source: Box<dicom_pixeldata::Error>,
+    },
+    #[error("could not decode RLE frame {frame} of {name}")]
+    Rle {
+        name: String,
+        frame: u32,
+        #[source]
+        source: rle::RleError,
     },
     #[error("frame {frame} of {name} is inconsistent with its header: the decoder failed on it")]
     DecoderPanic { name: String, frame: u32 },
