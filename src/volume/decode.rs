@@ -1,21 +1,23 @@
 //! Pixels to Hounsfield units: decode an instance's frames and apply its modality LUT.
 //!
 //! RLE Lossless is decoded by `rle` straight into sample planes (dicom-pixeldata's RLE
-//! decoder was the slowest stage of an RLE series). The other codecs come from
-//! dicom-pixeldata: JPEG baseline and lossless (8 and 16 bit; not
-//! 12-bit extended), deflate, and JPEG 2000 and HTJ2K through OpenJPEG (built from C by
+//! decoder was the slowest stage of an RLE series), and 12-bit JPEG Extended by `jpeg12`
+//! (libjpeg-turbo; jpeg-decoder has no 12-bit lossy). The other codecs come from
+//! dicom-pixeldata: JPEG baseline and lossless (8 and 16 bit), deflate, and JPEG 2000 and HTJ2K through OpenJPEG (built from C by
 //! openjpeg-sys), JPEG-LS lossless and near-lossless through CharLS (charls-sys, built with
 //! the venv's CMake and linked statically). Sample interpretation is
 //! ours: mask to BitsStored, sign-extend when PixelRepresentation is 1,
 //! `stored * slope + intercept`, and padding pixels become air.
+
+use std::borrow::Cow;
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use ndarray::ArrayViewMut2;
 
-use super::rle;
 use super::series::{FrameHeader, Instance, PixelFormat, Source};
+use super::{jpeg12, rle};
 use super::{Error, Result};
 
 /// Hounsfield value written for padding pixels (air).
@@ -55,18 +57,11 @@ fn decode_frame(
     mut target: ArrayViewMut2<'_, f32>,
 ) -> Result<()> {
     let name = || instance.source.name();
-    if let Some(fragment) = rle_fragment(instance, obj, frame) {
-        let header = &instance.frames[frame as usize];
-        let bytes_per_sample = instance.pixel.bits_allocated as usize / 8;
-        let lut = Lut::new(&instance.pixel, header);
-        return decode_rle(fragment, bytes_per_sample, &lut, target).map_err(|source| Error::Rle {
-            name: name(),
-            frame,
-            source,
-        });
+    if let Some(done) = decode_own(instance, obj, frame, target.view_mut()) {
+        return done;
     }
-    // Some codecs in dicom-pixeldata index out of bounds on inconsistent input (an RLE
-    // frame whose segments do not match Rows/Columns); that is bad data, not a crash.
+    // Some codecs in dicom-pixeldata index out of bounds on inconsistent input (frames
+    // whose data do not match Rows/Columns); that is bad data, not a crash.
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         obj.decode_pixel_data_frame(frame)
     }));
@@ -113,22 +108,88 @@ fn decode_frame(
 
 /// Transfer Syntax UID of RLE Lossless.
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+/// Transfer Syntax UID of JPEG Extended (processes 2 and 4: 8- or 12-bit lossy).
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
-/// The RLE fragment of `frame`, when the instance is RLE with one fragment per frame (as
-/// PS3.5 G requires; anything else goes to dicom-pixeldata, which reports it).
-fn rle_fragment<'a>(
+/// The codecs pulmo runs itself instead of dicom-pixeldata's.
+enum OwnCodec {
+    Rle,
+    Jpeg12,
+}
+
+impl OwnCodec {
+    fn for_instance(instance: &Instance) -> Option<Self> {
+        match instance.transfer_syntax_uid.as_str() {
+            RLE_LOSSLESS => Some(OwnCodec::Rle),
+            JPEG_EXTENDED if instance.pixel.bits_allocated == 16 => Some(OwnCodec::Jpeg12),
+            _ => None,
+        }
+    }
+}
+
+/// The compressed bytes of `frame`: its own fragment when there is one per frame, all
+/// fragments joined for a single-frame image. `None` for other layouts (dicom-pixeldata,
+/// which reads the offset tables, decodes or reports those).
+fn encapsulated_frame<'a>(
     instance: &Instance,
     obj: &'a DefaultDicomObject,
     frame: u32,
-) -> Option<&'a [u8]> {
-    if instance.transfer_syntax_uid != RLE_LOSSLESS {
-        return None;
-    }
+) -> Option<Cow<'a, [u8]>> {
     let fragments = obj.element(tags::PIXEL_DATA).ok()?.value().fragments()?;
-    if fragments.len() != instance.pixel.number_of_frames as usize {
-        return None;
+    let frames = instance.pixel.number_of_frames as usize;
+    if fragments.len() == frames {
+        return fragments.get(frame as usize).map(|f| Cow::Borrowed(&f[..]));
     }
-    fragments.get(frame as usize).map(|f| &f[..])
+    (frames == 1 && frame == 0).then(|| Cow::Owned(fragments.concat()))
+}
+
+/// Decodes `frame` with one of pulmo's own codecs into `target`, if one applies.
+fn decode_own(
+    instance: &Instance,
+    obj: &DefaultDicomObject,
+    frame: u32,
+    target: ArrayViewMut2<'_, f32>,
+) -> Option<Result<()>> {
+    let codec = OwnCodec::for_instance(instance)?;
+    let bytes = encapsulated_frame(instance, obj, frame)?;
+    let lut = Lut::new(&instance.pixel, &instance.frames[frame as usize]);
+    let name = instance.source.name();
+    Some(match codec {
+        OwnCodec::Rle => {
+            let bytes_per_sample = instance.pixel.bits_allocated as usize / 8;
+            decode_rle(&bytes, bytes_per_sample, &lut, target).map_err(|source| Error::Rle {
+                name,
+                frame,
+                source,
+            })
+        }
+        OwnCodec::Jpeg12 => {
+            decode_jpeg12(&bytes, instance, &lut, target).map_err(|source| Error::Jpeg12 {
+                name,
+                frame,
+                source,
+            })
+        }
+    })
+}
+
+/// One 12-bit JPEG frame through the modality LUT into `target`.
+fn decode_jpeg12(
+    bytes: &[u8],
+    instance: &Instance,
+    lut: &Lut,
+    mut target: ArrayViewMut2<'_, f32>,
+) -> std::result::Result<(), jpeg12::Jpeg12Error> {
+    let (rows, columns) = (
+        instance.pixel.rows as usize,
+        instance.pixel.columns as usize,
+    );
+    let mut samples = vec![0u16; rows * columns];
+    jpeg12::decode(bytes, rows, columns, &mut samples)?;
+    for (out, &sample) in target.iter_mut().zip(&samples) {
+        *out = lut.apply(u32::from(sample));
+    }
+    Ok(())
 }
 
 /// One RLE frame through the modality LUT into `target`: one plane per byte of a sample

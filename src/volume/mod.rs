@@ -11,6 +11,7 @@ mod assemble;
 mod decode;
 pub mod export;
 mod geometry;
+mod jpeg12;
 pub mod order;
 mod rle;
 mod series;
@@ -66,6 +67,13 @@ pub enum Error {
         frame: u32,
         #[source]
         source: Box<dicom_pixeldata::Error>,
+    },
+    #[error("could not decode 12-bit JPEG frame {frame} of {name}")]
+    Jpeg12 {
+        name: String,
+        frame: u32,
+        #[source]
+        source: jpeg12::Jpeg12Error,
     },
     #[error("could not decode RLE frame {frame} of {name}")]
     Rle {
