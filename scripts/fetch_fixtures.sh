@@ -8,6 +8,7 @@
 #   - a 12-bit JPEG Extended CT slice written by dcmtk (`dcmcjpeg +ee` on 693_UNCR, from the
 #     Debian package scripts/setup.sh --test installs), and dcmtk's own decoding of it
 #     (`dcmdjpeg`, IJG libjpeg) as a second reference;
+#   - 693_UNCR as JPEG Lossless process 14 with each of the 7 predictors (`dcmcjpeg +el +sv N`);
 #   - HTJ2K lossless and lossy re-encodings of 693_UNCR by OpenJPH (scripts/make_htj2k.py);
 #   - pydicom's Hounsfield arrays for each of them (scripts/reference_hu.py), *.ref.npy.
 # Idempotent: a stamp holds the hash of the scripts and the package versions that made them.
@@ -49,7 +50,8 @@ REFERENCED=(CT_small 693_UNCR 693_UNCI 693_J2KR 693_J2KI eCT_Supplemental J2K_pi
     MR_small_implicit MR_small_bigendian MR_small_RLE MR_small_jp2klossless MR_small_padded
     emri_small_jpeg_2k_lossless emri_small_RLE JPEG-LL JPGLosslessP14SV1_1s_1f_8b image_dfl
     MR_small_jpeg_ls_lossless emri_small_jpeg_ls_lossless CT_small_jls_lossless CT_small_jls_near3
-    JPGExtended 693_JPGE 693_JPGE_dcmtk 693_HTJ2KR 693_HTJ2KI)
+    JPGExtended 693_JPGE 693_JPGE_dcmtk 693_HTJ2KR 693_HTJ2KI
+    693_JLL_SV1 693_JLL_SV2 693_JLL_SV3 693_JLL_SV4 693_JLL_SV5 693_JLL_SV6 693_JLL_SV7)
 
 versions=$("$PY" -c 'import importlib.metadata as m; print(m.version("pydicom"), m.version("pydicom-data"), m.version("numpy"))')
 want=$(cat "$0" <(dcmcjpeg --version | head -n1) <(dpkg-query -W openjph-tools) scripts/make_series.py scripts/make_jpegls.py scripts/make_htj2k.py scripts/reference_hu.py | sha256sum | cut -d' ' -f1)
@@ -78,6 +80,9 @@ head -c 20000 "$OUT/single/CT_small.dcm" > "$OUT/malformed/CT_small_truncated_pi
 "$PY" scripts/make_htj2k.py "$OUT/single/693_UNCR.dcm" "$OUT/single"
 dcmcjpeg +ee "$OUT/single/693_UNCR.dcm" "$OUT/single/693_JPGE.dcm"
 dcmdjpeg "$OUT/single/693_JPGE.dcm" "$OUT/single/693_JPGE_dcmtk.dcm"
+for sv in 1 2 3 4 5 6 7; do
+    dcmcjpeg +el +sv "$sv" "$OUT/single/693_UNCR.dcm" "$OUT/single/693_JLL_SV$sv.dcm"
+done
 pairs=()
 for name in "${REFERENCED[@]}"; do pairs+=("$OUT/ref/$name.ref.npy=$OUT/single/$name.dcm"); done
 for name in shuffled reversed gap; do pairs+=("$OUT/ref/series_$name.ref.npy=$OUT/series/$name"); done

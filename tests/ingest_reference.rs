@@ -53,6 +53,18 @@ fn single_files_match_pydicom_bit_for_bit(#[case] name: &str) {
     assert_close(name, volume.hu.as_slice().unwrap(), &reference, 0.0);
 }
 
+/// JPEG Lossless (process 14) with every predictor, as dcmtk writes it from a real CT slice
+/// (`dcmcjpeg +el +sv N`): exact against pydicom's decoding and against the original.
+#[rstest]
+fn jpeg_lossless_every_predictor_is_exact(#[values(1, 2, 3, 4, 5, 6, 7)] predictor: u8) {
+    let name = format!("693_JLL_SV{predictor}");
+    let volume = assemble_only_series(&fixture(&format!("single/{name}.dcm")));
+    let (_, reference) = read_npy(&fixture(&format!("ref/{name}.ref.npy")));
+    assert_close(&name, volume.hu.as_slice().unwrap(), &reference, 0.0);
+    let original = assemble_only_series(&fixture("single/693_UNCR.dcm"));
+    assert_eq!(volume.hu, original.hu, "{name}");
+}
+
 /// The HTJ2K lossless slice is WG04's 693_UNCR re-encoded by OpenJPH: the same Hounsfield
 /// values, padding included.
 #[test]
