@@ -121,7 +121,8 @@ impl OwnCodec {
     fn for_instance(instance: &Instance) -> Option<Self> {
         match instance.transfer_syntax_uid.as_str() {
             RLE_LOSSLESS => Some(OwnCodec::Rle),
-            JPEG_EXTENDED if instance.pixel.bits_allocated == 16 => Some(OwnCodec::Jpeg12),
+            // 8-bit precision (BitsStored <= 8) stays with jpeg-decoder, which handles it.
+            JPEG_EXTENDED if instance.pixel.bits_stored > 8 => Some(OwnCodec::Jpeg12),
             _ => None,
         }
     }
