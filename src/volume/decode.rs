@@ -3,10 +3,10 @@
 //! RLE Lossless is decoded by `rle` straight into sample planes (dicom-pixeldata's RLE
 //! decoder was the slowest stage of an RLE series), and 12-bit JPEG Extended by `jpeg12`
 //! (libjpeg-turbo; jpeg-decoder has no 12-bit lossy). The other codecs come from
-//! dicom-pixeldata: JPEG baseline and lossless (8 and 16 bit), deflate, and JPEG 2000 and HTJ2K through OpenJPEG (built from C by
-//! openjpeg-sys), JPEG-LS lossless and near-lossless through CharLS (charls-sys, built with
-//! the venv's CMake and linked statically). Sample interpretation is
-//! ours: mask to BitsStored, sign-extend when PixelRepresentation is 1,
+//! dicom-pixeldata: JPEG baseline and lossless (8 and 16 bit), deflate, JPEG 2000 and
+//! HTJ2K through OpenJPEG (built from C by openjpeg-sys), JPEG-LS lossless and
+//! near-lossless through CharLS (charls-sys, built with the venv's CMake and linked
+//! statically). Sample interpretation is ours: mask to BitsStored, sign-extend when PixelRepresentation is 1,
 //! `stored * slope + intercept`, and padding pixels become air.
 
 use std::borrow::Cow;

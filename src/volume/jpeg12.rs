@@ -17,10 +17,10 @@ use turbojpeg_sys as tj;
 pub enum Jpeg12Error {
     /// libjpeg-turbo refused the stream; its message.
     Codec(String),
-    /// The stream's size or precision disagrees with the DICOM header.
+    /// The stream's size or precision is not what the DICOM header implies.
     Mismatch {
         what: &'static str,
-        header: usize,
+        expected: usize,
         stream: usize,
     },
 }
@@ -31,12 +31,9 @@ impl fmt::Display for Jpeg12Error {
             Jpeg12Error::Codec(message) => write!(f, "libjpeg-turbo: {message}"),
             Jpeg12Error::Mismatch {
                 what,
-                header,
+                expected,
                 stream,
-            } => write!(
-                f,
-                "JPEG stream has {what} {stream}, the DICOM header says {header}"
-            ),
+            } => write!(f, "JPEG stream has {what} {stream}, {expected} expected"),
         }
     }
 }
@@ -90,13 +87,13 @@ pub fn decode(
     if unsafe { tj::tj3DecompressHeader(handle.0, jpeg.as_ptr(), jpeg.len() as _) } != 0 {
         return Err(handle.error());
     }
-    let check = |what, header: usize, stream: usize| {
-        if header == stream {
+    let check = |what, expected: usize, stream: usize| {
+        if expected == stream {
             Ok(())
         } else {
             Err(Jpeg12Error::Mismatch {
                 what,
-                header,
+                expected,
                 stream,
             })
         }
