@@ -57,6 +57,8 @@ fn the_sample_series_gives_one_report_keyed_by_its_uids_and_written_to_out() {
     assert_eq!(report["series_instance_uid"], truth["series_instance_uid"]);
     assert_eq!(report["analyzed"], true);
     assert_eq!(report["model"]["id"], "threshold-test");
+    // Its manifest allows no 16-bit format, so `auto` keeps float32 on any CPU.
+    assert_eq!(report["precision"], "float32");
     assert_eq!(report["series"]["slices"], truth["geometry"]["slices"]);
     assert_eq!(report["series"]["rows"], 256);
     assert!(
@@ -166,6 +168,25 @@ fn nothing_dicom_is_an_error() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no DICOM studies found"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn float16_on_the_cpu_is_refused_at_start_and_bfloat16_is_reported() {
+    let sample = repo("sample-dicom");
+    let sample = sample.to_str().unwrap();
+    let (code, _, stderr) = analyze(&["--precision", "float16", sample]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("float16 runs on CUDA only"), "{stderr}");
+    let (code, _, stderr) = analyze(&["--precision", "int8", sample]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("expected auto, float32, bfloat16 or float16"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = analyze(&["--precision", "bfloat16", "--json", sample]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let reports: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(reports[0]["precision"], "bfloat16");
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub struct Manifest {
     pub output: OutputSpec,
     pub thresholds: Thresholds,
     #[serde(default)]
-    pub precision: Precision,
+    pub precision: PrecisionSpec,
 }
 
 /// How volumes are prepared for the network.
@@ -93,12 +93,16 @@ pub struct Thresholds {
     pub min_diameter_mm: f64,
 }
 
-/// Numeric precision options.
+/// The 16-bit formats the model keeps its results in (checked on held-out data), which
+/// `--precision auto` may then use where the hardware is fast at them.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Precision {
+pub struct PrecisionSpec {
     /// Run in float16 on CUDA.
     #[serde(default)]
     pub half_on_cuda: bool,
+    /// Run in bfloat16 on CPUs that compute it natively.
+    #[serde(default)]
+    pub bfloat16_on_cpu: bool,
 }
 
 fn one() -> usize {
@@ -233,6 +237,7 @@ min_score = 0.1
 min_diameter_mm = 3.0
 [precision]
 half_on_cuda = true
+bfloat16_on_cpu = true
 "#;
 
     /// Writes a bundle around the smoke model with the given manifest text (SHA replaced).
@@ -252,6 +257,7 @@ half_on_cuda = true
         assert_eq!(bundle.manifest.input.patch, [32, 32, 32]);
         assert_eq!(bundle.manifest.output.kind, OutputKind::Logits);
         assert!(bundle.manifest.precision.half_on_cuda);
+        assert!(bundle.manifest.precision.bfloat16_on_cpu);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::findings;
-use crate::inference::{self, BatchPolicy, Bundle, DeviceChoice, Engine};
+use crate::inference::{self, BatchPolicy, Bundle, DeviceChoice, Engine, PrecisionChoice};
 use crate::ingest::{self, SelectionRules, Study};
 use crate::postprocess::{self, Thresholds};
 use crate::preprocess::{self, PrepareOptions};
@@ -42,6 +42,7 @@ pub struct AnalyzerConfig {
     /// The model bundle directory (with `manifest.toml`).
     pub model_dir: PathBuf,
     pub device: DeviceChoice,
+    pub precision: PrecisionChoice,
     pub batch: BatchPolicy,
 }
 
@@ -51,6 +52,7 @@ impl AnalyzerConfig {
         AnalyzerConfig {
             model_dir: model_dir.into(),
             device: DeviceChoice::Auto,
+            precision: PrecisionChoice::Auto,
             batch: BatchPolicy::default(),
         }
     }
@@ -87,12 +89,17 @@ impl Analyzer {
             source: Box::new(source),
         })?;
         let device = config.device.resolve()?;
-        let engine = Engine::start(&bundle, device, config.batch)?;
+        let precision = inference::precision::resolve(
+            config.precision,
+            &bundle.manifest.precision,
+            inference::precision::Hardware::of(device),
+        )?;
+        let engine = Engine::start(&bundle, device, precision, config.batch)?;
         tracing::info!(
             model = %bundle.manifest.id,
             version = %bundle.manifest.version,
             device = %inference::device::describe(device),
-            half = engine.half(),
+            precision = %engine.precision(),
             "model ready"
         );
         Ok(Analyzer { bundle, engine })
@@ -201,6 +208,7 @@ impl Analyzer {
             model: self.model_info(),
             pulmo: BuildInfo::current(),
             device: inference::device::describe(self.engine.device()),
+            precision: self.engine.precision().name().to_owned(),
             series: SeriesInfo {
                 slices,
                 rows,

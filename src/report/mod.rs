@@ -90,6 +90,9 @@ pub struct Report {
     pub model: ModelInfo,
     pub pulmo: BuildInfo,
     pub device: String,
+    /// The network's number format: `float32`, `bfloat16` or `float16`.
+    #[serde(default = "float32")]
+    pub precision: String,
     pub series: SeriesInfo,
     /// Milliseconds per stage, and `total`.
     pub timing_ms: BTreeMap<String, f64>,
@@ -98,6 +101,11 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub disclaimer: String,
     pub findings: Vec<Finding>,
+}
+
+/// Reports written before `precision` was recorded ran in float32.
+fn float32() -> String {
+    "float32".to_owned()
 }
 
 /// Which model produced the findings.
@@ -214,6 +222,7 @@ pub(crate) mod tests {
             },
             pulmo: BuildInfo::current(),
             device: "cpu".into(),
+            precision: "float32".into(),
             series: SeriesInfo {
                 slices: 5,
                 rows: 16,

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::build_info;
-use crate::inference::{self, BatchPolicy, DeviceChoice};
+use crate::inference::{self, BatchPolicy, DeviceChoice, PrecisionChoice};
 use crate::ingest::{self, SelectionRules};
 use crate::pipeline::{self, AnalyzerConfig};
 use crate::volume::{self, export::SampleType};
@@ -106,6 +106,11 @@ pub struct EngineArgs {
     /// Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, env = "PULMO_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
+    /// The network's number format: auto (float16 on CUDA, bfloat16 on CPUs with native
+    /// bfloat16, where the model's manifest allows it; else float32), float32, bfloat16 or
+    /// float16 (CUDA only).
+    #[arg(long, env = "PULMO_PRECISION", default_value = "auto")]
+    pub precision: PrecisionChoice,
     /// Model bundle directory (with manifest.toml).
     #[arg(long, env = "PULMO_MODEL", default_value_os_t = pipeline::default_model_dir())]
     pub model: PathBuf,
@@ -126,6 +131,7 @@ impl EngineArgs {
         AnalyzerConfig {
             model_dir: self.model.clone(),
             device: self.device,
+            precision: self.precision,
             batch: BatchPolicy {
                 max_batch: usize::from(self.max_batch),
                 max_wait: std::time::Duration::from_millis(self.max_wait_ms),

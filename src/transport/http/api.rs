@@ -176,6 +176,8 @@ pub struct Info {
     pub model: Option<ModelInfo>,
     /// Where inference runs, once loaded.
     pub device: Option<String>,
+    /// The network's number format (`float32`, `bfloat16`, `float16`), once loaded.
+    pub precision: Option<String>,
     pub ready: bool,
 }
 
@@ -187,6 +189,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         pulmo: BuildInfo::current(),
         model: analyzer.map(|a| a.model_info()),
         device: analyzer.map(|a| crate::inference::device::describe(a.engine().device())),
+        precision: analyzer.map(|a| a.engine().precision().name().to_owned()),
         ready: analyzer.is_some(),
     })
 }
