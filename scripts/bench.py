@@ -14,6 +14,10 @@ times and alternating which goes first:
                lungs' bounding box; a whole process: Python, torch and MONAI imports included)
   ref-full     (with --refs lungs full) the same with --roi full: sliding window over the whole
                resampled volume, as MONAI's lung-nodule bundle does
+  ref-tuned    (with --refs lungs tuned) ref-lungs in the number format pulmo runs in (bfloat16
+               on a CPU with native bfloat16 when the manifest allows it) with channels-last
+               weights on the CPU: what the reference gains from pulmo's engine settings, so
+               the ratio to it is the like-for-like one
 
 and prints Markdown tables: median wall time per stage (the reports' `timing_ms`) and end to
 end (wall clock of the process, min-max over the reps), peak RSS of the process, the ratio
@@ -23,6 +27,7 @@ each side, truth nodules found). `--json FILE` keeps every run.
     scripts/bench --quick                      # 100 slices, explicit, 1 rep, ref-lungs: minutes
     scripts/bench --reps 3                     # the full table for docs/benchmarks.md
     scripts/bench --device cuda                # GPU: fp16 on both sides (manifest half_on_cuda)
+    scripts/bench --quick --refs lungs tuned   # also the reference tuned like pulmo's engine
 """
 from __future__ import annotations
 
@@ -126,16 +131,38 @@ def tiles_of(report: dict, log_path: pathlib.Path) -> int | None:
 
 def commands(args, series: pathlib.Path, out: pathlib.Path) -> dict[str, list[str]]:
     pulmo = [str(args.pulmo), "--log", "warn", "analyze", str(series), "--device", args.device,
-             "--model", str(args.model), "--out", str(out), "--no-sr", "--no-seg", "--no-images",
-             "--no-capture"]
+             "--precision", args.precision, "--model", str(args.model), "--out", str(out), "--no-sr",
+             "--no-seg", "--no-images", "--no-capture"]
     ref = [PY, str(ROOT / "scripts/reference_monai.py"), str(series), "--model", str(args.model),
            "--device", args.device, "--threads", str(args.threads), "--out", str(out)]
     if args.half:
         ref.append("--half")
     tools = {"pulmo": pulmo}
     for roi in args.refs:
-        tools[f"ref-{roi}"] = ref + ["--roi", roi]
+        if roi == "tuned":
+            tuned = ref + ["--roi", "lungs", "--precision", args.pulmo_precision]
+            tools["ref-tuned"] = tuned + ([] if args.device.startswith("cuda") else ["--channels-last"])
+        else:
+            tools[f"ref-{roi}"] = ref + ["--roi", roi]
     return tools
+
+
+def cpu_has_native_bf16() -> bool:
+    """As pulmo decides it: AVX-512 BF16 (every AMX-BF16 CPU has it too)."""
+    try:
+        return any("avx512_bf16" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def pulmo_precision(args, manifest: dict) -> str:
+    """The number format `pulmo analyze --precision P` resolves to on this machine."""
+    if args.precision != "auto":
+        return args.precision
+    spec = manifest.get("precision", {})
+    if args.device.startswith("cuda"):
+        return "float16" if spec.get("half_on_cuda") else "float32"
+    return "bfloat16" if spec.get("bfloat16_on_cpu") and cpu_has_native_bf16() else "float32"
 
 
 # ----------------------------------------------------------------------------- agreement
@@ -277,13 +304,15 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--slices", type=int, nargs="+", default=[100, 300, 600])
     ap.add_argument("--codecs", nargs="+", choices=list(CODECS), default=list(CODECS))
     ap.add_argument("--reps", type=int, default=3, help="runs of each pipeline per series (median reported)")
-    ap.add_argument("--refs", nargs="+", choices=["lungs", "full"], default=["lungs"],
+    ap.add_argument("--refs", nargs="+", choices=["lungs", "full", "tuned"], default=["lungs"],
                     help="reference variants: network on the lungs' box (default), or also on the whole "
                          "volume (`full`: 7x the tiles, about 3 minutes a run on 2 cores)")
-    ap.add_argument("--quick", action="store_true", help="100 slices, explicit, 1 rep, ref-lungs only")
+    ap.add_argument("--quick", action="store_true", help="100 slices, explicit, 1 rep")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] for both pipelines")
     ap.add_argument("--half", action="store_true",
                     help="fp16 reference on CUDA (pulmo: the manifest's half_on_cuda); default on cuda")
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="pulmo's --precision (ref-lungs and ref-full stay float32 on the CPU)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of the reference")
     ap.add_argument("--seed", type=int, default=9001, help="phantom seed")
     ap.add_argument("--data", type=pathlib.Path,
@@ -297,12 +326,13 @@ def parse() -> argparse.Namespace:
                     help="print the tables of an earlier (or interrupted) run's --json file; runs nothing")
     args = ap.parse_args()
     if args.quick:
-        args.slices, args.codecs, args.reps, args.refs = [100], ["explicit"], 1, ["lungs"]
+        args.slices, args.codecs, args.reps = [100], ["explicit"], 1
     manifest = tomllib.loads((args.model / "manifest.toml").read_text())
     if args.device.startswith("cuda") and manifest.get("precision", {}).get("half_on_cuda"):
         args.half = True  # pulmo runs fp16 there; so does the reference
     if args.half and not args.device.startswith("cuda"):
         ap.error("--half needs --device cuda")
+    args.pulmo_precision = pulmo_precision(args, manifest)
     return args
 
 
@@ -316,6 +346,7 @@ def main() -> None:
         results = {cfg: tools for cfg, tools in results.items() if len(tools) == 1 + len(args.refs)}
         args.reps = min(len(runs) for tools in results.values() for runs in tools.values())
         args.device, args.half = saved["args"]["device"], saved["args"]["half"] == "True"
+        args.pulmo_precision = saved["args"].get("pulmo_precision", "float32")
     else:
         info = machine()
         results = measure(args, info)
@@ -356,7 +387,8 @@ def measure(args, info: dict) -> dict:
 
 def summary(info: dict, args, results: dict, agree: dict) -> list[str]:
     lines = [f"Machine: {info['cpu']}, {info['cores']} cores; {info['date']}; git {info['git']}; device "
-             f"{args.device}{' fp16' if args.half else ''}; load average {info['load'][0]:.2f} at the start, "
+             f"{args.device}, pulmo in {args.pulmo_precision}, reference in {'float16' if args.half else 'float32'}"
+             f"{' (ref-tuned: ' + args.pulmo_precision + ')' if 'tuned' in args.refs else ''}; load average {info['load'][0]:.2f} at the start, "
              f"{info['load_end'][0]:.2f} at the end; {args.reps} rep(s), alternating order.", "",
              "Median seconds per stage (`timing_ms` of each report) and end to end (process wall clock):", ""]
     lines += timing_table(results) + ["", "Reference / pulmo (above 1: pulmo is faster; best = fastest of the "

@@ -14,7 +14,8 @@ the tools the field uses:
   inference    `monai.inferers.sliding_window_inference` with the manifest's patch and
                overlap, Gaussian blending (sigma = patch / 8, as pulmo), `sw_batch_size` 4,
                sigmoid in the predictor, under `torch.inference_mode()`; torch threads =
-               cores; `--device cuda` and `--half` for a GPU
+               cores; `--device cuda` and `--half` for a GPU; `--precision bfloat16` and
+               `--channels-last` tune it the way pulmo runs on a CPU with native bfloat16
   postprocess  26-connected components above the manifest's probability threshold; each is
                measured on the source grid the way pulmo does (trilinear probability, largest
                part, trimmed to the lung-window edge, long and short axis on its largest axial
@@ -137,22 +138,27 @@ def lung_box(mask: np.ndarray, spacing: float, shape: tuple) -> tuple[slice, ...
 # ----------------------------------------------------------------------------- inference
 
 
-def load_model(model_dir: pathlib.Path, device: torch.device, half: bool):
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model(model_dir: pathlib.Path, device: torch.device, dtype: torch.dtype, channels_last: bool):
     """The bundle's TorchScript module (frozen: BatchNorm folded) and its manifest."""
     manifest = tomllib.loads((model_dir / "manifest.toml").read_text())
     model = torch.jit.load(str(model_dir / manifest["file"]), map_location=device).eval()
-    if half:  # before freezing: a frozen module's weights are constants that .half() misses
-        model = model.half()
+    # Before freezing: a frozen module's weights are constants that .to() misses.
+    model = model.to(dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
     return torch.jit.freeze(model), manifest
 
 
-def probabilities(model, image: torch.Tensor, manifest: dict, device: torch.device, half: bool,
-                  sw_batch_size: int) -> torch.Tensor:
+def probabilities(model, image: torch.Tensor, manifest: dict, device: torch.device, dtype: torch.dtype,
+                  channels_last: bool, sw_batch_size: int) -> torch.Tensor:
     """Sliding-window probabilities over `image` [k, j, i] (values in [0, 1])."""
-    dtype = torch.float16 if half else torch.float32
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(model(x.to(dtype)).float())
+        return torch.sigmoid(model(x.to(dtype).contiguous(memory_format=layout)).float())
 
     with torch.inference_mode():
         out = sliding_window_inference(
@@ -309,7 +315,8 @@ def analyze(folder: pathlib.Path, model, manifest: dict, args) -> dict:
     crop = image[0].as_tensor()[box]
     lap("preprocess")
     prob = np.zeros(work_hu.shape, np.float32)
-    prob[box] = probabilities(model, crop, manifest, args.device, args.half, args.sw_batch_size).numpy()
+    prob[box] = probabilities(model, crop, manifest, args.device, DTYPES[args.precision], args.channels_last,
+                              args.sw_batch_size).numpy()
     lap("inference")
     work_affine = work.affine.numpy().astype(float)
     found = findings(prob, work_affine, lungs, hu, geo, manifest)
@@ -317,7 +324,7 @@ def analyze(folder: pathlib.Path, model, manifest: dict, args) -> dict:
     timing["total"] = round((time.perf_counter() - start) * 1e3, 1)
     return {"schema": "pulmo.report/1", "study_instance_uid": geo["study"],
             "series_instance_uid": geo["uid"], "model": {"id": manifest["id"], "sha256": manifest["sha256"]},
-            "device": str(args.device) + (" fp16" if args.half else ""),
+            "device": str(args.device), "precision": args.precision, "channels_last": args.channels_last,
             "series": {"slices": hu.shape[0], "rows": hu.shape[1], "columns": hu.shape[2],
                        "spacing_mm": [round(float(v), 4) for v in geo["spacing"][::-1]]},
             "timing_ms": timing, "findings": found,
@@ -334,7 +341,10 @@ def main() -> None:
     ap.add_argument("--out", type=pathlib.Path, required=True, help="writes <SeriesInstanceUID>.json here")
     ap.add_argument("--model", type=pathlib.Path, default=pathlib.Path("models/pulmo-nodule-v1"))
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--half", action="store_true", help="fp16 network on CUDA (pulmo: half_on_cuda)")
+    ap.add_argument("--precision", choices=list(DTYPES), default="float32", help="the network's number format")
+    ap.add_argument("--half", action="store_true", help="--precision float16 (on CUDA; pulmo: half_on_cuda)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="weights and patches channels-last (NDHWC), as pulmo runs on the CPU")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: cores)")
     ap.add_argument("--sw-batch-size", type=int, default=4, help="patches per network call (pulmo: 4)")
     ap.add_argument("--roi", choices=["lungs", "full"], default="lungs",
@@ -342,9 +352,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.device = torch.device(args.device)
-    if args.half and args.device.type != "cuda":
-        ap.error("--half needs --device cuda")
-    model, manifest = load_model(args.model, args.device, args.half)
+    if args.half:
+        args.precision = "float16"
+    if args.precision == "float16" and args.device.type != "cuda":
+        ap.error("float16 needs --device cuda")
+    model, manifest = load_model(args.model, args.device, DTYPES[args.precision], args.channels_last)
     args.out.mkdir(parents=True, exist_ok=True)
     for folder in args.series:
         rep = analyze(folder, model, manifest, args)

@@ -173,6 +173,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true",
+                    help="bfloat16 autocast and channels-last weights: about 3x the steps per minute on a CPU "
+                         "with native bfloat16 (AMX / AVX-512 BF16); weights, optimizer and loss stay float32")
     ap.add_argument("--init", type=pathlib.Path, default=None, help="continue from this state_dict")
     ap.add_argument("--train-seed0", type=int, default=100_000, help="first training phantom seed")
     ap.add_argument("--val-cases", type=int, default=4)
@@ -185,6 +188,10 @@ def main() -> None:
     model = NoduleNet(args.width)
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, map_location="cpu"))
+    layout = torch.contiguous_format
+    if args.bf16:
+        layout = torch.channels_last_3d
+        model = model.to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     t_start = time.time()
     budget = args.minutes * 60
@@ -210,10 +217,12 @@ def main() -> None:
                 case = pool_cases[rng.integers(len(pool_cases))]
                 img, lab = augment(*sample_patch(case, args.patch, rng, args.p_pos, args.small_bias), rng)
                 xb.append(img); yb.append(lab); wb.append(instance_weights(lab, args.instance_weight))
-            x = torch.from_numpy(np.stack(xb))[:, None]
+            x = torch.from_numpy(np.stack(xb))[:, None].contiguous(memory_format=layout)
             y = torch.from_numpy(np.stack(yb).astype(np.float32))[:, None]
             w = torch.from_numpy(np.stack(wb))[:, None] if args.instance_weight > 0 else None
-            loss, bce, dice = loss_fn(model(x), y, w)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(x)
+            loss, bce, dice = loss_fn(logits.float(), y, w)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -228,6 +237,7 @@ def main() -> None:
                 torch.save(model.state_dict(), args.out / "checkpoint.pth")
         pending.wait()
         train_time = time.time() - t_start
+        model = model.to(memory_format=torch.contiguous_format)
         torch.save(model.state_dict(), args.out / "checkpoint.pth")
         print("validating", flush=True)
         val_cases = [make_training_case(900_000 + i) for i in range(args.val_cases)]
