@@ -65,6 +65,10 @@ pub struct InputSpec {
     /// Spatial sizes the network accepts must be multiples of this.
     #[serde(default = "one")]
     pub divisible_by: usize,
+    /// Test-time augmentation: each axis listed (0 = z, 1 = y, 2 = x) adds a pass over the
+    /// tiles mirrored along it, and the passes' probabilities are averaged.
+    #[serde(default)]
+    pub mirror_axes: Vec<usize>,
 }
 
 /// What the network returns.
@@ -185,6 +189,15 @@ impl Manifest {
                 format!("input.hu_window {:?} must be increasing", input.hu_window),
             ),
             (
+                input.mirror_axes.iter().any(|a| *a > 2)
+                    || (1..input.mirror_axes.len())
+                        .any(|i| input.mirror_axes[..i].contains(&input.mirror_axes[i])),
+                format!(
+                    "input.mirror_axes {:?} must be distinct axes 0, 1 or 2",
+                    input.mirror_axes
+                ),
+            ),
+            (
                 self.output.channels != 1,
                 "output.channels must be 1".to_owned(),
             ),
@@ -287,6 +300,16 @@ bfloat16_on_cpu = true
                 "file = \"model.pt\"",
                 "file = \"../x.pt\"",
                 "leaves the bundle",
+            ),
+            (
+                "divisible_by = 8",
+                "divisible_by = 8\nmirror_axes = [2, 3]",
+                "input.mirror_axes [2, 3]",
+            ),
+            (
+                "divisible_by = 8",
+                "divisible_by = 8\nmirror_axes = [2, 2]",
+                "must be distinct",
             ),
         ];
         for (from, to, named) in cases {

@@ -156,7 +156,7 @@ impl Analyzer {
                 .iter()
                 .map(|o| preprocess::extract_tile(prepared.image.view(), *o, patch, 0.0))
                 .collect();
-            let outputs = self.engine.infer(tiles)?;
+            let outputs = infer_mirrored(&self.engine, tiles, patch, &manifest.input.mirror_axes)?;
             lap("inference", &mut timing_ms);
             let shape = prepared.image.dim().into();
             let prob = postprocess::stitch(shape, patch, &prepared.grid.origins, &outputs);
@@ -224,6 +224,39 @@ impl Analyzer {
             findings: found,
         }
     }
+}
+
+/// Runs the tiles, and again mirrored along each of `axes` (test-time augmentation), and
+/// returns each tile's probabilities averaged over the passes. All passes go to the engine
+/// at once, so they share batches.
+fn infer_mirrored(
+    engine: &Engine,
+    tiles: Vec<Vec<f32>>,
+    patch: [usize; 3],
+    axes: &[usize],
+) -> Result<Vec<Vec<f32>>> {
+    if axes.is_empty() {
+        return Ok(engine.infer(tiles)?);
+    }
+    let count = tiles.len();
+    let mut all = Vec::with_capacity(count * (1 + axes.len()));
+    for &axis in axes {
+        all.extend(tiles.iter().map(|t| preprocess::mirror(t, patch, axis)));
+    }
+    all.extend(tiles);
+    let mut outputs = engine.infer(all)?;
+    let mut averaged = outputs.split_off(count * axes.len());
+    for (pass, &axis) in outputs.chunks_exact(count).zip(axes) {
+        for (sum, mirrored) in averaged.iter_mut().zip(pass) {
+            let restored = preprocess::mirror(mirrored, patch, axis);
+            sum.iter_mut().zip(restored).for_each(|(s, r)| *s += r);
+        }
+    }
+    let passes = (1 + axes.len()) as f32;
+    for tile in &mut averaged {
+        tile.iter_mut().for_each(|p| *p /= passes);
+    }
+    Ok(averaged)
 }
 
 fn round_ms(ms: f64) -> f64 {
@@ -381,6 +414,43 @@ mod tests {
     use crate::findings::{Laterality, LungRads, NoduleType};
     use crate::volume::{Geometry, SeriesIds, SliceRef};
     use ndarray::Array3;
+
+    #[test]
+    fn mirrored_passes_are_mirrored_back_before_averaging() {
+        use crate::inference::manifest::tests::{bundle_dir, EXAMPLE};
+        use crate::inference::{Bundle, Precision};
+        // The smoke model is one 3x3x3 box filter (every weight equal) and a sigmoid, so it
+        // commutes with mirroring: correctly restored passes average to the plain output,
+        // while a pass left mirrored would blur an asymmetric tile's answer.
+        let manifest = EXAMPLE.replace("kind = \"logits\"", "kind = \"probabilities\"");
+        let bundle = Bundle::open(&bundle_dir("mirrored", &manifest)).unwrap();
+        let engine = Engine::start(
+            &bundle,
+            tch::Device::Cpu,
+            Precision::Float32,
+            BatchPolicy::default(),
+        )
+        .unwrap();
+        let patch = [32, 32, 32];
+        let ramp: Vec<f32> = (0..32 * 32 * 32)
+            .map(|v| (v % 32) as f32 / 8.0 - (v / 1024) as f32 / 16.0)
+            .collect();
+        let plain = engine.infer(vec![ramp.clone()]).unwrap();
+        let averaged = infer_mirrored(&engine, vec![ramp.clone()], patch, &[0, 2]).unwrap();
+        let (_, tiles, _) = engine.stats().snapshot();
+        assert_eq!(tiles, 1 + 3, "one plain pass and two mirrored passes");
+        let worst = plain[0]
+            .iter()
+            .zip(&averaged[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}");
+        let unrestored = engine
+            .infer(vec![preprocess::mirror(&ramp, patch, 2)])
+            .unwrap();
+        let centre_row = (16 * 32 + 16) * 32;
+        assert!((unrestored[0][centre_row + 2] - plain[0][centre_row + 2]).abs() > 0.1);
+    }
 
     fn threshold_analyzer() -> Analyzer {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");

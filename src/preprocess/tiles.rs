@@ -89,6 +89,15 @@ pub fn extract_tile(
     tile
 }
 
+/// A tile (`patch`-shaped, row-major `[z, y, x]`) mirrored along `axis`; its own inverse.
+pub fn mirror(tile: &[f32], patch: [usize; 3], axis: usize) -> Vec<f32> {
+    let [pk, pj, pi] = patch;
+    let mut view = ArrayView3::from_shape((pk, pj, pi), tile)
+        .expect("a tile has the patch's size. This is a bug.");
+    view.invert_axis(ndarray::Axis(axis));
+    view.iter().copied().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +179,18 @@ mod tests {
         assert_eq!(grid.origins, vec![[0, 0, 0]]);
         let grid = TileGrid::new([8, 32, 32], [8, 8, 8], 0.0).touching(&counter, [0, 7, 7]);
         assert_eq!(grid.origins.len(), 4);
+    }
+
+    #[test]
+    fn mirroring_reverses_one_axis_and_undoes_itself() {
+        let patch = [2, 3, 4];
+        let tile: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        assert_eq!(mirror(&tile, patch, 2)[..4], [3.0, 2.0, 1.0, 0.0]);
+        assert_eq!(mirror(&tile, patch, 1)[..4], [8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(mirror(&tile, patch, 0)[..4], [12.0, 13.0, 14.0, 15.0]);
+        for axis in 0..3 {
+            assert_eq!(mirror(&mirror(&tile, patch, axis), patch, axis), tile);
+        }
     }
 
     #[test]
