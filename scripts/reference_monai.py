@@ -154,28 +154,39 @@ def load_model(model_dir: pathlib.Path, device: torch.device, dtype: torch.dtype
 
 def probabilities(model, image: torch.Tensor, manifest: dict, device: torch.device, dtype: torch.dtype,
                   channels_last: bool, sw_batch_size: int) -> torch.Tensor:
-    """Sliding-window probabilities over `image` [k, j, i] (values in [0, 1])."""
+    """Sliding-window probabilities over `image` [k, j, i] (values in [0, 1]); with the
+    manifest's `mirror_axes` (test-time augmentation, as pulmo) also over the image mirrored
+    along each of them, mirrored back and averaged."""
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(model(x.to(dtype).contiguous(memory_format=layout)).float())
 
-    with torch.inference_mode():
-        out = sliding_window_inference(
-            image[None, None].to(device), roi_size=manifest["input"]["patch"],
+    def window(volume: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(
+            volume, roi_size=manifest["input"]["patch"],
             sw_batch_size=sw_batch_size, predictor=predictor, overlap=manifest["input"]["overlap"],
             mode="gaussian", sigma_scale=0.125, padding_mode="constant", cval=0.0,
             sw_device=device, device=device)
+
+    axes = manifest["input"].get("mirror_axes", [])
+    with torch.inference_mode():
+        volume = image[None, None].to(device)
+        out = window(volume)
+        for axis in axes:
+            out += torch.flip(window(torch.flip(volume, dims=[2 + axis])), dims=[2 + axis])
+        out /= 1 + len(axes)
     return out[0, 0].float().cpu()
 
 
 def tiles(shape: tuple, manifest: dict) -> int:
-    """How many patches sliding_window_inference runs over `shape` (its scan interval)."""
+    """How many patches sliding_window_inference runs over `shape` (its scan interval), times
+    the passes (one plus one per mirrored axis)."""
     n = 1
     for size, roi in zip(shape, manifest["input"]["patch"]):
         step = max(int(roi * (1 - manifest["input"]["overlap"])), 1)
         n *= int(np.ceil(max(size - roi, 0) / step)) + 1
-    return n
+    return n * (1 + len(manifest["input"].get("mirror_axes", [])))
 
 
 # ----------------------------------------------------------------------------- postprocess

@@ -332,14 +332,19 @@ fn forward(module: &tch::CModule, settings: Settings, input: Tensor) -> tch::Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::inference::manifest::tests::{bundle_dir, EXAMPLE};
 
-    fn engine(policy: BatchPolicy) -> Engine {
+    /// An engine on the CPU around the smoke model, its outputs being probabilities.
+    pub(crate) fn smoke_engine(name: &str, precision: Precision, policy: BatchPolicy) -> Engine {
         let manifest = EXAMPLE.replace("kind = \"logits\"", "kind = \"probabilities\"");
-        let bundle = Bundle::open(&bundle_dir("engine", &manifest)).unwrap();
-        Engine::start(&bundle, Device::Cpu, Precision::Float32, policy).unwrap()
+        let bundle = Bundle::open(&bundle_dir(name, &manifest)).unwrap();
+        Engine::start(&bundle, Device::Cpu, precision, policy).unwrap()
+    }
+
+    fn engine(policy: BatchPolicy) -> Engine {
+        smoke_engine("engine", Precision::Float32, policy)
     }
 
     /// The smoke model maps a constant field c to sigmoid(c + 0.5) inside.
@@ -374,15 +379,7 @@ mod tests {
 
     #[test]
     fn bfloat16_on_the_cpu_gives_the_float32_answers_to_bfloat16_accuracy() {
-        let manifest = EXAMPLE.replace("kind = \"logits\"", "kind = \"probabilities\"");
-        let bundle = Bundle::open(&bundle_dir("engine-bf16", &manifest)).unwrap();
-        let engine = Engine::start(
-            &bundle,
-            Device::Cpu,
-            Precision::BFloat16,
-            BatchPolicy::default(),
-        )
-        .unwrap();
+        let engine = smoke_engine("engine-bf16", Precision::BFloat16, BatchPolicy::default());
         assert_eq!(engine.precision(), Precision::BFloat16);
         let voxels = 32 * 32 * 32;
         let values = [-2.0f32, -0.3, 0.0, 0.7, 1.9];

@@ -417,20 +417,12 @@ mod tests {
 
     #[test]
     fn mirrored_passes_are_mirrored_back_before_averaging() {
-        use crate::inference::manifest::tests::{bundle_dir, EXAMPLE};
-        use crate::inference::{Bundle, Precision};
+        use crate::inference::engine::tests::smoke_engine;
+        use crate::inference::Precision;
         // The smoke model is one 3x3x3 box filter (every weight equal) and a sigmoid, so it
         // commutes with mirroring: correctly restored passes average to the plain output,
         // while a pass left mirrored would blur an asymmetric tile's answer.
-        let manifest = EXAMPLE.replace("kind = \"logits\"", "kind = \"probabilities\"");
-        let bundle = Bundle::open(&bundle_dir("mirrored", &manifest)).unwrap();
-        let engine = Engine::start(
-            &bundle,
-            tch::Device::Cpu,
-            Precision::Float32,
-            BatchPolicy::default(),
-        )
-        .unwrap();
+        let engine = smoke_engine("mirrored", Precision::Float32, BatchPolicy::default());
         let patch = [32, 32, 32];
         let ramp: Vec<f32> = (0..32 * 32 * 32)
             .map(|v| (v % 32) as f32 / 8.0 - (v / 1024) as f32 / 16.0)
