@@ -7,8 +7,8 @@
 //!
 //! The module runs in the [`Precision`] it is given; on the CPU its 3-D convolution weights
 //! are stored channels-last (NDHWC), the layout oneDNN's convolution kernels are fastest in
-//! (about 1.5x in float32 and 1.5-2x in bfloat16 for this model's patches, measured on one
-//! machine in docs/benchmarks.md), with the same results.
+//! (about 1.8x in float32 and 1.5-1.8x in bfloat16 for this model's patches, measured on
+//! one machine in docs/benchmarks.md), with the same results.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
