@@ -117,6 +117,7 @@ def run(cmd: list[str], out: pathlib.Path) -> dict:
     report = json.loads(reports[0].read_text())
     return {"wall_s": wall, "max_rss_mib": usage.ru_maxrss / 1024, "user_s": usage.ru_utime,
             "sys_s": usage.ru_stime, "timing_ms": report["timing_ms"], "findings": report["findings"],
+            "precision": report.get("precision", "float32"),
             "tiles": tiles_of(report, out / "log.txt"), "load": os.getloadavg()[0]}
 
 
@@ -140,29 +141,14 @@ def commands(args, series: pathlib.Path, out: pathlib.Path) -> dict[str, list[st
     tools = {"pulmo": pulmo}
     for roi in args.refs:
         if roi == "tuned":
-            tuned = ref + ["--roi", "lungs", "--precision", args.pulmo_precision]
-            tools["ref-tuned"] = tuned + ([] if args.device.startswith("cuda") else ["--channels-last"])
+            # pulmo's report says which format its --precision resolved to; the first rep runs
+            # pulmo before the references, so ref-tuned is only ever asked for once it is known.
+            if args.pulmo_precision:
+                tuned = ref + ["--roi", "lungs", "--precision", args.pulmo_precision]
+                tools["ref-tuned"] = tuned + ([] if args.device.startswith("cuda") else ["--channels-last"])
         else:
             tools[f"ref-{roi}"] = ref + ["--roi", roi]
     return tools
-
-
-def cpu_has_native_bf16() -> bool:
-    """As pulmo decides it: AVX-512 BF16 (every AMX-BF16 CPU has it too)."""
-    try:
-        return any("avx512_bf16" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
-    except OSError:
-        return False
-
-
-def pulmo_precision(args, manifest: dict) -> str:
-    """The number format `pulmo analyze --precision P` resolves to on this machine."""
-    if args.precision != "auto":
-        return args.precision
-    spec = manifest.get("precision", {})
-    if args.device.startswith("cuda"):
-        return "float16" if spec.get("half_on_cuda") else "float32"
-    return "bfloat16" if spec.get("bfloat16_on_cpu") and cpu_has_native_bf16() else "float32"
 
 
 # ----------------------------------------------------------------------------- agreement
@@ -332,7 +318,7 @@ def parse() -> argparse.Namespace:
         args.half = True  # pulmo runs fp16 there; so does the reference
     if args.half and not args.device.startswith("cuda"):
         ap.error("--half needs --device cuda")
-    args.pulmo_precision = pulmo_precision(args, manifest)
+    args.pulmo_precision = None  # read from pulmo's first report (measure)
     return args
 
 
@@ -376,6 +362,8 @@ def measure(args, info: dict) -> dict:
             for name in names:
                 out = args.data / "runs" / f"s{cfg[0]}-{cfg[1]}-{name}"
                 r = run(commands(args, series[cfg], out)[name], out)
+                if name == "pulmo":
+                    args.pulmo_precision = r["precision"]
                 results[cfg].setdefault(name, []).append(r)
                 if args.json:  # kept up to date, so that an interrupted run leaves its numbers
                     save(args.json, info, args, results, {})

@@ -47,7 +47,7 @@ run() {
     [ -x "$bin" ] || bin=target/release/pulmo
     if torch=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null); then
         local nv
-        nv=$(python3 -c 'import os, nvidia; print(os.path.dirname(nvidia.__path__[0] + "/x"))' 2>/dev/null || true)
+        nv=$(python3 -c 'import nvidia; print(nvidia.__path__[0])' 2>/dev/null || true)
         LD_LIBRARY_PATH="$torch/lib$(for d in "$nv"/*/lib; do [ -d "$d" ] && printf ':%s' "$d"; done)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         export LD_LIBRARY_PATH
     fi

@@ -6,8 +6,8 @@
 //! dicom-pixeldata: JPEG baseline and lossless (8 and 16 bit), deflate, JPEG 2000 and
 //! HTJ2K through OpenJPEG (built from C by openjpeg-sys), JPEG-LS lossless and
 //! near-lossless through CharLS (charls-sys, built with the venv's CMake and linked
-//! statically). Sample interpretation is ours: mask to BitsStored, sign-extend when PixelRepresentation is 1,
-//! `stored * slope + intercept`, and padding pixels become air.
+//! statically). Sample interpretation is ours: mask to BitsStored, sign-extend when
+//! PixelRepresentation is 1, `stored * slope + intercept`, and padding pixels become air.
 
 use std::borrow::Cow;
 
