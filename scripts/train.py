@@ -52,14 +52,16 @@ def make_training_case(seed: int) -> dict:
     x, y, z = grid.axes()
     lung_sdf = scene.lung_sdf(x[:, :, ::4], y[:, ::4, :], z[::4])
     lung[::4, ::4, ::4] = lung_sdf < 0
-    centres, sizes = [], []
+    centres, sizes, ggo = [], [], []
     for nod in scene.nodules:
         sizes.append(2 * float(np.prod(nod.radii)) ** (1 / 3))  # equivalent diameter of the core (mm)
+        ggo.append(nod.kind == "ground-glass")
         c = [(nod.center[2] - grid.zs[0]) / spacing, (nod.center[1] - grid.ys[0]) / spacing,
              (nod.center[0] - grid.xs[0]) / spacing]
         centres.append(c)
     return {"img": normalise(vol), "lab": (occ >= 0.5).astype(np.uint8), "lung": np.argwhere(lung),
-            "nodules": np.array(centres).reshape(-1, 3), "sizes": np.array(sizes), "seed": seed}
+            "nodules": np.array(centres).reshape(-1, 3), "sizes": np.array(sizes), "ggo": np.array(ggo, bool),
+            "seed": seed}
 
 
 def crop(case: dict, centre: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,14 +77,16 @@ def crop(case: dict, centre: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
     return out_i, out_l
 
 
-def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, small_bias: float = 0.0):
+def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, small_bias: float = 0.0,
+                 ggo_bias: float = 1.0):
     """One patch: near a nodule with probability p_pos, else anywhere in the lungs.
 
     With `small_bias` b > 0 a nodule of diameter d is picked with odds d^-b, so the small
-    ones (the hardest to find, a few voxels at the working spacing) are seen more often.
+    ones (the hardest to find, a few voxels at the working spacing) are seen more often;
+    ground-glass nodules (faint, and the type missed most) have their odds times `ggo_bias`.
     """
     if len(case["nodules"]) and rng.random() < p_pos:
-        odds = case["sizes"] ** -small_bias
+        odds = case["sizes"] ** -small_bias * np.where(case["ggo"], ggo_bias, 1.0)
         c = case["nodules"][rng.choice(len(odds), p=odds / odds.sum())] + rng.uniform(-size / 3, size / 3, 3)
     else:
         c = case["lung"][rng.integers(len(case["lung"]))] + rng.uniform(-2, 2, 3)
@@ -168,6 +172,8 @@ def main() -> None:
     ap.add_argument("--p-pos", type=float, default=0.5)
     ap.add_argument("--small-bias", type=float, default=0.0,
                     help="pick nodules for positive patches with odds diameter^-B (0: uniform)")
+    ap.add_argument("--ggo-bias", type=float, default=1.0,
+                    help="odds factor for centring a positive patch on a ground-glass nodule")
     ap.add_argument("--instance-weight", type=float, default=0.0,
                     help="weight each nodule's voxels by (V_10mm / V)^A, clipped to [1, 16] (0: off)")
     ap.add_argument("--seed", type=int, default=20260101)
@@ -215,7 +221,7 @@ def main() -> None:
             xb, yb, wb = [], [], []
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
-                img, lab = augment(*sample_patch(case, args.patch, rng, args.p_pos, args.small_bias), rng)
+                img, lab = augment(*sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias), rng)
                 xb.append(img); yb.append(lab); wb.append(instance_weights(lab, args.instance_weight))
             x = torch.from_numpy(np.stack(xb))[:, None].contiguous(memory_format=layout)
             y = torch.from_numpy(np.stack(yb).astype(np.float32))[:, None]
