@@ -18,6 +18,7 @@ import json
 import pathlib
 import time
 import tomllib
+from typing import NamedTuple
 
 import numpy as np
 import pydicom
@@ -131,8 +132,19 @@ def load_model(model_dir: pathlib.Path):
     return torch.jit.freeze(model), manifest  # folds BatchNorm into the convolutions
 
 
-def probability_map(model, manifest: dict, folder: pathlib.Path) -> tuple[np.ndarray, dict, int]:
-    """Nodule probability on the working grid (zero far from the lungs), geometry, patches."""
+class Prediction(NamedTuple):
+    """One series on the working grid: nodule probability (zero far from the lungs), the
+    geometry, the patches run, and the inputs it came from (HU and the lung mask)."""
+
+    prob: np.ndarray
+    geo: dict
+    patches: int
+    hu: np.ndarray
+    mask: np.ndarray
+
+
+def probability_map(model, manifest: dict, folder: pathlib.Path) -> Prediction:
+    """The model over one series folder, as pulmo runs it."""
     vol, geo = load_series(folder)
     inp = manifest["input"]
     s = float(inp["spacing_mm"][0])
@@ -143,7 +155,7 @@ def probability_map(model, manifest: dict, folder: pathlib.Path) -> tuple[np.nda
     logits, n_patches = sliding_logits(model, img, mask, int(inp["patch"][0]), float(inp["overlap"]))
     prob = 1 / (1 + np.exp(-logits))
     prob[~ndimage.binary_dilation(mask, iterations=6)] = 0.0
-    return prob, geo, n_patches
+    return Prediction(prob, geo, n_patches, hu, mask)
 
 
 def report(prob: np.ndarray, geo: dict, manifest: dict, threshold: float) -> dict:
@@ -176,7 +188,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for folder in folders:
         t0 = time.time()
-        prob, geo, n_patches = probability_map(model, manifest, folder)
+        prob, geo, n_patches, _, _ = probability_map(model, manifest, folder)
         thresholds = args.thresholds or [manifest["thresholds"]["probability"]]
         for thr in thresholds:
             out = args.out if len(thresholds) == 1 else args.out / f"p{thr:g}"

@@ -25,14 +25,7 @@ import predict_reference as pr
 def probe_case(model, manifest: dict, folder: pathlib.Path, nodules: list) -> list[dict]:
     """Per nodule: highest probability near its centre and whether the centre is lung."""
     s = float(manifest["input"]["spacing_mm"][0])
-    vol, geo = pr.load_series(folder)
-    hu = pr.resample(vol, geo["spacing"], np.array([s, s, s]))
-    lo, hi = manifest["input"]["hu_window"]
-    img = ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
-    mask = pr.lung_mask(hu, dilate=3)
-    logits, _ = pr.sliding_logits(model, img, mask, int(manifest["input"]["patch"][0]),
-                                  float(manifest["input"]["overlap"]), batch=4)
-    prob = 1 / (1 + np.exp(-logits))
+    prob, geo, _, hu, mask = pr.probability_map(model, manifest, folder)
     out = []
     for n in nodules:
         rel = np.array(n["center_patient_mm"]) - geo["origin"]

@@ -221,7 +221,8 @@ def main() -> None:
             xb, yb, wb = [], [], []
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
-                img, lab = augment(*sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias), rng)
+                patch = sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias)
+                img, lab = augment(*patch, rng)
                 xb.append(img); yb.append(lab); wb.append(instance_weights(lab, args.instance_weight))
             x = torch.from_numpy(np.stack(xb))[:, None].contiguous(memory_format=layout)
             y = torch.from_numpy(np.stack(yb).astype(np.float32))[:, None]
