@@ -53,7 +53,15 @@ fn stages(c: &mut Criterion) {
         .map(|o| preprocess::extract_tile(working.view(), *o, grid.patch, 0.0))
         .collect();
     group.bench_function("stitch", |b| {
-        b.iter(|| postprocess::stitch(grid.shape, grid.patch, &grid.origins, black_box(&tiles)))
+        b.iter(|| {
+            postprocess::stitch(
+                grid.shape,
+                grid.patch,
+                &grid.origins,
+                black_box(&tiles),
+                0.0,
+            )
+        })
     });
     let mask = working.map(|v| *v > -300.0);
     group.bench_function("connected components", |b| {

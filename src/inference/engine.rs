@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tch::{Device, Kind, Tensor};
 
 use super::batcher::{BatchPolicy, BatchState};
-use super::manifest::{Bundle, OutputKind};
+use super::manifest::Bundle;
 use super::{Error, Precision, Result};
 
 /// One tile's probabilities, or why the batch it rode in failed.
@@ -56,7 +56,6 @@ struct Settings {
     device: Device,
     kind: Kind,
     channels_last: bool,
-    logits: bool,
     patch: [i64; 3],
 }
 
@@ -83,7 +82,6 @@ impl Engine {
             device,
             kind: precision.kind(),
             channels_last: !device.is_cuda(),
-            logits: manifest.output.kind == OutputKind::Logits,
             patch: manifest.input.patch.map(|p| p as i64),
         };
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
@@ -138,7 +136,8 @@ impl Engine {
     }
 
     /// Runs the network on `tiles` (each one patch, `[z, y, x]` row-major) and returns
-    /// each tile's probabilities, in order. Blocks until all are done; tiles of concurrent
+    /// each tile's outputs as the network gives them (logits or probabilities, as the
+    /// manifest's `output.kind` says), in order. Blocks until all are done; tiles of concurrent
     /// callers share batches.
     pub fn infer(&self, tiles: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         let count = tiles.len();
@@ -312,7 +311,9 @@ fn channels_last_strides(size: &[i64]) -> [i64; 5] {
     [c * d * h * w, 1, h * w * c, w * c, c]
 }
 
-/// Input on the CPU in float32; output probabilities on the CPU in float32.
+/// Input on the CPU in float32; the network's outputs on the CPU in float32. Logits stay
+/// logits: a sigmoid in float32 rounds every logit above about 17 to 1.0, and the
+/// pipeline ranks findings by their peak logit.
 fn forward(module: &tch::CModule, settings: Settings, input: Tensor) -> tch::Result<Tensor> {
     let mut input = input
         .f_to_device(settings.device)?
@@ -323,11 +324,6 @@ fn forward(module: &tch::CModule, settings: Settings, input: Tensor) -> tch::Res
         input = input.f_as_strided(&size, channels_last_strides(&size), None)?;
     }
     let output = module.forward_ts(&[input])?.f_to_kind(Kind::Float)?;
-    let output = if settings.logits {
-        output.f_sigmoid()?
-    } else {
-        output
-    };
     output.f_to_device(Device::Cpu)
 }
 

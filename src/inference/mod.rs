@@ -15,7 +15,7 @@ pub mod smoke;
 pub use batcher::BatchPolicy;
 pub use device::DeviceChoice;
 pub use engine::Engine;
-pub use manifest::{Bundle, Manifest, ManifestError};
+pub use manifest::{Bundle, Manifest, ManifestError, OutputKind};
 pub use precision::{Precision, PrecisionChoice};
 
 /// What can go wrong while choosing a device or running a model.

@@ -159,7 +159,15 @@ impl Analyzer {
             let outputs = infer_mirrored(&self.engine, tiles, patch, &manifest.input.mirror_axes)?;
             lap("inference", &mut timing_ms);
             let shape = prepared.image.dim().into();
-            let prob = postprocess::stitch(shape, patch, &prepared.grid.origins, &outputs);
+            let logits = manifest.output.kind == inference::OutputKind::Logits;
+            let empty = if logits {
+                postprocess::EMPTY_LOGIT
+            } else {
+                0.0
+            };
+            let stitched =
+                postprocess::stitch(shape, patch, &prepared.grid.origins, &outputs, empty);
+            let (prob, logits) = postprocess::probabilities_and_logits(stitched, logits);
             let t = &manifest.thresholds;
             let thresholds = Thresholds {
                 probability: t.probability,
@@ -168,6 +176,7 @@ impl Analyzer {
             };
             found = postprocess::measure_candidates(
                 prob.view(),
+                logits.view(),
                 prepared.scale,
                 &prepared.lungs,
                 volume,

@@ -46,9 +46,11 @@ pub struct Thresholds {
 
 /// Finds, measures and ranks the nodules in a working-grid probability map.
 ///
+/// `logits` is the same map before the sigmoid, which ranks the findings (see [`score`]);
 /// `scale[a]` converts working to source indices; `lungs` is on the working grid.
 pub fn measure_candidates(
     prob: ArrayView3<f32>,
+    logits: ArrayView3<f32>,
     scale: [f64; 3],
     lungs: &LungMask,
     volume: &Volume,
@@ -65,8 +67,8 @@ pub fn measure_candidates(
             })
         })
         .filter_map(|c| {
-            let peak = peak(prob, labels.view(), c);
-            if f64::from(peak) < thresholds.min_score {
+            let peak = peak(logits, labels.view(), c);
+            if sigmoid(f64::from(peak)) < thresholds.min_score {
                 return None;
             }
             let Measured { finding, segment } =
@@ -90,32 +92,36 @@ pub fn measure_candidates(
     kept
 }
 
-/// Temperature of the reported score: `sigmoid(logit(peak) / T)`.
-const SCORE_TEMPERATURE: f64 = 3.0;
+/// Temperature of the reported score: `sigmoid(peak logit / T)`.
+const SCORE_TEMPERATURE: f64 = 8.0;
 
-/// A finding's score from its peak probability.
+/// A finding's score from its peak logit.
 ///
-/// A trained network is over-confident: most candidates, true or not, peak above 0.9999,
-/// which four decimals would report as 1.0 and rank as ties. Dividing the logit by a fixed
+/// A trained network is over-confident: most candidates, true or not, peak at logits of
+/// 20 and more, probabilities that float32 and four decimals both report as 1.0 and rank
+/// as ties (which cost the FROC its first operating points). Dividing the logit by a fixed
 /// temperature keeps the order of the peaks (ranking, and so FROC, is unchanged by the
 /// choice of T) and 0.5 where it was, but spreads the confident end so that the order
-/// survives rounding. The candidate threshold (`min_score`) still applies to the peak.
-fn score(peak: f32) -> f64 {
-    let p = f64::from(peak).clamp(1e-12, 1.0 - 1e-12);
-    let logit = (p / (1.0 - p)).ln();
-    1.0 / (1.0 + (-logit / SCORE_TEMPERATURE).exp())
+/// survives rounding up to logits of about 80. The candidate threshold (`min_score`) still
+/// applies to the peak probability.
+fn score(peak_logit: f32) -> f64 {
+    sigmoid(f64::from(peak_logit) / SCORE_TEMPERATURE)
 }
 
-/// The highest probability inside a component.
-fn peak(prob: ArrayView3<f32>, labels: ArrayView3<u32>, c: &Component) -> f32 {
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The highest value of `map` inside a component.
+fn peak(map: ArrayView3<f32>, labels: ArrayView3<u32>, c: &Component) -> f32 {
     let [lo, hi] = c.bounds;
     let region = s![lo[0]..=hi[0], lo[1]..=hi[1], lo[2]..=hi[2]];
-    let (p, l) = (prob.slice(region), labels.slice(region));
+    let (p, l) = (map.slice(region), labels.slice(region));
     p.iter()
         .zip(l.iter())
         .filter(|(_, l)| **l == c.label)
         .map(|(p, _)| *p)
-        .fold(0.0, f32::max)
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Whether the centre lies in the lungs (whose mask includes pleural bays and everything
@@ -343,12 +349,13 @@ mod tests {
 
     #[test]
     fn score_keeps_the_order_of_peaks_and_separates_the_confident_ones() {
-        let peaks = [0.1_f32, 0.5, 0.9, 0.999, 0.99995, 0.9999995];
+        // Logits of 17 and above are a probability of 1.0 in float32.
+        let peaks = [-2.2_f32, 0.0, 2.2, 6.9, 17.0, 25.0, 40.0, 60.0];
         let scores: Vec<f64> = peaks
             .iter()
             .map(|p| findings::round_to(score(*p), 4))
             .collect();
-        assert!((score(0.5) - 0.5).abs() < 1e-12);
+        assert!((score(0.0) - 0.5).abs() < 1e-12);
         assert!(scores.windows(2).all(|w| w[0] < w[1]), "{scores:?}");
         assert!(scores.iter().all(|s| (0.0..1.0).contains(s)), "{scores:?}");
     }

@@ -9,4 +9,4 @@ mod measure;
 mod stitch;
 
 pub use measure::{measure_candidates, Measured, Segment, Thresholds};
-pub use stitch::{sample, stitch};
+pub use stitch::{probabilities_and_logits, sample, stitch, EMPTY_LOGIT};

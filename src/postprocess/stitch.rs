@@ -4,12 +4,13 @@ use ndarray::{Array3, ArrayView3};
 
 /// Blends tiles (row-major `[z, y, x]` patches at `origins`) into a `shape` map with
 /// Gaussian weights (sigma = patch / 8, centre-heavy), so tile borders do not show.
-/// Voxels no tile covered read 0.
+/// Voxels no tile covered read `empty`.
 pub fn stitch(
     shape: [usize; 3],
     patch: [usize; 3],
     origins: &[[usize; 3]],
     tiles: &[Vec<f32>],
+    empty: f32,
 ) -> Array3<f32> {
     let weights = gaussian(patch);
     let mut sum = Array3::<f32>::zeros(shape);
@@ -30,8 +31,27 @@ pub fn stitch(
     }
     ndarray::Zip::from(&mut sum)
         .and(&norm)
-        .par_for_each(|s, n| *s = if *n > 0.0 { *s / *n } else { 0.0 });
+        .par_for_each(|s, n| *s = if *n > 0.0 { *s / *n } else { empty });
     sum
+}
+
+/// Logit given to voxels no tile covered: a probability of about 1e-13.
+pub const EMPTY_LOGIT: f32 = -30.0;
+
+/// The probability map and the logit map of stitched network outputs, which are logits
+/// when `logits` is set and probabilities otherwise.
+pub fn probabilities_and_logits(stitched: Array3<f32>, logits: bool) -> (Array3<f32>, Array3<f32>) {
+    let mut other = stitched.clone();
+    if logits {
+        other.par_mapv_inplace(|l| 1.0 / (1.0 + (-l).exp()));
+        (other, stitched)
+    } else {
+        other.par_mapv_inplace(|p| {
+            let p = p.clamp(1e-12, 1.0 - 1e-7);
+            (p / (1.0 - p)).ln()
+        });
+        (stitched, other)
+    }
 }
 
 /// Per-voxel weights of one patch: a separable Gaussian, floored so edges still count.
@@ -86,17 +106,30 @@ mod tests {
             .iter()
             .map(|o| extract_tile(input.view(), *o, grid.patch, 0.0))
             .collect();
-        let out = stitch(grid.shape, grid.patch, &grid.origins, &tiles);
+        let out = stitch(grid.shape, grid.patch, &grid.origins, &tiles, 0.0);
         for (a, b) in out.iter().zip(input.iter()) {
             assert!((a - b).abs() < 1e-5);
         }
     }
 
     #[test]
-    fn uncovered_voxels_read_zero() {
-        let out = stitch([4, 4, 8], [4, 4, 4], &[[0, 0, 0]], &[vec![1.0; 64]]);
+    fn uncovered_voxels_read_the_empty_value() {
+        let out = stitch([4, 4, 8], [4, 4, 4], &[[0, 0, 0]], &[vec![1.0; 64]], -30.0);
         assert_eq!(out[(0, 0, 0)], 1.0);
-        assert_eq!(out[(0, 0, 7)], 0.0);
+        assert_eq!(out[(0, 0, 7)], -30.0);
+    }
+
+    #[test]
+    fn logits_and_probabilities_map_to_each_other() {
+        let logits = Array3::from_shape_vec((1, 1, 3), vec![-30.0, 0.0, 40.0]).unwrap();
+        let (prob, kept) = probabilities_and_logits(logits.clone(), true);
+        assert_eq!(kept, logits);
+        assert!(prob[(0, 0, 0)] < 1e-12 && prob[(0, 0, 1)] == 0.5 && prob[(0, 0, 2)] == 1.0);
+        // From probabilities, 1.0 has a finite logit and the order is kept.
+        let (same, logit) = probabilities_and_logits(prob.clone(), false);
+        assert_eq!(same, prob);
+        assert!(logit[(0, 0, 0)] < logit[(0, 0, 1)] && logit[(0, 0, 1)] < logit[(0, 0, 2)]);
+        assert!(logit[(0, 0, 2)].is_finite() && logit[(0, 0, 1)].abs() < 1e-6);
     }
 
     #[test]
