@@ -286,6 +286,24 @@ def findings(prob: np.ndarray, work_affine: np.ndarray, lungs: np.ndarray, hu: n
     return suppress_overlaps(out)
 
 
+def merge_passes(passes: list[list[dict]]) -> list[dict]:
+    """pulmo's merge: a later pass's finding within an earlier one's long-axis radius (or 3 mm)
+    raises its score; the others join; then ranked and overlaps dropped again."""
+    merged = [dict(f) for f in passes[0]]
+    for later in passes[1:]:
+        known = len(merged)
+        for f in later:
+            c = np.array(f["center_patient_mm"])
+            same = next((k for k in merged[:known] if np.linalg.norm(c - np.array(k["center_patient_mm"]))
+                         <= max(max(k["long_axis_mm"], f["long_axis_mm"]) / 2, 3.0)), None)
+            if same is None:
+                merged.append(dict(f))
+            else:
+                same["score"] = max(same["score"], f["score"])
+    merged.sort(key=lambda f: -f["score"])
+    return suppress_overlaps(merged)
+
+
 def suppress_overlaps(ranked: list[dict]) -> list[dict]:
     """Drops findings whose centre lies inside a higher-scoring one."""
     kept: list[dict] = []
@@ -311,27 +329,34 @@ def analyze(folder: pathlib.Path, model, manifest: dict, args) -> dict:
     def lap(name: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        timing[name] = round((now - clock) * 1e3, 1)
+        timing[name] = round(timing.get(name, 0.0) + (now - clock) * 1e3, 1)
         clock = now
 
     hu, geo = read_series(folder)
     lap("decode")
-    work = to_working_grid(hu, geo, manifest)
-    lo, hi = manifest["input"]["hu_window"]
-    image = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(work)
-    work_hu = work[0].numpy()
-    lungs = lung_mask(work_hu)
-    box = lung_box(lungs, float(manifest["input"]["spacing_mm"][0]), work_hu.shape) \
-        if args.roi == "lungs" else tuple(slice(0, s) for s in work_hu.shape)
-    crop = image[0].as_tensor()[box]
-    lap("preprocess")
-    prob = np.zeros(work_hu.shape, np.float32)
-    prob[box] = probabilities(model, crop, manifest, args.device, DTYPES[args.precision], args.channels_last,
-                              args.sw_batch_size).numpy()
-    lap("inference")
-    work_affine = work.affine.numpy().astype(float)
-    found = findings(prob, work_affine, lungs, hu, geo, manifest)
-    lap("postprocess")
+    passes, shapes, n_tiles = [], [], 0
+    # One pass per working spacing, as pulmo: the manifest's, then input.extra_spacings_mm.
+    for spacing in [manifest["input"]["spacing_mm"]] + manifest["input"].get("extra_spacings_mm", []):
+        man = {**manifest, "input": {**manifest["input"], "spacing_mm": spacing}}
+        work = to_working_grid(hu, geo, man)
+        lo, hi = man["input"]["hu_window"]
+        image = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(work)
+        work_hu = work[0].numpy()
+        lungs = lung_mask(work_hu)
+        box = lung_box(lungs, float(spacing[0]), work_hu.shape) \
+            if args.roi == "lungs" else tuple(slice(0, s) for s in work_hu.shape)
+        crop = image[0].as_tensor()[box]
+        lap("preprocess")
+        prob = np.zeros(work_hu.shape, np.float32)
+        prob[box] = probabilities(model, crop, man, args.device, DTYPES[args.precision], args.channels_last,
+                                  args.sw_batch_size).numpy()
+        lap("inference")
+        work_affine = work.affine.numpy().astype(float)
+        passes.append(findings(prob, work_affine, lungs, hu, geo, man))
+        lap("postprocess")
+        shapes.append((list(work_hu.shape), list(crop.shape)))
+        n_tiles += tiles(tuple(crop.shape), man)
+    found = merge_passes(passes)
     timing["total"] = round((time.perf_counter() - start) * 1e3, 1)
     return {"schema": "pulmo.report/1", "study_instance_uid": geo["study"],
             "series_instance_uid": geo["uid"], "model": {"id": manifest["id"], "sha256": manifest["sha256"]},
@@ -341,8 +366,8 @@ def analyze(folder: pathlib.Path, model, manifest: dict, args) -> dict:
             "timing_ms": timing, "findings": found,
             "reference": {"pipeline": "pydicom + numpy + MONAI", "monai": __import__("monai").__version__,
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "roi": args.roi, "working_shape": list(work_hu.shape),
-                          "network_shape": list(crop.shape), "tiles": tiles(tuple(crop.shape), manifest),
+                          "roi": args.roi, "working_shape": shapes[0][0],
+                          "network_shape": shapes[0][1], "tiles": n_tiles,
                           "sw_batch_size": args.sw_batch_size}}
 
 

@@ -69,6 +69,12 @@ pub struct InputSpec {
     /// tiles mirrored along it, and the passes' probabilities are averaged.
     #[serde(default)]
     pub mirror_axes: Vec<usize>,
+    /// Further working spacings `[z, y, x]` (mm) to run the whole network at, after
+    /// `spacing_mm`: below the training spacing small nodules look larger to the network.
+    /// Findings of all passes are merged; where they overlap the first pass's measurement
+    /// is kept with the higher score. Empty: one pass.
+    #[serde(default)]
+    pub extra_spacings_mm: Vec<[f64; 3]>,
 }
 
 /// What the network returns.
@@ -167,6 +173,17 @@ impl Manifest {
             (
                 !input.spacing_mm.iter().all(|s| s.is_finite() && *s > 0.0),
                 format!("input.spacing_mm {:?} must be positive", input.spacing_mm),
+            ),
+            (
+                !input
+                    .extra_spacings_mm
+                    .iter()
+                    .flatten()
+                    .all(|s| s.is_finite() && *s >= 0.25),
+                format!(
+                    "input.extra_spacings_mm {:?} must be at least 0.25 mm",
+                    input.extra_spacings_mm
+                ),
             ),
             (
                 input.divisible_by == 0
@@ -310,6 +327,11 @@ bfloat16_on_cpu = true
                 "divisible_by = 8",
                 "divisible_by = 8\nmirror_axes = [2, 2]",
                 "must be distinct",
+            ),
+            (
+                "divisible_by = 8",
+                "divisible_by = 8\nextra_spacings_mm = [[1.0, 1.0, 0.0]]",
+                "input.extra_spacings_mm [[1.0, 1.0, 0.0]] must be at least 0.25 mm",
             ),
         ];
         for (from, to, named) in cases {

@@ -129,26 +129,42 @@ impl Analyzer {
         let manifest = &self.bundle.manifest;
         let started = Instant::now();
         let mut clock = Instant::now();
+        // Stages add up over the passes (one per working spacing).
         let mut lap = |name: &str, timing: &mut BTreeMap<String, f64>| {
-            timing.insert(
-                name.to_owned(),
-                round_ms(clock.elapsed().as_secs_f64() * 1e3),
-            );
+            *timing.entry(name.to_owned()).or_insert(0.0) +=
+                round_ms(clock.elapsed().as_secs_f64() * 1e3);
             clock = Instant::now();
         };
-        let options = PrepareOptions {
-            spacing_mm: manifest.input.spacing_mm,
-            hu_window: manifest.input.hu_window,
-            patch: manifest.input.patch,
-            overlap: manifest.input.overlap,
-            lung_margin_mm: 8.0,
+        let t = &manifest.thresholds;
+        let thresholds = Thresholds {
+            probability: t.probability,
+            min_score: t.min_score,
+            min_diameter_mm: t.min_diameter_mm,
         };
-        let prepared = preprocess::prepare(volume.hu.view(), volume.geometry.spacing, &options);
-        lap("preprocess", &mut timing_ms);
+        let logits = manifest.output.kind == inference::OutputKind::Logits;
+        let spacings = std::iter::once(manifest.input.spacing_mm)
+            .chain(manifest.input.extra_spacings_mm.iter().copied());
         let mut warnings = volume.warnings.clone();
-        let mut found = Vec::new();
-        let analyzed = prepared.lungs.looks_like_chest();
-        if analyzed {
+        let mut passes: Vec<Vec<postprocess::Measured>> = Vec::new();
+        let mut analyzed = true;
+        for spacing_mm in spacings {
+            let options = PrepareOptions {
+                spacing_mm,
+                hu_window: manifest.input.hu_window,
+                patch: manifest.input.patch,
+                overlap: manifest.input.overlap,
+                lung_margin_mm: 8.0,
+            };
+            let prepared = preprocess::prepare(volume.hu.view(), volume.geometry.spacing, &options);
+            lap("preprocess", &mut timing_ms);
+            if passes.is_empty() && !prepared.lungs.looks_like_chest() {
+                analyzed = false;
+                warnings.push(format!(
+                    "not a chest CT: only {:.0} ml of aerated lung in the field of view; the series was not analysed",
+                    prepared.lungs.volume_ml
+                ));
+                break;
+            }
             let patch = prepared.grid.patch;
             let tiles = prepared
                 .grid
@@ -159,7 +175,6 @@ impl Analyzer {
             let outputs = infer_mirrored(&self.engine, tiles, patch, &manifest.input.mirror_axes)?;
             lap("inference", &mut timing_ms);
             let shape = prepared.image.dim().into();
-            let logits = manifest.output.kind == inference::OutputKind::Logits;
             let empty = if logits {
                 postprocess::EMPTY_LOGIT
             } else {
@@ -167,28 +182,18 @@ impl Analyzer {
             };
             let stitched =
                 postprocess::stitch(shape, patch, &prepared.grid.origins, &outputs, empty);
-            let (prob, logits) = postprocess::probabilities_and_logits(stitched, logits);
-            let t = &manifest.thresholds;
-            let thresholds = Thresholds {
-                probability: t.probability,
-                min_score: t.min_score,
-                min_diameter_mm: t.min_diameter_mm,
-            };
-            found = postprocess::measure_candidates(
+            let (prob, logit_map) = postprocess::probabilities_and_logits(stitched, logits);
+            passes.push(postprocess::measure_candidates(
                 prob.view(),
-                logits.view(),
+                logit_map.view(),
                 prepared.scale,
                 &prepared.lungs,
                 volume,
                 &thresholds,
-            );
-            lap("postprocess", &mut timing_ms);
-        } else {
-            warnings.push(format!(
-                "not a chest CT: only {:.0} ml of aerated lung in the field of view; the series was not analysed",
-                prepared.lungs.volume_ml
             ));
+            lap("postprocess", &mut timing_ms);
         }
+        let found = postprocess::merge_passes(passes);
         let decode = timing_ms.get("decode").copied().unwrap_or(0.0);
         let total = decode + started.elapsed().as_secs_f64() * 1e3;
         timing_ms.insert("total".to_owned(), round_ms(total));

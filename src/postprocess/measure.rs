@@ -59,7 +59,7 @@ pub fn measure_candidates(
     let mask = prob.map(|p| *p >= thresholds.probability);
     let (labels, components) = morphology::label(mask.view());
     let midline = midline_x(lungs, scale, volume);
-    let mut found: Vec<Measured> = components
+    let found: Vec<Measured> = components
         .par_iter()
         .filter(|c| {
             (0..3).all(|a| {
@@ -83,6 +83,35 @@ pub fn measure_candidates(
         .filter(|m| m.finding.diameter_mm >= thresholds.min_diameter_mm)
         .filter(|m| near_lungs(&m.finding, scale, lungs))
         .collect();
+    rank(found)
+}
+
+/// Merges the findings of passes at different working spacings (the first pass first):
+/// a finding of a later pass whose centre lies within the long-axis radius of an earlier
+/// one (or within 3 mm; either's radius) is the same nodule, and only raises that one's
+/// score; the others are added. Then ranks everything.
+pub fn merge_passes(passes: Vec<Vec<Measured>>) -> Vec<Measured> {
+    let mut passes = passes.into_iter();
+    let mut merged = passes.next().unwrap_or_default();
+    for pass in passes {
+        let known = merged.len();
+        for m in pass {
+            let f = &m.finding;
+            let same = merged[..known].iter_mut().find(|k| {
+                let reach = (k.finding.long_axis_mm.max(f.long_axis_mm) / 2.0).max(3.0);
+                distance(k.finding.center_patient_mm, f.center_patient_mm) <= reach
+            });
+            match same {
+                Some(k) => k.finding.score = k.finding.score.max(f.score),
+                None => merged.push(m),
+            }
+        }
+    }
+    rank(merged)
+}
+
+/// Sorts by score, drops candidates inside better ones, and numbers the rest from 1.
+fn rank(mut found: Vec<Measured>) -> Vec<Measured> {
     found.sort_by(|a, b| b.finding.score.total_cmp(&a.finding.score));
     let mut kept = suppress_overlaps(found);
     for (n, m) in kept.iter_mut().enumerate() {
@@ -385,6 +414,51 @@ mod tests {
         let (long, short) = axial_axes(mask.view(), [1.0, 1.0]);
         assert!((long - 33.0).abs() < 1.0, "{long}");
         assert!((short - 17.0).abs() < 1.0, "{short}");
+    }
+
+    fn at(x: f64, long_axis_mm: f64, score: f64, diameter_mm: f64) -> Measured {
+        let finding = Finding {
+            center_patient_mm: [x, 0.0, 0.0],
+            long_axis_mm,
+            diameter_mm,
+            ..findings::tests::finding(score, findings::LungRads::Cat2)
+        };
+        let segment = Segment {
+            finding_id: 0,
+            origin: [0; 3],
+            mask: Array3::from_elem((1, 1, 1), true),
+        };
+        Measured { finding, segment }
+    }
+
+    #[test]
+    fn passes_merge_into_the_first_passs_measurements_with_the_best_score() {
+        let first = vec![at(0.0, 20.0, 0.7, 18.0), at(100.0, 4.0, 0.9, 4.0)];
+        // The big nodule again (inside its radius) with a higher score and another size,
+        // the small one 2.5 mm away (within 3 mm), and a new one.
+        let second = vec![
+            at(8.0, 16.0, 0.95, 15.0),
+            at(102.5, 4.0, 0.6, 4.0),
+            at(50.0, 5.0, 0.8, 5.0),
+        ];
+        let merged = merge_passes(vec![first, second]);
+        let got: Vec<(f64, f64, f64, u32)> = merged
+            .iter()
+            .map(|m| {
+                let f = &m.finding;
+                (f.center_patient_mm[0], f.diameter_mm, f.score, f.id)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0.0, 18.0, 0.95, 1),
+                (100.0, 4.0, 0.9, 2),
+                (50.0, 5.0, 0.8, 3)
+            ]
+        );
+        assert!(merged.iter().all(|m| m.segment.finding_id == m.finding.id));
+        assert!(merge_passes(Vec::new()).is_empty());
     }
 
     #[test]

@@ -8,5 +8,5 @@
 mod measure;
 mod stitch;
 
-pub use measure::{measure_candidates, Measured, Segment, Thresholds};
+pub use measure::{measure_candidates, merge_passes, Measured, Segment, Thresholds};
 pub use stitch::{probabilities_and_logits, sample, stitch, EMPTY_LOGIT};
