@@ -34,11 +34,12 @@ intended_use = "research and demonstration; trained on synthetic phantoms; not f
 training_data = "{data}"
 
 [input]
-spacing_mm = [{spacing}, {spacing}, {spacing}]   # [z, y, x] working spacing (training: 1.25 mm +-15%)
+spacing_mm = [1.25, 1.25, 1.25]   # [z, y, x] working spacing
 patch = [64, 64, 64]              # [z, y, x]
 overlap = 0.25                    # fraction of the patch
 hu_window = [-1000.0, 400.0]      # clip to this, then scale linearly to [0, 1]
 divisible_by = 8                  # spatial sizes the net accepts
+extra_spacings_mm = {extra}  # further passes: small nodules look larger (docs/model-card.md)
 
 [output]
 kind = "logits"                   # apply sigmoid for probability
@@ -55,7 +56,8 @@ bfloat16_on_cpu = true            # held-out FROC checked in bfloat16 (docs/mode
 '''
 
 
-def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float, spacing: float = 1.25) -> dict:
+def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float,
+           extra_spacings: list[float] | None = None) -> dict:
     """Script, save, verify and describe the model in model_dir."""
     log = json.loads((model_dir / "training-log.json").read_text())
     net = NoduleNet(int(log["hyper_parameters"]["width"]))
@@ -74,7 +76,7 @@ def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float,
         data += ", continuing from earlier weights (see docs/model-card.md)"
     text = MANIFEST.format(ckpt="checkpoint.pth", id=model_dir.name, version=version, sha=sha,
                            arch=net.describe(), params=count_parameters(net), data=data, prob=prob,
-                           min_score=min_score, spacing=spacing)
+                           min_score=min_score, extra=json.dumps([[s] * 3 for s in extra_spacings or []]))
     (model_dir / "manifest.toml").write_text(text)
     return {"sha256": sha, "bytes": path.stat().st_size, "parameters": count_parameters(net)}
 
@@ -113,11 +115,11 @@ def main() -> None:
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--probability", type=float, default=0.5)
     ap.add_argument("--min-score", type=float, default=0.1)
-    ap.add_argument("--spacing", type=float, default=1.25,
-                    help="working spacing (mm) the manifest runs the network at; below the training "
-                         "spacing, small nodules look larger to it (docs/model-card.md)")
+    ap.add_argument("--extra-spacing", type=float, action="append", default=[], metavar="MM",
+                    help="also run the network at this isotropic working spacing (repeatable); below the "
+                         "training spacing small nodules look larger to it (docs/model-card.md)")
     args = ap.parse_args()
-    print(json.dumps(export(args.dir, args.version, args.probability, args.min_score, args.spacing)))
+    print(json.dumps(export(args.dir, args.version, args.probability, args.min_score, args.extra_spacing)))
 
 
 if __name__ == "__main__":
