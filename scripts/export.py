@@ -56,8 +56,17 @@ bfloat16_on_cpu = true            # held-out FROC checked in bfloat16 (docs/mode
 '''
 
 
+CLASSIFIER = '''
+[classifier]
+file = "classifier.pt"            # scripts/train_fpr.py: 32^3 crop of the first pass's image -> one logit
+sha256 = "{sha}"
+crop = [{crop}, {crop}, {crop}]               # [z, y, x] working voxels
+weight = {weight}                      # rank by peak logit / 8 + weight * classifier logit
+'''
+
+
 def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float,
-           extra_spacings: list[float] | None = None) -> dict:
+           extra_spacings: list[float] | None = None, classifier_weight: float | None = None) -> dict:
     """Script, save, verify and describe the model in model_dir."""
     log = json.loads((model_dir / "training-log.json").read_text())
     net = NoduleNet(int(log["hyper_parameters"]["width"]))
@@ -77,6 +86,11 @@ def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float,
     text = MANIFEST.format(ckpt="checkpoint.pth", id=model_dir.name, version=version, sha=sha,
                            arch=net.describe(), params=count_parameters(net), data=data, prob=prob,
                            min_score=min_score, extra=json.dumps([[s] * 3 for s in extra_spacings or []]))
+    if classifier_weight is not None:
+        clf = model_dir / "classifier.pt"
+        clf_log = json.loads((model_dir / "classifier-log.json").read_text())
+        text += CLASSIFIER.format(sha=hashlib.sha256(clf.read_bytes()).hexdigest(), crop=clf_log["crop"],
+                                  weight=classifier_weight)
     (model_dir / "manifest.toml").write_text(text)
     return {"sha256": sha, "bytes": path.stat().st_size, "parameters": count_parameters(net)}
 
@@ -118,8 +132,12 @@ def main() -> None:
     ap.add_argument("--extra-spacing", type=float, action="append", default=[], metavar="MM",
                     help="also run the network at this isotropic working spacing (repeatable); below the "
                          "training spacing small nodules look larger to it (docs/model-card.md)")
+    ap.add_argument("--classifier-weight", type=float, default=None, metavar="W",
+                    help="add the candidate classifier DIR/classifier.pt (scripts/train_fpr.py) to the manifest: "
+                         "findings rank by peak logit / 8 + W * its logit")
     args = ap.parse_args()
-    print(json.dumps(export(args.dir, args.version, args.probability, args.min_score, args.extra_spacing)))
+    print(json.dumps(export(args.dir, args.version, args.probability, args.min_score, args.extra_spacing,
+                            args.classifier_weight)))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ marks soft tissue: logits = 40 * (x - 0.5), where x is HU windowed [-1000, 400] 
 so voxels above -300 HU score above 0.5. Pipeline tests use it to check geometry and
 measurements end to end without depending on a trained model.
 
+models/threshold-test/classifier.pt: a stand-in candidate classifier for the same tests,
+logit = 40 * (0.3 - mean of the crop).
+
 Run with the project's venv: .venv/bin/python3 scripts/make_smoke_model.py
 """
 import hashlib
@@ -36,6 +39,21 @@ class Smoke(torch.nn.Module):
 class Threshold(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - 0.5) * 40.0
+
+
+class MeanClassifier(torch.nn.Module):
+    """A stand-in candidate classifier: logit = 40 * (0.3 - mean of the crop), which
+    prefers candidates with little tissue around them (`[N, 1, d, h, w]` to `[N, 1]`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (0.3 - x.mean(dim=(2, 3, 4))) * 40.0
+
+
+def write_test_classifier() -> None:
+    """models/threshold-test/classifier.pt, which pipeline tests add to the bundle."""
+    path = OUT.parent / "threshold-test" / "classifier.pt"
+    torch.jit.script(MeanClassifier().eval()).save(str(path))
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
 def write_threshold_bundle() -> None:
@@ -74,6 +92,7 @@ half_on_cuda = false
 
 def main() -> None:
     write_threshold_bundle()
+    write_test_classifier()
     OUT.mkdir(parents=True, exist_ok=True)
     model = torch.jit.script(Smoke().eval())
     path = OUT / "model.pt"

@@ -56,7 +56,27 @@ struct Settings {
     device: Device,
     kind: Kind,
     channels_last: bool,
+    /// One input's `[d, h, w]`.
     patch: [i64; 3],
+    head: Head,
+}
+
+/// What the network answers per input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// One value per input voxel (`[N, 1, d, h, w]`): the detector.
+    Voxels,
+    /// One value per input (`[N, 1]`): the candidate classifier.
+    Score,
+}
+
+impl Head {
+    fn output_shape(self, n: i64, [d, h, w]: [i64; 3]) -> Vec<i64> {
+        match self {
+            Head::Voxels => vec![n, 1, d, h, w],
+            Head::Score => vec![n, 1],
+        }
+    }
 }
 
 /// A handle to the device thread. Cheap to share by reference across threads.
@@ -77,20 +97,62 @@ impl Engine {
         precision: Precision,
         policy: BatchPolicy,
     ) -> Result<Engine> {
-        let manifest = &bundle.manifest;
+        let patch = bundle.manifest.input.patch;
+        let weights = bundle.weights.clone();
+        Engine::launch(weights, patch, Head::Voxels, device, precision, policy)
+    }
+
+    /// The same for the bundle's candidate classifier, if it has one: each input is one
+    /// crop, each answer one logit.
+    pub fn start_classifier(
+        bundle: &Bundle,
+        device: Device,
+        precision: Precision,
+        policy: BatchPolicy,
+    ) -> Result<Option<Engine>> {
+        let (Some(spec), Some(weights)) = (&bundle.manifest.classifier, &bundle.classifier) else {
+            return Ok(None);
+        };
+        let engine = Engine::launch(
+            weights.clone(),
+            spec.crop,
+            Head::Score,
+            device,
+            precision,
+            policy,
+        )?;
+        Ok(Some(engine))
+    }
+
+    fn launch(
+        weights: std::path::PathBuf,
+        patch: [usize; 3],
+        head: Head,
+        device: Device,
+        precision: Precision,
+        policy: BatchPolicy,
+    ) -> Result<Engine> {
         let settings = Settings {
             device,
             kind: precision.kind(),
             channels_last: !device.is_cuda(),
-            patch: manifest.input.patch.map(|p| p as i64),
+            patch: patch.map(|p| p as i64),
+            head,
         };
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let stats = Arc::new(EngineStats::default());
-        let weights = bundle.weights.clone();
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
-            .name(format!("pulmo-infer-{}", super::device::describe(device)))
+            .name(format!(
+                "pulmo-{}-{}",
+                if head == Head::Voxels {
+                    "infer"
+                } else {
+                    "classify"
+                },
+                super::device::describe(device)
+            ))
             .spawn(move || {
                 let _no_grad = tch::no_grad_guard();
                 match load(&weights, settings) {
@@ -195,10 +257,11 @@ fn load(weights: &std::path::Path, settings: Settings) -> Result<tch::CModule> {
         path: weights.to_owned(),
         source,
     })?;
-    if output.size() != [1, 1, d, h, w] {
+    if output.size() != settings.head.output_shape(1, settings.patch) {
         let detail = format!(
-            "output shape {:?} for input [1, 1, {d}, {h}, {w}]",
-            output.size()
+            "output shape {:?} for input [1, 1, {d}, {h}, {w}]; expected {:?}",
+            output.size(),
+            settings.head.output_shape(1, settings.patch)
         );
         return Err(Error::WrongOutput {
             path: weights.to_owned(),
@@ -247,6 +310,10 @@ fn run_batch(module: &tch::CModule, settings: Settings, batch: Vec<Job>, stats: 
     let started = Instant::now();
     let [d, h, w] = settings.patch;
     let voxels = (d * h * w) as usize;
+    let per_input = match settings.head {
+        Head::Voxels => voxels,
+        Head::Score => 1,
+    };
     let mut input = Vec::with_capacity(batch.len() * voxels);
     for job in &batch {
         input.extend_from_slice(&job.tile);
@@ -262,8 +329,8 @@ fn run_batch(module: &tch::CModule, settings: Settings, batch: Vec<Job>, stats: 
         .busy_us
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     match result {
-        Ok(values) if values.len() == batch.len() * voxels => {
-            for (job, chunk) in batch.into_iter().zip(values.chunks_exact(voxels)) {
+        Ok(values) if values.len() == batch.len() * per_input => {
+            for (job, chunk) in batch.into_iter().zip(values.chunks_exact(per_input)) {
                 let _ = job.reply.send((job.index, Ok(chunk.to_vec())));
             }
         }

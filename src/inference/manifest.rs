@@ -49,6 +49,22 @@ pub struct Manifest {
     pub thresholds: Thresholds,
     #[serde(default)]
     pub precision: PrecisionSpec,
+    /// A second network that rescores every finding from a crop around it.
+    #[serde(default)]
+    pub classifier: Option<ClassifierSpec>,
+}
+
+/// The false-positive-reduction classifier: it sees a crop of the first pass's windowed
+/// working image centred on each finding and answers one logit, "this is a nodule".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierSpec {
+    /// TorchScript file in the bundle: `[N, 1, d, h, w]` crops to `[N, 1]` logits.
+    pub file: String,
+    pub sha256: String,
+    /// Crop size `[z, y, x]` in working voxels.
+    pub crop: [usize; 3],
+    /// A finding ranks by `peak logit / 8 + weight * classifier logit`.
+    pub weight: f64,
 }
 
 /// How volumes are prepared for the network.
@@ -125,6 +141,8 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub weights: PathBuf,
+    /// The classifier's weights, when the manifest names one.
+    pub classifier: Option<PathBuf>,
 }
 
 impl Bundle {
@@ -142,22 +160,31 @@ impl Bundle {
         if let Some(problem) = manifest.problem() {
             return Err(ManifestError::Invalid { path, problem });
         }
-        let weights = dir.join(&manifest.file);
-        let actual = sha256_file(&weights)?;
-        if !actual.eq_ignore_ascii_case(&manifest.sha256) {
-            let expected = manifest.sha256.clone();
-            return Err(ManifestError::Checksum {
-                path: weights,
-                expected,
-                actual,
-            });
-        }
+        let weights = verified(dir.join(&manifest.file), &manifest.sha256)?;
+        let classifier = match &manifest.classifier {
+            Some(c) => Some(verified(dir.join(&c.file), &c.sha256)?),
+            None => None,
+        };
         Ok(Bundle {
             dir: dir.to_owned(),
             manifest,
             weights,
+            classifier,
         })
     }
+}
+
+/// `path`, once its sha256 is the expected one.
+fn verified(path: PathBuf, expected: &str) -> Result<PathBuf, ManifestError> {
+    let actual = sha256_file(&path)?;
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(ManifestError::Checksum {
+            path,
+            expected: expected.to_owned(),
+            actual,
+        });
+    }
+    Ok(path)
 }
 
 impl Manifest {
@@ -213,6 +240,19 @@ impl Manifest {
                     "input.mirror_axes {:?} must be distinct axes 0, 1 or 2",
                     input.mirror_axes
                 ),
+            ),
+            (
+                self.classifier
+                    .as_ref()
+                    .is_some_and(|c| c.file.contains("..")),
+                "classifier.file leaves the bundle".to_owned(),
+            ),
+            (
+                self.classifier.as_ref().is_some_and(|c| {
+                    c.crop.contains(&0) || !(c.weight.is_finite() && c.weight >= 0.0)
+                }),
+                "classifier.crop must be positive and classifier.weight finite and not negative"
+                    .to_owned(),
             ),
             (
                 self.output.channels != 1,
@@ -337,6 +377,45 @@ bfloat16_on_cpu = true
         for (from, to, named) in cases {
             let dir = bundle_dir("bad", &EXAMPLE.replace(from, to));
             let err = Bundle::open(&dir).unwrap_err().to_string();
+            assert!(err.contains(named), "{to}: {err}");
+        }
+    }
+
+    const CLASSIFIER: &str =
+        "\n[classifier]\nfile = \"model.pt\"\nsha256 = \"SHA\"\ncrop = [8, 8, 8]\nweight = 1.5\n";
+
+    #[test]
+    fn a_classifier_section_is_checked_like_the_model() {
+        let bundle =
+            Bundle::open(&bundle_dir("classifier", &format!("{EXAMPLE}{CLASSIFIER}"))).unwrap();
+        let spec = bundle.manifest.classifier.as_ref().unwrap();
+        assert_eq!((spec.crop, spec.weight), ([8, 8, 8], 1.5));
+        assert_eq!(bundle.classifier.as_deref(), Some(bundle.weights.as_path()));
+        assert!(Bundle::open(&bundle_dir("no-classifier", EXAMPLE))
+            .unwrap()
+            .classifier
+            .is_none());
+
+        let wrong_sha = CLASSIFIER.replace("SHA", "0000");
+        let err = Bundle::open(&bundle_dir(
+            "classifier-sha",
+            &format!("{EXAMPLE}{wrong_sha}"),
+        ))
+        .unwrap_err();
+        assert!(matches!(err, ManifestError::Checksum { .. }), "{err}");
+        for (from, to, named) in [
+            ("crop = [8, 8, 8]", "crop = [8, 0, 8]", "classifier.crop"),
+            ("weight = 1.5", "weight = -1.0", "classifier.weight"),
+            (
+                "file = \"model.pt\"\nsha256",
+                "file = \"../m.pt\"\nsha256",
+                "classifier.file leaves",
+            ),
+        ] {
+            let text = format!("{EXAMPLE}{}", CLASSIFIER.replace(from, to));
+            let err = Bundle::open(&bundle_dir("classifier-bad", &text))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(named), "{to}: {err}");
         }
     }

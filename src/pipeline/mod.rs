@@ -79,6 +79,8 @@ pub type VolumeHook<'a> = dyn Fn(&Volume, &Analysis) + Sync + 'a;
 pub struct Analyzer {
     bundle: Bundle,
     engine: Engine,
+    /// The candidate classifier's engine, when the bundle has one.
+    classifier: Option<Engine>,
 }
 
 impl Analyzer {
@@ -95,6 +97,7 @@ impl Analyzer {
             inference::precision::Hardware::of(device),
         )?;
         let engine = Engine::start(&bundle, device, precision, config.batch)?;
+        let classifier = Engine::start_classifier(&bundle, device, precision, config.batch)?;
         tracing::info!(
             model = %bundle.manifest.id,
             version = %bundle.manifest.version,
@@ -102,7 +105,11 @@ impl Analyzer {
             precision = %engine.precision(),
             "model ready"
         );
-        Ok(Analyzer { bundle, engine })
+        Ok(Analyzer {
+            bundle,
+            engine,
+            classifier,
+        })
     }
 
     /// The model's identity, as every report carries it.
@@ -146,6 +153,8 @@ impl Analyzer {
             .chain(manifest.input.extra_spacings_mm.iter().copied());
         let mut warnings = volume.warnings.clone();
         let mut passes: Vec<Vec<postprocess::Measured>> = Vec::new();
+        // The first pass's windowed image, which the classifier's crops come from.
+        let mut first: Option<(ndarray::Array3<f32>, [f64; 3])> = None;
         let mut analyzed = true;
         for spacing_mm in spacings {
             let options = PrepareOptions {
@@ -192,8 +201,31 @@ impl Analyzer {
                 &thresholds,
             ));
             lap("postprocess", &mut timing_ms);
+            if first.is_none() && self.classifier.is_some() {
+                first = Some((prepared.image, prepared.scale));
+            }
         }
-        let found = postprocess::merge_passes(passes);
+        let mut found = postprocess::merge_passes(passes);
+        if let (Some(engine), Some(spec), Some((image, scale))) =
+            (&self.classifier, &manifest.classifier, &first)
+        {
+            let crops = found
+                .iter()
+                .map(|m| {
+                    let f = &m.finding;
+                    let [i, j, k] = f.center_voxel.map(f64::from);
+                    let source = volume
+                        .geometry
+                        .patient_to_voxel(f.center_patient_mm)
+                        .unwrap_or([k, j, i]);
+                    let centre = std::array::from_fn(|a| source[a] / scale[a]);
+                    preprocess::extract_crop(image.view(), centre, spec.crop, 0.0)
+                })
+                .collect();
+            let logits: Vec<f32> = engine.infer(crops)?.into_iter().flatten().collect();
+            found = postprocess::rescore(found, &logits, spec.weight);
+            lap("classify", &mut timing_ms);
+        }
         let decode = timing_ms.get("decode").copied().unwrap_or(0.0);
         let total = decode + started.elapsed().as_secs_f64() * 1e3;
         timing_ms.insert("total".to_owned(), round_ms(total));
@@ -470,17 +502,23 @@ mod tests {
     /// A 1 mm-pixel, 1.5 mm-slice chest with two lungs and one 12 mm solid sphere in the
     /// patient's left lung (LPS +x) centred at `nodule` (mm).
     fn chest(nodule: [f64; 3]) -> Volume {
+        chest_with(&[(nodule, 6.0, 30.0)])
+    }
+
+    /// The same chest with spheres `(centre mm, radius mm, HU)`.
+    fn chest_with(nodules: &[([f64; 3], f64, f32)]) -> Volume {
         let geometry = Geometry::axial([-150.0, -120.0, -60.0], [1.5, 1.0, 1.0]);
         let hu = Array3::from_shape_fn((80, 240, 300), |(k, j, i)| {
             let [x, y, z] = geometry.voxel_to_patient([k as f64, j as f64, i as f64]);
             let body = (x / 140.0).powi(2) + (y / 110.0).powi(2) < 1.0;
             let lung = |cx: f64| ((x - cx) / 55.0).powi(2) + (y / 80.0).powi(2) < 1.0;
-            let r = ((x - nodule[0]).powi(2) + (y - nodule[1]).powi(2) + (z - nodule[2]).powi(2))
-                .sqrt();
+            let inside = nodules.iter().find(|(c, r, _)| {
+                ((x - c[0]).powi(2) + (y - c[1]).powi(2) + (z - c[2]).powi(2)).sqrt() <= *r
+            });
             if !body {
                 -1000.0
-            } else if r <= 6.0 {
-                30.0
+            } else if let Some((_, _, hu)) = inside {
+                *hu
             } else if lung(-70.0) || lung(70.0) {
                 -860.0
             } else {
@@ -549,6 +587,79 @@ mod tests {
         for stage in ["preprocess", "inference", "postprocess", "total"] {
             assert!(report.timing_ms.contains_key(stage), "{stage}");
         }
+    }
+
+    /// The threshold bundle with the stand-in classifier of `models/threshold-test/`
+    /// (logit = 40 * (0.3 - mean of an 8-voxel crop)) at `weight`.
+    fn classifier_analyzer(weight: f64) -> Analyzer {
+        use sha2::Digest;
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
+        let dir =
+            std::env::temp_dir().join(format!("pulmo-classifier-{}-{weight}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["model.pt", "classifier.pt"] {
+            std::fs::copy(from.join(file), dir.join(file)).unwrap();
+        }
+        let sha = sha2::Sha256::digest(std::fs::read(dir.join("classifier.pt")).unwrap());
+        let manifest = std::fs::read_to_string(from.join("manifest.toml")).unwrap()
+            + &format!(
+                "[classifier]\nfile = \"classifier.pt\"\nsha256 = \"{sha:x}\"\ncrop = [8, 8, 8]\nweight = {weight:?}\n"
+            );
+        std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+        let config = AnalyzerConfig {
+            device: DeviceChoice::Cpu,
+            ..AnalyzerConfig::new(dir)
+        };
+        Analyzer::start(&config).expect("the test bundle with a classifier must load")
+    }
+
+    #[test]
+    fn the_candidate_classifier_reranks_the_findings() {
+        // A 14 mm sphere of 100 HU (the higher peak: the threshold net's logit grows with
+        // HU) and an 8 mm one of 30 HU, which has less tissue in its crop.
+        let volume = chest_with(&[
+            ([-70.0, 0.0, 0.0], 7.0, 100.0),
+            ([75.0, 10.0, 0.0], 4.0, 30.0),
+        ]);
+        let sides = |report: &Report| -> Vec<Laterality> {
+            report.findings.iter().map(|f| f.laterality).collect()
+        };
+        let plain = threshold_analyzer()
+            .analyze(&volume, BTreeMap::new())
+            .unwrap()
+            .report;
+        assert_eq!(sides(&plain), [Laterality::Right, Laterality::Left]);
+        assert!(!plain.timing_ms.contains_key("classify"));
+
+        let analysis = classifier_analyzer(1.0)
+            .analyze(&volume, BTreeMap::new())
+            .unwrap();
+        let rescored = &analysis.report;
+        assert_eq!(sides(rescored), [Laterality::Left, Laterality::Right]);
+        assert!(rescored.timing_ms.contains_key("classify"));
+        // The big one's crop is about a third sphere: its classifier logit is negative.
+        assert!(rescored.findings[1].score < plain.findings[0].score);
+        assert!(rescored.findings[0].score > plain.findings[1].score);
+        let ids: Vec<u32> = analysis.segments.iter().map(|s| s.finding_id).collect();
+        assert_eq!(ids, [1, 2]);
+        // Measurements are the detector's.
+        for f in &rescored.findings {
+            let same = plain
+                .findings
+                .iter()
+                .find(|p| p.laterality == f.laterality)
+                .unwrap();
+            assert_eq!(
+                (f.center_patient_mm, f.diameter_mm),
+                (same.center_patient_mm, same.diameter_mm)
+            );
+        }
+        // Weight 0: the detector's order and scores.
+        let zero = classifier_analyzer(0.0)
+            .analyze(&volume, BTreeMap::new())
+            .unwrap()
+            .report;
+        assert_eq!(zero.findings, plain.findings);
     }
 
     #[test]

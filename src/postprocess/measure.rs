@@ -34,6 +34,8 @@ pub struct Segment {
 pub struct Measured {
     pub finding: Finding,
     pub segment: Segment,
+    /// The highest logit inside it (over all passes), which its score is made from.
+    pub peak_logit: f32,
 }
 
 /// Decision thresholds (from the model manifest).
@@ -71,14 +73,17 @@ pub fn measure_candidates(
             if sigmoid(f64::from(peak)) < thresholds.min_score {
                 return None;
             }
-            let Measured { finding, segment } =
-                measure(prob, scale, volume, c, thresholds.probability)?;
+            let (finding, segment) = measure(prob, scale, volume, c, thresholds.probability)?;
             let finding = Finding {
                 score: findings::round_to(score(peak), 4),
                 laterality: side(finding.center_patient_mm[0], midline),
                 ..finding
             };
-            Some(Measured { finding, segment })
+            Some(Measured {
+                finding,
+                segment,
+                peak_logit: peak,
+            })
         })
         .filter(|m| m.finding.diameter_mm >= thresholds.min_diameter_mm)
         .filter(|m| near_lungs(&m.finding, scale, lungs))
@@ -102,12 +107,25 @@ pub fn merge_passes(passes: Vec<Vec<Measured>>) -> Vec<Measured> {
                 distance(k.finding.center_patient_mm, f.center_patient_mm) <= reach
             });
             match same {
-                Some(k) => k.finding.score = k.finding.score.max(f.score),
+                Some(k) => {
+                    k.finding.score = k.finding.score.max(f.score);
+                    k.peak_logit = k.peak_logit.max(m.peak_logit);
+                }
                 None => merged.push(m),
             }
         }
     }
     rank(merged)
+}
+
+/// Rescores findings with the candidate classifier's logit for each (in order):
+/// `sigmoid(peak logit / 8 + weight * classifier logit)`, then ranks them again.
+pub fn rescore(mut found: Vec<Measured>, classifier_logits: &[f32], weight: f64) -> Vec<Measured> {
+    for (m, c) in found.iter_mut().zip(classifier_logits) {
+        let z = f64::from(m.peak_logit) / SCORE_TEMPERATURE + weight * f64::from(*c);
+        m.finding.score = findings::round_to(sigmoid(z), 4);
+    }
+    rank(found)
 }
 
 /// Sorts by score, drops candidates inside better ones, and numbers the rest from 1.
@@ -211,7 +229,7 @@ fn measure(
     volume: &Volume,
     c: &Component,
     threshold: f32,
-) -> Option<Measured> {
+) -> Option<(Finding, Segment)> {
     let shape = volume.shape();
     let lo: [usize; 3] = std::array::from_fn(|a| {
         ((c.bounds[0][a] as f64 - 1.0) * scale[a]).floor().max(0.0) as usize
@@ -282,7 +300,7 @@ fn measure(
         origin: lo,
         mask: region,
     };
-    Some(Measured { finding, segment })
+    Some((finding, segment))
 }
 
 /// Aerated lung, the background a nodule's edge is measured against (HU).
@@ -428,7 +446,12 @@ mod tests {
             origin: [0; 3],
             mask: Array3::from_elem((1, 1, 1), true),
         };
-        Measured { finding, segment }
+        let peak_logit = (8.0 * (score / (1.0 - score)).ln()) as f32;
+        Measured {
+            finding,
+            segment,
+            peak_logit,
+        }
     }
 
     #[test]
@@ -459,6 +482,42 @@ mod tests {
         );
         assert!(merged.iter().all(|m| m.segment.finding_id == m.finding.id));
         assert!(merge_passes(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn the_classifier_reorders_findings_by_peak_and_its_logit_together() {
+        // Peak logits 40, 24 and 16 (scores 0.993, 0.953, 0.881).
+        let found = vec![
+            at(0.0, 10.0, 0.9933, 10.0),
+            at(50.0, 10.0, 0.9526, 10.0),
+            at(100.0, 10.0, 0.8808, 10.0),
+        ];
+        let rescored = rescore(found, &[-6.0, 1.0, 4.0], 1.0);
+        let got: Vec<(f64, f64, u32)> = rescored
+            .iter()
+            .map(|m| {
+                (
+                    m.finding.center_patient_mm[0],
+                    m.finding.score,
+                    m.finding.id,
+                )
+            })
+            .collect();
+        // 5 - 6 = -1, 3 + 1 = 4, 2 + 4 = 6.
+        assert_eq!(
+            got,
+            vec![(100.0, 0.9975, 1), (50.0, 0.982, 2), (0.0, 0.2687, 3)]
+        );
+        assert!(rescored
+            .iter()
+            .all(|m| m.segment.finding_id == m.finding.id));
+        // Weight 0: the order and scores of the peaks.
+        let same = rescore(rescored, &[9.0, 0.0, -9.0], 0.0);
+        let order: Vec<f64> = same
+            .iter()
+            .map(|m| m.finding.center_patient_mm[0])
+            .collect();
+        assert_eq!(order, vec![0.0, 50.0, 100.0]);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! Tiles are blended with Gaussian weights into one probability map on the working grid
 //! ([`stitch`]); voxels above the threshold form candidates (3-D connected components);
 //! each candidate is re-sampled onto the source grid and measured there in millimetres
-//! ([`measure`]), then overlapping candidates are suppressed.
+//! ([`measure`]), then overlapping candidates are suppressed. Passes at several working
+//! spacings are merged ([`merge_passes`]); a candidate classifier, when the model has one,
+//! rescores the merged findings ([`rescore`]).
 
 mod measure;
 mod stitch;
 
-pub use measure::{measure_candidates, merge_passes, Measured, Segment, Thresholds};
+pub use measure::{measure_candidates, merge_passes, rescore, Measured, Segment, Thresholds};
 pub use stitch::{probabilities_and_logits, sample, stitch, EMPTY_LOGIT};

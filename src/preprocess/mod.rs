@@ -10,7 +10,7 @@ mod lungs;
 mod tiles;
 
 pub use lungs::{find_lungs, LungMask};
-pub use tiles::{extract_tile, mirror, TileGrid};
+pub use tiles::{extract_crop, extract_tile, mirror, TileGrid};
 
 use ndarray::{Array3, ArrayView3, Axis};
 use rayon::prelude::*;

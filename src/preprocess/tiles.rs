@@ -89,6 +89,44 @@ pub fn extract_tile(
     tile
 }
 
+/// A `size`-shaped crop (row-major `[z, y, x]`) of `image` whose voxel `size / 2` is the
+/// voxel nearest `centre` (a fractional index), padded with `fill` where it leaves the image.
+pub fn extract_crop(
+    image: ArrayView3<f32>,
+    centre: [f64; 3],
+    size: [usize; 3],
+    fill: f32,
+) -> Vec<f32> {
+    let shape: [usize; 3] = image.dim().into();
+    let lo: [i64; 3] = std::array::from_fn(|a| {
+        let c = if centre[a].is_finite() {
+            centre[a].round()
+        } else {
+            0.0
+        };
+        c.clamp(-1e9, 1e9) as i64 - (size[a] / 2) as i64
+    });
+    let mut crop = vec![fill; size.iter().product()];
+    // The part of the crop inside the image, per axis, as crop-relative ranges.
+    let inside: [std::ops::Range<usize>; 3] = std::array::from_fn(|a| {
+        let start = (-lo[a]).clamp(0, size[a] as i64) as usize;
+        let end = (shape[a] as i64 - lo[a]).clamp(start as i64, size[a] as i64) as usize;
+        start..end
+    });
+    let [_, sj, si] = size;
+    for dk in inside[0].clone() {
+        for dj in inside[1].clone() {
+            let row = (dk * sj + dj) * si;
+            for di in inside[2].clone() {
+                let at = [dk, dj, di].map(|d| d as i64);
+                let src: [usize; 3] = std::array::from_fn(|a| (lo[a] + at[a]) as usize);
+                crop[row + di] = image[src];
+            }
+        }
+    }
+    crop
+}
+
 /// A tile (`patch`-shaped, row-major `[z, y, x]`) mirrored along `axis`; its own inverse.
 pub fn mirror(tile: &[f32], patch: [usize; 3], axis: usize) -> Vec<f32> {
     let [pk, pj, pi] = patch;
@@ -158,6 +196,49 @@ mod tests {
             let inside = covered.slice(ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]]);
             prop_assert!(inside.iter().all(|c| *c));
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_crop_holds_the_image_around_the_centre_and_fill_outside(
+            shape in (1usize..12, 1usize..12, 1usize..12),
+            centre in (-20.0f64..30.0, -20.0f64..30.0, -20.0f64..30.0),
+            size in (1usize..9, 1usize..9, 1usize..9),
+        ) {
+            let shape = [shape.0, shape.1, shape.2];
+            let size = [size.0, size.1, size.2];
+            let image = Array3::from_shape_fn(shape, |(k, j, i)| (k * 10_000 + j * 100 + i) as f32);
+            let crop = extract_crop(image.view(), [centre.0, centre.1, centre.2], size, -1.0);
+            prop_assert_eq!(crop.len(), size.iter().product::<usize>());
+            let centre = [centre.0, centre.1, centre.2];
+            for (n, value) in crop.iter().enumerate() {
+                let d = [n / (size[1] * size[2]), n / size[2] % size[1], n % size[2]];
+                let src: Vec<i64> = (0..3)
+                    .map(|a| centre[a].round() as i64 - (size[a] / 2) as i64 + d[a] as i64)
+                    .collect();
+                let inside = (0..3).all(|a| (0..shape[a] as i64).contains(&src[a]));
+                let expected = if inside {
+                    image[(src[0] as usize, src[1] as usize, src[2] as usize)]
+                } else {
+                    -1.0
+                };
+                prop_assert_eq!(*value, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn a_crop_far_outside_or_at_a_nan_centre_is_fill_or_clamped() {
+        let image = Array3::from_elem((4, 4, 4), 1.0f32);
+        assert!(
+            extract_crop(image.view(), [1e300, 0.0, 0.0], [2, 2, 2], 0.0)
+                .iter()
+                .all(|v| *v == 0.0)
+        );
+        assert_eq!(
+            extract_crop(image.view(), [f64::NAN, 1.0, 1.0], [2, 2, 2], 0.0).len(),
+            8
+        );
     }
 
     #[test]
