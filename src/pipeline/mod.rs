@@ -223,9 +223,10 @@ impl Analyzer {
                 })
                 .collect();
             let logits: Vec<f32> = engine.infer(crops)?.into_iter().flatten().collect();
-            found = postprocess::rescore(found, &logits, spec.weight);
+            postprocess::rescore(&mut found, &logits, spec.weight);
             lap("classify", &mut timing_ms);
         }
+        let found = postprocess::rank(found);
         let decode = timing_ms.get("decode").copied().unwrap_or(0.0);
         let total = decode + started.elapsed().as_secs_f64() * 1e3;
         timing_ms.insert("total".to_owned(), round_ms(total));

@@ -94,7 +94,7 @@ pub fn measure_candidates(
 /// Merges the findings of passes at different working spacings (the first pass first):
 /// a finding of a later pass whose centre lies within the long-axis radius of an earlier
 /// one (or within 3 mm; either's radius) is the same nodule, and only raises that one's
-/// score; the others are added. Then ranks everything.
+/// score; the others are added. Unranked: [`rank`] them once their scores are final.
 pub fn merge_passes(passes: Vec<Vec<Measured>>) -> Vec<Measured> {
     let mut passes = passes.into_iter();
     let mut merged = passes.next().unwrap_or_default();
@@ -115,21 +115,20 @@ pub fn merge_passes(passes: Vec<Vec<Measured>>) -> Vec<Measured> {
             }
         }
     }
-    rank(merged)
+    merged
 }
 
 /// Rescores findings with the candidate classifier's logit for each (in order):
-/// `sigmoid(peak logit / 8 + weight * classifier logit)`, then ranks them again.
-pub fn rescore(mut found: Vec<Measured>, classifier_logits: &[f32], weight: f64) -> Vec<Measured> {
+/// `sigmoid(peak logit / 8 + weight * classifier logit)`.
+pub fn rescore(found: &mut [Measured], classifier_logits: &[f32], weight: f64) {
     for (m, c) in found.iter_mut().zip(classifier_logits) {
         let z = f64::from(m.peak_logit) / SCORE_TEMPERATURE + weight * f64::from(*c);
         m.finding.score = findings::round_to(sigmoid(z), 4);
     }
-    rank(found)
 }
 
 /// Sorts by score, drops candidates inside better ones, and numbers the rest from 1.
-fn rank(mut found: Vec<Measured>) -> Vec<Measured> {
+pub fn rank(mut found: Vec<Measured>) -> Vec<Measured> {
     found.sort_by(|a, b| b.finding.score.total_cmp(&a.finding.score));
     let mut kept = suppress_overlaps(found);
     for (n, m) in kept.iter_mut().enumerate() {
@@ -464,7 +463,7 @@ mod tests {
             at(102.5, 4.0, 0.6, 4.0),
             at(50.0, 5.0, 0.8, 5.0),
         ];
-        let merged = merge_passes(vec![first, second]);
+        let merged = rank(merge_passes(vec![first, second]));
         let got: Vec<(f64, f64, f64, u32)> = merged
             .iter()
             .map(|m| {
@@ -492,7 +491,9 @@ mod tests {
             at(50.0, 10.0, 0.9526, 10.0),
             at(100.0, 10.0, 0.8808, 10.0),
         ];
-        let rescored = rescore(found, &[-6.0, 1.0, 4.0], 1.0);
+        let mut rescored = found;
+        rescore(&mut rescored, &[-6.0, 1.0, 4.0], 1.0);
+        let rescored = rank(rescored);
         let got: Vec<(f64, f64, u32)> = rescored
             .iter()
             .map(|m| {
@@ -512,7 +513,9 @@ mod tests {
             .iter()
             .all(|m| m.segment.finding_id == m.finding.id));
         // Weight 0: the order and scores of the peaks.
-        let same = rescore(rescored, &[9.0, 0.0, -9.0], 0.0);
+        let mut same = rescored;
+        rescore(&mut same, &[9.0, 0.0, -9.0], 0.0);
+        let same = rank(same);
         let order: Vec<f64> = same
             .iter()
             .map(|m| m.finding.center_patient_mm[0])

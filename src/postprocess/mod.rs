@@ -5,10 +5,10 @@
 //! each candidate is re-sampled onto the source grid and measured there in millimetres
 //! ([`measure`]), then overlapping candidates are suppressed. Passes at several working
 //! spacings are merged ([`merge_passes`]); a candidate classifier, when the model has one,
-//! rescores the merged findings ([`rescore`]).
+//! rescores the merged findings ([`rescore`]) before they are ranked once ([`rank`]).
 
 mod measure;
 mod stitch;
 
-pub use measure::{measure_candidates, merge_passes, rescore, Measured, Segment, Thresholds};
+pub use measure::{measure_candidates, merge_passes, rank, rescore, Measured, Segment, Thresholds};
 pub use stitch::{probabilities_and_logits, sample, stitch, EMPTY_LOGIT};
