@@ -48,7 +48,7 @@ channels = 1
 [thresholds]
 probability = {prob}                 # voxel threshold for candidate components
 min_score = {min_score}                   # drop candidates scoring below
-min_diameter_mm = 3.0
+min_diameter_mm = 3.0{operating}
 
 [precision]
 half_on_cuda = true
@@ -66,7 +66,8 @@ weight = {weight}                      # rank by peak logit / 8 + weight * class
 
 
 def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float,
-           extra_spacings: list[float] | None = None, classifier_weight: float | None = None) -> dict:
+           extra_spacings: list[float] | None = None, classifier_weight: float | None = None,
+           operating_score: float | None = None) -> dict:
     """Script, save, verify and describe the model in model_dir."""
     log = json.loads((model_dir / "training-log.json").read_text())
     net = NoduleNet(int(log["hyper_parameters"]["width"]))
@@ -85,7 +86,9 @@ def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float,
         data += ", continuing from earlier weights (see docs/model-card.md)"
     text = MANIFEST.format(ckpt="checkpoint.pth", id=model_dir.name, version=version, sha=sha,
                            arch=net.describe(), params=count_parameters(net), data=data, prob=prob,
-                           min_score=min_score, extra=json.dumps([[s] * 3 for s in extra_spacings or []]))
+                           min_score=min_score, extra=json.dumps([[s] * 3 for s in extra_spacings or []]),
+                           operating="" if operating_score is None else
+                           f"\noperating_score = {operating_score}           # positive calls: they set the study's category")
     if classifier_weight is not None:
         clf = model_dir / "classifier.pt"
         clf_log = json.loads((model_dir / "classifier-log.json").read_text())
@@ -135,9 +138,12 @@ def main() -> None:
     ap.add_argument("--classifier-weight", type=float, default=None, metavar="W",
                     help="add the candidate classifier DIR/classifier.pt (scripts/train_fpr.py) to the manifest: "
                          "findings rank by peak logit / 8 + W * its logit")
+    ap.add_argument("--operating-score", type=float, default=None, metavar="S",
+                    help="the operating point: findings scoring at least S are positive calls and alone set "
+                         "the study's Lung-RADS category (default: every finding above --min-score)")
     args = ap.parse_args()
     print(json.dumps(export(args.dir, args.version, args.probability, args.min_score, args.extra_spacing,
-                            args.classifier_weight)))
+                            args.classifier_weight, args.operating_score)))
 
 
 if __name__ == "__main__":

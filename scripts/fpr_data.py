@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--model", type=pathlib.Path, default=ROOT / "models/pulmo-nodule-v1")
     ap.add_argument("--size", type=int, default=40, help="stored crop edge (voxels at 1.25 mm)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--probability", type=float, default=None,
+                    help="candidate threshold (default: the manifest's); lower gives the classifier fainter candidates too")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,6 +77,7 @@ def main() -> None:
     inp, th = manifest["input"], manifest["thresholds"]
     spacing = float(inp["spacing_mm"][0])
     extra = [float(s[0]) for s in inp.get("extra_spacings_mm", [])]
+    thr = float(th["probability"]) if args.probability is None else args.probability
     crops, labels, feats, seeds = [], [], [], []
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()
@@ -93,7 +96,7 @@ def main() -> None:
                 work = img if s == spacing else ndimage.zoom(img, spacing / s, order=1)
                 logits, _ = sliding_logits(lambda x: model(x).float(), work, np.ones(work.shape, bool), int(inp["patch"][0]),
                                            float(inp["overlap"]), batch=4)
-                for c, pk, d in candidates(logits.astype(np.float32), float(th["probability"]), s,
+                for c, pk, d in candidates(logits.astype(np.float32), thr, s,
                                            float(th["min_diameter_mm"])):
                     cands.append((origin + c * s, pk, d, k))
         n_pos = n_neg = 0
@@ -113,11 +116,12 @@ def main() -> None:
             labels.append(1)
             feats.append([np.nan, 2 * r, -1])
             seeds.append(seed)
+        # Saved after every chest, so a long run can be stopped at any time and still be used.
+        np.savez(args.out, crops=np.stack(crops), labels=np.array(labels, np.int8),
+                 feats=np.array(feats, np.float32), seeds=np.array(seeds))
         print(f"seed {seed}: {len(cands)} candidates ({n_pos} on nodules, {n_neg} false), "
-              f"{len(truth)} nodules, {time.time() - t0:.1f} s", flush=True)
-    np.savez(args.out, crops=np.stack(crops), labels=np.array(labels, np.int8),
-             feats=np.array(feats, np.float32), seeds=np.array(seeds))
-    print(f"wrote {args.out}: {len(labels)} crops, {int(np.sum(labels))} positive", flush=True)
+              f"{len(truth)} nodules, {time.time() - t0:.1f} s; {args.out}: {len(labels)} crops, "
+              f"{int(np.sum(labels))} positive", flush=True)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261202)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--init", type=pathlib.Path, help="start from these weights (a classifier.pth) instead of at random")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,6 +124,10 @@ def main() -> None:
     print(f"train: {len(train_pos)} positive, {len(train_neg)} negative crops from {len(seeds) - len(val_seeds)} "
           f"chests; validation: {len(val_idx)} candidates from {len(val_seeds)} chests", flush=True)
     model = CandidateNet(args.width)
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu"))
+        s = predict(model, d["crops"], val_idx, rng)
+        print(f"from {args.init}: validation AUC {auc(s, d['labels'][val_idx]):.3f}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     budget = args.minutes * 60
     t0 = time.time()
@@ -152,6 +157,7 @@ def main() -> None:
     det = d["feats"][val_idx, 0]
     log = {"crop": CROP, "data": [str(p) for p in args.data], "steps": step, "batch": args.batch, "lr": args.lr,
            "minutes": args.minutes, "width": args.width, "seed": args.seed,
+           "init": str(args.init) if args.init else None,
            "train_positive": int(len(train_pos)), "train_negative": int(len(train_neg)),
            "val_candidates": int(len(val_idx)), "val_auc_classifier": auc(s, d["labels"][val_idx]),
            "val_auc_detector": auc(det, d["labels"][val_idx])}

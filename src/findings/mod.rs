@@ -62,21 +62,27 @@ pub struct Finding {
 /// The study-level summary of a list of findings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    /// Probability that at least one finding is a true nodule, treating scores as independent.
+    /// The highest finding score; 0 when there are none. (Not a combination of all of them:
+    /// a chest has many low-scoring candidates, and combining them says "1" for every study.)
     pub study_score: f64,
-    /// The highest category among the findings; 1 when there are none.
+    /// The highest category among the findings at or above the operating point; 1 when
+    /// there are none.
     pub lung_rads: LungRads,
 }
 
-/// Summarises findings for the study.
-pub fn summarize(findings: &[Finding]) -> Summary {
-    let none = findings
-        .iter()
-        .map(|f| 1.0 - f.score.clamp(0.0, 1.0))
-        .product::<f64>();
+/// Summarises findings for the study: only those scoring at least `operating_score` (the
+/// model's positive calls) count towards its category, so that the low-scoring candidates
+/// listed for review cannot raise it on their own.
+pub fn summarize(findings: &[Finding], operating_score: f64) -> Summary {
+    let top = findings.iter().map(|f| f.score).fold(0.0, f64::max);
     Summary {
-        study_score: round_to(1.0 - none, 4),
-        lung_rads: overall(findings.iter().map(|f| f.lung_rads)),
+        study_score: round_to(top.clamp(0.0, 1.0), 4),
+        lung_rads: overall(
+            findings
+                .iter()
+                .filter(|f| f.score >= operating_score)
+                .map(|f| f.lung_rads),
+        ),
     }
 }
 
@@ -120,17 +126,33 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_study_is_category_1_with_score_0() {
-        let summary = summarize(&[]);
+        let summary = summarize(&[], 0.5);
         assert_eq!(summary.lung_rads, LungRads::Cat1);
         assert_eq!(summary.study_score, 0.0);
     }
 
     #[test]
-    fn study_score_combines_findings_and_category_is_the_worst() {
-        let findings = [finding(0.5, LungRads::Cat2), finding(0.5, LungRads::Cat4A)];
-        let summary = summarize(&findings);
-        assert_eq!(summary.study_score, 0.75);
+    fn study_score_is_the_top_score_and_category_the_worst_call() {
+        let findings = [finding(0.5, LungRads::Cat2), finding(0.6, LungRads::Cat4A)];
+        let summary = summarize(&findings, 0.5);
+        assert_eq!(summary.study_score, 0.6);
         assert_eq!(summary.lung_rads, LungRads::Cat4A);
+    }
+
+    #[test]
+    fn findings_below_the_operating_point_do_not_set_the_category() {
+        let findings = [
+            finding(0.95, LungRads::Cat2),
+            finding(0.3, LungRads::Cat4B),
+            finding(0.2, LungRads::Cat3),
+        ];
+        let summary = summarize(&findings, 0.9);
+        assert_eq!(summary.lung_rads, LungRads::Cat2);
+        assert_eq!(summary.study_score, 0.95);
+        // Only low-scoring candidates: category 1, but the score still says how close.
+        let summary = summarize(&findings[1..], 0.9);
+        assert_eq!(summary.lung_rads, LungRads::Cat1);
+        assert_eq!(summary.study_score, 0.3);
     }
 
     #[test]

@@ -117,6 +117,18 @@ pub struct Thresholds {
     pub min_score: f64,
     /// Candidates smaller than this mean diameter are dropped.
     pub min_diameter_mm: f64,
+    /// The operating point: findings scoring at least this are the model's positive calls,
+    /// which alone set the study's Lung-RADS category. Findings below it are still listed.
+    /// Absent: every listed finding is a call (`min_score`).
+    #[serde(default)]
+    pub operating_score: Option<f64>,
+}
+
+impl Thresholds {
+    /// The score from which a finding is a positive call.
+    pub fn operating_score(&self) -> f64 {
+        self.operating_score.unwrap_or(self.min_score)
+    }
 }
 
 /// The 16-bit formats the model keeps its results in (checked on held-out data), which
@@ -262,6 +274,10 @@ impl Manifest {
                 !(0.0..1.0).contains(&self.thresholds.probability),
                 "thresholds.probability must be in [0, 1)".to_owned(),
             ),
+            (
+                !(0.0..=1.0).contains(&self.thresholds.operating_score()),
+                "thresholds.operating_score must be in [0, 1]".to_owned(),
+            ),
         ];
         checks
             .into_iter()
@@ -328,6 +344,8 @@ bfloat16_on_cpu = true
         assert_eq!(bundle.manifest.output.kind, OutputKind::Logits);
         assert!(bundle.manifest.precision.half_on_cuda);
         assert!(bundle.manifest.precision.bfloat16_on_cpu);
+        // No operating point: every listed finding is a call.
+        assert_eq!(bundle.manifest.thresholds.operating_score(), 0.1);
     }
 
     #[test]
@@ -372,6 +390,11 @@ bfloat16_on_cpu = true
                 "divisible_by = 8",
                 "divisible_by = 8\nextra_spacings_mm = [[1.0, 1.0, 0.0]]",
                 "input.extra_spacings_mm [[1.0, 1.0, 0.0]] must be at least 0.25 mm",
+            ),
+            (
+                "min_diameter_mm = 3.0",
+                "min_diameter_mm = 3.0\noperating_score = 1.5",
+                "thresholds.operating_score",
             ),
         ];
         for (from, to, named) in cases {

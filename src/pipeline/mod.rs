@@ -243,7 +243,8 @@ impl Analyzer {
         warnings: Vec<String>,
         timing_ms: BTreeMap<String, f64>,
     ) -> Report {
-        let summary = findings::summarize(&found);
+        let operating_score = self.bundle.manifest.thresholds.operating_score();
+        let summary = findings::summarize(&found, operating_score);
         let [slices, rows, columns] = volume.shape();
         let [sk, sj, si] = volume.geometry.spacing;
         Report {
@@ -266,6 +267,7 @@ impl Analyzer {
             timing_ms,
             study_score: summary.study_score,
             lung_rads: summary.lung_rads,
+            operating_score,
             warnings,
             disclaimer: report::DISCLAIMER.to_owned(),
             findings: found,
@@ -661,6 +663,63 @@ mod tests {
             .unwrap()
             .report;
         assert_eq!(zero.findings, plain.findings);
+    }
+
+    /// The threshold test model with an operating point in its manifest.
+    fn operating_analyzer(score: f64) -> Analyzer {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
+        let dir =
+            std::env::temp_dir().join(format!("pulmo-operating-{}-{score}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(from.join("model.pt"), dir.join("model.pt")).unwrap();
+        let manifest = std::fs::read_to_string(from.join("manifest.toml"))
+            .unwrap()
+            .replace(
+                "min_diameter_mm = 3.0\n",
+                &format!("min_diameter_mm = 3.0\noperating_score = {score:?}\n"),
+            );
+        assert!(manifest.contains("operating_score"));
+        std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+        let config = AnalyzerConfig {
+            device: DeviceChoice::Cpu,
+            ..AnalyzerConfig::new(dir)
+        };
+        Analyzer::start(&config).expect("the test bundle with an operating point must load")
+    }
+
+    #[test]
+    fn only_findings_at_the_operating_point_set_the_study_category() {
+        // A 14 mm solid nodule and an 8 mm one, the bigger scoring higher.
+        let volume = chest_with(&[
+            ([-70.0, 0.0, 0.0], 7.0, 100.0),
+            ([75.0, 10.0, 0.0], 4.0, 30.0),
+        ]);
+        let all = threshold_analyzer()
+            .analyze(&volume, BTreeMap::new())
+            .unwrap()
+            .report;
+        let [big, small] = [&all.findings[0], &all.findings[1]];
+        assert!(big.score > small.score);
+        assert!(big.lung_rads > LungRads::Cat2, "{:?}", big.lung_rads);
+        assert_eq!(all.lung_rads, big.lung_rads.max(small.lung_rads));
+        assert_eq!(all.study_score, big.score);
+        assert_eq!(all.operating_score, 0.1);
+
+        // The operating point above both: nothing is called, both are still listed.
+        let above = operating_analyzer(1.0)
+            .analyze(&volume, BTreeMap::new())
+            .unwrap()
+            .report;
+        assert_eq!(above.findings, all.findings);
+        assert_eq!(above.lung_rads, LungRads::Cat1);
+        assert_eq!(above.study_score, big.score);
+        assert_eq!(above.operating_score, 1.0);
+        // At the big one's score: it is called (the operating point is inclusive).
+        let at = operating_analyzer(big.score)
+            .analyze(&volume, BTreeMap::new())
+            .unwrap()
+            .report;
+        assert_eq!(at.lung_rads, big.lung_rads);
     }
 
     #[test]

@@ -96,8 +96,15 @@ pub struct Report {
     pub series: SeriesInfo,
     /// Milliseconds per stage, and `total`.
     pub timing_ms: BTreeMap<String, f64>,
+    /// The highest finding score; 0 with none.
     pub study_score: f64,
+    /// The worst category among the findings at or above `operating_score`.
     pub lung_rads: LungRads,
+    /// The model's operating point: findings scoring at least this are its positive calls;
+    /// those below are candidates listed for review. (Reports from before it was recorded
+    /// counted every finding: 0.)
+    #[serde(default)]
+    pub operating_score: f64,
     pub warnings: Vec<String>,
     pub disclaimer: String,
     pub findings: Vec<Finding>,
@@ -233,6 +240,7 @@ pub(crate) mod tests {
             timing_ms: BTreeMap::new(),
             study_score: 0.9,
             lung_rads: LungRads::Cat3,
+            operating_score: 0.5,
             warnings: vec![],
             disclaimer: DISCLAIMER.into(),
             findings: vec![f],

@@ -198,16 +198,27 @@ fn summarize_report(r: &Report) -> String {
         out.push_str(&format!("  warning: {warning}\n"));
     }
     if r.analyzed {
+        let calls = r
+            .findings
+            .iter()
+            .filter(|f| f.score >= r.operating_score)
+            .count();
         out.push_str(&format!(
-            "  {} finding(s), study score {:.2}, Lung-RADS {}\n",
+            "  {} finding(s), {} at or above the operating point {:.2}; study score {:.2}, Lung-RADS {}\n",
             r.findings.len(),
+            calls,
+            r.operating_score,
             r.study_score,
             r.lung_rads.as_str()
         ));
     }
     if !r.findings.is_empty() {
         out.push_str("   #  side   image (inst)   centre LPS mm               diam  long x short  volume mm3  type          HU  score  LR\n");
-        for f in &r.findings {
+        for (n, f) in r.findings.iter().enumerate() {
+            let below = f.score < r.operating_score;
+            if below && (n == 0 || r.findings[n - 1].score >= r.operating_score) {
+                out.push_str("  below the operating point (candidates for review; they do not set the category):\n");
+            }
             out.push_str(&finding_row(f));
         }
     }
