@@ -2,6 +2,7 @@
 """LUNA16-style FROC of pulmo reports against phantom truth.
 
     .venv/bin/python3 scripts/evaluate.py --truth SET/truth.json [SET2/truth.json ...] --reports REPORTS/ [--json]
+    .venv/bin/python3 scripts/evaluate.py --truth ... --reports REPORTS/ --operating 0.8 0.9 0.95
     .venv/bin/python3 scripts/evaluate.py --self-test
 
 Truth: schema pulmo.truth/1. Reports: one pulmo.report/1 JSON per series in REPORTS/ (any
@@ -99,6 +100,45 @@ def evaluate(truth: dict, reports: dict[str, dict]) -> dict:
     }
 
 
+LUNG_RADS_ORDER = ("1", "2", "3", "4A", "4B", "4X")
+
+
+def operating_points(truth: dict, reports: dict[str, dict], scores: list[float]) -> list[dict]:
+    """At each candidate operating point: nodules called (a finding at or above it hits them),
+    false calls per scan, and in how many scans the study category from the calls equals the
+    one from the scan's true-positive findings alone (higher: false calls raised it; lower: a
+    true nodule fell below the point)."""
+    out = []
+    for op in scores:
+        called = n_nod = false = same = higher = lower = 0
+        for case in truth["cases"]:
+            findings = reports.get(case["series_instance_uid"], {"findings": []})["findings"]
+            nodules = case["nodules"]
+            centres = np.array([n["center_patient_mm"] for n in nodules], float).reshape(-1, 3)
+            radii = np.array([n["diameter_mm"] / 2 for n in nodules], float)
+
+            def hits(f: dict) -> np.ndarray:
+                return np.nonzero(np.linalg.norm(centres - np.asarray(f["center_patient_mm"], float), axis=1) <= radii)[0]
+
+            calls = [f for f in findings if f["score"] >= op]
+            true_hit = [f for f in findings if len(hits(f))]
+            false += sum(1 for f in calls if not len(hits(f)))
+            for k, nod in enumerate(nodules):
+                if nod["diameter_mm"] >= MIN_DIAMETER:
+                    n_nod += 1
+                    called += any(k in hits(f) for f in calls)
+            rank = lambda fs: max([LUNG_RADS_ORDER.index(f["lung_rads"]) for f in fs if "lung_rads" in f] + [0])
+            got, ideal = rank(calls), rank(true_hit)
+            same += got == ideal
+            higher += got > ideal
+            lower += got < ideal
+        n_scans = max(1, len(truth["cases"]))
+        out.append({"operating_score": op, "nodules_called": called, "nodules": n_nod,
+                    "false_calls_per_scan": false / n_scans, "category_as_true_findings": same,
+                    "category_higher": higher, "category_lower": lower, "scans": len(truth["cases"])})
+    return out
+
+
 def load_reports(folder: pathlib.Path) -> dict[str, dict]:
     """Every pulmo.report/1 JSON in folder, keyed by series UID."""
     out = {}
@@ -146,6 +186,14 @@ def self_test() -> None:
     # missing report = scan with no findings; empty truth scan with no report adds no FP
     r2 = evaluate(truth, {})
     assert r2["cpm"] == 0.0 and r2["false_positives_total"] == 0
+    # At 0.85: A's 0.9 calls nodule 1 (the 0.99 one hits only the excluded 2 mm nodule, so it
+    # is no false call); B's 0.8 is below; C's 0.95 is the one false call.
+    reports["A"]["findings"][0]["lung_rads"] = "4A"
+    reports["C"]["findings"][0]["lung_rads"] = "3"
+    (p,) = operating_points(truth, reports, [0.85])
+    assert (p["nodules_called"], p["nodules"]) == (1, 3), p
+    assert abs(p["false_calls_per_scan"] - 1 / 3) < 1e-9, p
+    assert (p["category_as_true_findings"], p["category_higher"], p["category_lower"]) == (2, 1, 0), p
     print("self-test passed")
 
 
@@ -154,6 +202,9 @@ def main() -> None:
     ap.add_argument("--truth", type=pathlib.Path, nargs="+", help="one or more truth.json files (cases merged)")
     ap.add_argument("--reports", type=pathlib.Path)
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ap.add_argument("--operating", type=float, nargs="+", metavar="SCORE",
+                    help="also show, at each of these operating points, the nodules called, false calls per scan "
+                         "and how often the study's Lung-RADS category matches its true findings' category")
     ap.add_argument("--self-test", action="store_true")
     args = ap.parse_args()
     if args.self_test:
@@ -162,7 +213,10 @@ def main() -> None:
     if not args.truth or not args.reports:
         ap.error("--truth and --reports are required")
     cases = [case for path in args.truth for case in json.loads(path.read_text())["cases"]]
-    res = evaluate({"cases": cases}, load_reports(args.reports))
+    reports = load_reports(args.reports)
+    res = evaluate({"cases": cases}, reports)
+    if args.operating:
+        res["operating_points"] = operating_points({"cases": cases}, reports, args.operating)
     if args.json:
         print(json.dumps(res, indent=1))
         return
@@ -172,6 +226,11 @@ def main() -> None:
         print(f"  sensitivity at {float(k):>5.3f} FP/scan: {v:.3f}")
     print(f"CPM {res['cpm']:.3f}; >= 6 mm at 1 FP/scan {res['sensitivity_ge_6mm_at_1fp']:.3f}; "
           f"median |diameter error| {res['median_abs_diameter_error_mm']:.2f} mm")
+    for p in res.get("operating_points", []):
+        print(f"operating point {p['operating_score']}: {p['nodules_called']} of {p['nodules']} nodules called, "
+              f"{p['false_calls_per_scan']:.2f} false calls per scan; study category as its true findings' in "
+              f"{p['category_as_true_findings']} of {p['scans']} scans ({p['category_higher']} higher, "
+              f"{p['category_lower']} lower)")
 
 
 if __name__ == "__main__":
