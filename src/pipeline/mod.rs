@@ -597,23 +597,39 @@ mod tests {
     fn classifier_analyzer(weight: f64) -> Analyzer {
         use sha2::Digest;
         let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
-        let dir =
-            std::env::temp_dir().join(format!("pulmo-classifier-{}-{weight}", std::process::id()));
+        let sha = sha2::Sha256::digest(std::fs::read(from.join("classifier.pt")).unwrap());
+        test_bundle_analyzer(
+            &format!("classifier-{weight}"),
+            &["classifier.pt"],
+            |manifest| {
+                manifest
+                + &format!(
+                    "[classifier]\nfile = \"classifier.pt\"\nsha256 = \"{sha:x}\"\ncrop = [8, 8, 8]\nweight = {weight:?}\n"
+                )
+            },
+        )
+    }
+
+    /// The threshold test bundle copied to a scratch folder with `files` beside its model and
+    /// its manifest changed by `edit`, started on the CPU.
+    fn test_bundle_analyzer(
+        name: &str,
+        files: &[&str],
+        edit: impl FnOnce(String) -> String,
+    ) -> Analyzer {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
+        let dir = std::env::temp_dir().join(format!("pulmo-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for file in ["model.pt", "classifier.pt"] {
+        for file in std::iter::once(&"model.pt").chain(files) {
             std::fs::copy(from.join(file), dir.join(file)).unwrap();
         }
-        let sha = sha2::Sha256::digest(std::fs::read(dir.join("classifier.pt")).unwrap());
-        let manifest = std::fs::read_to_string(from.join("manifest.toml")).unwrap()
-            + &format!(
-                "[classifier]\nfile = \"classifier.pt\"\nsha256 = \"{sha:x}\"\ncrop = [8, 8, 8]\nweight = {weight:?}\n"
-            );
+        let manifest = edit(std::fs::read_to_string(from.join("manifest.toml")).unwrap());
         std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
         let config = AnalyzerConfig {
             device: DeviceChoice::Cpu,
             ..AnalyzerConfig::new(dir)
         };
-        Analyzer::start(&config).expect("the test bundle with a classifier must load")
+        Analyzer::start(&config).unwrap_or_else(|e| panic!("the {name} test bundle must load: {e}"))
     }
 
     #[test]
@@ -667,24 +683,14 @@ mod tests {
 
     /// The threshold test model with an operating point in its manifest.
     fn operating_analyzer(score: f64) -> Analyzer {
-        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
-        let dir =
-            std::env::temp_dir().join(format!("pulmo-operating-{}-{score}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(from.join("model.pt"), dir.join("model.pt")).unwrap();
-        let manifest = std::fs::read_to_string(from.join("manifest.toml"))
-            .unwrap()
-            .replace(
+        test_bundle_analyzer(&format!("operating-{score}"), &[], |manifest| {
+            let edited = manifest.replace(
                 "min_diameter_mm = 3.0\n",
                 &format!("min_diameter_mm = 3.0\noperating_score = {score:?}\n"),
             );
-        assert!(manifest.contains("operating_score"));
-        std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
-        let config = AnalyzerConfig {
-            device: DeviceChoice::Cpu,
-            ..AnalyzerConfig::new(dir)
-        };
-        Analyzer::start(&config).expect("the test bundle with an operating point must load")
+            assert!(edited.contains("operating_score"));
+            edited
+        })
     }
 
     #[test]
