@@ -212,6 +212,14 @@ fn tables_read_back_equal_the_json_reports() {
         );
         let n = report["findings"].as_array().unwrap().len();
         assert_eq!(row["findings"], n.to_string());
+        let operating = report["operating_score"].as_f64().unwrap();
+        let calls = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["score"].as_f64().unwrap() >= operating)
+            .count();
+        assert_eq!(row["calls"], calls.to_string());
         assert_eq!(row["lung_rads"], report["lung_rads"].as_str().unwrap());
         assert_eq!(
             row["model_sha256"],
@@ -236,6 +244,9 @@ fn tables_read_back_equal_the_json_reports() {
             finding["sop_instance_uid"].as_str().unwrap()
         );
         assert_eq!(row["type"], finding["type"].as_str().unwrap());
+        let operating = report["operating_score"].as_f64().unwrap();
+        let call = finding["score"].as_f64().unwrap() >= operating;
+        assert_eq!(row["call"], call.to_string());
         assert_eq!(row["lung_rads"], finding["lung_rads"].as_str().unwrap());
         assert_eq!(row["laterality"], finding["laterality"].as_str().unwrap());
         for (column, key) in [("x_mm", 0), ("y_mm", 1), ("z_mm", 2)] {

@@ -34,6 +34,8 @@ pub struct FindingRow {
     pub nodule_type: String,
     pub solid_core_mm: Option<f64>,
     pub score: f64,
+    /// Whether the score reaches the report's operating point: one of the model's calls.
+    pub call: bool,
     pub lung_rads: String,
     pub laterality: String,
 }
@@ -73,6 +75,8 @@ pub struct SeriesRow {
     /// Whether this run reused a report an earlier run wrote.
     pub resumed: bool,
     pub findings: Option<usize>,
+    /// Findings at or above the operating point.
+    pub calls: Option<usize>,
     pub study_score: Option<f64>,
     pub lung_rads: Option<String>,
     pub model_sha256: String,
@@ -96,6 +100,13 @@ impl SeriesRow {
             },
             resumed,
             findings: Some(report.findings.len()),
+            calls: Some(
+                report
+                    .findings
+                    .iter()
+                    .filter(|f| f.score >= report.operating_score)
+                    .count(),
+            ),
             study_score: Some(report.study_score),
             lung_rads: Some(report.lung_rads.as_str().to_owned()),
             model_sha256: report.model.sha256.clone(),
@@ -114,6 +125,7 @@ impl SeriesRow {
             reason,
             resumed: false,
             findings: None,
+            calls: None,
             study_score: None,
             lung_rads: None,
             model_sha256: String::new(),
@@ -152,6 +164,7 @@ pub fn finding_rows(report: &Report) -> Vec<FindingRow> {
                 nodule_type: word(&f.nodule_type),
                 solid_core_mm: f.solid_core_mm,
                 score: f.score,
+                call: f.score >= report.operating_score,
                 lung_rads: f.lung_rads.as_str().to_owned(),
                 laterality: word(&f.laterality),
             }
