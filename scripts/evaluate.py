@@ -117,18 +117,18 @@ def operating_points(truth: dict, reports: dict[str, dict], scores: list[float])
             centres = np.array([n["center_patient_mm"] for n in nodules], float).reshape(-1, 3)
             radii = np.array([n["diameter_mm"] / 2 for n in nodules], float)
 
-            def hits(f: dict) -> np.ndarray:
-                return np.nonzero(np.linalg.norm(centres - np.asarray(f["center_patient_mm"], float), axis=1) <= radii)[0]
-
-            calls = [f for f in findings if f["score"] >= op]
-            true_hit = [f for f in findings if len(hits(f))]
-            false += sum(1 for f in calls if not len(hits(f)))
+            hits = [set(np.nonzero(np.linalg.norm(centres - np.asarray(f["center_patient_mm"], float), axis=1)
+                                   <= radii)[0]) for f in findings]
+            calls = [(f, h) for f, h in zip(findings, hits) if f["score"] >= op]
+            true_hit = [f for f, h in zip(findings, hits) if h]
+            false += sum(1 for _, h in calls if not h)
+            called_ids = set().union(*(h for _, h in calls))
             for k, nod in enumerate(nodules):
                 if nod["diameter_mm"] >= MIN_DIAMETER:
                     n_nod += 1
-                    called += any(k in hits(f) for f in calls)
+                    called += k in called_ids
             rank = lambda fs: max([LUNG_RADS_ORDER.index(f["lung_rads"]) for f in fs if "lung_rads" in f] + [0])
-            got, ideal = rank(calls), rank(true_hit)
+            got, ideal = rank([f for f, _ in calls]), rank(true_hit)
             same += got == ideal
             higher += got > ideal
             lower += got < ideal

@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from fpr_data import crop  # noqa: E402
 from predict_reference import load_series, resample  # noqa: E402
+from train import normalise  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -46,13 +47,11 @@ def main() -> None:
     ap.add_argument("--set", type=pathlib.Path, required=True, help="a scripts/phantom.py output folder")
     ap.add_argument("--reports", type=pathlib.Path, required=True, help="pulmo analyze --out of that folder")
     ap.add_argument("--model", type=pathlib.Path, default=ROOT / "models/pulmo-nodule-v1",
-                    help="the bundle whose working spacing and HU window to use")
+                    help="the bundle whose working spacing to use")
     ap.add_argument("--size", type=int, default=40, help="stored crop edge (working voxels)")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
-    inp = tomllib.loads((args.model / "manifest.toml").read_text())["input"]
-    s = float(inp["spacing_mm"][0])
-    lo, hi = inp["hu_window"]
+    s = float(tomllib.loads((args.model / "manifest.toml").read_text())["input"]["spacing_mm"][0])
     reports = {}
     for p in args.reports.glob("*.json"):
         rep = json.loads(p.read_text())
@@ -67,8 +66,7 @@ def main() -> None:
                 print(f"seed {case['seed']}: no report, skipped", flush=True)
                 continue
             vol, geo = load_series(truth_path.parent / str(case["seed"]))
-            hu = resample(vol, geo["spacing"], np.array([s, s, s]))
-            img = ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+            img = normalise(resample(vol, geo["spacing"], np.array([s, s, s])))
             truth = [(np.asarray(n["center_patient_mm"], float), n["diameter_mm"] / 2) for n in case["nodules"]]
             n_pos = n_neg = 0
             for f in rep["findings"]:

@@ -59,6 +59,14 @@ pub struct Finding {
     pub laterality: Laterality,
 }
 
+impl Finding {
+    /// Whether this finding is one of the model's positive calls at `operating_score`
+    /// (inclusive); the others are candidates listed for review.
+    pub fn is_call(&self, operating_score: f64) -> bool {
+        self.score >= operating_score
+    }
+}
+
 /// The study-level summary of a list of findings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -80,7 +88,7 @@ pub fn summarize(findings: &[Finding], operating_score: f64) -> Summary {
         lung_rads: overall(
             findings
                 .iter()
-                .filter(|f| f.score >= operating_score)
+                .filter(|f| f.is_call(operating_score))
                 .map(|f| f.lung_rads),
         ),
     }

@@ -275,7 +275,9 @@ impl Manifest {
                 "thresholds.probability must be in [0, 1)".to_owned(),
             ),
             (
-                !(0.0..=1.0).contains(&self.thresholds.operating_score()),
+                self.thresholds
+                    .operating_score
+                    .is_some_and(|s| !(0.0..=1.0).contains(&s)),
                 "thresholds.operating_score must be in [0, 1]".to_owned(),
             ),
         ];

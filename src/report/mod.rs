@@ -110,6 +110,18 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
+impl Report {
+    /// Whether `finding` is one of the model's calls at this report's operating point.
+    pub fn is_call(&self, finding: &Finding) -> bool {
+        finding.is_call(self.operating_score)
+    }
+
+    /// How many findings are calls.
+    pub fn calls(&self) -> usize {
+        self.findings.iter().filter(|f| self.is_call(f)).count()
+    }
+}
+
 /// Reports written before `precision` was recorded ran in float32.
 fn float32() -> String {
     "float32".to_owned()

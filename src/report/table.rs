@@ -100,13 +100,7 @@ impl SeriesRow {
             },
             resumed,
             findings: Some(report.findings.len()),
-            calls: Some(
-                report
-                    .findings
-                    .iter()
-                    .filter(|f| f.score >= report.operating_score)
-                    .count(),
-            ),
+            calls: Some(report.calls()),
             study_score: Some(report.study_score),
             lung_rads: Some(report.lung_rads.as_str().to_owned()),
             model_sha256: report.model.sha256.clone(),
@@ -164,7 +158,7 @@ pub fn finding_rows(report: &Report) -> Vec<FindingRow> {
                 nodule_type: word(&f.nodule_type),
                 solid_core_mm: f.solid_core_mm,
                 score: f.score,
-                call: f.score >= report.operating_score,
+                call: report.is_call(f),
                 lung_rads: f.lung_rads.as_str().to_owned(),
                 laterality: word(&f.laterality),
             }

@@ -198,15 +198,10 @@ fn summarize_report(r: &Report) -> String {
         out.push_str(&format!("  warning: {warning}\n"));
     }
     if r.analyzed {
-        let calls = r
-            .findings
-            .iter()
-            .filter(|f| f.score >= r.operating_score)
-            .count();
         out.push_str(&format!(
             "  {} finding(s), {} at or above the operating point {:.2}; study score {:.2}, Lung-RADS {}\n",
             r.findings.len(),
-            calls,
+            r.calls(),
             r.operating_score,
             r.study_score,
             r.lung_rads.as_str()
@@ -214,9 +209,10 @@ fn summarize_report(r: &Report) -> String {
     }
     if !r.findings.is_empty() {
         out.push_str("   #  side   image (inst)   centre LPS mm               diam  long x short  volume mm3  type          HU  score  LR\n");
+        // Findings come highest score first: the candidates follow the calls.
+        let first_candidate = r.findings.iter().position(|f| !r.is_call(f));
         for (n, f) in r.findings.iter().enumerate() {
-            let below = f.score < r.operating_score;
-            if below && (n == 0 || r.findings[n - 1].score >= r.operating_score) {
+            if first_candidate == Some(n) {
                 out.push_str("  below the operating point (candidates for review; they do not set the category):\n");
             }
             out.push_str(&finding_row(f));
