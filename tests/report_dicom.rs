@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{pulmo, python, scratch};
+use common::{pulmo, python, scratch, Scratch};
 use serde_json::Value;
 
 fn repo(relative: &str) -> PathBuf {
@@ -21,7 +21,7 @@ fn repo(relative: &str) -> PathBuf {
 
 /// What one `pulmo analyze --out` run on the sample series wrote (run once per binary).
 struct Run {
-    dir: PathBuf,
+    dir: Scratch,
     uid: String,
     report: Value,
 }

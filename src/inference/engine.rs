@@ -402,7 +402,9 @@ pub(crate) mod tests {
     /// An engine on the CPU around the smoke model, its outputs being probabilities.
     pub(crate) fn smoke_engine(name: &str, precision: Precision, policy: BatchPolicy) -> Engine {
         let manifest = EXAMPLE.replace("kind = \"logits\"", "kind = \"probabilities\"");
-        let bundle = Bundle::open(&bundle_dir(name, &manifest)).unwrap();
+        let dir = bundle_dir(name, &manifest);
+        let bundle = Bundle::open(dir.path()).unwrap();
+        // The engine has loaded the model when it starts; the folder may go after that.
         Engine::start(&bundle, Device::Cpu, precision, policy).unwrap()
     }
 

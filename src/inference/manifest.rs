@@ -328,20 +328,27 @@ half_on_cuda = true
 bfloat16_on_cpu = true
 "#;
 
-    /// Writes a bundle around the smoke model with the given manifest text (SHA replaced).
-    pub(crate) fn bundle_dir(name: &str, manifest: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pulmo-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// Writes a bundle around the smoke model with the given manifest text (SHA replaced), in
+    /// a temporary folder removed when the returned handle drops.
+    pub(crate) fn bundle_dir(name: &str, manifest: &str) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pulmo-{name}-"))
+            .tempdir()
+            .unwrap();
         let weights = super::super::smoke::default_model_path();
-        std::fs::copy(&weights, dir.join("model.pt")).unwrap();
+        std::fs::copy(&weights, dir.path().join("model.pt")).unwrap();
         let sha = sha256_file(&weights).unwrap();
-        std::fs::write(dir.join("manifest.toml"), manifest.replace("SHA", &sha)).unwrap();
+        std::fs::write(
+            dir.path().join("manifest.toml"),
+            manifest.replace("SHA", &sha),
+        )
+        .unwrap();
         dir
     }
 
     #[test]
     fn opens_a_good_bundle() {
-        let bundle = Bundle::open(&bundle_dir("good", EXAMPLE)).unwrap();
+        let bundle = Bundle::open(bundle_dir("good", EXAMPLE).path()).unwrap();
         assert_eq!(bundle.manifest.input.patch, [32, 32, 32]);
         assert_eq!(bundle.manifest.output.kind, OutputKind::Logits);
         assert!(bundle.manifest.precision.half_on_cuda);
@@ -353,8 +360,8 @@ bfloat16_on_cpu = true
     #[test]
     fn a_changed_weight_file_fails_the_checksum() {
         let dir = bundle_dir("tampered", EXAMPLE);
-        std::fs::write(dir.join("model.pt"), b"tampered").unwrap();
-        let err = Bundle::open(&dir).unwrap_err();
+        std::fs::write(dir.path().join("model.pt"), b"tampered").unwrap();
+        let err = Bundle::open(dir.path()).unwrap_err();
         assert!(matches!(err, ManifestError::Checksum { .. }), "{err}");
         assert!(err.to_string().contains("model.pt"));
     }
@@ -401,7 +408,7 @@ bfloat16_on_cpu = true
         ];
         for (from, to, named) in cases {
             let dir = bundle_dir("bad", &EXAMPLE.replace(from, to));
-            let err = Bundle::open(&dir).unwrap_err().to_string();
+            let err = Bundle::open(dir.path()).unwrap_err().to_string();
             assert!(err.contains(named), "{to}: {err}");
         }
     }
@@ -412,21 +419,20 @@ bfloat16_on_cpu = true
     #[test]
     fn a_classifier_section_is_checked_like_the_model() {
         let bundle =
-            Bundle::open(&bundle_dir("classifier", &format!("{EXAMPLE}{CLASSIFIER}"))).unwrap();
+            Bundle::open(bundle_dir("classifier", &format!("{EXAMPLE}{CLASSIFIER}")).path())
+                .unwrap();
         let spec = bundle.manifest.classifier.as_ref().unwrap();
         assert_eq!((spec.crop, spec.weight), ([8, 8, 8], 1.5));
         assert_eq!(bundle.classifier.as_deref(), Some(bundle.weights.as_path()));
-        assert!(Bundle::open(&bundle_dir("no-classifier", EXAMPLE))
+        assert!(Bundle::open(bundle_dir("no-classifier", EXAMPLE).path())
             .unwrap()
             .classifier
             .is_none());
 
         let wrong_sha = CLASSIFIER.replace("SHA", "0000");
-        let err = Bundle::open(&bundle_dir(
-            "classifier-sha",
-            &format!("{EXAMPLE}{wrong_sha}"),
-        ))
-        .unwrap_err();
+        let err =
+            Bundle::open(bundle_dir("classifier-sha", &format!("{EXAMPLE}{wrong_sha}")).path())
+                .unwrap_err();
         assert!(matches!(err, ManifestError::Checksum { .. }), "{err}");
         for (from, to, named) in [
             ("crop = [8, 8, 8]", "crop = [8, 0, 8]", "classifier.crop"),
@@ -438,7 +444,7 @@ bfloat16_on_cpu = true
             ),
         ] {
             let text = format!("{EXAMPLE}{}", CLASSIFIER.replace(from, to));
-            let err = Bundle::open(&bundle_dir("classifier-bad", &text))
+            let err = Bundle::open(bundle_dir("classifier-bad", &text).path())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(named), "{to}: {err}");
@@ -448,7 +454,7 @@ bfloat16_on_cpu = true
     #[test]
     fn missing_keys_are_a_parse_error_naming_the_file() {
         let dir = bundle_dir("missing", "id = \"x\"\n");
-        let err = Bundle::open(&dir).unwrap_err();
+        let err = Bundle::open(dir.path()).unwrap_err();
         assert!(matches!(err, ManifestError::Parse { .. }));
         assert!(err.to_string().contains("manifest.toml"));
     }

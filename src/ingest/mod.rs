@@ -310,11 +310,11 @@ mod tests {
 
     #[test]
     fn non_dicom_files_are_skipped_with_their_name() {
-        let dir = std::env::temp_dir().join(format!("pulmo-scan-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("sub/readme.txt"), b"hello").unwrap();
-        let report = scan(&[&dir]).unwrap();
-        std::fs::remove_dir_all(&dir).ok();
+        let report = scan(&[dir]).unwrap();
         assert!(report.studies.is_empty());
         assert_eq!(report.skipped.len(), 1);
         assert!(

@@ -618,8 +618,12 @@ mod tests {
         edit: impl FnOnce(String) -> String,
     ) -> Analyzer {
         let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
-        let dir = std::env::temp_dir().join(format!("pulmo-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed on return: the analyzer has loaded its networks when it has started.
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("pulmo-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path();
         for file in std::iter::once(&"model.pt").chain(files) {
             std::fs::copy(from.join(file), dir.join(file)).unwrap();
         }
@@ -627,7 +631,7 @@ mod tests {
         std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
         let config = AnalyzerConfig {
             device: DeviceChoice::Cpu,
-            ..AnalyzerConfig::new(dir)
+            ..AnalyzerConfig::new(dir.to_path_buf())
         };
         Analyzer::start(&config).unwrap_or_else(|e| panic!("the {name} test bundle must load: {e}"))
     }

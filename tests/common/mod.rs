@@ -31,11 +31,36 @@ pub fn python() -> Command {
     Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"))
 }
 
-/// A fresh scratch folder for one test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pulmo-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh scratch folder for one test, removed with everything in it when dropped (at the
+/// end of the test, pass or fail), so test runs leave nothing behind in the temp folder.
+pub fn scratch(name: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("pulmo-{name}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("scratch folder for {name}: {e}"));
+    Scratch(dir)
+}
+
+/// A scratch folder; derefs to its path.
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
+    }
 }
 
 /// A little-endian `.npy` array of float32 or int16, as (shape, values as f32).
