@@ -12,6 +12,7 @@ at its own position, in a temporary folder. Then times, RUNS times each (alterna
   in-process:    pulmo's own scan + decode time (printed by convert) against pydicom's
                  read every file, sort by position, stack, apply_modality_lut.
 Prints a Markdown table for docs/benchmarks.md.
+PULMO_BIN=path times another pulmo binary (e.g. one built from an earlier commit) instead.
 """
 import os
 import re
@@ -77,7 +78,7 @@ def run_pydicom_process(folder, out):
 
 
 def main(slices=300, runs=3):
-    pulmo = os.path.join(ROOT, "target/release/pulmo")
+    pulmo = os.environ.get("PULMO_BIN") or os.path.join(ROOT, "target/release/pulmo")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, src, rle in (("explicit VR LE", "693_UNCR.dcm", False), ("RLE lossless", "693_UNCR.dcm", True),
