@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{pulmo, python, scratch};
+use common::{pulmo, python, scratch, Scratch};
 use serde_json::Value;
 
 fn repo(relative: &str) -> PathBuf {
@@ -48,6 +48,8 @@ struct Fixture {
     first_code: Option<i32>,
     first_stdout: String,
     truth: PathBuf,
+    /// Holds the folder of all the above for the whole test binary.
+    _dir: Scratch,
 }
 
 fn rewrite(dst: &Path, suffix: &str, mode: &str) {
@@ -89,6 +91,7 @@ fn fixture() -> &'static Fixture {
             first_code,
             first_stdout,
             truth,
+            _dir: dir,
         }
     })
 }
