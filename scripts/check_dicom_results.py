@@ -60,8 +60,8 @@ def check_sr(report, sr_path, sources):
     check(sr.Manufacturer == "pulmo", f"SR Manufacturer is {sr.Manufacturer!r}")
     check(sr.ContentTemplateSequence[0].TemplateIdentifier == "1500", "SR is not TID 1500")
     groups = sr.content.get_planar_roi_measurement_groups()
-    findings = report["findings"]
-    check(len(groups) == len(findings), f"SR has {len(groups)} groups for {len(findings)} findings")
+    findings = calls(report)
+    check(len(groups) == len(findings), f"SR has {len(groups)} groups for {len(findings)} calls")
     for finding, group in zip(findings, groups):
         check_group(finding, group, sources)
 
@@ -101,10 +101,10 @@ def check_group(finding, group, sources):
 def check_seg(report, seg_path, sources):
     seg = hd.seg.segread(seg_path)
     ds = pydicom.dcmread(seg_path)
-    findings = report["findings"]
+    findings = calls(report)
     check(ds.StudyInstanceUID == report["study_instance_uid"], "SEG is not in the source study")
     check(ds.FrameOfReferenceUID == report["frame_of_reference_uid"], "SEG frame of reference differs")
-    check(len(ds.SegmentSequence) == len(findings), "SEG has a segment count unlike the findings'")
+    check(len(ds.SegmentSequence) == len(findings), "SEG has a segment count unlike the calls'")
     for finding, segment in zip(findings, ds.SegmentSequence):
         check(segment.SegmentLabel == f"nodule-{finding['id']}", f"segment label {segment.SegmentLabel}")
     pixels = ds.pixel_array.reshape(int(ds.NumberOfFrames), ds.Rows, ds.Columns)
@@ -131,17 +131,22 @@ def check_seg(report, seg_path, sources):
     check(len(seg.segmentation_type.value) > 0, "highdicom cannot read the segmentation type")
 
 
+def calls(report):
+    """The findings at or above the report's operating point: what the DICOM results carry."""
+    return [f for f in report["findings"] if f["score"] >= report["operating_score"]]
+
+
 def main():
     report_path, sr_path, seg_path, source_dir = sys.argv[1:5]
     report = json.loads(Path(report_path).read_text())
     sources = source_positions(source_dir)
-    check(len(report["findings"]) > 0, "the report has no findings, so nothing is checked")
+    check(len(calls(report)) > 0, "the report has no calls, so nothing is checked")
     check_sr(report, sr_path, sources)
     check_seg(report, seg_path, sources)
     if failures:
         print("\n".join(failures))
         sys.exit(1)
-    print(f"ok: {len(report['findings'])} findings agree between JSON, SR and SEG")
+    print(f"ok: {len(calls(report))} calls agree between JSON, SR and SEG")
 
 
 if __name__ == "__main__":

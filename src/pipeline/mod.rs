@@ -733,6 +733,62 @@ mod tests {
     }
 
     #[test]
+    fn the_dicom_results_carry_only_the_calls() {
+        use results::{encode, Choice};
+        let volume = chest_with(&[
+            ([-70.0, 0.0, 0.0], 7.0, 100.0),
+            ([75.0, 10.0, 0.0], 4.0, 30.0),
+        ]);
+        let every = Choice {
+            sr: true,
+            seg: true,
+            images: true,
+            capture: true,
+        };
+        let contains =
+            |bytes: &[u8], text: &str| bytes.windows(text.len()).any(|w| w == text.as_bytes());
+        // Ranks and scores come from the plain threshold model.
+        let all = threshold_analyzer()
+            .analyze(&volume, BTreeMap::new())
+            .unwrap();
+        assert_eq!(all.report.findings.len(), 2);
+        let big = all.report.findings[0].score;
+
+        // Only the bigger one is called: the smaller stays in the JSON report alone.
+        let at = operating_analyzer(big)
+            .analyze(&volume, BTreeMap::new())
+            .unwrap();
+        assert_eq!(at.report.findings.len(), 2);
+        let encoded = encode(&volume, &at, every).unwrap();
+        let suffixes: Vec<&str> = encoded.iter().map(|e| e.suffix.as_str()).collect();
+        assert_eq!(
+            suffixes,
+            ["sr.dcm", "seg.dcm", "finding-1.png", "finding-1.sc.dcm"]
+        );
+        for (e, kind) in encoded.iter().zip(["SR", "SEG"]) {
+            assert!(contains(&e.bytes, "nodule-1"), "{kind}");
+            assert!(!contains(&e.bytes, "nodule-2"), "{kind}");
+        }
+
+        // No call: an SR that lists no nodule, and nothing else.
+        let none = operating_analyzer(1.0)
+            .analyze(&volume, BTreeMap::new())
+            .unwrap();
+        let encoded = encode(&volume, &none, every).unwrap();
+        assert_eq!(encoded.len(), 1);
+        assert_eq!(encoded[0].suffix, "sr.dcm");
+        assert!(!contains(&encoded[0].bytes, "nodule-"));
+
+        // Without an operating point every finding is a call.
+        let suffixes: Vec<String> = encode(&volume, &all, every)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.suffix)
+            .collect();
+        assert_eq!(suffixes.len(), 2 + 2 * 2, "{suffixes:?}");
+    }
+
+    #[test]
     fn a_nodule_in_the_right_lung_is_on_the_right() {
         let report = threshold_analyzer()
             .analyze(&chest([-70.0, -20.0, 10.0]), BTreeMap::new())

@@ -41,17 +41,22 @@ pub struct DicomIds {
 
 /// Encodes the chosen results of one analysed series; nothing when it was not analysed.
 ///
-/// The SEG is left out when there are no findings (a SEG needs at least one segment).
+/// The DICOM results and key images carry the model's calls (findings at or above the
+/// operating point), which is what a PACS files and a viewer shows; the candidates below it
+/// stay in the JSON report for review and research. The SR is made even with no call (it
+/// says the series was read and nothing was called); the SEG is left out then, as a SEG
+/// needs at least one segment.
 pub fn encode(
     volume: &Volume,
     analysis: &Analysis,
     choice: Choice,
 ) -> report::Result<Vec<Encoded>> {
-    let (report, segments) = (&analysis.report, &analysis.segments);
+    let segments = &analysis.segments;
     let mut out = Vec::new();
-    if !report.analyzed {
+    if !analysis.report.analyzed {
         return Ok(out);
     }
+    let report = &analysis.report.calls_only();
     let ids = DerivedIds::new(report.findings.len());
     if choice.sr {
         out.push(dicom("sr.dcm", sr::to_sr(report, segments, volume, &ids))?);

@@ -120,6 +120,19 @@ impl Report {
     pub fn calls(&self) -> usize {
         self.findings.iter().filter(|f| self.is_call(f)).count()
     }
+
+    /// This report with its calls only: what the DICOM results carry.
+    pub fn calls_only(&self) -> Report {
+        Report {
+            findings: self
+                .findings
+                .iter()
+                .filter(|f| self.is_call(f))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Reports written before `precision` was recorded ran in float32.

@@ -51,7 +51,7 @@ pub struct OutputArgs {
     /// Do not write the DICOM SEG.
     #[arg(long, overrides_with = "seg")]
     pub no_seg: bool,
-    /// Write a key image `<SeriesInstanceUID>.finding-<n>.png` per finding.
+    /// Write a key image `<SeriesInstanceUID>.finding-<n>.png` per call (finding at or above the operating point).
     #[arg(long, overrides_with = "no_images")]
     pub images: bool,
     /// Do not write key images.
