@@ -79,8 +79,9 @@ def export(model_dir: pathlib.Path, version: str, prob: float, min_score: float,
     _verify(net, path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     d = log["data"]
+    lo, hi = log["hyper_parameters"].get("spacing_range", [0.85, 1.15])  # logs before the option: +-15%
     data = (f"{d['cases_rendered']} synthetic chest phantoms (scripts/phantom.py seeds {d['training_seeds'][0]}-"
-            f"{d['training_seeds'][1]}) rendered at 1.25 mm +-15%, {d['patches_seen']} patches of "
+            f"{d['training_seeds'][1]}) rendered at 1.25 mm x {lo:g}-{hi:g}, {d['patches_seen']} patches of "
             f"{log['hyper_parameters']['patch']}^3 voxels")
     if log["hyper_parameters"].get("init") not in (None, "None"):
         data += ", continuing from earlier weights (see docs/model-card.md)"

@@ -13,6 +13,7 @@ fixed validation seeds, writes models/<id>/training-log.json and exports TorchSc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -40,10 +41,11 @@ def normalise(hu: np.ndarray) -> np.ndarray:
     return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
 
-def make_training_case(seed: int) -> dict:
-    """Render one chest at a jittered spacing with random scanner settings."""
+def make_training_case(seed: int, spacing_range: tuple[float, float] = (0.85, 1.15)) -> dict:
+    """Render one chest at a jittered spacing (SPACING times a factor drawn from
+    `spacing_range`) with random scanner settings."""
     rng = np.random.default_rng([seed, 0x7A])
-    spacing = SPACING * rng.uniform(0.85, 1.15)
+    spacing = SPACING * rng.uniform(*spacing_range)
     acq = phantom.Acquisition(psf_xy=rng.uniform(0.35, 1.0), psf_z=rng.uniform(0.4, 2.2),
                               noise=rng.uniform(4, 45), noise_corr=rng.uniform(0.4, 1.0))
     n_nod = int(rng.integers(0, 7)) if rng.random() < 0.15 else int(rng.integers(2, 7))
@@ -176,6 +178,8 @@ def main() -> None:
                     help="odds factor for centring a positive patch on a ground-glass nodule")
     ap.add_argument("--instance-weight", type=float, default=0.0,
                     help="weight each nodule's voxels by (V_10mm / V)^A, clipped to [1, 16] (0: off)")
+    ap.add_argument("--spacing-range", type=float, nargs=2, default=[0.85, 1.15], metavar=("LO", "HI"),
+                    help="render training chests at SPACING times a factor in [LO, HI] (validation keeps 0.85-1.15)")
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -203,10 +207,11 @@ def main() -> None:
     budget = args.minutes * 60
     train_seed = args.train_seed0
     ctx = mp.get_context("fork")
+    render = functools.partial(make_training_case, spacing_range=tuple(args.spacing_range))
     with ctx.Pool(1) as pool:
-        pool_cases = [pool.apply(make_training_case, (train_seed + i,)) for i in range(2)]
+        pool_cases = [pool.apply(render, (train_seed + i,)) for i in range(2)]
         next_seed = train_seed + 2
-        pending = pool.apply_async(make_training_case, (next_seed,))
+        pending = pool.apply_async(render, (next_seed,))
         history, step, n_cases = [], 0, 2
         while time.time() - t_start < budget:
             frac = (time.time() - t_start) / budget
@@ -217,7 +222,7 @@ def main() -> None:
                 pool_cases = pool_cases[-args.pool:]
                 next_seed += 1
                 n_cases += 1
-                pending = pool.apply_async(make_training_case, (next_seed,))
+                pending = pool.apply_async(render, (next_seed,))
             xb, yb, wb = [], [], []
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
@@ -258,7 +263,7 @@ def main() -> None:
                                              if args.instance_weight > 0 else "")},
         "data": {"training_seeds": [train_seed, next_seed - 1], "cases_rendered": n_cases,
                  "patches_seen": step * args.batch, "validation_seeds": [900_000, 900_000 + args.val_cases - 1],
-                 "augmentation": "spacing x0.85-1.15, PSF xy 0.35-1.0 mm / z 0.4-2.2 mm, noise 4-45 HU, "
+                 "augmentation": f"spacing x{args.spacing_range[0]}-{args.spacing_range[1]}, PSF xy 0.35-1.0 mm / z 0.4-2.2 mm, noise 4-45 HU, "
                                  "flips (3 axes), axial transpose, HU scale 0.9-1.1, shift +-40 HU, extra noise 0-25 HU"},
         "steps": step, "train_seconds": round(train_time, 1), "torch": torch.__version__,
         "final_validation": val, "history": history,
