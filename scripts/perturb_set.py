@@ -21,6 +21,7 @@ stored values clipped to the range BitsStored allows.
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -74,8 +75,9 @@ def main() -> None:
         part.mkdir(parents=True, exist_ok=True)
         shutil.copy(truth, part / "truth.json")
         jobs += [(d, part / d.name) for d in sorted(truth.parent.iterdir()) if d.is_dir() and d.name.isdigit()]
+    work = functools.partial(perturb_series, mode=args.mode, noise=args.noise, amount=args.amount)
     with ProcessPoolExecutor(args.jobs) as pool:
-        for name in pool.map(perturb_series, *zip(*jobs), *([v] * len(jobs) for v in (args.mode, args.noise, args.amount))):
+        for name in pool.map(work, *zip(*jobs)):
             print(f"perturb_set: {args.mode} {name}", flush=True)
 
 

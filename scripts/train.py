@@ -95,10 +95,11 @@ def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, 
     return crop(case, c, size)
 
 
-def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, extra_noise: float = 25.0):
+def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, extra_noise: float = 25.0,
+            correlated: bool = False):
     """Flips, axial transpose, HU scale/shift and extra noise (in normalised units).
 
-    The extra noise is white, up to `extra_noise` HU; above 25 HU it is also given a random
+    The extra noise is up to `extra_noise` HU, white, or with `correlated` given a random
     correlation of up to 1 voxel in-plane (half that along z), as reconstructed low-dose noise has.
     """
     for ax in range(3):
@@ -109,9 +110,9 @@ def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, extra_no
     span = HU_WINDOW[1] - HU_WINDOW[0]
     img = img * rng.uniform(0.9, 1.1) + rng.uniform(-40, 40) / span
     if rng.random() < 0.5:
-        if extra_noise <= 25:  # white (stages 1-7 drew exactly this)
+        if not correlated:  # stages 1-7 drew exactly this
             img = img + rng.normal(0, rng.uniform(0, extra_noise) / span, img.shape).astype(np.float32)
-        else:  # correlated, as reconstructed noise is (low-dose scans)
+        else:
             noise = rng.standard_normal(img.shape, dtype=np.float32)
             corr = rng.uniform(0.0, 1.0)
             if corr > 0.2:
@@ -193,7 +194,9 @@ def main() -> None:
     ap.add_argument("--spacing-range", type=float, nargs=2, default=[0.85, 1.15], metavar=("LO", "HI"),
                     help="render training chests at SPACING times a factor in [LO, HI] (validation keeps 0.85-1.15)")
     ap.add_argument("--extra-noise", type=float, default=25.0,
-                    help="extra noise up to this many HU (above 25: also correlated, as in low-dose scans)")
+                    help="extra noise up to this many HU")
+    ap.add_argument("--correlated-noise", action="store_true",
+                    help="correlate the extra noise (up to 1 voxel), as in low-dose scans")
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -241,7 +244,7 @@ def main() -> None:
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
                 patch = sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias)
-                img, lab = augment(*patch, rng, args.extra_noise)
+                img, lab = augment(*patch, rng, args.extra_noise, args.correlated_noise)
                 xb.append(img); yb.append(lab); wb.append(instance_weights(lab, args.instance_weight))
             x = torch.from_numpy(np.stack(xb))[:, None].contiguous(memory_format=layout)
             y = torch.from_numpy(np.stack(yb).astype(np.float32))[:, None]
@@ -280,7 +283,7 @@ def main() -> None:
                  "augmentation": f"spacing x{args.spacing_range[0]}-{args.spacing_range[1]}, PSF xy 0.35-1.0 mm / z 0.4-2.2 mm, noise 4-45 HU, "
                                  "flips (3 axes), axial transpose, HU scale 0.9-1.1, shift +-40 HU, "
                                  f"extra noise 0-{args.extra_noise:g} HU"
-                                 + (" (correlated up to 1 voxel)" if args.extra_noise > 25 else "")},
+                                 + (" (correlated up to 1 voxel)" if args.correlated_noise else "")},
         "steps": step, "train_seconds": round(train_time, 1), "torch": torch.__version__,
         "final_validation": val, "history": history,
     }
