@@ -224,7 +224,13 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
         .as_str()
         .unwrap()
         .to_owned();
-    let status = pulmo.get_json(&format!("/api/v1/studies/{study_uid}")).1;
+    // Orthanc can show the last instance before its answer to the STOW request has reached
+    // pulmo, so wait for pulmo to file the push's outcome before reading it.
+    let status = wait_for("pulmo to file the push's outcome", limit, || {
+        let status = pulmo.get_json(&format!("/api/v1/studies/{study_uid}")).1;
+        let sending = status["jobs"][0]["push"]["state"] == "sending";
+        (!sending).then_some(status)
+    });
     let jobs = status["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{status}");
     assert_eq!(jobs[0]["push"]["state"], "done", "{status}");
