@@ -53,9 +53,10 @@ def thicken(series: list[tuple[pathlib.Path, pydicom.Dataset, np.ndarray]], fwhm
     """Blurs the series' HU along the slice axis in place (Gaussian of `fwhm` mm)."""
     iop = np.array(series[0][1].ImageOrientationPatient, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
-    series.sort(key=lambda s: float(np.dot(normal, np.array(s[1].ImagePositionPatient, dtype=float))))
-    z = [float(np.dot(normal, np.array(s[1].ImagePositionPatient, dtype=float))) for s in series]
-    spacing = float(np.median(np.diff(z)))
+    positions = [float(np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float))) for _, ds, _ in series]
+    order = sorted(range(len(series)), key=positions.__getitem__)
+    series[:] = [series[i] for i in order]
+    spacing = float(np.median(np.diff([positions[i] for i in order])))
     volume = ndimage.gaussian_filter1d(np.stack([s[2] for s in series]), fwhm / 2.3548 / spacing, axis=0)
     for i, (path, ds, _) in enumerate(series):
         ds.SliceThickness = f"{np.hypot(float(ds.SliceThickness), fwhm):.2f}"
