@@ -73,10 +73,44 @@ pub fn overall(categories: impl IntoIterator<Item = LungRads>) -> LungRads {
     categories.into_iter().max().unwrap_or(LungRads::Cat1)
 }
 
+/// The thickest slices lung screening CT is read from: the ACR's screening CT specifications
+/// ask for reconstructions of 2.5 mm or thinner, and Lung-RADS sizes assume them.
+pub const SCREENING_MAX_SLICE_MM: f64 = 2.5;
+
+/// A caveat for the report when the series is thicker than screening CT, either in its
+/// slice profile (`thickness_mm`, SliceThickness) or in the distance between its slices:
+/// a nodule under 6 mm can then fall between two slices, and sizes blur along the slice axis.
+pub fn thick_slice_caveat(spacing_mm: f64, thickness_mm: Option<f64>) -> Option<String> {
+    let limit = SCREENING_MAX_SLICE_MM + 0.01;
+    let what = match thickness_mm {
+        Some(t) if t > limit => format!("slice thickness {t:.2} mm"),
+        _ if spacing_mm > limit => format!("slices {spacing_mm:.2} mm apart"),
+        _ => return None,
+    };
+    Some(format!(
+        "thick slices: {what}, where screening CT is read from {SCREENING_MAX_SLICE_MM} mm or \
+         thinner; nodules under 6 mm may be missed and sizes are less exact"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use NoduleType::*;
+
+    #[test]
+    fn slices_thicker_or_farther_apart_than_screening_ct_get_a_caveat() {
+        assert_eq!(thick_slice_caveat(2.5, Some(2.5)), None);
+        assert_eq!(thick_slice_caveat(0.625, Some(1.25)), None);
+        assert_eq!(thick_slice_caveat(1.0, None), None);
+        let thick = thick_slice_caveat(2.5, Some(5.0)).unwrap();
+        assert!(thick.contains("slice thickness 5.00 mm"), "{thick}");
+        let apart = thick_slice_caveat(3.0, Some(1.0)).unwrap();
+        assert!(apart.contains("slices 3.00 mm apart"), "{apart}");
+        assert!(thick_slice_caveat(5.0, None)
+            .unwrap()
+            .contains("under 6 mm"));
+    }
 
     #[test]
     fn solid_thresholds_follow_v2022() {

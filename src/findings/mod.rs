@@ -6,7 +6,7 @@
 
 mod lung_rads;
 
-pub use lung_rads::{categorize, overall, LungRads};
+pub use lung_rads::{categorize, overall, thick_slice_caveat, LungRads};
 
 use serde::{Deserialize, Serialize};
 

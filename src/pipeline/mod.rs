@@ -227,6 +227,12 @@ impl Analyzer {
             lap("classify", &mut timing_ms);
         }
         let found = postprocess::rank(found);
+        if analyzed {
+            warnings.extend(findings::thick_slice_caveat(
+                volume.geometry.spacing[0],
+                volume.slice_thickness_mm,
+            ));
+        }
         let decode = timing_ms.get("decode").copied().unwrap_or(0.0);
         let total = decode + started.elapsed().as_secs_f64() * 1e3;
         timing_ms.insert("total".to_owned(), round_ms(total));
@@ -796,6 +802,26 @@ mod tests {
             .report;
         assert_eq!(report.findings.len(), 1);
         assert_eq!(report.findings[0].laterality, Laterality::Right);
+    }
+
+    #[test]
+    fn a_thick_slice_series_is_analysed_with_a_caveat_and_a_thin_one_without() {
+        let analyzer = threshold_analyzer();
+        let mut volume = chest([75.0, 10.0, 0.0]);
+        let thin = analyzer.analyze(&volume, BTreeMap::new()).unwrap().report;
+        assert!(thin.warnings.is_empty(), "{:?}", thin.warnings);
+        volume.slice_thickness_mm = Some(5.0);
+        let thick = analyzer.analyze(&volume, BTreeMap::new()).unwrap().report;
+        assert!(thick.analyzed);
+        assert_eq!(thick.findings.len(), 1);
+        assert!(
+            thick
+                .warnings
+                .iter()
+                .any(|w| w.contains("slice thickness 5.00 mm")),
+            "{:?}",
+            thick.warnings
+        );
     }
 
     #[test]
