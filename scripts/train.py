@@ -5,7 +5,7 @@ Whole chests are rendered by scripts/phantom.py straight at (a jittered) working
 with random scanner settings (PSF, noise), in a background process; patches are drawn
 from a rolling pool of recent cases, half centred near nodules, half anywhere in the lungs
 (vessels are the hard negatives), and augmented (flips, axial transposes, HU scale/shift,
-extra noise). Loss: BCE + soft Dice. The run stops on a wall-clock budget, evaluates on
+extra noise; optionally, `--coarse-z`, thick slices resampled back). Loss: BCE + soft Dice. The run stops on a wall-clock budget, evaluates on
 fixed validation seeds, writes models/<id>/training-log.json and exports TorchScript.
 
     nice -n 10 .venv/bin/python3 scripts/train.py --minutes 40
@@ -61,7 +61,7 @@ def make_training_case(seed: int, spacing_range: tuple[float, float] = (0.85, 1.
         c = [(nod.center[2] - grid.zs[0]) / spacing, (nod.center[1] - grid.ys[0]) / spacing,
              (nod.center[0] - grid.xs[0]) / spacing]
         centres.append(c)
-    return {"img": normalise(vol), "lab": (occ >= 0.5).astype(np.uint8), "lung": np.argwhere(lung),
+    return {"img": normalise(vol), "lab": (occ >= 0.5).astype(np.uint8), "lung": np.argwhere(lung), "spacing": spacing,
             "nodules": np.array(centres).reshape(-1, 3), "sizes": np.array(sizes), "ggo": np.array(ggo, bool),
             "seed": seed}
 
@@ -95,13 +95,47 @@ def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, 
     return crop(case, c, size)
 
 
-def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, extra_noise: float = 25.0,
-            correlated: bool = False):
-    """Flips, axial transpose, HU scale/shift and extra noise (in normalised units).
+def coarse_slices(img: np.ndarray, voxel_mm: float, slice_mm: float, phase: float, extra_blur_mm: float) -> np.ndarray:
+    """The patch as a series of `slice_mm` slices would give it after pulmo's resampling.
 
-    The extra noise is up to `extra_noise` HU, white, or with `correlated` given a random
-    correlation of up to 1 voxel in-plane (half that along z), as reconstructed low-dose noise has.
+    Slices are sampled along axis 0 (z) every `slice_mm` from `phase` (in voxels), after an
+    extra Gaussian slice profile of `extra_blur_mm` (sigma), then linearly interpolated back
+    onto the patch's grid, as `preprocess::resample` does for a thick-slice series. Rendering
+    straight at the working spacing never shows a network this: a small nodule between two
+    thick slices keeps only part of its contrast and smears along z.
     """
+    depth = img.shape[0]
+    stride = slice_mm / voxel_mm
+    if stride <= 1.05:
+        return img
+    if extra_blur_mm > 0:
+        img = ndimage.gaussian_filter1d(img, extra_blur_mm / voxel_mm, axis=0, mode="nearest")
+    k = np.arange(math.floor(-phase / stride), math.ceil((depth - 1 - phase) / stride) + 1)
+    pos = np.clip(phase + k * stride, 0, depth - 1)
+    lo = np.minimum(pos.astype(int), depth - 2)
+    w = (pos - lo)[:, None, None].astype(np.float32)
+    coarse = img[lo] * (1 - w) + img[lo + 1] * w
+    t = (np.arange(depth) - phase) / stride - k[0]
+    j = np.clip(np.floor(t).astype(int), 0, len(k) - 2)
+    u = np.clip(t - j, 0, 1)[:, None, None].astype(np.float32)
+    return (coarse[j] * (1 - u) + coarse[j + 1] * u).astype(np.float32)
+
+
+def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, extra_noise: float = 25.0,
+            correlated: bool = False, voxel_mm: float = SPACING, coarse_z: float = 0.0,
+            coarse_z_mm: tuple[float, float] = (1.5, 5.0)):
+    """Thick slices, flips, axial transpose, HU scale/shift and extra noise (in normalised units).
+
+    With probability `coarse_z` the patch is first seen as a series of slices
+    `coarse_z_mm` apart would show it after resampling (`coarse_slices`, random phase, an
+    extra slice profile of up to 0.42 of the slice spacing). The extra noise is up to
+    `extra_noise` HU, white, or with `correlated` given a random correlation of up to 1 voxel
+    in-plane (half that along z), as reconstructed low-dose noise has.
+    """
+    if coarse_z > 0 and rng.random() < coarse_z:
+        slice_mm = rng.uniform(*coarse_z_mm)
+        img = coarse_slices(img, voxel_mm, slice_mm, rng.uniform(0, slice_mm / voxel_mm),
+                            rng.uniform(0, 0.42) * slice_mm)
     for ax in range(3):
         if rng.random() < 0.5:
             img, lab = np.flip(img, ax), np.flip(lab, ax)
@@ -197,6 +231,10 @@ def main() -> None:
                     help="extra noise up to this many HU")
     ap.add_argument("--correlated-noise", action="store_true",
                     help="correlate the extra noise (up to 1 voxel), as in low-dose scans")
+    ap.add_argument("--coarse-z", type=float, default=0.0,
+                    help="probability that a patch is seen as thick slices resampled back (0: off, stages 1-7)")
+    ap.add_argument("--coarse-z-mm", type=float, nargs=2, default=[1.5, 5.0], metavar=("LO", "HI"),
+                    help="slice spacing range for --coarse-z (mm)")
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -244,7 +282,8 @@ def main() -> None:
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
                 patch = sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias)
-                img, lab = augment(*patch, rng, args.extra_noise, args.correlated_noise)
+                img, lab = augment(*patch, rng, args.extra_noise, args.correlated_noise, case["spacing"],
+                                   args.coarse_z, tuple(args.coarse_z_mm))
                 xb.append(img); yb.append(lab); wb.append(instance_weights(lab, args.instance_weight))
             x = torch.from_numpy(np.stack(xb))[:, None].contiguous(memory_format=layout)
             y = torch.from_numpy(np.stack(yb).astype(np.float32))[:, None]
@@ -283,7 +322,9 @@ def main() -> None:
                  "augmentation": f"spacing x{args.spacing_range[0]}-{args.spacing_range[1]}, PSF xy 0.35-1.0 mm / z 0.4-2.2 mm, noise 4-45 HU, "
                                  "flips (3 axes), axial transpose, HU scale 0.9-1.1, shift +-40 HU, "
                                  f"extra noise 0-{args.extra_noise:g} HU"
-                                 + (" (correlated up to 1 voxel)" if args.correlated_noise else "")},
+                                 + (" (correlated up to 1 voxel)" if args.correlated_noise else "")
+                                 + (f", thick slices {args.coarse_z_mm[0]:g}-{args.coarse_z_mm[1]:g} mm resampled back"
+                                    f" (p {args.coarse_z:g})" if args.coarse_z > 0 else "")},
         "steps": step, "train_seconds": round(train_time, 1), "torch": torch.__version__,
         "final_validation": val, "history": history,
     }
