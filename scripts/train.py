@@ -5,8 +5,9 @@ Whole chests are rendered by scripts/phantom.py straight at (a jittered) working
 with random scanner settings (PSF, noise), in a background process; patches are drawn
 from a rolling pool of recent cases, half centred near nodules, half anywhere in the lungs
 (vessels are the hard negatives), and augmented (flips, axial transposes, HU scale/shift,
-extra noise; optionally, `--coarse-z`, thick slices resampled back). Loss: BCE + soft Dice. The run stops on a wall-clock budget, evaluates on
-fixed validation seeds, writes models/<id>/training-log.json and exports TorchScript.
+extra noise; with `--coarse-z`, thick slices resampled back). Loss: BCE + soft Dice. The
+run stops on a wall-clock budget, evaluates on fixed validation seeds, writes
+models/<id>/training-log.json and exports TorchScript.
 
     nice -n 10 .venv/bin/python3 scripts/train.py --minutes 40
 """
