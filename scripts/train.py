@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
+from scipy import interpolate, ndimage
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import phantom  # noqa: E402
@@ -112,14 +112,10 @@ def coarse_slices(img: np.ndarray, voxel_mm: float, slice_mm: float, phase: floa
     if extra_blur_mm > 0:
         img = ndimage.gaussian_filter1d(img, extra_blur_mm / voxel_mm, axis=0, mode="nearest")
     k = np.arange(math.floor(-phase / stride), math.ceil((depth - 1 - phase) / stride) + 1)
-    pos = np.clip(phase + k * stride, 0, depth - 1)
-    lo = np.minimum(pos.astype(int), depth - 2)
-    w = (pos - lo)[:, None, None].astype(np.float32)
-    coarse = img[lo] * (1 - w) + img[lo + 1] * w
-    t = (np.arange(depth) - phase) / stride - k[0]
-    j = np.clip(np.floor(t).astype(int), 0, len(k) - 2)
-    u = np.clip(t - j, 0, 1)[:, None, None].astype(np.float32)
-    return (coarse[j] * (1 - u) + coarse[j + 1] * u).astype(np.float32)
+    at = phase + k * stride  # slice positions covering the patch, in its voxels
+    linear = functools.partial(interpolate.interp1d, axis=0, assume_sorted=True)
+    slices = linear(np.arange(depth), img)(np.clip(at, 0, depth - 1))
+    return linear(at, slices)(np.arange(depth)).astype(np.float32)
 
 
 def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, extra_noise: float = 25.0,
@@ -283,8 +279,9 @@ def main() -> None:
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
                 patch = sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias)
-                img, lab = augment(*patch, rng, args.extra_noise, args.correlated_noise, case["spacing"],
-                                   args.coarse_z, tuple(args.coarse_z_mm))
+                img, lab = augment(*patch, rng, extra_noise=args.extra_noise, correlated=args.correlated_noise,
+                                   voxel_mm=case["spacing"], coarse_z=args.coarse_z,
+                                   coarse_z_mm=tuple(args.coarse_z_mm))
                 xb.append(img); yb.append(lab); wb.append(instance_weights(lab, args.instance_weight))
             x = torch.from_numpy(np.stack(xb))[:, None].contiguous(memory_format=layout)
             y = torch.from_numpy(np.stack(yb).astype(np.float32))[:, None]
