@@ -33,6 +33,9 @@ fn stages(c: &mut Criterion) {
     group.bench_function("resample to 1.25 mm", |b| {
         b.iter(|| preprocess::resample(black_box(hu.view()), spacing, target))
     });
+    group.bench_function("resample to 1.25 mm, libtorch tensor ops on the CPU", |b| {
+        b.iter(|| preprocess::resample_on(tch::Device::Cpu, black_box(hu.view()), spacing, target))
+    });
     let working = preprocess::resample(hu.view(), spacing, target);
     group.bench_function("lung mask", |b| {
         b.iter(|| preprocess::find_lungs(black_box(working.view()), target))

@@ -8,7 +8,8 @@
 #                                           # format, throughput of N series in flight
 #
 # `run` defaults to --device cuda and writes OUT (default gpu-check/out): selftest.txt,
-# <precision>-<rep>.json (the reports), timings.txt, batch/ and throughput.txt. It also runs
+# <precision>-resample-<where>-<rep>.json (the reports; resampling on the GPU and, to
+# compare, with rayon), timings.txt, batch/ and throughput.txt. It also runs
 # here with `run cpu`, which is how it is checked without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,18 +56,21 @@ run() {
     mkdir -p "$out"
     "$bin" --version | tee "$out/selftest.txt"
     "$bin" selftest --device "$device" --model models/smoke/model.pt | tee -a "$out/selftest.txt"
-    local formats="float16 float32"
-    [[ "$device" == cpu ]] && formats="auto float32"
+    # precision:resampling; resampling on the model's device (auto on a GPU) against rayon.
+    local runs="float16:auto float16:cpu float32:auto"
+    [[ "$device" == cpu ]] && runs="auto:auto auto:device float32:auto"
     : > "$out/timings.txt"
-    for precision in $formats; do
+    for run in $runs; do
+        local precision=${run%%:*} resample=${run##*:}
         for rep in 1 2 3; do
-            "$bin" analyze sample-dicom --device "$device" --precision "$precision" --json \
-                > "$out/$precision-$rep.json" 2> "$out/$precision-$rep.log"
-            python3 - "$out/$precision-$rep.json" "$rep" <<'EOF' | tee -a "$out/timings.txt"
+            local name=$precision-resample-$resample-$rep
+            "$bin" analyze sample-dicom --device "$device" --precision "$precision" \
+                --resample "$resample" --json > "$out/$name.json" 2> "$out/$name.log"
+            python3 - "$out/$name.json" "$rep" "$resample" <<'EOF' | tee -a "$out/timings.txt"
 import json, sys
 report = json.load(open(sys.argv[1]))[0]
-print(f"{report['device']} {report['precision']} rep {sys.argv[2]}: {len(report['findings'])} findings, "
-      f"timing_ms {json.dumps(report['timing_ms'], sort_keys=True)}")
+print(f"{report['device']} {report['precision']} resample {sys.argv[3]} rep {sys.argv[2]}: "
+      f"{len(report['findings'])} findings, timing_ms {json.dumps(report['timing_ms'], sort_keys=True)}")
 EOF
         done
     done

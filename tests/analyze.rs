@@ -190,6 +190,25 @@ fn float16_on_the_cpu_is_refused_at_start_and_bfloat16_is_reported() {
 }
 
 #[test]
+fn resampling_with_tensor_ops_gives_the_reports_rayon_gives() {
+    // `--resample device` is the GPU's path (libtorch tensor ops on the model's device),
+    // here on the CPU device; `--resample cpu` is rayon.
+    let sample = repo("sample-dicom");
+    let sample = sample.to_str().unwrap();
+    let (code, stdout, stderr) = analyze(&["--resample", "device", "--json", sample]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let device: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let (code, stdout, stderr) = analyze(&["--resample", "cpu", "--json", sample]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let cpu: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert!(!cpu[0]["findings"].as_array().unwrap().is_empty());
+    assert_eq!(device[0]["findings"], cpu[0]["findings"]);
+    let (code, _, stderr) = analyze(&["--resample", "gpu", sample]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("expected auto, cpu or device"), "{stderr}");
+}
+
+#[test]
 fn a_missing_model_fails_at_start_naming_the_bundle() {
     let out = pulmo()
         .args(["analyze", "--model", "/nonexistent/bundle"])

@@ -14,7 +14,7 @@ use crate::findings;
 use crate::inference::{self, BatchPolicy, Bundle, DeviceChoice, Engine, PrecisionChoice};
 use crate::ingest::{self, SelectionRules, Study};
 use crate::postprocess::{self, Thresholds};
-use crate::preprocess::{self, PrepareOptions};
+use crate::preprocess::{self, PrepareOptions, ResampleChoice, Resampling};
 use crate::report::{self, BuildInfo, ModelInfo, Report, SeriesInfo};
 use crate::volume::{self, Series, Volume};
 
@@ -44,6 +44,8 @@ pub struct AnalyzerConfig {
     pub device: DeviceChoice,
     pub precision: PrecisionChoice,
     pub batch: BatchPolicy,
+    /// Where volumes are resampled to the model's grid.
+    pub resample: ResampleChoice,
 }
 
 impl AnalyzerConfig {
@@ -54,6 +56,7 @@ impl AnalyzerConfig {
             device: DeviceChoice::Auto,
             precision: PrecisionChoice::Auto,
             batch: BatchPolicy::default(),
+            resample: ResampleChoice::Auto,
         }
     }
 }
@@ -81,6 +84,7 @@ pub struct Analyzer {
     engine: Engine,
     /// The candidate classifier's engine, when the bundle has one.
     classifier: Option<Engine>,
+    resampling: Resampling,
 }
 
 impl Analyzer {
@@ -98,17 +102,20 @@ impl Analyzer {
         )?;
         let engine = Engine::start(&bundle, device, precision, config.batch)?;
         let classifier = Engine::start_classifier(&bundle, device, precision, config.batch)?;
+        let resampling = config.resample.resolve(device);
         tracing::info!(
             model = %bundle.manifest.id,
             version = %bundle.manifest.version,
             device = %inference::device::describe(device),
             precision = %engine.precision(),
+            resampling = %resampling.describe(),
             "model ready"
         );
         Ok(Analyzer {
             bundle,
             engine,
             classifier,
+            resampling,
         })
     }
 
@@ -163,6 +170,7 @@ impl Analyzer {
                 patch: manifest.input.patch,
                 overlap: manifest.input.overlap,
                 lung_margin_mm: 8.0,
+                resampling: self.resampling,
             };
             let prepared = preprocess::prepare(volume.hu.view(), volume.geometry.spacing, &options);
             lap("preprocess", &mut timing_ms);
@@ -500,12 +508,36 @@ mod tests {
     }
 
     fn threshold_analyzer() -> Analyzer {
+        threshold_analyzer_resampling(ResampleChoice::Auto)
+    }
+
+    fn threshold_analyzer_resampling(resample: ResampleChoice) -> Analyzer {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
         let config = AnalyzerConfig {
             device: DeviceChoice::Cpu,
+            resample,
             ..AnalyzerConfig::new(dir)
         };
         Analyzer::start(&config).expect("the test bundle must load")
+    }
+
+    #[test]
+    fn resampling_with_tensor_ops_on_the_device_gives_the_same_report() {
+        // The path a GPU takes (`--resample device`), here on the CPU device: the same
+        // findings, measurements and scores as resampling with rayon.
+        let volume = chest_with(&[
+            ([-70.0, 0.0, 0.0], 7.0, 100.0),
+            ([75.0, 10.0, 0.0], 4.0, 30.0),
+        ]);
+        let cpu = threshold_analyzer_resampling(ResampleChoice::Cpu);
+        assert_eq!(cpu.resampling, Resampling::Cpu);
+        let device = threshold_analyzer_resampling(ResampleChoice::Device);
+        assert_eq!(device.resampling, Resampling::Device(tch::Device::Cpu));
+        let on_cpu = cpu.analyze(&volume, BTreeMap::new()).unwrap().report;
+        let on_device = device.analyze(&volume, BTreeMap::new()).unwrap().report;
+        assert_eq!(on_cpu.findings.len(), 2);
+        assert_eq!(on_device.findings, on_cpu.findings);
+        assert_eq!(on_device.warnings, on_cpu.warnings);
     }
 
     /// A 1 mm-pixel, 1.5 mm-slice chest with two lungs and one 12 mm solid sphere in the

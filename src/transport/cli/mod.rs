@@ -19,6 +19,7 @@ use crate::build_info;
 use crate::inference::{self, BatchPolicy, DeviceChoice, PrecisionChoice};
 use crate::ingest::{self, SelectionRules};
 use crate::pipeline::{self, AnalyzerConfig};
+use crate::preprocess::ResampleChoice;
 use crate::volume::{self, export::SampleType};
 
 /// Lung-nodule assist for chest CT: DICOM in, findings and reports out.
@@ -111,6 +112,10 @@ pub struct EngineArgs {
     /// float16 (CUDA only).
     #[arg(long, env = "PULMO_PRECISION", default_value = "auto")]
     pub precision: PrecisionChoice,
+    /// Where volumes are resampled to the model's grid: auto (on the model's device when it
+    /// is a GPU, else the CPU), cpu, or device (the model's device even when that is the CPU).
+    #[arg(long, env = "PULMO_RESAMPLE", default_value = "auto")]
+    pub resample: ResampleChoice,
     /// Model bundle directory (with manifest.toml).
     #[arg(long, env = "PULMO_MODEL", default_value_os_t = pipeline::default_model_dir())]
     pub model: PathBuf,
@@ -132,6 +137,7 @@ impl EngineArgs {
             model_dir: self.model.clone(),
             device: self.device,
             precision: self.precision,
+            resample: self.resample,
             batch: BatchPolicy {
                 max_batch: usize::from(self.max_batch),
                 max_wait: std::time::Duration::from_millis(self.max_wait_ms),
