@@ -435,6 +435,24 @@ def _make_nodule(rng, diam: float, kind: str) -> Nodule:
                   core_hu=rng.uniform(0, 50))
 
 
+def spiculate(scene: Scene, p: float) -> None:
+    """Gives each solid or part-solid nodule over 6 mm, with probability `p`, 5-12 spicules:
+    tapering strands (2.0 mm thick at the surface, 0.6 mm at the tip) reaching 0.5-1.2
+    radii beyond it, drawn as chains of small spheres. Its own random stream, so the scene is
+    otherwise the one the seed gives."""
+    rng = np.random.default_rng([scene.seed, 0x5B1C])
+    for nod in scene.nodules:
+        if nod.kind == "ground-glass" or float(nod.radii.mean()) * 2 <= 6 or rng.random() >= p:
+            continue
+        r = float(nod.radii.mean())
+        for _ in range(int(rng.integers(5, 13))):
+            d = _rand_unit(rng)
+            start, end = 0.75 * r, r * (1.0 + rng.uniform(0.5, 1.2))
+            for t in np.arange(start, end, 0.4):
+                f = (t - start) / (end - start)
+                nod.lobes.append((d * t, 1.0 - 0.7 * f))
+
+
 # ----------------------------------------------------------------------------- render
 
 
@@ -720,13 +738,23 @@ def series_grid(scene: Scene, geo: dict) -> tuple[Grid, np.ndarray, np.ndarray]:
     return Grid(xs, ys, zs), row_dir, zs
 
 
-def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | None = None):
-    """Scene, geometry and truth record for one seed."""
+def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | None = None,
+              scene_overrides: dict | None = None):
+    """Scene, geometry and truth record for one seed.
+
+    `scene_overrides` replaces scene fields after the scene is drawn (e.g. `vessel_hu` for a
+    contrast-enhanced look), so the rest of the case is the same as without them.
+    """
     geo = sample_geometry(seed)
     geo.update(geo_overrides or {})
     if geo["pixel_spacing_mm"] is None:
         geo["pixel_spacing_mm"] = fit_pixel_spacing(seed, geo["matrix"])
     scene = make_scene(seed, n_nodules, fov_mm=geo["matrix"] * geo["pixel_spacing_mm"])
+    for key, value in (scene_overrides or {}).items():
+        if key == "spiculate":
+            spiculate(scene, value)
+        else:
+            setattr(scene, key, value)
     if geo.get("slices_wanted"):
         _fit_slices(scene, geo, geo.pop("slices_wanted"))
     grid, _, _ = series_grid(scene, geo)
@@ -894,12 +922,20 @@ def main() -> None:
     ap.add_argument("--syntax", choices=["explicit", "rle", "j2k"], default="explicit",
                     help="transfer syntax: explicit VR little endian, RLE or JPEG 2000 lossless")
     ap.add_argument("--truth-only", action="store_true", help="write truth.json but no DICOM")
+    ap.add_argument("--vessel-hu", type=float, default=None,
+                    help="HU of the pulmonary vessels (drawn 30-55; ~150-300 looks contrast-enhanced)")
+    ap.add_argument("--lung-hu", type=float, default=None,
+                    help="mean HU of the lung parenchyma (drawn -880 to -820)")
+    ap.add_argument("--spiculate", type=float, default=None, metavar="P",
+                    help="give solid and part-solid nodules over 6 mm spicules with probability P")
     args = ap.parse_args()
     over = _overrides(args)
+    scene_over = {k: v for k, v in (("vessel_hu", args.vessel_hu), ("lung_hu", args.lung_hu),
+                                    ("spiculate", args.spiculate)) if v is not None}
     cases = []
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()
-        scene, geo, case = make_case(seed, over, args.nodules)
+        scene, geo, case = make_case(seed, over, args.nodules, scene_over)
         if not args.truth_only:
             write_series(scene, geo, case, args.out / str(seed), args.syntax)
         cases.append(case)
