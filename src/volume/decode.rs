@@ -30,10 +30,11 @@ fn open(instance: &Instance) -> Result<DefaultDicomObject> {
         Source::Path(path) => OpenFileOptions::new().open_file(path),
         Source::Bytes { bytes, .. } => OpenFileOptions::new().from_reader(&bytes[..]),
     };
-    let obj = opened.map_err(|source| Error::Read {
+    let mut obj = opened.map_err(|source| Error::Read {
         name: name(),
         source: Box::new(source),
     })?;
+    super::vr::resolve_unknown_vrs(&mut obj);
     if obj.get(tags::PIXEL_DATA).is_none() {
         return Err(Error::NoPixelData { name: name() });
     }

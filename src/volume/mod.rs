@@ -15,6 +15,7 @@ mod jpeg12;
 pub mod order;
 mod rle;
 mod series;
+pub mod vr;
 
 pub use assemble::{assemble, MAX_VOXELS};
 pub use decode::PADDING_HU;

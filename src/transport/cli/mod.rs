@@ -32,11 +32,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The log filter unless `--log` or `PULMO_LOG` says otherwise.
+const DEFAULT_LOG: &str = "info,jpeg2k=warn";
+
 /// Logging options shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct LogArgs {
-    /// Log filter, in tracing's syntax (for example `info` or `pulmo=debug`).
-    #[arg(long = "log", env = "PULMO_LOG", default_value = "info", global = true)]
+    /// Log filter, in tracing's syntax (for example `info` or `pulmo=debug`). The default
+    /// keeps OpenJPEG's per-image progress messages (`jpeg2k` at info) out.
+    #[arg(long = "log", env = "PULMO_LOG", default_value = DEFAULT_LOG, global = true)]
     pub filter: String,
     /// Log line format on standard error.
     #[arg(long, env = "PULMO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -244,7 +248,7 @@ fn init_logging(args: &LogArgs) {
             "pulmo: warning: ignoring log filter {:?}: {err}",
             args.filter
         );
-        EnvFilter::new("info")
+        EnvFilter::new(DEFAULT_LOG)
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
