@@ -66,6 +66,8 @@ fn bad_files_fail_with_an_error_naming_the_file(#[case] file: &str, #[case] prob
 
 #[rstest]
 #[case::not_dicom("malformed/notes.txt")]
+#[case::no_file_meta("malformed/no_meta.dcm")]
+#[case::truncated_header("malformed/CT_small_truncated_header.dcm")]
 #[case::truncated_pixel_data("malformed/CT_small_truncated_pixels.dcm")]
 fn the_cli_exits_1_naming_the_bad_file(#[case] file: &str) {
     let path = fixture(file);
@@ -75,6 +77,16 @@ fn the_cli_exits_1_naming_the_bad_file(#[case] file: &str) {
         stderr.contains(path.file_name().unwrap().to_str().unwrap()),
         "{stderr}"
     );
+}
+
+/// Readable files that are not CT images: refused before decoding, with the reason.
+#[rstest]
+#[case::truncated_mr("malformed/MR_truncated.dcm", "modality \"MR\" is not accepted")]
+#[case::rt_plan("malformed/rtplan.dcm", "modality \"RTPLAN\" is not accepted")]
+fn the_cli_exits_1_saying_why_a_file_is_not_a_ct_image(#[case] file: &str, #[case] why: &str) {
+    let stderr = convert_fails(&fixture(file), &[]);
+    assert!(stderr.contains("no series to convert"), "{stderr}");
+    assert!(stderr.contains(why), "{stderr}");
 }
 
 #[test]

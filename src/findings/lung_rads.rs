@@ -137,6 +137,26 @@ mod tests {
     }
 
     #[test]
+    fn part_solid_boundaries_fall_where_lung_rads_puts_them_after_rounding() {
+        for (d, core, want) in [
+            (5.9, 5.0, LungRads::Cat2),
+            (5.96, 5.0, LungRads::Cat3), // total rounds to 6.0
+            (6.0, 5.9, LungRads::Cat3),
+            (9.0, 5.96, LungRads::Cat4A), // core rounds to 6.0
+            (9.0, 6.0, LungRads::Cat4A),
+            (9.0, 7.9, LungRads::Cat4A),
+            (9.0, 7.95, LungRads::Cat4B), // core rounds to 8.0
+            (9.0, 8.0, LungRads::Cat4B),
+        ] {
+            assert_eq!(
+                categorize(PartSolid, d, Some(core)),
+                want,
+                "{d} mm, core {core} mm"
+            );
+        }
+    }
+
+    #[test]
     fn ground_glass_changes_category_at_30_mm() {
         assert_eq!(categorize(GroundGlass, 29.9, None), LungRads::Cat2);
         assert_eq!(categorize(GroundGlass, 30.0, None), LungRads::Cat3);

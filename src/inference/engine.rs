@@ -37,6 +37,8 @@ pub struct EngineStats {
     batches: AtomicU64,
     tiles: AtomicU64,
     busy_us: AtomicU64,
+    /// Batches that held tiles of more than one `infer` call (several series at once).
+    shared: AtomicU64,
 }
 
 impl EngineStats {
@@ -47,6 +49,12 @@ impl EngineStats {
             self.tiles.load(Ordering::Relaxed),
             Duration::from_micros(self.busy_us.load(Ordering::Relaxed)),
         )
+    }
+
+    /// How many batches held tiles of more than one `infer` call: in `analyze` and `batch`,
+    /// tiles of different series sharing a network call.
+    pub fn shared_batches(&self) -> u64 {
+        self.shared.load(Ordering::Relaxed)
     }
 }
 
@@ -324,6 +332,11 @@ fn run_batch(module: &tch::CModule, settings: Settings, batch: Vec<Job>, stats: 
         .and_then(|t| Vec::<f32>::try_from(t.flatten(0, -1)));
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.tiles.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    if let Some((first, rest)) = batch.split_first() {
+        if rest.iter().any(|job| !job.reply.same_channel(&first.reply)) {
+            stats.shared.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     crate::metrics::batch_size(batch.len());
     stats
         .busy_us
@@ -464,9 +477,10 @@ pub(crate) mod tests {
 
     #[test]
     fn concurrent_callers_share_batches_and_get_their_own_answers() {
+        // A long wait, so that a loaded machine starting the callers slowly still mixes them.
         let policy = BatchPolicy {
             max_batch: 4,
-            max_wait: Duration::from_millis(50),
+            max_wait: Duration::from_millis(500),
         };
         let engine = engine(policy);
         let voxels = 32 * 32 * 32;
@@ -488,5 +502,10 @@ pub(crate) mod tests {
         let (batches, tiles, _) = engine.stats().snapshot();
         assert_eq!(tiles, 9);
         assert!(batches < 9, "tiles were not batched: {batches} batches");
+        let shared = engine.stats().shared_batches();
+        assert!(
+            shared >= 1 && shared <= batches,
+            "{shared} of {batches} batches shared"
+        );
     }
 }

@@ -236,8 +236,12 @@ fn finding_row(f: &Finding) -> String {
     let kind = serde_json::to_value(f.nodule_type)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
+    // Part-solid nodules are categorised by their solid core: show it beside the category.
+    let core = f
+        .solid_core_mm
+        .map_or(String::new(), |mm| format!(" (solid core {mm:.1} mm)"));
     format!(
-        "  {:>2}  {:<5}  {:>5} ({:>4})   {:>7.1} {:>7.1} {:>7.1}   {:>5.1}  {:>5.1} x {:<5.1}  {:>10.0}  {:<12} {:>4.0}  {:.2}  {}\n",
+        "  {:>2}  {:<5}  {:>5} ({:>4})   {:>7.1} {:>7.1} {:>7.1}   {:>5.1}  {:>5.1} x {:<5.1}  {:>10.0}  {:<12} {:>4.0}  {:.2}  {}{}\n",
         f.id,
         side.unwrap_or_default(),
         f.center_voxel[2],
@@ -252,7 +256,8 @@ fn finding_row(f: &Finding) -> String {
         kind.unwrap_or_default(),
         f.mean_hu,
         f.score,
-        f.lung_rads.as_str()
+        f.lung_rads.as_str(),
+        core
     )
 }
 
@@ -272,9 +277,11 @@ fn footer(
     } else {
         0.0
     };
+    let shared = analyzer.engine().stats().shared_batches();
     let text = format!(
         "\n{analysed} series analysed, {failed} failed, {skipped} file(s) skipped; \
-         {tiles} tiles in {batches} batches (mean {mean:.1}), network {:.1} s, wall {:.1} s\n",
+         {tiles} tiles in {batches} batches (mean {mean:.1}; {shared} shared by several series), \
+         network {:.1} s, wall {:.1} s\n",
         busy.as_secs_f64(),
         elapsed.as_secs_f64()
     );
@@ -282,5 +289,43 @@ fn footer(
         eprint!("{text}");
     } else {
         print!("{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::{LungRads, NoduleType};
+
+    #[test]
+    fn a_finding_row_shows_location_size_type_score_category_and_a_part_solid_core() {
+        let mut f = crate::findings::tests::finding(0.87, LungRads::Cat4A);
+        f.id = 2;
+        f.center_patient_mm = [-47.46, -4.6, -134.94];
+        f.center_voxel = [100, 120, 35];
+        f.instance_number = Some(73);
+        f.diameter_mm = 14.0;
+        f.long_axis_mm = 18.3;
+        f.short_axis_mm = 9.7;
+        f.nodule_type = NoduleType::PartSolid;
+        f.solid_core_mm = Some(6.54);
+        let row = finding_row(&f);
+        for part in [
+            " 2  left",
+            "35 (  73)",
+            "-47.5",
+            "-4.6",
+            "-134.9",
+            "14.0",
+            "18.3 x 9.7",
+            "part-solid",
+            "0.87",
+            "4A (solid core 6.5 mm)",
+        ] {
+            assert!(row.contains(part), "{part:?} not in {row:?}");
+        }
+        f.nodule_type = NoduleType::Solid;
+        f.solid_core_mm = None;
+        assert!(!finding_row(&f).contains("core"));
     }
 }

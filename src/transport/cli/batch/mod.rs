@@ -255,6 +255,7 @@ fn status_word(status: Status) -> &'static str {
 /// The closing lines: counts, throughput, batching.
 fn summary(tally: &Tally, reports: usize, analyzer: &Analyzer, elapsed: Duration) -> String {
     let (batches, tiles, busy) = analyzer.engine().stats().snapshot();
+    let shared = analyzer.engine().stats().shared_batches();
     let computed = tally.analysed + tally.not_chest + tally.failed;
     let hours = elapsed.as_secs_f64() / 3600.0;
     let rate = if hours > 0.0 {
@@ -265,7 +266,8 @@ fn summary(tally: &Tally, reports: usize, analyzer: &Analyzer, elapsed: Duration
     format!(
         "{} series: {} analysed, {} not chest CT, {} failed, {} resumed; {} skipped \
          (series, studies or files); {reports} reports in the tables\n\
-         {tiles} tiles in {batches} batches, network {:.1} s, wall {:.1} s, {rate:.0} series/hour",
+         {tiles} tiles in {batches} batches ({shared} shared by several series), network {:.1} s, \
+         wall {:.1} s, {rate:.0} series/hour",
         tally.discovered,
         tally.analysed,
         tally.not_chest,
