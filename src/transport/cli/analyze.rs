@@ -11,7 +11,7 @@ use clap::Args;
 use super::results;
 
 use crate::findings::Finding;
-use crate::ingest::{self, SelectionRules};
+use crate::ingest;
 use crate::pipeline::{self, Analyzer, Outcome};
 use crate::report::Report;
 use crate::volume;
@@ -33,6 +33,8 @@ pub struct AnalyzeArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: super::EngineArgs,
+    #[command(flatten)]
+    pub selection: super::SelectionArgs,
 }
 
 /// Which results `--out` writes besides the JSON report (all of them by default; the last
@@ -121,7 +123,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let rules = SelectionRules::default();
+    let rules = args.selection.rules()?;
     let outcomes =
         analyzer.analyze_studies_with(&scan.studies, &rules, args.engine.jobs(), &done, &results);
     if let Some(err) = write_error.into_inner().expect("not poisoned") {

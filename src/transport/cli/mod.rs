@@ -12,6 +12,7 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -92,6 +93,31 @@ pub struct ConvertArgs {
     /// Convert this series (SeriesInstanceUID) instead of the one the selection rules choose.
     #[arg(long)]
     pub series: Option<String>,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+}
+
+/// Which series of a study is analysed, shared by `analyze`, `batch`, `convert` and `serve`.
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    /// Series selection rules, a TOML file with any of the keys `modalities`, `sop_classes`,
+    /// `excluded_image_types`, `demoted_image_types`, `min_frames` (the others keep their
+    /// chest CT defaults; docs/ARCHITECTURE.md).
+    #[arg(long = "selection", env = "PULMO_SELECTION")]
+    pub selection: Option<PathBuf>,
+}
+
+impl SelectionArgs {
+    /// The rules the file gives, or the defaults.
+    pub fn rules(&self) -> anyhow::Result<SelectionRules> {
+        let Some(path) = &self.selection else {
+            return Ok(SelectionRules::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the selection rules {}", path.display()))?;
+        SelectionRules::from_toml(&text)
+            .with_context(|| format!("selection rules {} are not valid", path.display()))
+    }
 }
 
 /// Sample types `pulmo convert` writes.
@@ -198,7 +224,8 @@ fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
     for skipped in &report.skipped {
         tracing::info!(reason = %skipped, "skipped");
     }
-    let series = ingest::choose(&report, &SelectionRules::default(), args.series.as_deref())?;
+    let rules = args.selection.rules()?;
+    let series = ingest::choose(&report, &rules, args.series.as_deref())?;
     let volume = volume::assemble(series)?;
     let assembled = started.elapsed();
     for warning in &volume.warnings {

@@ -67,6 +67,8 @@ pub struct ServeArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub push: PushArgs,
+    #[command(flatten)]
+    pub selection: super::SelectionArgs,
 }
 
 impl ServeArgs {
@@ -86,6 +88,7 @@ impl ServeArgs {
                 capture: !self.no_key_images,
             },
             push: self.push.config()?,
+            rules: self.selection.rules()?,
             ..ServiceConfig::new(&self.data)
         })
     }

@@ -61,6 +61,8 @@ pub struct BatchArgs {
     pub salt: Option<String>,
     #[command(flatten)]
     pub engine: super::EngineArgs,
+    #[command(flatten)]
+    pub selection: super::SelectionArgs,
 }
 
 /// Table formats of `pulmo batch`.
@@ -104,10 +106,11 @@ pub fn run(args: &BatchArgs) -> anyhow::Result<ExitCode> {
         (None, true) => Some(Pseudonymizer::random()?),
         (None, false) => None,
     };
+    let rules = args.selection.rules()?;
     let analyzer = Analyzer::start(&args.engine.analyzer_config())?;
     let store = Store::open(&args.out, analyzer.model_info().sha256)?;
     let progress = Progress::new(args.quiet);
-    let (tally, rows, resumed) = process(args, &analyzer, &store, &progress);
+    let (tally, rows, resumed) = process(args, &rules, &analyzer, &store, &progress);
     progress.finish();
     let tables = Tables {
         format: match args.format {
@@ -135,6 +138,7 @@ pub fn run(args: &BatchArgs) -> anyhow::Result<ExitCode> {
 /// the series resumed from earlier runs.
 fn process(
     args: &BatchArgs,
+    rules: &SelectionRules,
     analyzer: &Analyzer,
     store: &Store,
     progress: &Progress,
@@ -144,7 +148,7 @@ fn process(
     let (events, received) = crossbeam_channel::unbounded();
     std::thread::scope(|scope| {
         let discovery = discover::Discovery {
-            rules: SelectionRules::default(),
+            rules: rules.clone(),
             store,
             force: args.force,
             work,
