@@ -133,6 +133,125 @@ fn reports_and_summaries_carry_no_patient_data() {
     }
 }
 
+/// Every key `docs/report-schema.md` promises, with its type, in a real report.
+#[test]
+fn every_documented_report_key_is_present_with_its_type() {
+    let sample = repo("sample-dicom");
+    let (code, stdout, stderr) = analyze(&["--json", sample.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let reports: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let r = &reports[0];
+    let text = |v: &Value| v.as_str().is_some_and(|s| !s.is_empty());
+    for key in [
+        "study_instance_uid",
+        "series_instance_uid",
+        "frame_of_reference_uid",
+        "device",
+        "lung_rads",
+        "disclaimer",
+    ] {
+        assert!(text(&r[key]), "{key}: {}", r[key]);
+    }
+    assert_eq!(r["schema"], "pulmo.report/1");
+    for key in ["id", "version", "sha256"] {
+        assert!(text(&r["model"][key]), "model.{key}");
+    }
+    assert_eq!(r["model"]["sha256"].as_str().unwrap().len(), 64);
+    for key in ["slices", "rows", "columns"] {
+        assert!(r["series"][key].as_u64().unwrap() > 0, "series.{key}");
+    }
+    assert_eq!(r["series"]["spacing_mm"].as_array().unwrap().len(), 3);
+    assert!(r["series"]["slice_thickness_mm"].as_f64().unwrap() > 0.0);
+    for stage in ["decode", "preprocess", "inference", "postprocess", "total"] {
+        assert!(
+            r["timing_ms"][stage].as_f64().is_some(),
+            "timing_ms.{stage}"
+        );
+    }
+    let study_score = r["study_score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&study_score));
+    assert!(r["warnings"].is_array());
+    let findings = r["findings"].as_array().unwrap();
+    assert!(!findings.is_empty());
+    for f in findings {
+        for key in ["sop_instance_uid", "type", "lung_rads", "laterality"] {
+            assert!(text(&f[key]), "finding {key}: {f}");
+        }
+        for key in ["id", "instance_number"] {
+            assert!(f[key].as_u64().is_some(), "finding {key}: {f}");
+        }
+        assert_eq!(f["center_patient_mm"].as_array().unwrap().len(), 3);
+        let voxel = f["center_voxel"].as_array().unwrap();
+        assert!(voxel.len() == 3 && voxel.iter().all(|v| v.as_u64().is_some()));
+        let [d, long, short] = ["diameter_mm", "long_axis_mm", "short_axis_mm"]
+            .map(|k| f[k].as_f64().unwrap_or_else(|| panic!("finding {k}: {f}")));
+        assert!(short <= long, "{f}");
+        assert!(
+            (d - (long + short) / 2.0).abs() <= 0.051,
+            "diameter is the mean axis: {f}"
+        );
+        assert!(f["volume_mm3"].as_f64().unwrap() > 0.0);
+        assert!(f["mean_hu"].as_f64().is_some());
+        assert!((0.0..=1.0).contains(&f["score"].as_f64().unwrap()));
+        assert!(["solid", "part-solid", "ground-glass"].contains(&f["type"].as_str().unwrap()));
+        assert!(["left", "right"].contains(&f["laterality"].as_str().unwrap()));
+    }
+}
+
+/// A copy of the sample with a name, an ID and a birth date: none of them reaches the
+/// JSON reports, the summary or the debug log.
+#[test]
+fn a_patients_name_id_and_birth_date_never_reach_reports_or_logs() {
+    let dir = scratch("analyze-patient");
+    let series = dir.join("series");
+    let run = common::python()
+        .args(["-c", "import pathlib, sys, pydicom\nsrc, dst = map(pathlib.Path, sys.argv[1:3])\ndst.mkdir()\nfor f in sorted(src.glob('*.dcm')):\n    ds = pydicom.dcmread(f)\n    ds.PatientName, ds.PatientID, ds.PatientBirthDate = 'Quixote^Alonso', 'MRN-4471-XY', '19470311'\n    ds.save_as(dst / f.name)\n"])
+        .arg(sample_series_dir())
+        .arg(&series)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = dir.join("out");
+    let (code, stdout, stderr) = analyze(&[
+        "--json",
+        "--log",
+        "debug",
+        "--no-sr",
+        "--no-seg",
+        "--out",
+        out.to_str().unwrap(),
+        series.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut texts = vec![stdout, stderr];
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            texts.push(std::fs::read_to_string(path).unwrap());
+        }
+    }
+    assert!(texts.len() >= 3, "no JSON report written");
+    for text in &texts {
+        for secret in ["Quixote", "Alonso", "MRN-4471-XY", "19470311"] {
+            assert!(!text.contains(secret), "{secret} leaked");
+        }
+    }
+}
+
+/// The folder of the sample's DICOM files.
+fn sample_series_dir() -> std::path::PathBuf {
+    let root = repo("sample-dicom");
+    std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap_or(root)
+}
+
 #[test]
 fn a_single_small_slice_is_reported_as_not_a_chest_ct() {
     let slice = fixture("single/CT_small.dcm");
