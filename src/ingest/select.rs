@@ -362,6 +362,38 @@ mod tests {
     }
 
     #[test]
+    fn secondary_captures_dose_reports_and_segmentations_are_refused_by_sop_class() {
+        let with_class = |uid: &str, class: &str| {
+            let mut s = series(uid, "CT", &[0.0, 1.0], &["ORIGINAL", "PRIMARY", "AXIAL"]);
+            s.instances
+                .iter_mut()
+                .for_each(|i| i.sop_class_uid = class.to_owned());
+            s
+        };
+        let study = Study {
+            study_instance_uid: "1".into(),
+            series: vec![
+                with_class("capture", uids::SECONDARY_CAPTURE_IMAGE_STORAGE),
+                with_class("dose", uids::X_RAY_RADIATION_DOSE_SR_STORAGE),
+                with_class("seg", uids::SEGMENTATION_STORAGE),
+                with_class("enhanced", uids::ENHANCED_CT_IMAGE_STORAGE),
+            ],
+        };
+        let selection = select(&study, &SelectionRules::default());
+        assert_eq!(selection.chosen.unwrap().series_instance_uid, "enhanced");
+        for (rejected, class) in selection.rejected.iter().zip([
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            uids::X_RAY_RADIATION_DOSE_SR_STORAGE,
+            uids::SEGMENTATION_STORAGE,
+        ]) {
+            assert_eq!(
+                rejected.reason.to_string(),
+                format!("SOP class {class} is not an accepted image storage")
+            );
+        }
+    }
+
+    #[test]
     fn with_equal_spacing_more_slices_win() {
         let study = Study {
             study_instance_uid: "1".into(),
