@@ -121,6 +121,42 @@ fn ct_small_with(elements: &[(dicom_core::Tag, VR, PrimitiveValue)]) -> Arc<[u8]
 }
 
 #[test]
+fn a_series_of_mixed_image_sizes_is_an_error_naming_the_odd_file() {
+    let original = ct_small_with(&[]);
+    let smaller = ct_small_with(&[
+        (tags::ROWS, VR::US, PrimitiveValue::from(64u16)),
+        (tags::COLUMNS, VR::US, PrimitiveValue::from(64u16)),
+        (
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.826.0.1.3680043.10.99.1"),
+        ),
+        (
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            PrimitiveValue::Strs(
+                ["-158.135803", "-179.035797", "-70.0"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+            ),
+        ),
+    ]);
+    let report = ingest::scan_bytes(vec![
+        ("a.dcm".into(), original),
+        ("b-small.dcm".into(), smaller),
+    ]);
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let series = report.series().next().unwrap();
+    assert_eq!(series.instances.len(), 2);
+    let err = volume::assemble(series).unwrap_err().to_string();
+    assert!(
+        err.contains("b-small.dcm is (64, 64) (rows, columns) where the series is (128, 128)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn hostile_dimensions_are_refused_before_allocating() {
     let rows = ct_small_with(&[(tags::ROWS, VR::US, PrimitiveValue::from(60_000u16))]);
     let err = ingest::read_header("rows.dcm", rows).unwrap_err();
