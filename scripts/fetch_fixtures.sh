@@ -108,6 +108,10 @@ head -c 20000 "$OUT/single/CT_small.dcm" > "$OUT/malformed/CT_small_truncated_pi
 "$PY" scripts/make_series.py "$OUT/single/CT_small.dcm" "$OUT/series"
 "$PY" scripts/make_jpegls.py "$OUT/single/CT_small.dcm" "$OUT/single"
 "$PY" scripts/make_htj2k.py "$OUT/single/693_UNCR.dcm" "$OUT/single"
+# Bare data sets (no preamble, no file meta information), as dcmtk writes them with -F.
+dcmconv -F +ti "$OUT/single/CT_small.dcm" "$OUT/single/CT_small_bare_implicit.dcm"
+dcmconv -F +te "$OUT/single/CT_small.dcm" "$OUT/single/CT_small_bare_explicit.dcm"
+dcmconv -F +tb "$OUT/single/CT_small.dcm" "$OUT/single/CT_small_bare_big_endian.dcm"
 dcmcjpeg +ee "$OUT/single/693_UNCR.dcm" "$OUT/single/693_JPGE.dcm"
 dcmdjpeg "$OUT/single/693_JPGE.dcm" "$OUT/single/693_JPGE_dcmtk.dcm"
 for sv in 1 2 3 4 5 6 7; do

@@ -64,6 +64,37 @@ fn bad_files_fail_with_an_error_naming_the_file(#[case] file: &str, #[case] prob
     assert!(message.contains(problem), "{message}");
 }
 
+/// A value length corrupted to 4 GiB in a 39 KB file is refused by name before anything
+/// reserves it (dicom-parser would zero-fill 4 GiB first): in the file meta group, in Pixel
+/// Data (when decoding; the header scan stops before it), and in a bare data set's first
+/// element.
+#[rstest]
+#[case::meta_group("single/CT_small.dcm", b"OB\0\0", 4)]
+#[case::pixel_data("single/CT_small.dcm", b"\xe0\x7f\x10\x00OW\0\0", 8)]
+#[case::bare_data_set("single/CT_small_bare_implicit.dcm", b"\x08\x00\x05\x00", 4)]
+fn a_length_beyond_the_file_is_refused_naming_the_element(
+    #[case] file: &str,
+    #[case] header: &[u8],
+    #[case] length_at: usize,
+) {
+    let mut bytes = std::fs::read(fixture(file)).unwrap();
+    let at = bytes
+        .windows(header.len())
+        .position(|w| w == header)
+        .unwrap()
+        + length_at;
+    bytes[at..at + 4].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    let dir = common::scratch("corrupt-length");
+    let input = dir.join("corrupt.dcm");
+    std::fs::write(&input, &bytes).unwrap();
+    let stderr = convert_fails(&input, &[]);
+    assert!(stderr.contains("corrupt.dcm"), "{stderr}");
+    assert!(
+        stderr.contains("claims 4026531840 bytes, but only"),
+        "{stderr}"
+    );
+}
+
 #[rstest]
 #[case::not_dicom("malformed/notes.txt")]
 #[case::no_file_meta("malformed/no_meta.dcm")]
@@ -229,9 +260,6 @@ fn a_cut_12_bit_jpeg_is_an_error_naming_the_file_and_frame() {
     );
 }
 
-/// Where CT_small's pixel data value starts (after its 12-byte element header).
-const PIXELS_START: usize = 5_964;
-
 /// Parses and, when the header passes, assembles; the outcome does not matter, a panic does.
 fn parse_and_assemble(bytes: Vec<u8>) {
     let report = ingest::scan_bytes(vec![("fuzz.dcm".into(), bytes.into())]);
@@ -248,18 +276,33 @@ proptest! {
         parse_and_assemble(bytes);
     }
 
+    // The same after the start of a bare data set (no file meta), so that the bytes are
+    // read as elements in each syntax pulmo recognises there.
+    #[test]
+    fn arbitrary_bytes_as_a_bare_data_set_never_panic(
+        start in prop_oneof![
+            Just(vec![0x08u8, 0x00, 0x05, 0x00]),
+            Just(vec![0x08u8, 0x00, 0x05, 0x00, b'C', b'S']),
+            Just(vec![0x00u8, 0x08, 0x00, 0x05, b'C', b'S']),
+        ],
+        rest in proptest::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        parse_and_assemble([start, rest].concat());
+    }
+
 }
 
 proptest! {
     // Each case parses and decodes a real slice: fewer cases keep the suite quick.
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    // Flips stay in the pixel data: dicom-parser allocates a corrupted header length
-    // (up to 4 GiB) before it finds the stream too short, which CI memory cannot afford.
+    // Flips land anywhere, element headers included: a corrupted length is refused by
+    // `volume::lengths` before dicom-parser would reserve it (up to 4 GiB each, which CI
+    // memory could not afford), so this also tests that guard.
     #[test]
     fn truncated_or_corrupted_ct_never_panics(
         cut in 0usize..40_000,
-        flips in proptest::collection::vec((PIXELS_START..40_000, any::<u8>()), 0..4),
+        flips in proptest::collection::vec((0usize..40_000, any::<u8>()), 0..4),
     ) {
         let mut bytes = std::fs::read(fixture("single/CT_small.dcm")).unwrap();
         for (at, value) in flips {

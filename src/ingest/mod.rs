@@ -33,7 +33,7 @@ pub enum Error {
     ReadHeader {
         name: String,
         #[source]
-        source: Box<dicom_object::ReadError>,
+        source: Box<crate::volume::part10::OpenError>,
     },
     #[error("{name} has no {attribute}")]
     MissingAttribute {

@@ -12,12 +12,12 @@
 use std::borrow::Cow;
 
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use ndarray::ArrayViewMut2;
 
 use super::series::{FrameHeader, Instance, PixelFormat, Source};
-use super::{jpeg12, rle};
+use super::{jpeg12, part10, rle};
 use super::{Error, Result};
 
 /// Hounsfield value written for padding pixels (air).
@@ -27,8 +27,8 @@ pub const PADDING_HU: f32 = -1024.0;
 fn open(instance: &Instance) -> Result<DefaultDicomObject> {
     let name = || instance.source.name();
     let opened = match &instance.source {
-        Source::Path(path) => OpenFileOptions::new().open_file(path),
-        Source::Bytes { bytes, .. } => OpenFileOptions::new().from_reader(&bytes[..]),
+        Source::Path(path) => part10::open_path(path, false),
+        Source::Bytes { bytes, .. } => part10::open(std::io::Cursor::new(&bytes[..]), false),
     };
     let mut obj = opened.map_err(|source| Error::Read {
         name: name(),

@@ -12,7 +12,9 @@ mod decode;
 pub mod export;
 mod geometry;
 mod jpeg12;
+pub mod lengths;
 pub mod order;
+pub mod part10;
 mod rle;
 mod series;
 pub mod vr;
@@ -58,7 +60,7 @@ pub enum Error {
     Read {
         name: String,
         #[source]
-        source: Box<dicom_object::ReadError>,
+        source: Box<part10::OpenError>,
     },
     #[error("{name} has no pixel data")]
     NoPixelData { name: String },

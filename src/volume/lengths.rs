@@ -1,0 +1,583 @@
+//! Value lengths checked against the bytes that hold them, before any parser allocates.
+//!
+//! dicom-parser reserves and zero-fills a value's declared length before reading it, so a
+//! 200-byte file whose one element claims 4 GiB costs 4 GiB of memory and seconds of work
+//! before it fails as truncated, and a server receiving such files can be run out of
+//! memory. This walk reads only element headers (values are skipped, sequences and items
+//! entered) and refuses the first defined length that does not fit in its container or in
+//! what is left of the stream. Anything else unusual (an unknown VR, an early end) stops the
+//! walk quietly: the parser that follows reports it with its own words.
+
+use std::io::{BufReader, Cursor, ErrorKind, Read, Seek};
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
+
+/// Deeper nesting than this is refused (hostile input; real objects nest a few levels).
+const MAX_DEPTH: u32 = 64;
+const UNDEFINED: u32 = u32::MAX;
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
+const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
+
+/// A value that cannot be where its header says.
+#[derive(Debug, thiserror::Error)]
+pub enum LengthError {
+    #[error("element {tag} at byte {at} claims {claimed} bytes, but only {left} are left")]
+    TooLong {
+        tag: Tag,
+        at: u64,
+        claimed: u32,
+        left: u64,
+    },
+    #[error("sequences nested more than {MAX_DEPTH} deep at byte {at}")]
+    TooDeep { at: u64 },
+    #[error("could not read the element headers")]
+    Io(#[source] std::io::Error),
+}
+
+/// A byte stream the walk can skip through cheaply.
+pub trait Stream: Read + Seek {
+    fn skip(&mut self, len: u32) -> std::io::Result<()>;
+}
+
+impl Stream for BufReader<std::fs::File> {
+    fn skip(&mut self, len: u32) -> std::io::Result<()> {
+        // Within the buffer this moves the cursor without a system call.
+        self.seek_relative(i64::from(len))
+    }
+}
+
+impl Stream for Cursor<&[u8]> {
+    fn skip(&mut self, len: u32) -> std::io::Result<()> {
+        self.set_position(self.position() + u64::from(len));
+        Ok(())
+    }
+}
+
+/// How the walked data set is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    ImplicitLittle,
+    ExplicitLittle,
+    ExplicitBig,
+}
+
+impl Encoding {
+    /// The encoding of a transfer syntax's data set; `None` for deflated ones (their bytes
+    /// are compressed, so there are no headers to walk).
+    pub fn of_syntax(uid: &str) -> Option<Self> {
+        match uid.trim_end_matches(['\0', ' ']) {
+            "1.2.840.10008.1.2" => Some(Encoding::ImplicitLittle),
+            "1.2.840.10008.1.2.2" => Some(Encoding::ExplicitBig),
+            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => None,
+            _ => Some(Encoding::ExplicitLittle),
+        }
+    }
+}
+
+/// What the file meta group says, as far as the walk needs it.
+#[derive(Debug, Default)]
+pub struct Meta {
+    pub transfer_syntax_uid: Option<String>,
+    /// Where the data set starts: the first byte after the group. `None` when the
+    /// stream ended or stopped making sense first.
+    pub dataset_at: Option<u64>,
+}
+
+/// Walks the file meta group from the reader's position (just after `DICM`) and returns
+/// its transfer syntax and end; the reader is left somewhere inside or after the group.
+pub fn check_meta<R: Stream>(reader: &mut R, total: u64) -> Result<Meta, LengthError> {
+    let mut walk = Walk::new(reader, Encoding::ExplicitLittle)?;
+    let mut meta = Meta::default();
+    loop {
+        let at = walk.pos;
+        let Some(tag) = walk.tag()? else {
+            return Ok(meta);
+        };
+        if tag.group() != 0x0002 {
+            meta.dataset_at = Some(at);
+            return Ok(meta);
+        }
+        let Some(header) = walk.rest_of_header(tag, at)? else {
+            return Ok(meta);
+        };
+        if header.len == UNDEFINED {
+            return Ok(meta);
+        }
+        walk.fits(&header, total)?;
+        if header.tag == tags::TRANSFER_SYNTAX_UID && header.len <= 64 {
+            let mut value = vec![0; header.len as usize];
+            if walk.read(&mut value)?.is_none() {
+                return Ok(meta);
+            }
+            meta.transfer_syntax_uid = Some(String::from_utf8_lossy(&value).into_owned());
+        } else {
+            walk.skip(header.len)?;
+        }
+    }
+}
+
+/// Walks a data set from the reader's position to the end of the stream (`total` bytes),
+/// or only up to Pixel Data when `header_only`.
+pub fn check_dataset<R: Stream>(
+    reader: &mut R,
+    encoding: Encoding,
+    total: u64,
+    header_only: bool,
+) -> Result<(), LengthError> {
+    let mut walk = Walk::new(reader, encoding)?;
+    walk.header_only = header_only;
+    walk.dataset(total, 0, true).map(|_| ())
+}
+
+struct Header {
+    tag: Tag,
+    vr: Option<VR>,
+    len: u32,
+    /// Where the header started.
+    at: u64,
+}
+
+/// How a walk of one data set ended.
+enum End {
+    /// The container's end, the stream's end, or a reason to leave the rest to the parser.
+    Done,
+    /// An item delimitation item: the end of an undefined-length item.
+    ItemEnd,
+}
+
+struct Walk<'r, R> {
+    reader: &'r mut R,
+    pos: u64,
+    encoding: Encoding,
+    header_only: bool,
+}
+
+impl<'r, R: Stream> Walk<'r, R> {
+    fn new(reader: &'r mut R, encoding: Encoding) -> Result<Self, LengthError> {
+        let pos = reader.stream_position().map_err(LengthError::Io)?;
+        Ok(Walk {
+            reader,
+            pos,
+            encoding,
+            header_only: false,
+        })
+    }
+
+    fn dataset(&mut self, end: u64, depth: u32, top: bool) -> Result<End, LengthError> {
+        if depth > MAX_DEPTH {
+            return Err(LengthError::TooDeep { at: self.pos });
+        }
+        while self.pos < end {
+            let Some(header) = self.header()? else {
+                return Ok(End::Done);
+            };
+            match header.tag {
+                ITEM_END => return Ok(End::ItemEnd),
+                // An item or a sequence end where an element belongs: the parser's to judge.
+                ITEM | SEQUENCE_END => return Ok(End::Done),
+                _ => {}
+            }
+            // Encapsulated pixel data holds fragments, not data sets, at any depth (an
+            // icon image's too), as does any undefined-length OB or OW; the scan of a
+            // header stops before the image's own pixels.
+            let pixels = header.tag == tags::PIXEL_DATA;
+            let stop = pixels && top && self.header_only;
+            let fragments = pixels || matches!(header.vr, Some(VR::OB | VR::OW));
+            if header.len == UNDEFINED {
+                if stop {
+                    return Ok(End::Done);
+                }
+                let inner = if header.vr == Some(VR::UN) {
+                    Encoding::ImplicitLittle
+                } else {
+                    self.encoding
+                };
+                let outer = std::mem::replace(&mut self.encoding, inner);
+                let walked = if fragments {
+                    self.fragments(end)
+                } else {
+                    self.items(end, depth)
+                };
+                self.encoding = outer;
+                if !walked? {
+                    return Ok(End::Done);
+                }
+                continue;
+            }
+            if stop {
+                // Its length is the decoder's to check, against the image's size too.
+                return Ok(End::Done);
+            }
+            self.fits(&header, end)?;
+            if self.is_sequence(&header) {
+                let item_end = self.pos + u64::from(header.len);
+                if !self.items(item_end, depth)? {
+                    return Ok(End::Done);
+                }
+                if self.pos != item_end {
+                    return Ok(End::Done);
+                }
+            } else if !self.skip(header.len)? {
+                return Ok(End::Done);
+            }
+        }
+        Ok(End::Done)
+    }
+
+    /// The items of a sequence, up to its delimiter or `end`; false when the walk should stop.
+    fn items(&mut self, end: u64, depth: u32) -> Result<bool, LengthError> {
+        while self.pos < end {
+            let Some((tag, len, at)) = self.item_header()? else {
+                return Ok(false);
+            };
+            match tag {
+                SEQUENCE_END => return Ok(true),
+                ITEM if len == UNDEFINED => {
+                    if !matches!(self.dataset(end, depth + 1, false)?, End::ItemEnd) {
+                        return Ok(false);
+                    }
+                }
+                ITEM => {
+                    let header = Header {
+                        tag,
+                        vr: None,
+                        len,
+                        at,
+                    };
+                    self.fits(&header, end)?;
+                    let item_end = self.pos + u64::from(len);
+                    self.dataset(item_end, depth + 1, false)?;
+                    if self.pos != item_end {
+                        return Ok(false);
+                    }
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Encapsulated pixel data: items of raw bytes up to the sequence delimiter.
+    fn fragments(&mut self, end: u64) -> Result<bool, LengthError> {
+        loop {
+            let Some((tag, len, at)) = self.item_header()? else {
+                return Ok(false);
+            };
+            match tag {
+                SEQUENCE_END => return Ok(true),
+                ITEM if len != UNDEFINED => {
+                    let header = Header {
+                        tag,
+                        vr: None,
+                        len,
+                        at,
+                    };
+                    self.fits(&header, end)?;
+                    if !self.skip(len)? {
+                        return Ok(false);
+                    }
+                }
+                _ => return Ok(false),
+            }
+        }
+    }
+
+    fn is_sequence(&self, header: &Header) -> bool {
+        match header.vr {
+            Some(vr) => vr == VR::SQ,
+            None => StandardDataDictionary
+                .by_tag(header.tag)
+                .is_some_and(|entry| matches!(entry.vr(), VirtualVr::Exact(VR::SQ))),
+        }
+    }
+
+    fn fits(&self, header: &Header, end: u64) -> Result<(), LengthError> {
+        let left = end.saturating_sub(self.pos);
+        if u64::from(header.len) > left {
+            return Err(LengthError::TooLong {
+                tag: header.tag,
+                at: header.at,
+                claimed: header.len,
+                left,
+            });
+        }
+        Ok(())
+    }
+
+    /// The next element header; `None` at the end of the stream.
+    fn header(&mut self) -> Result<Option<Header>, LengthError> {
+        let at = self.pos;
+        let Some(tag) = self.tag()? else {
+            return Ok(None);
+        };
+        self.rest_of_header(tag, at)
+    }
+
+    /// The VR and length after `tag`, read from `at`.
+    fn rest_of_header(&mut self, tag: Tag, at: u64) -> Result<Option<Header>, LengthError> {
+        if tag.group() == 0xFFFE || self.encoding == Encoding::ImplicitLittle {
+            let Some(len) = self.u32()? else {
+                return Ok(None);
+            };
+            return Ok(Some(Header {
+                tag,
+                vr: None,
+                len,
+                at,
+            }));
+        }
+        let mut code = [0; 2];
+        if self.read(&mut code)?.is_none() {
+            return Ok(None);
+        }
+        // As dicom-encoding reads it: an unknown VR is UN, and only these have a 16-bit
+        // length (PS3.5 7.1.2); every other VR has two reserved bytes and 32 bits.
+        let vr = VR::from_binary(code).unwrap_or(VR::UN);
+        let long = !matches!(
+            vr,
+            VR::AE
+                | VR::AS
+                | VR::AT
+                | VR::CS
+                | VR::DA
+                | VR::DS
+                | VR::DT
+                | VR::FL
+                | VR::FD
+                | VR::IS
+                | VR::LO
+                | VR::LT
+                | VR::PN
+                | VR::SH
+                | VR::SL
+                | VR::SS
+                | VR::ST
+                | VR::TM
+                | VR::UI
+                | VR::UL
+                | VR::US
+        );
+        let len = if long {
+            let mut reserved = [0; 2];
+            if self.read(&mut reserved)?.is_none() {
+                return Ok(None);
+            }
+            self.u32()?
+        } else {
+            self.u16()?.map(u32::from)
+        };
+        Ok(len.map(|len| Header {
+            tag,
+            vr: Some(vr),
+            len,
+            at,
+        }))
+    }
+
+    fn item_header(&mut self) -> Result<Option<(Tag, u32, u64)>, LengthError> {
+        let at = self.pos;
+        let Some(tag) = self.tag()? else {
+            return Ok(None);
+        };
+        Ok(self.u32()?.map(|len| (tag, len, at)))
+    }
+
+    fn tag(&mut self) -> Result<Option<Tag>, LengthError> {
+        let Some(group) = self.u16()? else {
+            return Ok(None);
+        };
+        Ok(self.u16()?.map(|element| Tag(group, element)))
+    }
+
+    fn u16(&mut self) -> Result<Option<u16>, LengthError> {
+        let mut bytes = [0; 2];
+        Ok(self.read(&mut bytes)?.map(|()| match self.encoding {
+            Encoding::ExplicitBig => u16::from_be_bytes(bytes),
+            _ => u16::from_le_bytes(bytes),
+        }))
+    }
+
+    fn u32(&mut self) -> Result<Option<u32>, LengthError> {
+        let mut bytes = [0; 4];
+        Ok(self.read(&mut bytes)?.map(|()| match self.encoding {
+            Encoding::ExplicitBig => u32::from_be_bytes(bytes),
+            _ => u32::from_le_bytes(bytes),
+        }))
+    }
+
+    /// Fills `buf`; `None` at the end of the stream.
+    fn read(&mut self, buf: &mut [u8]) -> Result<Option<()>, LengthError> {
+        match self.reader.read_exact(buf) {
+            Ok(()) => {
+                self.pos += buf.len() as u64;
+                Ok(Some(()))
+            }
+            Err(err) if err.kind() == ErrorKind::UnexpectedEof => Ok(None),
+            Err(err) => Err(LengthError::Io(err)),
+        }
+    }
+
+    /// Skips a value whose length was checked.
+    fn skip(&mut self, len: u32) -> Result<bool, LengthError> {
+        self.reader.skip(len).map_err(LengthError::Io)?;
+        self.pos += u64::from(len);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An explicit VR little endian element with a 16- or 32-bit length.
+    fn el(group: u16, element: u16, vr: &[u8; 2], len: u32, value: &[u8]) -> Vec<u8> {
+        let mut out = [group.to_le_bytes(), element.to_le_bytes()].concat();
+        out.extend_from_slice(vr);
+        if matches!(vr, b"OB" | b"OW" | b"SQ" | b"UN" | b"UT") {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+        } else {
+            out.extend_from_slice(&(len as u16).to_le_bytes());
+        }
+        out.extend_from_slice(value);
+        out
+    }
+
+    fn item(tag: Tag, len: u32, value: &[u8]) -> Vec<u8> {
+        let mut out = [tag.0.to_le_bytes(), tag.1.to_le_bytes()].concat();
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    fn check(bytes: &[u8], encoding: Encoding, header_only: bool) -> Result<(), LengthError> {
+        check_dataset(
+            &mut Cursor::new(bytes),
+            encoding,
+            bytes.len() as u64,
+            header_only,
+        )
+    }
+
+    /// Nested sequences (defined and undefined lengths) and encapsulated pixel data.
+    fn well_formed() -> Vec<u8> {
+        let inner = el(0x0008, 0x1150, b"UI", 4, b"1.2\0");
+        let defined_item = item(ITEM, inner.len() as u32, &inner);
+        let undefined_item = [item(ITEM, UNDEFINED, &inner), item(ITEM_END, 0, &[])].concat();
+        let items = [defined_item, undefined_item].concat();
+        let pixels = [
+            item(ITEM, 0, &[]),
+            item(ITEM, 6, b"\xff\xd8\xff\xff\xff\xff"),
+            item(SEQUENCE_END, 0, &[]),
+        ]
+        .concat();
+        [
+            el(0x0008, 0x0060, b"CS", 2, b"CT"),
+            el(0x0008, 0x1115, b"SQ", items.len() as u32, &items),
+            el(0x0008, 0x1140, b"SQ", UNDEFINED, &[]),
+            items.clone(),
+            item(SEQUENCE_END, 0, &[]),
+            el(0x7FE0, 0x0010, b"OB", UNDEFINED, &pixels),
+            el(0xFFFC, 0xFFFC, b"OB", 2, &[0, 0]),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn well_formed_nesting_and_fragments_pass() {
+        check(&well_formed(), Encoding::ExplicitLittle, false).unwrap();
+        check(&well_formed(), Encoding::ExplicitLittle, true).unwrap();
+    }
+
+    #[test]
+    fn a_value_longer_than_the_stream_is_refused_with_its_tag() {
+        let bytes = [
+            el(0x0008, 0x0060, b"CS", 2, b"CT"),
+            el(0x7FE0, 0x0010, b"OW", 0xF000_0000, &[0; 16]),
+        ]
+        .concat();
+        // The header scan stops before Pixel Data; decoding checks it.
+        check(&bytes, Encoding::ExplicitLittle, true).unwrap();
+        let err = check(&bytes, Encoding::ExplicitLittle, false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "element (7FE0,0010) at byte 10 claims 4026531840 bytes, but only 16 are left"
+        );
+    }
+
+    #[test]
+    fn a_value_longer_than_its_item_is_refused_even_if_the_stream_is_long() {
+        let inner = el(0x0008, 0x1150, b"UT", 1000, &[]);
+        let items = item(ITEM, inner.len() as u32, &inner);
+        let mut bytes = el(0x0008, 0x1115, b"SQ", items.len() as u32, &items);
+        bytes.extend_from_slice(&[0; 2000]);
+        let err = check(&bytes, Encoding::ExplicitLittle, false).unwrap_err();
+        assert!(err.to_string().starts_with("element (0008,1150)"), "{err}");
+    }
+
+    #[test]
+    fn a_fragment_longer_than_the_stream_is_refused_when_decoding_only() {
+        let pixels = [item(ITEM, 0, &[]), item(ITEM, 1 << 30, &[1, 2, 3])].concat();
+        let bytes = el(0x7FE0, 0x0010, b"OB", UNDEFINED, &pixels);
+        check(&bytes, Encoding::ExplicitLittle, true).unwrap();
+        let err = check(&bytes, Encoding::ExplicitLittle, false).unwrap_err();
+        assert!(err.to_string().starts_with("element (FFFE,E000)"), "{err}");
+    }
+
+    #[test]
+    fn implicit_sequences_are_known_from_the_dictionary() {
+        // (0008,1115) Referenced Series Sequence, implicit VR: an item whose element
+        // claims more than the sequence holds.
+        let mut inner = [0x08u8, 0x00, 0x50, 0x11].to_vec();
+        inner.extend_from_slice(&500u32.to_le_bytes());
+        let items = item(ITEM, inner.len() as u32, &inner);
+        let mut bytes = [0x08u8, 0x00, 0x15, 0x11].to_vec();
+        bytes.extend_from_slice(&(items.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&items);
+        bytes.extend_from_slice(&[0; 600]);
+        let err = check(&bytes, Encoding::ImplicitLittle, false).unwrap_err();
+        assert!(err.to_string().starts_with("element (0008,1150)"), "{err}");
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_not_recursed_into() {
+        let mut bytes = Vec::new();
+        for _ in 0..200 {
+            bytes.extend(el(0x0008, 0x1115, b"SQ", UNDEFINED, &[]));
+            bytes.extend(item(ITEM, UNDEFINED, &[]));
+        }
+        let err = check(&bytes, Encoding::ExplicitLittle, false).unwrap_err();
+        assert!(matches!(err, LengthError::TooDeep { .. }), "{err}");
+    }
+
+    #[test]
+    fn big_endian_lengths_are_read_big_endian() {
+        let mut bytes = vec![0x00, 0x08, 0x00, 0x60, b'C', b'S', 0x00, 0x02, b'C', b'T'];
+        check(&bytes, Encoding::ExplicitBig, false).unwrap();
+        bytes[6..8].copy_from_slice(&[0x02, 0x00]);
+        assert!(check(&bytes, Encoding::ExplicitBig, false).is_err());
+    }
+
+    #[test]
+    fn the_meta_group_gives_the_syntax_and_where_the_data_set_starts() {
+        let bytes = [
+            el(0x0002, 0x0000, b"UL", 4, &32u32.to_le_bytes()),
+            el(0x0002, 0x0010, b"UI", 20, b"1.2.840.10008.1.2.1\0"),
+            el(0x0008, 0x0060, b"CS", 2, b"CT"),
+        ]
+        .concat();
+        let meta = check_meta(&mut Cursor::new(&bytes[..]), bytes.len() as u64).unwrap();
+        assert_eq!(
+            meta.transfer_syntax_uid.as_deref(),
+            Some("1.2.840.10008.1.2.1\0")
+        );
+        assert_eq!(meta.dataset_at, Some(40));
+        assert_eq!(
+            Encoding::of_syntax("1.2.840.10008.1.2\0"),
+            Some(Encoding::ImplicitLittle)
+        );
+    }
+}
