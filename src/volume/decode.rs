@@ -23,7 +23,7 @@ use super::{Error, Result};
 /// Hounsfield value written for padding pixels (air).
 pub const PADDING_HU: f32 = -1024.0;
 
-/// Reads the whole instance (pixels included) from its source.
+/// Reads the instance up to and including its pixels from its source.
 fn open(instance: &Instance) -> Result<DefaultDicomObject> {
     let name = || instance.source.name();
     let opened = match &instance.source {

