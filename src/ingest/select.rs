@@ -239,6 +239,7 @@ mod tests {
 
     fn series(uid: &str, modality: &str, zs: &[f64], image_type: &[&str]) -> Series {
         let instance = |z: f64| Instance {
+            modality_lut: None,
             source: Source::Path(format!("{uid}-{z}.dcm").into()),
             transfer_syntax_uid: String::new(),
             sop_instance_uid: format!("{uid}.{z}"),

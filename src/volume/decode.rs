@@ -16,7 +16,7 @@ use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use ndarray::ArrayViewMut2;
 
-use super::series::{FrameHeader, Instance, PixelFormat, Source};
+use super::series::{FrameHeader, Instance, ModalityLut, PixelFormat, Source};
 use super::{jpeg12, part10, rle};
 use super::{Error, Result};
 
@@ -89,7 +89,7 @@ fn decode_frame(
         });
     }
     let header = &instance.frames[frame as usize];
-    let lut = Lut::new(format, header);
+    let lut = Lut::new(format, header, instance.modality_lut.as_deref());
     match (bytes_per_sample, target.as_slice_mut()) {
         // The common case (16-bit samples into a contiguous slice), with the sample width
         // known at compile time so the loop vectorises.
@@ -154,7 +154,11 @@ fn decode_own(
 ) -> Option<Result<()>> {
     let codec = OwnCodec::for_instance(instance)?;
     let bytes = encapsulated_frame(instance, obj, frame)?;
-    let lut = Lut::new(&instance.pixel, &instance.frames[frame as usize]);
+    let lut = Lut::new(
+        &instance.pixel,
+        &instance.frames[frame as usize],
+        instance.modality_lut.as_deref(),
+    );
     let name = instance.source.name();
     Some(match codec {
         OwnCodec::Rle => {
@@ -251,18 +255,20 @@ fn read_sample(bytes: &[u8]) -> u32 {
     }
 }
 
-/// The modality LUT of one frame, with padding.
+/// The modality LUT of one frame (its rescale, or the instance's Modality LUT Sequence,
+/// which replaces it), with padding.
 #[derive(Debug, Clone, Copy)]
-struct Lut {
+struct Lut<'a> {
     bits_stored: u32,
     signed: bool,
     slope: f64,
     intercept: f64,
     padding: Option<(i64, i64)>,
+    table: Option<&'a ModalityLut>,
 }
 
-impl Lut {
-    fn new(format: &PixelFormat, frame: &FrameHeader) -> Self {
+impl<'a> Lut<'a> {
+    fn new(format: &PixelFormat, frame: &FrameHeader, table: Option<&'a ModalityLut>) -> Self {
         let bits_stored = format.bits_stored as u32;
         let stored = |v: i32| interpret(v as u32, bits_stored, format.signed);
         let padding = format.padding_value.map(|value| {
@@ -276,14 +282,19 @@ impl Lut {
             slope: frame.rescale_slope,
             intercept: frame.rescale_intercept,
             padding,
+            table,
         }
     }
 
     #[inline]
     fn apply(&self, raw: u32) -> f32 {
         let value = interpret(raw, self.bits_stored, self.signed);
-        match self.padding {
-            Some((low, high)) if (low..=high).contains(&value) => PADDING_HU,
+        match (self.padding, self.table) {
+            (Some((low, high)), _) if (low..=high).contains(&value) => PADDING_HU,
+            (_, Some(lut)) => {
+                let last = lut.table.len() as i64 - 1;
+                lut.table[(value - i64::from(lut.first)).clamp(0, last) as usize]
+            }
             _ => (value as f64 * self.slope + self.intercept) as f32,
         }
     }
@@ -346,17 +357,31 @@ mod tests {
 
     #[test]
     fn rescale_maps_stored_values_to_hounsfield_units() {
-        let lut = Lut::new(&format(false, None), &frame(1.0, -1024.0));
+        let lut = Lut::new(&format(false, None), &frame(1.0, -1024.0), None);
         assert_eq!(lut.apply(0), -1024.0);
         assert_eq!(lut.apply(1024), 0.0);
-        let lut = Lut::new(&format(true, None), &frame(0.5, 10.0));
+        let lut = Lut::new(&format(true, None), &frame(0.5, 10.0), None);
         assert_eq!(lut.apply(0xfffe), 9.0);
+    }
+
+    #[test]
+    fn a_modality_lut_table_replaces_the_rescale_and_clamps_at_its_ends() {
+        let table = ModalityLut {
+            first: -2,
+            table: vec![100.0, 200.0, 300.0],
+        };
+        let lut = Lut::new(&format(true, None), &frame(1.0, -1024.0), Some(&table));
+        let stored = |v: i16| v as u16 as u32;
+        assert_eq!(lut.apply(stored(-2)), 100.0);
+        assert_eq!(lut.apply(stored(0)), 300.0);
+        assert_eq!(lut.apply(stored(-100)), 100.0);
+        assert_eq!(lut.apply(stored(100)), 300.0);
     }
 
     #[test]
     fn padding_written_as_unsigned_still_matches_signed_samples() {
         // PixelPaddingValue US 63536 in a signed image is the stored value -2000.
-        let lut = Lut::new(&format(true, Some(63536)), &frame(1.0, 0.0));
+        let lut = Lut::new(&format(true, Some(63536)), &frame(1.0, 0.0), None);
         assert_eq!(lut.apply((-2000i16) as u16 as u32), PADDING_HU);
         assert_eq!(lut.apply(5), 5.0);
     }

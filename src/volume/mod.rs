@@ -22,7 +22,9 @@ pub mod vr;
 pub use assemble::{assemble, MAX_VOXELS};
 pub use decode::PADDING_HU;
 pub use geometry::Geometry;
-pub use series::{FrameHeader, Instance, PixelFormat, Series, Source, SourceAttributes};
+pub use series::{
+    FrameHeader, Instance, ModalityLut, PixelFormat, Series, Source, SourceAttributes,
+};
 
 use ndarray::Array3;
 

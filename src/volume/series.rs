@@ -81,6 +81,16 @@ pub struct Instance {
     pub pixel: PixelFormat,
     pub spacing_between_slices: Option<f64>,
     pub frames: Vec<FrameHeader>,
+    /// A Modality LUT Sequence, which replaces the rescale when present (PS3.3 C.11.1).
+    pub modality_lut: Option<std::sync::Arc<ModalityLut>>,
+}
+
+/// A modality LUT: stored value `first` maps to `table[0]`, the next to `table[1]`, and so
+/// on; values below or above the table take its first or last entry (PS3.3 C.11.1.1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModalityLut {
+    pub first: i32,
+    pub table: Vec<f32>,
 }
 
 impl Instance {
