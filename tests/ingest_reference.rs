@@ -243,15 +243,21 @@ fn in_memory_instances_with_and_without_preamble_match_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     let without_preamble = bytes[128..].to_vec();
     for (name, data) in [("with", bytes), ("without", without_preamble)] {
-        let report = ingest::scan_bytes(vec![(name.to_owned(), data.into())]);
-        let series = report
-            .series()
-            .next()
-            .unwrap_or_else(|| panic!("{name}: {:?}", report.skipped));
-        let volume = volume::assemble(series).unwrap();
-        let (_, reference) = read_npy(&fixture("ref/CT_small.ref.npy"));
-        assert_close(name, volume.hu.as_slice().unwrap(), &reference, 0.0);
+        in_memory_matches_pydicom(name, data, "CT_small");
     }
+}
+
+/// Scans one in-memory instance named `name` and assembles it, which must succeed, and
+/// compares it with pydicom's `ref/<reference>.ref.npy` voxel by voxel.
+fn in_memory_matches_pydicom(name: &str, bytes: Vec<u8>, reference: &str) {
+    let report = ingest::scan_bytes(vec![(name.to_owned(), bytes.into())]);
+    let series = report
+        .series()
+        .next()
+        .unwrap_or_else(|| panic!("{name}: {:?}", report.skipped));
+    let volume = volume::assemble(series).unwrap();
+    let (_, expected) = read_npy(&fixture(&format!("ref/{reference}.ref.npy")));
+    assert_close(name, volume.hu.as_slice().unwrap(), &expected, 0.0);
 }
 
 /// A file on disk that starts at `DICM`, without the 128-byte preamble: `convert` reads it
@@ -277,17 +283,7 @@ fn a_bare_data_set_written_by_dcmtk_converts_like_the_original(#[case] syntax: &
     let input = fixture(&format!("single/CT_small_bare_{syntax}.dcm"));
     assert_ne!(&std::fs::read(&input).unwrap()[128..132], b"DICM");
     convert_matches_pydicom(&dir, &input, &[], "CT_small");
-    let report = ingest::scan_bytes(vec![(
-        syntax.to_owned(),
-        std::fs::read(&input).unwrap().into(),
-    )]);
-    let series = report
-        .series()
-        .next()
-        .unwrap_or_else(|| panic!("{:?}", report.skipped));
-    let volume = volume::assemble(series).unwrap();
-    let (_, reference) = read_npy(&fixture("ref/CT_small.ref.npy"));
-    assert_close(syntax, volume.hu.as_slice().unwrap(), &reference, 0.0);
+    in_memory_matches_pydicom(syntax, std::fs::read(&input).unwrap(), "CT_small");
 }
 
 /// 8-bit JPEG baseline is lossy, and decoders' inverse DCTs and upsampling may round

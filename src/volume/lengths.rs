@@ -235,8 +235,8 @@ impl<'r, R: Stream> Walk<'r, R> {
                 if self.pos != item_end {
                     return Ok(End::Done);
                 }
-            } else if !self.skip(header.len)? {
-                return Ok(End::Done);
+            } else {
+                self.skip(header.len)?;
             }
         }
         Ok(End::Done)
@@ -245,25 +245,19 @@ impl<'r, R: Stream> Walk<'r, R> {
     /// The items of a sequence, up to its delimiter or `end`; false when the walk should stop.
     fn items(&mut self, end: u64, depth: u32) -> Result<bool, LengthError> {
         while self.pos < end {
-            let Some((tag, len, at)) = self.item_header()? else {
+            let Some(item) = self.item_header()? else {
                 return Ok(false);
             };
-            match tag {
+            match item.tag {
                 SEQUENCE_END => return Ok(true),
-                ITEM if len == UNDEFINED => {
+                ITEM if item.len == UNDEFINED => {
                     if !matches!(self.dataset(end, depth + 1, false)?, End::ItemEnd) {
                         return Ok(false);
                     }
                 }
                 ITEM => {
-                    let header = Header {
-                        tag,
-                        vr: None,
-                        len,
-                        at,
-                    };
-                    self.fits(&header, end)?;
-                    let item_end = self.pos + u64::from(len);
+                    self.fits(&item, end)?;
+                    let item_end = self.pos + u64::from(item.len);
                     self.dataset(item_end, depth + 1, false)?;
                     if self.pos != item_end {
                         return Ok(false);
@@ -278,22 +272,14 @@ impl<'r, R: Stream> Walk<'r, R> {
     /// Encapsulated pixel data: items of raw bytes up to the sequence delimiter.
     fn fragments(&mut self, end: u64) -> Result<bool, LengthError> {
         loop {
-            let Some((tag, len, at)) = self.item_header()? else {
+            let Some(item) = self.item_header()? else {
                 return Ok(false);
             };
-            match tag {
+            match item.tag {
                 SEQUENCE_END => return Ok(true),
-                ITEM if len != UNDEFINED => {
-                    let header = Header {
-                        tag,
-                        vr: None,
-                        len,
-                        at,
-                    };
-                    self.fits(&header, end)?;
-                    if !self.skip(len)? {
-                        return Ok(false);
-                    }
+                ITEM if item.len != UNDEFINED => {
+                    self.fits(&item, end)?;
+                    self.skip(item.len)?;
                 }
                 _ => return Ok(false),
             }
@@ -392,12 +378,18 @@ impl<'r, R: Stream> Walk<'r, R> {
         }))
     }
 
-    fn item_header(&mut self) -> Result<Option<(Tag, u32, u64)>, LengthError> {
+    /// An item or delimiter header: tag and 32-bit length, no VR.
+    fn item_header(&mut self) -> Result<Option<Header>, LengthError> {
         let at = self.pos;
         let Some(tag) = self.tag()? else {
             return Ok(None);
         };
-        Ok(self.u32()?.map(|len| (tag, len, at)))
+        Ok(self.u32()?.map(|len| Header {
+            tag,
+            vr: None,
+            len,
+            at,
+        }))
     }
 
     fn tag(&mut self) -> Result<Option<Tag>, LengthError> {
@@ -436,10 +428,10 @@ impl<'r, R: Stream> Walk<'r, R> {
     }
 
     /// Skips a value whose length was checked.
-    fn skip(&mut self, len: u32) -> Result<bool, LengthError> {
+    fn skip(&mut self, len: u32) -> Result<(), LengthError> {
         self.reader.skip(len).map_err(LengthError::Io)?;
         self.pos += u64::from(len);
-        Ok(true)
+        Ok(())
     }
 }
 
