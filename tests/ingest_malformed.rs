@@ -187,6 +187,50 @@ fn a_series_of_mixed_image_sizes_is_an_error_naming_the_odd_file() {
     );
 }
 
+/// CT_small with a Modality LUT Sequence of one item: descriptor (entries, first, bits).
+fn ct_small_with_modality_lut(descriptor: [u16; 3], data: &[u16]) -> Arc<[u8]> {
+    let item = dicom_object::InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::LUT_DESCRIPTOR,
+            VR::US,
+            PrimitiveValue::U16(descriptor.to_vec().into()),
+        ),
+        DataElement::new(
+            tags::LUT_DATA,
+            VR::US,
+            PrimitiveValue::U16(data.to_vec().into()),
+        ),
+    ]);
+    let mut obj = dicom_object::open_file(fixture("single/CT_small.dcm")).unwrap();
+    obj.put(DataElement::new(
+        tags::MODALITY_LUT_SEQUENCE,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(vec![item]),
+    ));
+    let mut bytes = Vec::new();
+    obj.write_all(&mut bytes).unwrap();
+    bytes.into()
+}
+
+#[test]
+fn a_modality_lut_sequence_is_applied_and_a_short_one_is_refused_by_name() {
+    // CT_small is signed: first mapped value 0xFFFF is -1, so -1, 0, 1 map to 7, 8, 9 and
+    // every other value to the nearer end.
+    let bytes = ct_small_with_modality_lut([3, 0xFFFF, 16], &[7, 8, 9]);
+    let report = ingest::scan_bytes(vec![("lut.dcm".into(), bytes)]);
+    let volume = volume::assemble(report.series().next().unwrap()).unwrap();
+    assert!(volume.hu.iter().all(|&v| (7.0..=9.0).contains(&v)));
+    assert!(volume.hu.iter().any(|&v| v == 9.0));
+
+    let short = ct_small_with_modality_lut([4, 0, 16], &[7, 8, 9]);
+    let err = ingest::read_header("short-lut.dcm", short).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "short-lut.dcm has a Modality LUT Sequence that cannot be applied: LUTData has 3 \
+         entries, its descriptor says 4"
+    );
+}
+
 #[test]
 fn hostile_dimensions_are_refused_before_allocating() {
     let rows = ct_small_with(&[(tags::ROWS, VR::US, PrimitiveValue::from(60_000u16))]);
