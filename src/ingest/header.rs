@@ -33,18 +33,14 @@ pub struct SeriesKey {
 /// Pixel Data.
 pub fn read_path(path: &std::path::Path) -> Result<(SeriesKey, Instance)> {
     let source = Source::Path(path.to_owned());
-    let obj = open_path(path).map_err(|err| read_error(&source, err))?;
+    let obj = part10::open_path(path, true).map_err(|err| read_error(&source, err))?;
     parse(source, obj)
-}
-
-fn open_path(path: &std::path::Path) -> Result<DefaultDicomObject, OpenError> {
-    part10::open_path(path, true)
 }
 
 /// Reads the header of a file as [`read_path`] does, naming it `name` in errors (a
 /// received part, say, whose temporary path means nothing to its sender).
 pub fn read_path_as(name: &str, path: &std::path::Path) -> Result<(SeriesKey, Instance)> {
-    let obj = open_path(path).map_err(|err| Error::ReadHeader {
+    let obj = part10::open_path(path, true).map_err(|err| Error::ReadHeader {
         name: name.to_owned(),
         source: Box::new(err),
     })?;

@@ -58,8 +58,9 @@ pub fn open_path(path: &Path, header_only: bool) -> Result<DefaultDicomObject, O
 
 /// Reads one instance from `stream`: up to and including Pixel Data, or up to (never into)
 /// it when `header_only`. Every value length on the way is checked against the bytes there are
-/// ([`lengths`]) before the parser sees it. A bare data set is always read whole (its
-/// syntax is only guessed, so the parser is not stopped early); such files are rare.
+/// ([`lengths`]) before the parser sees it. A bare data set is read through its pixels
+/// even by a header scan (its syntax is only guessed, so the parser is not stopped at
+/// Pixel Data); such files are rare.
 pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomObject, OpenError> {
     let total = stream.seek(SeekFrom::End(0)).map_err(OpenError::Io)?;
     stream.rewind().map_err(OpenError::Io)?;
