@@ -81,16 +81,7 @@ fn slices_by_pydicom(dir: &Path) -> Value {
         \x20   d = pydicom.dcmread(p, stop_before_pixels=True)\n\
         \x20   out[d.SOPInstanceUID] = [int(d.InstanceNumber), float(d.ImagePositionPatient[2])]\n\
         print(json.dumps(out))";
-    let out = common::python()
-        .args(["-c", script])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::succeeds(common::python().args(["-c", script]).arg(dir));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -204,16 +195,11 @@ fn every_documented_report_key_is_present_with_its_type() {
 fn a_patients_name_id_and_birth_date_never_reach_reports_or_logs() {
     let dir = scratch("analyze-patient");
     let series = dir.join("series");
-    let run = common::python()
+    common::succeeds(
+        common::python()
         .args(["-c", "import pathlib, sys, pydicom\nsrc, dst = map(pathlib.Path, sys.argv[1:3])\ndst.mkdir()\nfor f in sorted(src.rglob('*.dcm')):\n    ds = pydicom.dcmread(f)\n    ds.PatientName, ds.PatientID, ds.PatientBirthDate = 'Quixote^Alonso', 'MRN-4471-XY', '19470311'\n    ds.save_as(dst / f.name)\n"])
         .arg(repo("sample-dicom"))
         .arg(&series)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
     );
     let out = dir.join("out");
     let (code, stdout, stderr) = analyze(&[
@@ -341,16 +327,11 @@ fn a_series_whose_pixels_contradict_its_header_fails_cleanly() {
         \x20   ds = pydicom.dcmread(p)\n\
         \x20   ds.Rows = 300\n\
         \x20   ds.save_as(pathlib.Path(sys.argv[2]) / p.name)\n";
-    let out = common::python()
-        .args(["-c", script])
-        .arg(repo("sample-dicom/phantom-4242"))
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeeds(
+        common::python()
+            .args(["-c", script])
+            .arg(repo("sample-dicom/phantom-4242"))
+            .arg(&dir),
     );
     let (code, stdout, stderr) = analyze(&[dir.to_str().unwrap()]);
     assert_eq!(code, Some(1), "a failure, not a crash: {stderr}");

@@ -53,18 +53,13 @@ struct Fixture {
 }
 
 fn rewrite(dst: &Path, suffix: &str, mode: &str) {
-    let out = python()
-        .arg("-c")
-        .arg(REWRITE)
-        .arg(repo("sample-dicom/phantom-4242"))
-        .arg(dst)
-        .args([suffix, mode])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeeds(
+        python()
+            .arg("-c")
+            .arg(REWRITE)
+            .arg(repo("sample-dicom/phantom-4242"))
+            .arg(dst)
+            .args([suffix, mode]),
     );
 }
 
@@ -339,30 +334,20 @@ fn deidentified_outputs_carry_consistent_pseudonyms_and_no_original_uids() {
 
 /// Runs `pulmo evaluate --json` and `scripts/evaluate.py --json` on the same input.
 fn both_evaluations(truth: &Path, reports: &Path) -> (Value, Value) {
-    let ours = pulmo()
-        .args(["evaluate", "--json", "--truth"])
-        .arg(truth)
-        .arg("--reports")
-        .arg(reports)
-        .output()
-        .unwrap();
-    assert!(
-        ours.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ours.stderr)
+    let ours = common::succeeds(
+        pulmo()
+            .args(["evaluate", "--json", "--truth"])
+            .arg(truth)
+            .arg("--reports")
+            .arg(reports),
     );
-    let theirs = python()
-        .arg(repo("scripts/evaluate.py"))
-        .args(["--json", "--truth"])
-        .arg(truth)
-        .arg("--reports")
-        .arg(reports)
-        .output()
-        .unwrap();
-    assert!(
-        theirs.status.success(),
-        "{}",
-        String::from_utf8_lossy(&theirs.stderr)
+    let theirs = common::succeeds(
+        python()
+            .arg(repo("scripts/evaluate.py"))
+            .args(["--json", "--truth"])
+            .arg(truth)
+            .arg("--reports")
+            .arg(reports),
     );
     // Python writes NaN, which is not JSON; Rust writes null.
     let theirs = String::from_utf8_lossy(&theirs.stdout).replace("NaN", "null");

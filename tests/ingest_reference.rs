@@ -386,32 +386,22 @@ fn convert_writes_nifti_that_nibabel_reads_with_the_dcm2niix_affine(
     let uid = assemble_only_series(&fixture(input))
         .ids
         .series_instance_uid;
-    let run = pulmo()
-        .arg("convert")
-        .arg(fixture(input))
-        .args(["--series", &uid, "--dtype", "float32", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    common::succeeds(
+        pulmo()
+            .arg("convert")
+            .arg(fixture(input))
+            .args(["--series", &uid, "--dtype", "float32", "--out"])
+            .arg(&out),
     );
-    let check = python()
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/check_nifti.py"
-        ))
-        .arg(&out)
-        .arg(fixture(&format!("ref/{reference}.ref.npy")))
-        .arg(fixture(&format!("ref/{reference}.ref.affine.npy")))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
+    common::succeeds(
+        python()
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/check_nifti.py"
+            ))
+            .arg(&out)
+            .arg(fixture(&format!("ref/{reference}.ref.npy")))
+            .arg(fixture(&format!("ref/{reference}.ref.affine.npy"))),
     );
     std::fs::remove_dir_all(dir).ok();
 }

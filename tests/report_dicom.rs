@@ -47,19 +47,14 @@ fn sample_run() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
         let dir = scratch("report-dicom");
-        let out = pulmo()
-            .arg("analyze")
-            .args(["--device", "cpu", "--model"])
-            .arg(repo("models/threshold-test"))
-            .arg("--out")
-            .arg(&dir)
-            .arg(repo("sample-dicom"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::succeeds(
+            pulmo()
+                .arg("analyze")
+                .args(["--device", "cpu", "--model"])
+                .arg(repo("models/threshold-test"))
+                .arg("--out")
+                .arg(&dir)
+                .arg(repo("sample-dicom")),
         );
         let json = std::fs::read_dir(&dir)
             .unwrap()
@@ -185,27 +180,22 @@ fn a_key_image_is_written_per_call() {
 #[test]
 fn no_flags_keep_dicom_results_and_images_out() {
     let dir = scratch("report-dicom-none");
-    let out = pulmo()
-        .arg("analyze")
-        .args([
-            "--device",
-            "cpu",
-            "--no-sr",
-            "--no-seg",
-            "--no-images",
-            "--no-capture",
-            "--model",
-        ])
-        .arg(repo("models/threshold-test"))
-        .arg("--out")
-        .arg(&dir)
-        .arg(repo("sample-dicom"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeeds(
+        pulmo()
+            .arg("analyze")
+            .args([
+                "--device",
+                "cpu",
+                "--no-sr",
+                "--no-seg",
+                "--no-images",
+                "--no-capture",
+                "--model",
+            ])
+            .arg(repo("models/threshold-test"))
+            .arg("--out")
+            .arg(&dir)
+            .arg(repo("sample-dicom")),
     );
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()

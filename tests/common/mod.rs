@@ -26,6 +26,18 @@ pub fn pulmo() -> Command {
     cmd
 }
 
+/// Runs `command`, which must succeed (its standard error is the failure message), and
+/// returns its output.
+pub fn succeeds(command: &mut Command) -> std::process::Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// The project's Python (pydicom, nibabel, numpy).
 pub fn python() -> Command {
     Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"))
