@@ -10,7 +10,11 @@ at its own position, in a temporary folder. Then times, RUNS times each (alterna
                  and writing the .npy) against this script's pydicom job in a fresh
                  interpreter (includes importing numpy and pydicom, and the same np.save);
   in-process:    pulmo's own scan + decode time (printed by convert) against pydicom's
-                 read every file, sort by position, stack, apply_modality_lut.
+                 read every file, sort by position, stack, apply_modality_lut, timed two
+                 ways: inside the fresh interpreter above (a cold heap, as pulmo's process
+                 has: every page of the volume is new) and again in this long-running
+                 interpreter (a warm heap: numpy reuses the previous runs' freed memory).
+                 The ratio column is against the cold time; the warm one is listed too.
 Prints a Markdown table for docs/benchmarks.md.
 PULMO_BIN=path times another pulmo binary (e.g. one built from an earlier commit) instead.
 """
@@ -71,10 +75,12 @@ def run_pulmo(pulmo, folder, out):
 
 
 def run_pydicom_process(folder, out):
-    """The pydicom job as a fresh process (interpreter start and imports included)."""
+    """The pydicom job as a fresh process: (wall with interpreter start and imports, its
+    own read + sort + HU time)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, os.path.abspath(__file__), "--pydicom-only", folder, out], check=True)
-    return time.perf_counter() - start
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--pydicom-only", folder, out],
+                          check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, float(done.stdout.split()[-1])
 
 
 def main(slices=300, runs=3):
@@ -86,26 +92,29 @@ def main(slices=300, runs=3):
             folder = os.path.join(tmp, name.replace(" ", "_"))
             make_series(os.path.join(SINGLE, src), folder, slices, rle)
             out = os.path.join(tmp, "vol.npy")
-            ours, ours_in, theirs, theirs_in = [], [], [], []
+            ours, ours_in, theirs, theirs_cold, theirs_in = [], [], [], [], []
             for _ in range(runs):  # alternating, so drifting load hits both sides alike
                 wall, inproc = run_pulmo(pulmo, folder, out)
                 ours.append(wall); ours_in.append(inproc)
                 theirs_in.append(pydicom_volume(folder, out))
-                theirs.append(run_pydicom_process(folder, out))
-            row = (name, median(ours), median(ours_in), median(theirs), median(theirs_in))
+                wall, cold = run_pydicom_process(folder, out)
+                theirs.append(wall); theirs_cold.append(cold)
+            row = (name, median(ours), median(ours_in), median(theirs), median(theirs_cold), median(theirs_in))
             rows.append(row)
-            print(f"{name}: pulmo {row[1]:.2f} s ({row[2]:.2f} s in-process), "
-                  f"pydicom {row[3]:.2f} s ({row[4]:.2f} s in-process)", file=sys.stderr)
+            print(f"{name}: pulmo {row[1]:.2f} s ({row[2]:.2f} s in-process: "
+                  f"{' '.join(f'{v:.3f}' for v in ours_in)}), pydicom {row[3]:.2f} s ({row[4]:.2f} s in-process "
+                  f"cold: {' '.join(f'{v:.3f}' for v in theirs_cold)}; warm {row[5]:.2f}: "
+                  f"{' '.join(f'{v:.3f}' for v in theirs_in)})", file=sys.stderr)
     print(f"| {slices}x512x512 | pulmo convert, process (s) | pydicom script, process (s) | ratio | "
-          "pulmo scan + decode (s) | pydicom read + sort + HU (s) | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, ours, ours_in, theirs, theirs_in in rows:
+          "pulmo scan + decode (s) | pydicom read + sort + HU, cold (s) | ratio | pydicom, warm heap (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, ours, ours_in, theirs, cold, warm in rows:
         print(f"| {name} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.1f}x | "
-              f"{ours_in:.2f} | {theirs_in:.2f} | {theirs_in / ours_in:.1f}x |")
+              f"{ours_in:.2f} | {cold:.2f} | {cold / ours_in:.1f}x | {warm:.2f} ({warm / ours_in:.1f}x) |")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--pydicom-only"]:
-        pydicom_volume(*sys.argv[2:4])
+        print(f"{pydicom_volume(*sys.argv[2:4]):.6f}")
     else:
         main(*map(int, sys.argv[1:]))

@@ -94,9 +94,8 @@ fn decode_frame(
         // The common case (16-bit samples into a contiguous slice), with the sample width
         // known at compile time so the loop vectorises.
         (2, Some(out)) => {
-            for (out, sample) in out.iter_mut().zip(data.chunks_exact(2)) {
-                *out = lut.apply(u32::from(u16::from_le_bytes([sample[0], sample[1]])));
-            }
+            let samples = data.chunks_exact(2);
+            lut.apply_all(out, samples.map(|s| u16::from_le_bytes([s[0], s[1]])));
         }
         _ => {
             for (out, sample) in target.iter_mut().zip(data.chunks_exact(bytes_per_sample)) {
@@ -192,8 +191,13 @@ fn decode_jpeg12(
     );
     let mut samples = vec![0u16; rows * columns];
     jpeg12::decode(bytes, rows, columns, &mut samples)?;
-    for (out, &sample) in target.iter_mut().zip(&samples) {
-        *out = lut.apply(u32::from(sample));
+    match target.as_slice_mut() {
+        Some(out) => lut.apply_all(out, samples.iter().copied()),
+        None => {
+            for (out, &sample) in target.iter_mut().zip(&samples) {
+                *out = lut.apply(u32::from(sample));
+            }
+        }
     }
     Ok(())
 }
@@ -212,9 +216,8 @@ fn decode_rle(
     rle::decode_planes(fragment, &mut planes)?;
     match (&planes[..], target.as_slice_mut()) {
         ([high, low], Some(out)) => {
-            for ((out, &h), &l) in out.iter_mut().zip(high.iter()).zip(low.iter()) {
-                *out = lut.apply(u32::from(u16::from_be_bytes([h, l])));
-            }
+            let samples = high.iter().zip(low.iter());
+            lut.apply_all(out, samples.map(|(&h, &l)| u16::from_be_bytes([h, l])));
         }
         _ => {
             for (i, out) in target.iter_mut().enumerate() {
@@ -300,6 +303,51 @@ impl<'a> Lut<'a> {
     }
 }
 
+impl Lut<'_> {
+    /// `apply` over a whole frame of samples of at most 16 bits, with every per-sample
+    /// choice (signedness, rescale or table, padding or not) made once, so that the common
+    /// case (a rescale) compiles to a loop without branches that the compiler vectorises.
+    /// The values are `apply`'s, bit for bit.
+    fn apply_all(&self, out: &mut [f32], samples: impl Iterator<Item = u16>) {
+        if self.table.is_some() || self.bits_stored > 16 {
+            for (out, raw) in out.iter_mut().zip(samples) {
+                *out = self.apply(u32::from(raw));
+            }
+        } else if self.signed {
+            self.rescale::<true>(out, samples);
+        } else {
+            self.rescale::<false>(out, samples);
+        }
+    }
+
+    #[inline(always)]
+    fn rescale<const SIGNED: bool>(&self, out: &mut [f32], samples: impl Iterator<Item = u16>) {
+        // BitsStored is 1..=16 here (checked by `check_format` and `apply_all`), so every
+        // stored value fits an i32; the padding range, clamped to i32, keeps its meaning (an empty
+        // range, low > high, when there is none).
+        let shift = 32 - self.bits_stored.clamp(1, 16);
+        let (low, high) = self.padding.map_or((1, 0), |(low, high)| {
+            let clamp = |v: i64| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+            (clamp(low), clamp(high))
+        });
+        let (slope, intercept) = (self.slope, self.intercept);
+        for (out, raw) in out.iter_mut().zip(samples) {
+            let raw = u32::from(raw) << shift;
+            let value = if SIGNED {
+                (raw as i32) >> shift
+            } else {
+                (raw >> shift) as i32
+            };
+            let hu = (f64::from(value) * slope + intercept) as f32;
+            *out = if value >= low && value <= high {
+                PADDING_HU
+            } else {
+                hu
+            };
+        }
+    }
+}
+
 /// The stored value of a raw sample: its low `bits` bits, two's complement when signed.
 #[inline]
 fn interpret(raw: u32, bits: u32, signed: bool) -> i64 {
@@ -376,6 +424,40 @@ mod tests {
         assert_eq!(lut.apply(stored(0)), 300.0);
         assert_eq!(lut.apply(stored(-100)), 100.0);
         assert_eq!(lut.apply(stored(100)), 300.0);
+    }
+
+    #[test]
+    fn the_whole_frame_kernel_equals_apply_for_every_16_bit_sample() {
+        let table = ModalityLut {
+            first: -100,
+            table: (0..300).map(|v| v as f32 * 1.5).collect(),
+        };
+        let raws: Vec<u16> = (0..=u16::MAX).collect();
+        for signed in [false, true] {
+            for bits in [1, 8, 12, 15, 16] {
+                for padding in [None, Some(-2000), Some(0), Some(63536), Some(4095)] {
+                    for (slope, intercept) in [(1.0, -1024.0), (0.5, 10.0), (1.0001, -1023.7)] {
+                        let mut format = format(signed, padding);
+                        format.bits_stored = bits;
+                        format.padding_range_limit = padding.map(|p| p + 7);
+                        let header = frame(slope, intercept);
+                        for table in [None, Some(&table)] {
+                            let lut = Lut::new(&format, &header, table);
+                            let mut out = vec![0f32; raws.len()];
+                            lut.apply_all(&mut out, raws.iter().copied());
+                            for (&raw, &value) in raws.iter().zip(&out) {
+                                let expected = lut.apply(u32::from(raw));
+                                assert_eq!(
+                                    value.to_bits(),
+                                    expected.to_bits(),
+                                    "raw {raw}, {lut:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
