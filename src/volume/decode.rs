@@ -320,9 +320,7 @@ impl<'a> Lut<'a> {
             _ => (value as f64 * self.slope + self.intercept) as f32,
         }
     }
-}
 
-impl Lut<'_> {
     /// `apply` over a whole frame of samples of at most 16 bits, with every per-sample
     /// choice (signedness, rescale or table, padding or not) made once, so that the common
     /// case (a rescale) compiles to a loop without branches that the compiler vectorises.
