@@ -28,6 +28,7 @@ import pathlib
 
 import numpy as np
 
+import evaluate as ev
 import predict_reference as pr
 
 
@@ -59,13 +60,6 @@ def nodule_contrast(hu: np.ndarray, geo: dict, spacing: float, nodule: dict) -> 
             "cnr": round((core_hu - lung_hu) / max(lung_sd, 1e-3), 2), "dense": dense}
 
 
-def found_nodules(report: dict | None, nodules: list) -> list[bool]:
-    """Per nodule: does any finding's centre lie within its radius (scripts/evaluate.py)?"""
-    centres = [np.array(f["center_patient_mm"]) for f in (report or {}).get("findings", [])]
-    return [any(np.linalg.norm(c - np.array(n["center_patient_mm"])) <= n["diameter_mm"] / 2 for c in centres)
-            for n in nodules]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", type=pathlib.Path, required=True, help="phantom set (folders with truth.json)")
@@ -73,24 +67,23 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, default=1.25, help="working spacing in mm (the model's)")
     ap.add_argument("--json", type=pathlib.Path, help="also write every row here")
     args = ap.parse_args()
-    reports = {}
-    if args.reports:
-        for p in sorted(args.reports.glob("*.json")):
-            rep = json.loads(p.read_text())
-            if rep.get("schema") == "pulmo.report/1":
-                reports[rep["series_instance_uid"]] = rep
+    reports = ev.load_reports(args.reports) if args.reports else {}
     rows = []
     for truth in sorted(args.set.rglob("truth.json")):
         for case in json.loads(truth.read_text())["cases"]:
-            nodules = [n for n in case["nodules"] if n["diameter_mm"] >= 3.0]
             folder = truth.parent / str(case["seed"])
-            if not nodules or not folder.is_dir():
+            if not folder.is_dir():
+                continue
+            findings = reports.get(case["series_instance_uid"], {"findings": []})["findings"]
+            best, _ = ev.match_scan(case["nodules"], findings)
+            counted = [(n, b is not None if args.reports else None)
+                       for n, b in zip(case["nodules"], best) if n["diameter_mm"] >= ev.MIN_DIAMETER]
+            if not counted:
                 continue
             vol, geo = pr.load_series(folder)
             s = args.spacing
             hu = pr.resample(vol, geo["spacing"], np.array([s, s, s]))
-            found = found_nodules(reports.get(case["series_instance_uid"]), nodules) if args.reports else [None] * len(nodules)
-            for n, hit in zip(nodules, found):
+            for n, hit in counted:
                 row = {"seed": case["seed"], "id": n["id"], "diameter_mm": n["diameter_mm"], "type": n["type"],
                        "slice_spacing_mm": case["geometry"]["slice_spacing_mm"], "found": hit}
                 row |= nodule_contrast(hu, geo, s, n)

@@ -11,9 +11,10 @@
 
 use std::borrow::Cow;
 
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
+use dicom_transfer_syntax_registry::entries;
 use ndarray::ArrayViewMut2;
 
 use super::series::{FrameHeader, Instance, ModalityLut, PixelFormat, Source};
@@ -111,24 +112,16 @@ fn decode_frame(
     Ok(())
 }
 
-/// Transfer Syntax UID of Explicit VR Big Endian (retired, still found in archives).
-const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
-
 /// Whether the pixels are OW in big endian. The parser then hands them over as 16-bit
 /// words in native order, so a 32-bit sample (an RT dose grid, say) arrives as its two
 /// words, the more significant first: pydicom-data's `rtdose_expb_1frame` read 1 249 000
 /// as 250 085 395 before.
 fn ow_in_big_endian(instance: &Instance, obj: &DefaultDicomObject) -> bool {
-    instance.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
+    instance.transfer_syntax_uid == entries::EXPLICIT_VR_BIG_ENDIAN.uid()
         && obj
             .element(tags::PIXEL_DATA)
             .is_ok_and(|e| e.vr() == dicom_core::VR::OW)
 }
-
-/// Transfer Syntax UID of RLE Lossless.
-const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-/// Transfer Syntax UID of JPEG Extended (processes 2 and 4: 8- or 12-bit lossy).
-const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
 /// The codecs pulmo runs itself instead of dicom-pixeldata's.
 enum OwnCodec {
@@ -139,9 +132,10 @@ enum OwnCodec {
 impl OwnCodec {
     fn for_instance(instance: &Instance) -> Option<Self> {
         match instance.transfer_syntax_uid.as_str() {
-            RLE_LOSSLESS => Some(OwnCodec::Rle),
-            // 8-bit precision (BitsStored <= 8) stays with jpeg-decoder, which handles it.
-            JPEG_EXTENDED if instance.pixel.bits_stored > 8 => Some(OwnCodec::Jpeg12),
+            uids::RLE_LOSSLESS => Some(OwnCodec::Rle),
+            // JPEG Extended (processes 2 and 4): 8-bit precision (BitsStored <= 8) stays
+            // with jpeg-decoder, which handles it.
+            uids::JPEG_EXTENDED12_BIT if instance.pixel.bits_stored > 8 => Some(OwnCodec::Jpeg12),
             _ => None,
         }
     }
