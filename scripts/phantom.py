@@ -9,8 +9,8 @@ small training patches straight at the model's working spacing.
 Anatomy: body (fat, muscle), thoracic cavity with mediastinum, heart and aorta, both lungs
 (parenchymal texture, gravity gradient), trachea, main bronchi and a bronchial tree,
 branching tapering pulmonary vessel trees (arteries and veins), spine, ribs, sternum and the
-table. Nodules (0-6, 3-30 mm; solid, part-solid, ground-glass; round to lobulated; some
-juxtapleural, some juxtavascular). Partial volume comes from soft (anti-aliased) edges and a
+table. Nodules (0-6, 3.5-30 mm nominal, `--diameter-range` for other sizes; solid,
+part-solid, ground-glass; round to lobulated; some juxtapleural, some juxtavascular). Partial volume comes from soft (anti-aliased) edges and a
 Gaussian PSF, then correlated noise.
 
 CLI examples (run with the project's venv):
@@ -36,6 +36,11 @@ import numpy as np
 from scipy import ndimage
 
 NODULE_TYPES = ("solid", "part-solid", "ground-glass")
+# Nominal diameters are drawn log-uniform here (mm). Lobes and ellipsoids make the measured
+# equivalent diameter in the truth differ by a few tenths of a millimetre either way, so a
+# nodule drawn at 3.5 mm can be recorded at 3.2. `--diameter-range 3 6` makes a set that
+# reaches down to the LUNA16 limit of 3 mm (docs/model-card.md, Metrics).
+NODULE_DIAMETERS_MM = (3.5, 30.0)
 
 
 # ----------------------------------------------------------------------------- grids
@@ -267,8 +272,13 @@ def _inside_start(scene: Scene, p: np.ndarray, lateral: float, margin: float) ->
     return q
 
 
-def make_scene(seed: int, n_nodules: int | None = None, fov_mm: float | None = None) -> Scene:
-    """Build a random chest scene from a seed (optionally fitting a reconstruction FOV)."""
+def make_scene(seed: int, n_nodules: int | None = None, fov_mm: float | None = None,
+               diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM) -> Scene:
+    """Build a random chest scene from a seed (optionally fitting a reconstruction FOV).
+
+    Nodule diameters are drawn log-uniform in `diameters_mm`; another range changes the
+    nodules' sizes only (the same random draws), so the rest of the case stays the same.
+    """
     rng = np.random.default_rng([seed, 0xC7])
     body_a = rng.uniform(135, 180)
     if fov_mm is not None:
@@ -309,7 +319,7 @@ def make_scene(seed: int, n_nodules: int | None = None, fov_mm: float | None = N
     )
     _add_trees(scene, rng)
     scene.ribs = _make_ribs(scene, rng)
-    scene.nodules = _make_nodules(scene, rng, n_nodules)
+    scene.nodules = _make_nodules(scene, rng, n_nodules, diameters_mm)
     return scene
 
 
@@ -397,7 +407,7 @@ def _place(scene: Scene, rng, r: float, mode: str):
     return _lung_point(scene, rng, r + 2.0)
 
 
-def _make_nodules(scene: Scene, rng, n: int | None) -> list:
+def _make_nodules(scene: Scene, rng, n: int | None, diameters_mm: tuple[float, float]) -> list:
     """Random nodules (count 0-6 unless given), non-overlapping."""
     if n is None:
         n = int(rng.choice(7, p=[0.12, 0.2, 0.2, 0.18, 0.13, 0.1, 0.07]))
@@ -405,7 +415,7 @@ def _make_nodules(scene: Scene, rng, n: int | None) -> list:
     for _ in range(n * 5):
         if len(out) >= n:
             break
-        diam = float(np.exp(rng.uniform(np.log(3.5), np.log(30.0))))
+        diam = float(np.exp(rng.uniform(np.log(diameters_mm[0]), np.log(diameters_mm[1]))))
         kind = str(rng.choice(NODULE_TYPES, p=[0.6, 0.15, 0.25]))
         mode = str(rng.choice(["free", "pleural", "vascular"], p=[0.5, 0.25, 0.25]))
         nod = _make_nodule(rng, diam, kind)
@@ -739,7 +749,7 @@ def series_grid(scene: Scene, geo: dict) -> tuple[Grid, np.ndarray, np.ndarray]:
 
 
 def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | None = None,
-              scene_overrides: dict | None = None):
+              scene_overrides: dict | None = None, diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM):
     """Scene, geometry and truth record for one seed.
 
     `scene_overrides` replaces scene fields after the scene is drawn (e.g. `vessel_hu` for a
@@ -749,7 +759,7 @@ def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | Non
     geo.update(geo_overrides or {})
     if geo["pixel_spacing_mm"] is None:
         geo["pixel_spacing_mm"] = fit_pixel_spacing(seed, geo["matrix"])
-    scene = make_scene(seed, n_nodules, fov_mm=geo["matrix"] * geo["pixel_spacing_mm"])
+    scene = make_scene(seed, n_nodules, fov_mm=geo["matrix"] * geo["pixel_spacing_mm"], diameters_mm=diameters_mm)
     for key, value in (scene_overrides or {}).items():
         if key == "spiculate":
             spiculate(scene, value)
@@ -928,14 +938,19 @@ def main() -> None:
                     help="mean HU of the lung parenchyma (drawn -880 to -820)")
     ap.add_argument("--spiculate", type=float, default=None, metavar="P",
                     help="give solid and part-solid nodules over 6 mm spicules with probability P")
+    ap.add_argument("--diameter-range", type=float, nargs=2, default=list(NODULE_DIAMETERS_MM), metavar=("LO", "HI"),
+                    help="draw nodule diameters log-uniform in [LO, HI] mm (default %(default)s); e.g. 3 6 for a "
+                         "small-nodule set down to the LUNA16 limit")
     args = ap.parse_args()
+    if not 0 < args.diameter_range[0] <= args.diameter_range[1]:
+        ap.error(f"--diameter-range {args.diameter_range}: needs 0 < LO <= HI")
     over = _overrides(args)
     scene_over = {k: v for k, v in (("vessel_hu", args.vessel_hu), ("lung_hu", args.lung_hu),
                                     ("spiculate", args.spiculate)) if v is not None}
     cases = []
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()
-        scene, geo, case = make_case(seed, over, args.nodules, scene_over)
+        scene, geo, case = make_case(seed, over, args.nodules, scene_over, tuple(args.diameter_range))
         if not args.truth_only:
             write_series(scene, geo, case, args.out / str(seed), args.syntax)
         cases.append(case)
