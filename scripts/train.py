@@ -265,7 +265,7 @@ def main() -> None:
         next_seed = train_seed + 2
         pending = pool.apply_async(render, (next_seed,))
         history, step, n_cases = [], 0, 2
-        while time.time() - t_start < budget:
+        while step == 0 or time.time() - t_start < budget:  # at least one step, however short the budget
             frac = (time.time() - t_start) / budget
             for g in opt.param_groups:
                 g["lr"] = args.lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -121,6 +122,10 @@ def main() -> None:
     train_pos = np.nonzero(~is_val & (d["labels"] == 1))[0]
     train_neg = np.nonzero(~is_val & (d["labels"] == 0))[0]
     val_idx = np.nonzero(is_val & cand)[0]
+    if len(train_pos) == 0 or len(train_neg) == 0:
+        sys.exit(f"train_fpr: {', '.join(map(str, args.data))} hold {len(train_pos)} positive and {len(train_neg)} "
+                 f"negative crops outside the {len(val_seeds)} validation chests; both are needed "
+                 "(more chests in fpr_data.py --cases, or a detector that finds something)")
     print(f"train: {len(train_pos)} positive, {len(train_neg)} negative crops from {len(seeds) - len(val_seeds)} "
           f"chests; validation: {len(val_idx)} candidates from {len(val_seeds)} chests", flush=True)
     model = CandidateNet(args.width)
