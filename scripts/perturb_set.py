@@ -4,7 +4,7 @@ would reconstruct them, for checking that the detector holds up beyond the gener
 acquisition settings.
 
     .venv/bin/python3 scripts/perturb_set.py --src /tmp/pulmo-heldout --out /tmp/ho-lowdose --mode lowdose
-    scripts/heldout --set /tmp/ho-lowdose --json F        # the set already exists, so it is only scored
+    scripts/evaluate --set /tmp/ho-lowdose --json F        # the set already exists, so it is only scored
 
 Modes, applied slice by slice to the Hounsfield values of every series (deterministic from
 the series' seed):
@@ -91,7 +91,7 @@ def perturb_series(src: pathlib.Path, dst: pathlib.Path, mode: str, noise: float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--src", type=pathlib.Path, required=True, help="a set written by scripts/heldout or phantom.py")
+    ap.add_argument("--src", type=pathlib.Path, required=True, help="a set written by scripts/evaluate or phantom.py")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     ap.add_argument("--mode", choices=("lowdose", "sharp", "soft", "thick"), required=True)
     ap.add_argument("--noise", type=float, default=50.0, help="lowdose: added noise, HU (standard deviation)")

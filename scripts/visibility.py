@@ -12,7 +12,7 @@ trilinear resampling to the model's working spacing), then per true nodule
            the texture and noise around it, in units of that texture and noise,
   dense    the share of the shell at -500 HU or more: what touches the nodule's
            surroundings (vessels, pleura, chest wall, airway walls).
-With --reports (a folder of pulmo's JSON reports, as scripts/heldout leaves them) each
+With --reports (a folder of pulmo's JSON reports, as scripts/evaluate leaves them) each
 nodule is also marked found or missed by the LUNA16 rule scripts/evaluate.py applies (any
 finding whose centre lies within the nodule's radius), and the CNRs of the two groups are
 summarised. No model is run.
