@@ -172,7 +172,7 @@ def instance_weights(lab: np.ndarray, alpha: float, cap: float = 16.0) -> np.nda
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
             ) -> tuple[torch.Tensor, float, float]:
     """BCE + batch soft Dice, both optionally weighted per voxel; returns (loss, bce, dice)."""
-    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, pos_weight=torch.tensor(3.0))
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, pos_weight=torch.tensor(3.0, device=logits.device))
     p = torch.sigmoid(logits)
     w = torch.ones_like(p) if weight is None else weight
     inter = (w * p * target).sum()
@@ -184,20 +184,21 @@ def validate(model, cases: list, size: int, rng) -> dict:
     """Voxel metrics on fixed validation patches (half with nodules), and per-nodule recall:
     a nodule counts as found when the net marks any of its voxels in a patch centred on it."""
     model.eval()
+    dev = next(model.parameters()).device
     tp = fp = fn = 0
     found = {"small": [0, 0], "large": [0, 0]}  # nodules under / at least 6 mm: [found, total]
     with torch.no_grad():
         for case in cases:
             for _ in range(6):
                 img, lab = sample_patch(case, size, rng, 0.5)
-                pr = model(torch.from_numpy(img)[None, None]) > 0
+                pr = (model(torch.from_numpy(img)[None, None].to(dev)) > 0).cpu()
                 t = torch.from_numpy(lab.astype(bool))[None, None]
                 tp += int((pr & t).sum()); fp += int((pr & ~t).sum()); fn += int((~pr & t).sum())
             for centre, diam in zip(case["nodules"], case["sizes"]):
                 img, lab = crop(case, centre, size)
                 comp, _ = ndimage.label(lab)
                 mine = comp == comp[(size // 2,) * 3] if comp[(size // 2,) * 3] else lab.astype(bool)
-                pr = (model(torch.from_numpy(img)[None, None]) > 0)[0, 0].numpy()
+                pr = (model(torch.from_numpy(img)[None, None].to(dev)) > 0)[0, 0].cpu().numpy()
                 bucket = found["small" if diam < 6 else "large"]
                 bucket[0] += int((pr & mine).any()); bucket[1] += 1
     model.train()
@@ -205,6 +206,17 @@ def validate(model, cases: list, size: int, rng) -> dict:
             "voxel_recall": tp / max(1, tp + fn),
             "nodules_found_under_6mm": f"{found['small'][0]}/{found['small'][1]}",
             "nodules_found_6mm_and_over": f"{found['large'][0]}/{found['large'][1]}"}
+
+
+def cpu_state(model: torch.nn.Module) -> dict:
+    """The state_dict to save: as it is on the CPU, copied to the CPU from a GPU, so every
+    checkpoint loads anywhere."""
+    state = model.state_dict()
+    if all(v.device.type == "cpu" for v in state.values()):
+        return state
+    out = type(state)((k, v.detach().cpu()) for k, v in state.items())
+    out._metadata = getattr(state, "_metadata", None)
+    return out
 
 
 def main() -> None:
@@ -235,6 +247,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto",
+                    help="where the network trains: auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N")
     ap.add_argument("--bf16", action="store_true",
                     help="bfloat16 autocast and channels-last weights: about 3x the steps per minute on a CPU "
                          "with native bfloat16 (AMX / AVX-512 BF16); weights, optimizer and loss stay float32")
@@ -247,6 +261,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    print(f"training on {dev}", flush=True)
     model = NoduleNet(args.width)
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, map_location="cpu"))
@@ -260,7 +276,8 @@ def main() -> None:
     train_seed = args.train_seed0
     ctx = mp.get_context("fork")
     render = functools.partial(make_training_case, spacing_range=tuple(args.spacing_range))
-    with ctx.Pool(1) as pool:
+    with ctx.Pool(1) as pool:  # forked before the network touches a GPU; the worker only renders
+        model.to(dev)  # in place: the optimizer keeps the same parameters
         pool_cases = [pool.apply(render, (train_seed + i,)) for i in range(2)]
         next_seed = train_seed + 2
         pending = pool.apply_async(render, (next_seed,))
@@ -286,8 +303,10 @@ def main() -> None:
             x = torch.from_numpy(np.stack(xb))[:, None].contiguous(memory_format=layout)
             y = torch.from_numpy(np.stack(yb).astype(np.float32))[:, None]
             w = torch.from_numpy(np.stack(wb))[:, None] if args.instance_weight > 0 else None
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                logits = model(x)
+            y = y.to(dev, non_blocking=True)
+            w = None if w is None else w.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(x.to(dev, non_blocking=True))
             loss, bce, dice = loss_fn(logits.float(), y, w)
             opt.zero_grad()
             loss.backward()
@@ -300,17 +319,17 @@ def main() -> None:
                 history.append(rec)
                 print(json.dumps(rec), flush=True)
             if step % 25 == 0:
-                torch.save(model.state_dict(), args.out / "checkpoint.pth")
+                torch.save(cpu_state(model), args.out / "checkpoint.pth")
         pending.wait()
         train_time = time.time() - t_start
         model = model.to(memory_format=torch.contiguous_format)
-        torch.save(model.state_dict(), args.out / "checkpoint.pth")
+        torch.save(cpu_state(model), args.out / "checkpoint.pth")
         print("validating", flush=True)
         val_cases = [make_training_case(900_000 + i) for i in range(args.val_cases)]
     val = validate(model, val_cases, 64, np.random.default_rng(7))
     log = {
         "model_id": args.out.name, "architecture": model.describe(), "parameters": count_parameters(model),
-        "hyper_parameters": vars(args) | {"out": str(args.out), "init": str(args.init), "spacing_mm": SPACING, "hu_window": HU_WINDOW,
+        "hyper_parameters": vars(args) | {"out": str(args.out), "init": str(args.init), "device": str(dev), "spacing_mm": SPACING, "hu_window": HU_WINDOW,
                                           "optimizer": "AdamW wd 1e-4, cosine-in-time lr",
                                           "loss": "BCE(pos_weight 3) + batch soft Dice"
                                           + (f", per-nodule weights (V_10mm/V)^{args.instance_weight} in [1, 16]"

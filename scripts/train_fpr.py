@@ -89,10 +89,11 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def predict(model, crops, idx, rng) -> np.ndarray:
     model.eval()
+    dev = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for b in range(0, len(idx), 64):
-            out.append(model(batch(crops, idx[b:b + 64], rng, False))[:, 0].float().numpy())
+            out.append(model(batch(crops, idx[b:b + 64], rng, False).to(dev))[:, 0].float().cpu().numpy())
     model.train()
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -108,6 +109,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261202)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--device", default="auto",
+                    help="where the classifier trains: auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N")
     ap.add_argument("--init", type=pathlib.Path, help="start from these weights (a classifier.pth) instead of at random")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
@@ -133,6 +136,9 @@ def main() -> None:
         model.load_state_dict(torch.load(args.init, map_location="cpu"))
         s = predict(model, d["crops"], val_idx, rng)
         print(f"from {args.init}: validation AUC {auc(s, d['labels'][val_idx]):.3f}", flush=True)
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    print(f"training on {dev}", flush=True)
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     budget = args.minutes * 60
     t0 = time.time()
@@ -143,9 +149,9 @@ def main() -> None:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac))
         half = args.batch // 2
         idx = np.concatenate([rng.choice(train_pos, half), rng.choice(train_neg, args.batch - half)])
-        x = batch(d["crops"], idx, rng, True)
-        y = torch.from_numpy(d["labels"][idx].astype(np.float32))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        x = batch(d["crops"], idx, rng, True).to(dev, non_blocking=True)
+        y = torch.from_numpy(d["labels"][idx].astype(np.float32)).to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             logit = model(x)[:, 0]
         loss = F.binary_cross_entropy_with_logits(logit.float(), y)
         opt.zero_grad()
@@ -158,10 +164,11 @@ def main() -> None:
             print(f"step {step} ({time.time() - t0:.0f} s): loss {np.mean(losses[-200:]):.3f}, "
                   f"validation AUC {auc(s, d['labels'][val_idx]):.3f}", flush=True)
     model.eval()
+    model.to("cpu")  # saved, scripted and scored on the CPU, as pulmo loads it anywhere
     s = predict(model, d["crops"], val_idx, rng)
     det = d["feats"][val_idx, 0]
     log = {"crop": CROP, "data": [str(p) for p in args.data], "steps": step, "batch": args.batch, "lr": args.lr,
-           "minutes": args.minutes, "width": args.width, "seed": args.seed,
+           "minutes": args.minutes, "width": args.width, "seed": args.seed, "device": str(dev),
            "init": str(args.init) if args.init else None,
            "train_positive": int(len(train_pos)), "train_negative": int(len(train_neg)),
            "val_candidates": int(len(val_idx)), "val_auc_classifier": auc(s, d["labels"][val_idx]),
