@@ -69,11 +69,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--probability", type=float, default=None,
                     help="candidate threshold (default: the manifest's); lower gives the classifier fainter candidates too")
+    ap.add_argument("--device", default="auto",
+                    help="where the network runs: auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     manifest = tomllib.loads((args.model / "manifest.toml").read_text())
-    model = torch.jit.freeze(torch.jit.load(str(args.model / manifest["file"]), map_location="cpu").eval())
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    model = torch.jit.freeze(torch.jit.load(str(args.model / manifest["file"]), map_location=dev).eval())
     inp, th = manifest["input"], manifest["thresholds"]
     spacing = float(inp["spacing_mm"][0])
     extra = [float(s[0]) for s in inp.get("extra_spacings_mm", [])]
@@ -91,10 +94,10 @@ def main() -> None:
         truth = [(np.array([n.center[2], n.center[1], n.center[0]]), float(np.prod(n.radii)) ** (1 / 3))
                  for n in scene.nodules]
         cands = []
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
             for k, s in enumerate([spacing] + extra):
                 work = img if s == spacing else ndimage.zoom(img, spacing / s, order=1)
-                logits, _ = sliding_logits(lambda x: model(x).float(), work, np.ones(work.shape, bool), int(inp["patch"][0]),
+                logits, _ = sliding_logits(lambda x: model(x.to(dev)).float().cpu(), work, np.ones(work.shape, bool), int(inp["patch"][0]),
                                            float(inp["overlap"]), batch=4)
                 for c, pk, d in candidates(logits.astype(np.float32), thr, s,
                                            float(th["min_diameter_mm"])):
