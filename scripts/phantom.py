@@ -900,9 +900,9 @@ def _slice_dataset(scene, geo, case, idx, arr, grid, row_dir):
 
 
 def training_case(seed: int, spacing: float, rng: np.random.Generator, acq: Acquisition,
-                  n_nodules: int | None = None):
+                  n_nodules: int | None = None, diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM):
     """A whole chest rendered straight at an isotropic spacing: (HU, occupancy, scene, origin)."""
-    scene = make_scene(seed, n_nodules)
+    scene = make_scene(seed, n_nodules, diameters_mm=diameters_mm)
     lo, hi = _lung_box(scene, 20.0)  # the lungs and a margin: where patches are drawn
     xs = np.arange(lo[0], hi[0], spacing)
     ys = np.arange(lo[1], hi[1], spacing)
