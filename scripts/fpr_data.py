@@ -27,6 +27,7 @@ from scipy import ndimage
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import phantom  # noqa: E402
 from predict_reference import sliding_logits  # noqa: E402
+from pulmo_net import DEVICE_HELP, pick_device  # noqa: E402
 from train import normalise  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -69,13 +70,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--probability", type=float, default=None,
                     help="candidate threshold (default: the manifest's); lower gives the classifier fainter candidates too")
-    ap.add_argument("--device", default="auto",
-                    help="where the network runs: auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     manifest = tomllib.loads((args.model / "manifest.toml").read_text())
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    dev = pick_device(args.device)
     model = torch.jit.freeze(torch.jit.load(str(args.model / manifest["file"]), map_location=dev).eval())
     inp, th = manifest["input"], manifest["thresholds"]
     spacing = float(inp["spacing_mm"][0])

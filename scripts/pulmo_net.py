@@ -45,3 +45,13 @@ class NoduleNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+DEVICE_HELP = "where the network runs: auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N"
+
+
+def pick_device(name: str) -> torch.device:
+    """The torch device for a `--device` option: `auto` is cuda when torch sees a GPU, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -29,7 +29,7 @@ from scipy import interpolate, ndimage
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import phantom  # noqa: E402
-from pulmo_net import NoduleNet, count_parameters  # noqa: E402
+from pulmo_net import DEVICE_HELP, NoduleNet, count_parameters, pick_device  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPACING = 1.25
@@ -210,11 +210,9 @@ def validate(model, cases: list, size: int, rng) -> dict:
 
 
 def cpu_state(model: torch.nn.Module) -> dict:
-    """The state_dict to save: as it is on the CPU, copied to the CPU from a GPU, so every
-    checkpoint loads anywhere."""
+    """The state_dict to save, on the CPU (`.cpu()` is a no-op there), so every checkpoint loads
+    anywhere."""
     state = model.state_dict()
-    if all(v.device.type == "cpu" for v in state.values()):
-        return state
     out = type(state)((k, v.detach().cpu()) for k, v in state.items())
     out._metadata = getattr(state, "_metadata", None)
     return out
@@ -251,8 +249,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="auto",
-                    help="where the network trains: auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
     ap.add_argument("--bf16", action="store_true",
                     help="bfloat16 autocast and channels-last weights: about 3x the steps per minute on a CPU "
                          "with native bfloat16 (AMX / AVX-512 BF16); weights, optimizer and loss stay float32")
@@ -265,7 +262,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    dev = pick_device(args.device)
     print(f"training on {dev}", flush=True)
     model = NoduleNet(args.width)
     if args.init is not None:

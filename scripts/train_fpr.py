@@ -23,6 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from pulmo_net import DEVICE_HELP, pick_device  # noqa: E402
+
 CROP = 32
 
 
@@ -109,8 +112,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261202)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
-    ap.add_argument("--device", default="auto",
-                    help="where the classifier trains: auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
     ap.add_argument("--init", type=pathlib.Path, help="start from these weights (a classifier.pth) instead of at random")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
@@ -136,7 +138,7 @@ def main() -> None:
         model.load_state_dict(torch.load(args.init, map_location="cpu"))
         s = predict(model, d["crops"], val_idx, rng)
         print(f"from {args.init}: validation AUC {auc(s, d['labels'][val_idx]):.3f}", flush=True)
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    dev = pick_device(args.device)
     print(f"training on {dev}", flush=True)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)

@@ -9,12 +9,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{fixture, pulmo, scratch};
+use common::{fixture, pulmo, repo, scratch};
 use serde_json::Value;
-
-fn repo(relative: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
 
 fn analyze(args: &[&str]) -> (Option<i32>, String, String) {
     let out = pulmo()

@@ -11,12 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{pulmo, python, scratch, Scratch};
+use common::{pulmo, python, repo, scratch, Scratch};
 use serde_json::Value;
-
-fn repo(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
 
 /// Copies the sample series with every UID suffixed, optionally as a broken or MR study.
 const REWRITE: &str = r#"

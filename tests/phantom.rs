@@ -6,11 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{python, scratch, succeeds};
-
-fn repo(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
+use common::{python, repo, scratch, succeeds};
 
 /// Every file under `dir`, relative to it, sorted.
 fn files(dir: &Path) -> Vec<PathBuf> {

@@ -12,12 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{pulmo, python, scratch, Scratch};
+use common::{pulmo, python, repo, scratch, Scratch};
 use serde_json::Value;
-
-fn repo(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
 
 /// What one `pulmo analyze --out` run on the sample series wrote (run once per binary).
 struct Run {

@@ -5,14 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{pulmo, scratch, succeeds};
-
-fn repo(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
+use common::{pulmo, repo, scratch, succeeds};
 
 fn train(out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new("bash");

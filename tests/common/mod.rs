@@ -6,6 +6,11 @@ use std::process::Command;
 
 pub mod server;
 
+/// A path inside the repository.
+pub fn repo(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
 /// A fixture under `tests/data/fetched/` (made by `scripts/fetch_fixtures.sh`).
 pub fn fixture(relative: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
