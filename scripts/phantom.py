@@ -10,7 +10,7 @@ Anatomy: body (fat, muscle), thoracic cavity with mediastinum, heart and aorta, 
 (parenchymal texture, gravity gradient), trachea, main bronchi and a bronchial tree,
 branching tapering pulmonary vessel trees (arteries and veins), spine, ribs, sternum and the
 table. Nodules (0-6, 3.5-30 mm nominal, `--diameter-range` for other sizes; solid,
-part-solid, ground-glass; round to lobulated; some juxtapleural, some juxtavascular). Partial volume comes from soft (anti-aliased) edges and a
+part-solid, ground-glass; `--solid-hu` for denser solid ones; round to lobulated; some juxtapleural, some juxtavascular). Partial volume comes from soft (anti-aliased) edges and a
 Gaussian PSF, then correlated noise.
 
 CLI examples (run with the project's venv):
@@ -445,6 +445,16 @@ def _make_nodule(rng, diam: float, kind: str) -> Nodule:
                   core_hu=rng.uniform(0, 50))
 
 
+def densify(scene: Scene, hu_range: tuple[float, float]) -> None:
+    """Moves every solid nodule's density from the drawn 0...+60 HU linearly onto `hu_range`
+    (e.g. 150-400 HU, a densely or partly calcified nodule); nothing is drawn again, so the
+    rest of the case, truth included, stays the same."""
+    lo, hi = hu_range
+    for n in scene.nodules:
+        if n.kind == "solid":
+            n.hu = lo + (n.hu - 0.0) / 60.0 * (hi - lo)
+
+
 def spiculate(scene: Scene, p: float) -> None:
     """Gives each solid or part-solid nodule over 6 mm, with probability `p`, 5-12 spicules:
     tapering strands (2.0 mm thick at the surface, 0.6 mm at the tip) reaching 0.5-1.2
@@ -763,6 +773,8 @@ def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | Non
     for key, value in (scene_overrides or {}).items():
         if key == "spiculate":
             spiculate(scene, value)
+        elif key == "solid_hu":
+            densify(scene, value)
         else:
             setattr(scene, key, value)
     if geo.get("slices_wanted"):
@@ -941,12 +953,18 @@ def main() -> None:
     ap.add_argument("--diameter-range", type=float, nargs=2, default=list(NODULE_DIAMETERS_MM), metavar=("LO", "HI"),
                     help="draw nodule diameters log-uniform in [LO, HI] mm (default %(default)s); e.g. 3 6 for a "
                          "small-nodule set down to the LUNA16 limit")
+    ap.add_argument("--solid-hu", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="solid nodules' density in HU (drawn 0-60 and mapped linearly onto [LO, HI]); e.g. "
+                         "150 400 for dense, calcified-looking nodules")
     args = ap.parse_args()
     if not 0 < args.diameter_range[0] <= args.diameter_range[1]:
         ap.error(f"--diameter-range {args.diameter_range}: needs 0 < LO <= HI")
+    if args.solid_hu is not None and not args.solid_hu[0] <= args.solid_hu[1]:
+        ap.error(f"--solid-hu {args.solid_hu}: needs LO <= HI")
     over = _overrides(args)
     scene_over = {k: v for k, v in (("vessel_hu", args.vessel_hu), ("lung_hu", args.lung_hu),
-                                    ("spiculate", args.spiculate)) if v is not None}
+                                    ("spiculate", args.spiculate),
+                                    ("solid_hu", tuple(args.solid_hu) if args.solid_hu else None)) if v is not None}
     cases = []
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()

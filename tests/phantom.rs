@@ -132,3 +132,81 @@ fn a_diameter_range_changes_the_nodule_sizes_not_the_scan() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// Median HU of the 3x3 pixels at each solid nodule's centre, per series folder given.
+const SOLID_CENTRE_HU: &str = r#"
+import json, pathlib, sys
+import numpy as np
+sys.path.insert(0, "scripts")
+from predict_reference import load_series
+nodules = [n for n in json.load(open(sys.argv[1]))["cases"][0]["nodules"] if n["type"] == "solid"]
+out = []
+for folder in sys.argv[2:]:
+    vol, geo = load_series(pathlib.Path(folder))
+    hu = []
+    for n in nodules:
+        d = np.array(n["center_patient_mm"]) - geo["origin"]
+        k, j, i = (int(round(v)) for v in np.array([d @ geo["normal"], d @ geo["col"], d @ geo["row"]]) / geo["spacing"])
+        hu.append(float(np.median(vol[k, j - 1:j + 2, i - 1:i + 2])))
+    out.append(hu)
+print(json.dumps(out))
+"#;
+
+#[test]
+fn a_solid_hu_range_makes_the_solid_nodules_denser_and_nothing_else() {
+    let out = scratch("phantom-dense");
+    // The sample's command with denser solid nodules.
+    succeeds(python().current_dir(repo("")).args([
+        "scripts/phantom.py",
+        "--seed",
+        "4242",
+        "--out",
+        out.to_str().unwrap(),
+        "--matrix",
+        "256",
+        "--pixel-spacing",
+        "1.2",
+        "--slice-spacing",
+        "2.5",
+        "--nodules",
+        "3",
+        "--syntax",
+        "rle",
+        "--solid-hu",
+        "300",
+        "400",
+    ]));
+    assert!(
+        std::fs::read(out.join("truth.json")).unwrap()
+            == std::fs::read(repo("sample-dicom/truth.json")).unwrap(),
+        "the truth (and so every nodule's place, size and type) is the sample's"
+    );
+    let measured = succeeds(python().current_dir(repo("")).args([
+        "-c",
+        SOLID_CENTRE_HU,
+        repo("sample-dicom/truth.json").to_str().unwrap(),
+        repo("sample-dicom/phantom-4242").to_str().unwrap(),
+        out.join("4242").to_str().unwrap(),
+    ]));
+    let hu: Vec<Vec<f64>> = serde_json::from_slice(&measured.stdout).unwrap();
+    let (plain, dense) = (&hu[0], &hu[1]);
+    assert_eq!(plain.len(), 2, "the sample has two solid nodules: {hu:?}");
+    for (p, d) in plain.iter().zip(dense) {
+        assert!(*p < 120.0, "drawn 0-60 HU, measured {p}");
+        assert!(*d > 220.0, "moved onto 300-400 HU, measured {d}");
+    }
+
+    let bad = python()
+        .current_dir(repo(""))
+        .args(["scripts/phantom.py", "--seed", "1", "--truth-only", "--out"])
+        .arg(out.to_str().unwrap())
+        .args(["--solid-hu", "400", "100"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--solid-hu"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
