@@ -20,27 +20,48 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The command of sample-dicom/README.md, into `out`, with `extra` options.
+fn write_sample(out: &Path, extra: &[&str]) {
+    succeeds(
+        python()
+            .current_dir(repo(""))
+            .args(["scripts/phantom.py", "--seed", "4242", "--out"])
+            .arg(out)
+            .args([
+                "--matrix",
+                "256",
+                "--pixel-spacing",
+                "1.2",
+                "--slice-spacing",
+                "2.5",
+            ])
+            .args(["--nodules", "3", "--syntax", "rle"])
+            .args(extra),
+    );
+}
+
+/// `phantom.py` with a bad `option` value must fail and name the option.
+fn refuses(option: &str, values: [&str; 2], out: &Path) {
+    let bad = python()
+        .current_dir(repo(""))
+        .args(["scripts/phantom.py", "--seed", "1", "--truth-only", "--out"])
+        .arg(out)
+        .arg(option)
+        .args(values)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "{option} {values:?} was accepted");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(option),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
 #[test]
 fn the_generator_rewrites_the_committed_sample_byte_for_byte() {
     let out = scratch("phantom-sample");
-    // The command of sample-dicom/README.md, into a scratch folder.
-    succeeds(python().current_dir(repo("")).args([
-        "scripts/phantom.py",
-        "--seed",
-        "4242",
-        "--out",
-        out.to_str().unwrap(),
-        "--matrix",
-        "256",
-        "--pixel-spacing",
-        "1.2",
-        "--slice-spacing",
-        "2.5",
-        "--nodules",
-        "3",
-        "--syntax",
-        "rle",
-    ]));
+    write_sample(&out, &[]);
     let committed = repo("sample-dicom/phantom-4242");
     let written = out.join("4242");
     let names = files(&committed);
@@ -113,24 +134,7 @@ fn a_diameter_range_changes_the_nodule_sizes_not_the_scan() {
         "the default range reaches larger nodules: {largest}"
     );
 
-    let bad = python()
-        .current_dir(repo(""))
-        .args(["scripts/phantom.py", "--seed", "1", "--truth-only"])
-        .args([
-            "--out",
-            small.to_str().unwrap(),
-            "--diameter-range",
-            "5",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("--diameter-range"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
+    refuses("--diameter-range", ["5", "3"], &small);
 }
 
 /// Median HU of the 3x3 pixels at each solid nodule's centre, per series folder given.
@@ -156,26 +160,7 @@ print(json.dumps(out))
 fn a_solid_hu_range_makes_the_solid_nodules_denser_and_nothing_else() {
     let out = scratch("phantom-dense");
     // The sample's command with denser solid nodules.
-    succeeds(python().current_dir(repo("")).args([
-        "scripts/phantom.py",
-        "--seed",
-        "4242",
-        "--out",
-        out.to_str().unwrap(),
-        "--matrix",
-        "256",
-        "--pixel-spacing",
-        "1.2",
-        "--slice-spacing",
-        "2.5",
-        "--nodules",
-        "3",
-        "--syntax",
-        "rle",
-        "--solid-hu",
-        "300",
-        "400",
-    ]));
+    write_sample(&out, &["--solid-hu", "300", "400"]);
     assert!(
         std::fs::read(out.join("truth.json")).unwrap()
             == std::fs::read(repo("sample-dicom/truth.json")).unwrap(),
@@ -196,17 +181,5 @@ fn a_solid_hu_range_makes_the_solid_nodules_denser_and_nothing_else() {
         assert!(*d > 220.0, "moved onto 300-400 HU, measured {d}");
     }
 
-    let bad = python()
-        .current_dir(repo(""))
-        .args(["scripts/phantom.py", "--seed", "1", "--truth-only", "--out"])
-        .arg(out.to_str().unwrap())
-        .args(["--solid-hu", "400", "100"])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("--solid-hu"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
+    refuses("--solid-hu", ["400", "100"], &out);
 }
