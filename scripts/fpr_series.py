@@ -36,8 +36,9 @@ from train import normalise  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def to_grid(p: np.ndarray, geo: dict, spacing: float) -> np.ndarray:
-    """Patient LPS mm to a (k, j, i) index of the working grid (inverse of predict_reference.to_patient)."""
+def to_grid(p: np.ndarray, geo: dict, spacing: float | np.ndarray) -> np.ndarray:
+    """Patient LPS mm to a (k, j, i) index of the working grid (inverse of predict_reference.to_patient);
+    `spacing` is the grid's, one value or one per (k, j, i) axis."""
     d = np.asarray(p, float) - geo["origin"]
     return np.array([d @ geo["normal"], d @ geo["col"], d @ geo["row"]]) / spacing
 

@@ -41,6 +41,7 @@ NODULE_TYPES = ("solid", "part-solid", "ground-glass")
 # nodule drawn at 3.5 mm can be recorded at 3.2. `--diameter-range 3 6` makes a set that
 # reaches down to the LUNA16 limit of 3 mm (docs/model-card.md, Metrics).
 NODULE_DIAMETERS_MM = (3.5, 30.0)
+SOLID_HU = (0.0, 60.0)  # solid nodules' density, drawn uniform (`--solid-hu` maps it elsewhere)
 
 
 # ----------------------------------------------------------------------------- grids
@@ -437,7 +438,7 @@ def _make_nodule(rng, diam: float, kind: str) -> Nodule:
         for _ in range(int(rng.integers(1, 5))):
             lobes.append((_rand_unit(rng) * r * rng.uniform(0.45, 0.75), r * rng.uniform(0.35, 0.6)))
     if kind == "solid":
-        hu = rng.uniform(0, 60)
+        hu = rng.uniform(*SOLID_HU)
     else:
         hu = rng.uniform(-650, -450)
     return Nodule(center=np.zeros(3), radii=radii, rot=q, lobes=lobes, kind=kind, hu=hu,
@@ -446,13 +447,13 @@ def _make_nodule(rng, diam: float, kind: str) -> Nodule:
 
 
 def densify(scene: Scene, hu_range: tuple[float, float]) -> None:
-    """Moves every solid nodule's density from the drawn 0...+60 HU linearly onto `hu_range`
+    """Moves every solid nodule's density from the drawn SOLID_HU linearly onto `hu_range`
     (e.g. 150-400 HU, a densely or partly calcified nodule); nothing is drawn again, so the
     rest of the case, truth included, stays the same."""
-    lo, hi = hu_range
+    (lo, hi), (a, b) = hu_range, SOLID_HU
     for n in scene.nodules:
         if n.kind == "solid":
-            n.hu = lo + (n.hu - 0.0) / 60.0 * (hi - lo)
+            n.hu = lo + (n.hu - a) / (b - a) * (hi - lo)
 
 
 def spiculate(scene: Scene, p: float) -> None:

@@ -142,6 +142,7 @@ const SOLID_CENTRE_HU: &str = r#"
 import json, pathlib, sys
 import numpy as np
 sys.path.insert(0, "scripts")
+from fpr_series import to_grid
 from predict_reference import load_series
 nodules = [n for n in json.load(open(sys.argv[1]))["cases"][0]["nodules"] if n["type"] == "solid"]
 out = []
@@ -149,8 +150,7 @@ for folder in sys.argv[2:]:
     vol, geo = load_series(pathlib.Path(folder))
     hu = []
     for n in nodules:
-        d = np.array(n["center_patient_mm"]) - geo["origin"]
-        k, j, i = (int(round(v)) for v in np.array([d @ geo["normal"], d @ geo["col"], d @ geo["row"]]) / geo["spacing"])
+        k, j, i = np.round(to_grid(n["center_patient_mm"], geo, geo["spacing"])).astype(int)
         hu.append(float(np.median(vol[k, j - 1:j + 2, i - 1:i + 2])))
     out.append(hu)
 print(json.dumps(out))
