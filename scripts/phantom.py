@@ -10,8 +10,11 @@ Anatomy: body (fat, muscle), thoracic cavity with mediastinum, heart and aorta, 
 (parenchymal texture, gravity gradient), trachea, main bronchi and a bronchial tree,
 branching tapering pulmonary vessel trees (arteries and veins), spine, ribs, sternum and the
 table. Nodules (0-6, 3.5-30 mm nominal, `--diameter-range` for other sizes; solid,
-part-solid, ground-glass; `--solid-hu` for denser solid ones; round to lobulated; some juxtapleural, some juxtavascular). Partial volume comes from soft (anti-aliased) edges and a
-Gaussian PSF, then correlated noise.
+part-solid, ground-glass; round to lobulated; some juxtapleural, some juxtavascular; for
+variety the generator does not draw by default: `--solid-hu` denser solid ones, `--ggo-hu`
+fainter or denser ground glass, `--spiculate`, `--eccentric-cores` off-centre part-solid
+cores, `--cavitate` cavities in solid ones of 8 mm or more, none of which changes the truth). Partial volume comes from soft
+(anti-aliased) edges and a Gaussian PSF, then correlated noise.
 
 CLI examples (run with the project's venv):
 
@@ -42,6 +45,7 @@ NODULE_TYPES = ("solid", "part-solid", "ground-glass")
 # reaches down to the LUNA16 limit of 3 mm (docs/model-card.md, Metrics).
 NODULE_DIAMETERS_MM = (3.5, 30.0)
 SOLID_HU = (0.0, 60.0)  # solid nodules' density, drawn uniform (`--solid-hu` maps it elsewhere)
+GGO_HU = (-650.0, -450.0)  # ground-glass density (nodules and part-solid halos; `--ggo-hu`)
 
 
 # ----------------------------------------------------------------------------- grids
@@ -117,6 +121,7 @@ class Nodule:
     hu: float
     core_frac: float = 0.0
     core_hu: float = 30.0
+    core_offset: np.ndarray = field(default_factory=lambda: np.zeros(3))  # in the nodule's own frame
 
     def sdf(self, p: np.ndarray) -> np.ndarray:
         """Signed distance (mm) at points p[..., 3]."""
@@ -127,7 +132,7 @@ class Nodule:
         return d
 
     def core_sdf(self, p: np.ndarray) -> np.ndarray:
-        q = (p - self.center) @ self.rot
+        q = (p - self.center) @ self.rot - self.core_offset
         return ellipsoid_sdf(q, self.radii * self.core_frac)
 
     def extent(self) -> float:
@@ -440,20 +445,50 @@ def _make_nodule(rng, diam: float, kind: str) -> Nodule:
     if kind == "solid":
         hu = rng.uniform(*SOLID_HU)
     else:
-        hu = rng.uniform(-650, -450)
+        hu = rng.uniform(*GGO_HU)
     return Nodule(center=np.zeros(3), radii=radii, rot=q, lobes=lobes, kind=kind, hu=hu,
                   core_frac=rng.uniform(0.3, 0.6) if kind == "part-solid" else 0.0,
                   core_hu=rng.uniform(0, 50))
 
 
-def densify(scene: Scene, hu_range: tuple[float, float]) -> None:
+def densify(scene: Scene, hu_range: tuple[float, float], ground_glass: bool = False) -> None:
     """Moves every solid nodule's density from the drawn SOLID_HU linearly onto `hu_range`
-    (e.g. 150-400 HU, a densely or partly calcified nodule); nothing is drawn again, so the
-    rest of the case, truth included, stays the same."""
-    (lo, hi), (a, b) = hu_range, SOLID_HU
+    (e.g. 150-400 HU, a densely or partly calcified nodule), or with `ground_glass` the
+    ground-glass density (of ground-glass nodules and part-solid halos) from GGO_HU (e.g. onto
+    -750 to -600 HU, fainter); nothing is drawn again, so the rest of the case, truth
+    included, stays the same."""
+    (lo, hi), (a, b) = hu_range, GGO_HU if ground_glass else SOLID_HU
     for n in scene.nodules:
-        if n.kind == "solid":
+        if (n.kind != "solid") == ground_glass:
             n.hu = lo + (n.hu - a) / (b - a) * (hi - lo)
+
+
+def decentre_cores(scene: Scene, p: float) -> None:
+    """Moves the solid core of each part-solid nodule, with probability `p`, off the centre of
+    its ground-glass halo towards the edge (60-90 % of the room there is), as it often lies in
+    real adenocarcinomas; the nodule's outline, and so its truth, is unchanged. Its own random
+    stream, so the scene is otherwise the one the seed gives."""
+    rng = np.random.default_rng([scene.seed, 0xECC])
+    for nod in scene.nodules:
+        if nod.kind != "part-solid" or rng.random() >= p:
+            continue
+        room = (1.0 - nod.core_frac) * float(nod.radii.min())
+        nod.core_offset = _rand_unit(rng) * room * rng.uniform(0.6, 0.9)
+
+
+def cavitate(scene: Scene, p: float) -> None:
+    """Gives each solid nodule of 8 mm or more, with probability `p`, an air-filled cavity
+    (-1000 HU) of 35-60 % of its radii, somewhat off centre, inside a wall that stays whole;
+    drawn as a core, so the outline and the truth (outer diameter, volume, type solid) are
+    unchanged. Its own random stream."""
+    rng = np.random.default_rng([scene.seed, 0xCA7])
+    for nod in scene.nodules:
+        if nod.kind != "solid" or float(nod.radii.mean()) * 2 < 8 or rng.random() >= p:
+            continue
+        nod.core_frac = rng.uniform(0.35, 0.6)
+        nod.core_hu = -1000.0
+        room = (1.0 - nod.core_frac) * float(nod.radii.min())
+        nod.core_offset = _rand_unit(rng) * room * rng.uniform(0.0, 0.5)
 
 
 def spiculate(scene: Scene, p: float) -> None:
@@ -771,13 +806,7 @@ def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | Non
     if geo["pixel_spacing_mm"] is None:
         geo["pixel_spacing_mm"] = fit_pixel_spacing(seed, geo["matrix"])
     scene = make_scene(seed, n_nodules, fov_mm=geo["matrix"] * geo["pixel_spacing_mm"], diameters_mm=diameters_mm)
-    for key, value in (scene_overrides or {}).items():
-        if key == "spiculate":
-            spiculate(scene, value)
-        elif key == "solid_hu":
-            densify(scene, value)
-        else:
-            setattr(scene, key, value)
+    override(scene, scene_overrides)
     if geo.get("slices_wanted"):
         _fit_slices(scene, geo, geo.pop("slices_wanted"))
     grid, _, _ = series_grid(scene, geo)
@@ -790,6 +819,24 @@ def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | Non
         "nodules": [dict(id=i + 1, **nodule_truth(nd)) for i, nd in enumerate(scene.nodules)],
     }
     return scene, geo, case
+
+
+def override(scene: Scene, overrides: dict | None) -> None:
+    """Changes a drawn scene: the variety options (`spiculate`, `solid_hu`, `ggo_hu`,
+    `decentre_cores`, `cavitate`) or any scene field by name (e.g. `vessel_hu`)."""
+    for key, value in (overrides or {}).items():
+        if key == "spiculate":
+            spiculate(scene, value)
+        elif key == "solid_hu":
+            densify(scene, value)
+        elif key == "ggo_hu":
+            densify(scene, value, ground_glass=True)
+        elif key == "decentre_cores":
+            decentre_cores(scene, value)
+        elif key == "cavitate":
+            cavitate(scene, value)
+        else:
+            setattr(scene, key, value)
 
 
 def _fit_slices(scene: Scene, geo: dict, slices: int) -> None:
@@ -913,9 +960,11 @@ def _slice_dataset(scene, geo, case, idx, arr, grid, row_dir):
 
 
 def training_case(seed: int, spacing: float, rng: np.random.Generator, acq: Acquisition,
-                  n_nodules: int | None = None, diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM):
+                  n_nodules: int | None = None, diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM,
+                  scene_overrides: dict | None = None):
     """A whole chest rendered straight at an isotropic spacing: (HU, occupancy, scene, origin)."""
     scene = make_scene(seed, n_nodules, diameters_mm=diameters_mm)
+    override(scene, scene_overrides)
     lo, hi = _lung_box(scene, 20.0)  # the lungs and a margin: where patches are drawn
     xs = np.arange(lo[0], hi[0], spacing)
     ys = np.arange(lo[1], hi[1], spacing)
@@ -951,6 +1000,13 @@ def main() -> None:
                     help="mean HU of the lung parenchyma (drawn -880 to -820)")
     ap.add_argument("--spiculate", type=float, default=None, metavar="P",
                     help="give solid and part-solid nodules over 6 mm spicules with probability P")
+    ap.add_argument("--ggo-hu", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="ground-glass density in HU (drawn -650 to -450 and mapped linearly onto [LO, HI]); "
+                         "e.g. -750 -600 for fainter ground-glass nodules and halos")
+    ap.add_argument("--eccentric-cores", type=float, default=None, metavar="P",
+                    help="move part-solid nodules' solid cores off centre with probability P")
+    ap.add_argument("--cavitate", type=float, default=None, metavar="P",
+                    help="give solid nodules of 8 mm or more an air-filled cavity with probability P")
     ap.add_argument("--diameter-range", type=float, nargs=2, default=list(NODULE_DIAMETERS_MM), metavar=("LO", "HI"),
                     help="draw nodule diameters log-uniform in [LO, HI] mm (default %(default)s); e.g. 3 6 for a "
                          "small-nodule set down to the LUNA16 limit")
@@ -960,12 +1016,20 @@ def main() -> None:
     args = ap.parse_args()
     if not 0 < args.diameter_range[0] <= args.diameter_range[1]:
         ap.error(f"--diameter-range {args.diameter_range}: needs 0 < LO <= HI")
-    if args.solid_hu is not None and not args.solid_hu[0] <= args.solid_hu[1]:
-        ap.error(f"--solid-hu {args.solid_hu}: needs LO <= HI")
+    for name in ("spiculate", "eccentric_cores", "cavitate"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            ap.error(f"--{name.replace('_', '-')} {value}: a probability, needs 0 <= P <= 1")
+    for name in ("solid_hu", "ggo_hu"):
+        value = getattr(args, name)
+        if value is not None and not value[0] <= value[1]:
+            ap.error(f"--{name.replace('_', '-')} {value}: needs LO <= HI")
     over = _overrides(args)
     scene_over = {k: v for k, v in (("vessel_hu", args.vessel_hu), ("lung_hu", args.lung_hu),
                                     ("spiculate", args.spiculate),
-                                    ("solid_hu", tuple(args.solid_hu) if args.solid_hu else None)) if v is not None}
+                                    ("decentre_cores", args.eccentric_cores), ("cavitate", args.cavitate),
+                                    ("solid_hu", tuple(args.solid_hu) if args.solid_hu else None),
+                                    ("ggo_hu", tuple(args.ggo_hu) if args.ggo_hu else None)) if v is not None}
     cases = []
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()

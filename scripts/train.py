@@ -43,15 +43,17 @@ def normalise(hu: np.ndarray) -> np.ndarray:
 
 
 def make_training_case(seed: int, spacing_range: tuple[float, float] = (0.85, 1.15),
-                       diameters_mm: tuple[float, float] = phantom.NODULE_DIAMETERS_MM) -> dict:
+                       diameters_mm: tuple[float, float] = phantom.NODULE_DIAMETERS_MM,
+                       variety: dict | None = None) -> dict:
     """Render one chest at a jittered spacing (SPACING times a factor drawn from
-    `spacing_range`) with random scanner settings, nodules drawn from `diameters_mm`."""
+    `spacing_range`) with random scanner settings, nodules drawn from `diameters_mm`, the
+    scene changed by `variety` (`phantom.override`: e.g. cavities, eccentric cores)."""
     rng = np.random.default_rng([seed, 0x7A])
     spacing = SPACING * rng.uniform(*spacing_range)
     acq = phantom.Acquisition(psf_xy=rng.uniform(0.35, 1.0), psf_z=rng.uniform(0.4, 2.2),
                               noise=rng.uniform(4, 45), noise_corr=rng.uniform(0.4, 1.0))
     n_nod = int(rng.integers(0, 7)) if rng.random() < 0.15 else int(rng.integers(2, 7))
-    vol, occ, scene, grid = phantom.training_case(seed, spacing, rng, acq, n_nod, diameters_mm)
+    vol, occ, scene, grid = phantom.training_case(seed, spacing, rng, acq, n_nod, diameters_mm, variety)
     lung = np.zeros(vol.shape, bool)
     x, y, z = grid.axes()
     lung_sdf = scene.lung_sdf(x[:, :, ::4], y[:, ::4, :], z[::4])
@@ -238,6 +240,11 @@ def main() -> None:
     ap.add_argument("--diameter-range", type=float, nargs=2, default=list(phantom.NODULE_DIAMETERS_MM),
                     metavar=("LO", "HI"), help="nominal nodule diameters of the training phantoms, mm "
                     "(validation keeps the generator's default)")
+    ap.add_argument("--cavitate", type=float, default=0.0, metavar="P",
+                    help="give training solid nodules of 8 mm or more an air-filled cavity with probability P "
+                         "(phantom.py --cavitate; 0: off, stages 1-10)")
+    ap.add_argument("--eccentric-cores", type=float, default=0.0, metavar="P",
+                    help="move training part-solid cores off centre with probability P (phantom.py --eccentric-cores)")
     ap.add_argument("--extra-noise", type=float, default=25.0,
                     help="extra noise up to this many HU")
     ap.add_argument("--correlated-noise", action="store_true",
@@ -276,8 +283,9 @@ def main() -> None:
     budget = args.minutes * 60
     train_seed = args.train_seed0
     ctx = mp.get_context("fork")
+    variety = {k: p for k, p in (("cavitate", args.cavitate), ("decentre_cores", args.eccentric_cores)) if p > 0}
     render = functools.partial(make_training_case, spacing_range=tuple(args.spacing_range),
-                               diameters_mm=tuple(args.diameter_range))
+                               diameters_mm=tuple(args.diameter_range), variety=variety)
     with ctx.Pool(1) as pool:  # forked before the network touches a GPU; the worker only renders
         model.to(dev)  # in place: the optimizer keeps the same parameters
         pool_cases = [pool.apply(render, (train_seed + i,)) for i in range(2)]

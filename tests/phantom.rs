@@ -41,7 +41,7 @@ fn write_sample(out: &Path, extra: &[&str]) {
 }
 
 /// `phantom.py` with a bad `option` value must fail and name the option.
-fn refuses(option: &str, values: [&str; 2], out: &Path) {
+fn refuses(option: &str, values: &[&str], out: &Path) {
     let bad = python()
         .current_dir(repo(""))
         .args(["scripts/phantom.py", "--seed", "1", "--truth-only", "--out"])
@@ -134,7 +134,7 @@ fn a_diameter_range_changes_the_nodule_sizes_not_the_scan() {
         "the default range reaches larger nodules: {largest}"
     );
 
-    refuses("--diameter-range", ["5", "3"], &small);
+    refuses("--diameter-range", &["5", "3"], &small);
 }
 
 /// Median HU of the 3x3 pixels at each solid nodule's centre, per series folder given.
@@ -181,5 +181,90 @@ fn a_solid_hu_range_makes_the_solid_nodules_denser_and_nothing_else() {
         assert!(*d > 220.0, "moved onto 300-400 HU, measured {d}");
     }
 
-    refuses("--solid-hu", ["400", "100"], &out);
+    refuses("--solid-hu", &["400", "100"], &out);
+}
+
+/// Per nodule of the sample's truth and per series folder given: its type, the lowest HU
+/// within half its radius of its centre, and how far (mm) the centroid of its dense voxels
+/// (over -300 HU, within its radius + 1 mm) lies from its centre (-1 if it has none).
+const NODULE_INTERIOR: &str = r#"
+import json, pathlib, sys
+import numpy as np
+sys.path.insert(0, "scripts")
+from fpr_series import to_grid
+from predict_reference import load_series
+nodules = json.load(open(sys.argv[1]))["cases"][0]["nodules"]
+out = []
+for folder in sys.argv[2:]:
+    vol, geo = load_series(pathlib.Path(folder))
+    sp = np.asarray(geo["spacing"], float)
+    row = []
+    for n in nodules:
+        c = np.asarray(to_grid(n["center_patient_mm"], geo, geo["spacing"]))
+        r = n["diameter_mm"] / 2
+        lo = np.maximum(np.floor(c - (r + 2) / sp).astype(int), 0)
+        hi = np.ceil(c + (r + 2) / sp).astype(int) + 1
+        sub = vol[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        mm = (np.indices(sub.shape).reshape(3, -1).T + lo - c) * sp
+        d, v = np.linalg.norm(mm, axis=1), sub.reshape(-1)
+        dense = (d <= r + 1) & (v > -300)
+        off = float(np.linalg.norm(mm[dense].mean(0))) if dense.any() else -1.0
+        row.append([n["type"], float(v[d <= r / 2].min()), off])
+    out.append(row)
+print(json.dumps(out))
+"#;
+
+#[test]
+fn cavities_eccentric_cores_and_ground_glass_density_change_the_nodules_not_the_truth() {
+    let cav = scratch("phantom-cavitate");
+    let ecc = scratch("phantom-eccentric");
+    let ggo = scratch("phantom-faint-ggo");
+    write_sample(&cav, &["--cavitate", "1"]);
+    write_sample(&ecc, &["--eccentric-cores", "1"]);
+    write_sample(&ggo, &["--ggo-hu", "-800", "-700"]);
+    for out in [&cav, &ecc, &ggo] {
+        assert!(
+            std::fs::read(out.join("truth.json")).unwrap()
+                == std::fs::read(repo("sample-dicom/truth.json")).unwrap(),
+            "{}: the truth (outline, size, type) is the sample's",
+            out.display()
+        );
+    }
+    let measured = succeeds(python().current_dir(repo("")).args([
+        "-c",
+        NODULE_INTERIOR,
+        repo("sample-dicom/truth.json").to_str().unwrap(),
+        repo("sample-dicom/phantom-4242").to_str().unwrap(),
+        cav.join("4242").to_str().unwrap(),
+        ecc.join("4242").to_str().unwrap(),
+        ggo.join("4242").to_str().unwrap(),
+    ]));
+    let rows: Vec<Vec<(String, f64, f64)>> = serde_json::from_slice(&measured.stdout).unwrap();
+    let (plain, cavitated, eccentric, faint) = (&rows[0], &rows[1], &rows[2], &rows[3]);
+    let kinds: Vec<&str> = plain.iter().map(|n| n.0.as_str()).collect();
+    assert_eq!(kinds, ["part-solid", "solid", "solid"], "{rows:?}");
+    // The two solid nodules (12.8 and 29.7 mm) get an air-filled cavity; the part-solid one
+    // is untouched.
+    for i in [1, 2] {
+        assert!(plain[i].1 > -200.0, "solid as drawn: {rows:?}");
+        assert!(cavitated[i].1 < -600.0, "a cavity inside: {rows:?}");
+    }
+    assert_eq!(cavitated[0], plain[0], "{rows:?}");
+    // The part-solid nodule's core moves off centre; the solid ones are untouched.
+    assert!(
+        eccentric[0].2 > plain[0].2 + 0.8,
+        "the dense core's centroid moves away from the centre: {rows:?}"
+    );
+    assert_eq!(&eccentric[1..], &plain[1..], "{rows:?}");
+    // The part-solid nodule's ground-glass halo (drawn -650 to -450 HU) gets fainter; the
+    // solid ones are untouched.
+    assert!(
+        faint[0].1 < plain[0].1 - 150.0,
+        "the halo moves onto -800 to -700 HU: {rows:?}"
+    );
+    assert_eq!(&faint[1..], &plain[1..], "{rows:?}");
+
+    refuses("--cavitate", &["1.5"], &cav);
+    refuses("--eccentric-cores", &["-0.1"], &ecc);
+    refuses("--ggo-hu", &["-400", "-700"], &ggo);
 }
