@@ -47,12 +47,18 @@ def make_training_case(seed: int, spacing_range: tuple[float, float] = (0.85, 1.
                        variety: dict | None = None) -> dict:
     """Render one chest at a jittered spacing (SPACING times a factor drawn from
     `spacing_range`) with random scanner settings, nodules drawn from `diameters_mm`, the
-    scene changed by `variety` (`phantom.override`: e.g. cavities, eccentric cores)."""
+    scene changed by `variety` (`phantom.override`: e.g. cavities, eccentric cores; and
+    `faint_ggo`, the chance that its ground glass is drawn fainter)."""
     rng = np.random.default_rng([seed, 0x7A])
     spacing = SPACING * rng.uniform(*spacing_range)
     acq = phantom.Acquisition(psf_xy=rng.uniform(0.35, 1.0), psf_z=rng.uniform(0.4, 2.2),
                               noise=rng.uniform(4, 45), noise_corr=rng.uniform(0.4, 1.0))
     n_nod = int(rng.integers(0, 7)) if rng.random() < 0.15 else int(rng.integers(2, 7))
+    variety = dict(variety or {})
+    faint = variety.pop("faint_ggo", 0.0)
+    if faint > 0 and rng.random() < faint:  # this chest's ground glass fainter: onto [lo, lo + 150-250] HU
+        lo = rng.uniform(-800.0, -650.0)
+        variety["ggo_hu"] = (lo, lo + rng.uniform(150.0, 250.0))
     vol, occ, scene, grid = phantom.training_case(seed, spacing, rng, acq, n_nod, diameters_mm, variety)
     lung = np.zeros(vol.shape, bool)
     x, y, z = grid.axes()
@@ -245,6 +251,9 @@ def main() -> None:
                          "(phantom.py --cavitate; 0: off, stages 1-10)")
     ap.add_argument("--eccentric-cores", type=float, default=0.0, metavar="P",
                     help="move training part-solid cores off centre with probability P (phantom.py --eccentric-cores)")
+    ap.add_argument("--faint-ggo", type=float, default=0.0, metavar="P",
+                    help="with probability P a training chest's ground glass (drawn -650 to -450 HU) is mapped onto "
+                         "a range starting at -800 to -650 HU (phantom.py --ggo-hu; 0: off, stages 1-11)")
     ap.add_argument("--extra-noise", type=float, default=25.0,
                     help="extra noise up to this many HU")
     ap.add_argument("--correlated-noise", action="store_true",
@@ -283,7 +292,8 @@ def main() -> None:
     budget = args.minutes * 60
     train_seed = args.train_seed0
     ctx = mp.get_context("fork")
-    variety = {k: p for k, p in (("cavitate", args.cavitate), ("decentre_cores", args.eccentric_cores)) if p > 0}
+    variety = {k: p for k, p in (("cavitate", args.cavitate), ("decentre_cores", args.eccentric_cores),
+                                 ("faint_ggo", args.faint_ggo)) if p > 0}
     render = functools.partial(make_training_case, spacing_range=tuple(args.spacing_range),
                                diameters_mm=tuple(args.diameter_range), variety=variety)
     with ctx.Pool(1) as pool:  # forked before the network touches a GPU; the worker only renders
