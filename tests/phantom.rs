@@ -137,57 +137,11 @@ fn a_diameter_range_changes_the_nodule_sizes_not_the_scan() {
     refuses("--diameter-range", &["5", "3"], &small);
 }
 
-/// Median HU of the 3x3 pixels at each solid nodule's centre, per series folder given.
-const SOLID_CENTRE_HU: &str = r#"
-import json, pathlib, sys
-import numpy as np
-sys.path.insert(0, "scripts")
-from fpr_series import to_grid
-from predict_reference import load_series
-nodules = [n for n in json.load(open(sys.argv[1]))["cases"][0]["nodules"] if n["type"] == "solid"]
-out = []
-for folder in sys.argv[2:]:
-    vol, geo = load_series(pathlib.Path(folder))
-    hu = []
-    for n in nodules:
-        k, j, i = np.round(to_grid(n["center_patient_mm"], geo, geo["spacing"])).astype(int)
-        hu.append(float(np.median(vol[k, j - 1:j + 2, i - 1:i + 2])))
-    out.append(hu)
-print(json.dumps(out))
-"#;
-
-#[test]
-fn a_solid_hu_range_makes_the_solid_nodules_denser_and_nothing_else() {
-    let out = scratch("phantom-dense");
-    // The sample's command with denser solid nodules.
-    write_sample(&out, &["--solid-hu", "300", "400"]);
-    assert!(
-        std::fs::read(out.join("truth.json")).unwrap()
-            == std::fs::read(repo("sample-dicom/truth.json")).unwrap(),
-        "the truth (and so every nodule's place, size and type) is the sample's"
-    );
-    let measured = succeeds(python().current_dir(repo("")).args([
-        "-c",
-        SOLID_CENTRE_HU,
-        repo("sample-dicom/truth.json").to_str().unwrap(),
-        repo("sample-dicom/phantom-4242").to_str().unwrap(),
-        out.join("4242").to_str().unwrap(),
-    ]));
-    let hu: Vec<Vec<f64>> = serde_json::from_slice(&measured.stdout).unwrap();
-    let (plain, dense) = (&hu[0], &hu[1]);
-    assert_eq!(plain.len(), 2, "the sample has two solid nodules: {hu:?}");
-    for (p, d) in plain.iter().zip(dense) {
-        assert!(*p < 120.0, "drawn 0-60 HU, measured {p}");
-        assert!(*d > 220.0, "moved onto 300-400 HU, measured {d}");
-    }
-
-    refuses("--solid-hu", &["400", "100"], &out);
-}
-
-/// Per nodule of the sample's truth and per series folder given: its type, the lowest HU
-/// within half its radius of its centre, and how far (mm) the centroid of its dense voxels
-/// (over -300 HU, within its radius + 1 mm) lies from its centre (-1 if it has none).
-const NODULE_INTERIOR: &str = r#"
+/// Per nodule of the sample's truth (the first argument) and per series folder given after
+/// it: its type, the median HU of the 3x3 pixels at its centre, the lowest HU within half its
+/// radius of its centre, and how far (mm) the centroid of its dense voxels (over -300 HU,
+/// within its radius + 1 mm) lies from its centre (-1 if it has none).
+const NODULE_MEASURES: &str = r#"
 import json, pathlib, sys
 import numpy as np
 sys.path.insert(0, "scripts")
@@ -201,6 +155,8 @@ for folder in sys.argv[2:]:
     row = []
     for n in nodules:
         c = np.asarray(to_grid(n["center_patient_mm"], geo, geo["spacing"]))
+        k, j, i = np.round(c).astype(int)
+        centre = float(np.median(vol[k, j - 1:j + 2, i - 1:i + 2]))
         r = n["diameter_mm"] / 2
         lo = np.maximum(np.floor(c - (r + 2) / sp).astype(int), 0)
         hi = np.ceil(c + (r + 2) / sp).astype(int) + 1
@@ -209,10 +165,60 @@ for folder in sys.argv[2:]:
         d, v = np.linalg.norm(mm, axis=1), sub.reshape(-1)
         dense = (d <= r + 1) & (v > -300)
         off = float(np.linalg.norm(mm[dense].mean(0))) if dense.any() else -1.0
-        row.append([n["type"], float(v[d <= r / 2].min()), off])
+        row.append([n["type"], centre, float(v[d <= r / 2].min()), off])
     out.append(row)
 print(json.dumps(out))
 "#;
+
+/// One nodule's row of NODULE_MEASURES.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Nodule {
+    kind: String,
+    centre_hu: f64,
+    inner_min_hu: f64,
+    dense_offset_mm: f64,
+}
+
+/// NODULE_MEASURES on the committed sample and then on each of `folders`.
+fn measure(folders: &[&Path]) -> Vec<Vec<Nodule>> {
+    let mut cmd = python();
+    cmd.current_dir(repo("")).args([
+        "-c",
+        NODULE_MEASURES,
+        repo("sample-dicom/truth.json").to_str().unwrap(),
+        repo("sample-dicom/phantom-4242").to_str().unwrap(),
+    ]);
+    for f in folders {
+        cmd.arg(f.join("4242"));
+    }
+    serde_json::from_slice(&succeeds(&mut cmd).stdout).unwrap()
+}
+#[test]
+fn a_solid_hu_range_makes_the_solid_nodules_denser_and_nothing_else() {
+    let out = scratch("phantom-dense");
+    // The sample's command with denser solid nodules.
+    write_sample(&out, &["--solid-hu", "300", "400"]);
+    assert!(
+        std::fs::read(out.join("truth.json")).unwrap()
+            == std::fs::read(repo("sample-dicom/truth.json")).unwrap(),
+        "the truth (and so every nodule's place, size and type) is the sample's"
+    );
+    let rows = measure(&[&out]);
+    let solid = |row: &Vec<Nodule>| -> Vec<f64> {
+        row.iter()
+            .filter(|n| n.kind == "solid")
+            .map(|n| n.centre_hu)
+            .collect()
+    };
+    let (plain, dense) = (solid(&rows[0]), solid(&rows[1]));
+    assert_eq!(plain.len(), 2, "the sample has two solid nodules: {rows:?}");
+    for (p, d) in plain.iter().zip(&dense) {
+        assert!(*p < 120.0, "drawn 0-60 HU, measured {p}");
+        assert!(*d > 220.0, "moved onto 300-400 HU, measured {d}");
+    }
+
+    refuses("--solid-hu", &["400", "100"], &out);
+}
 
 #[test]
 fn cavities_eccentric_cores_and_ground_glass_density_change_the_nodules_not_the_truth() {
@@ -230,36 +236,30 @@ fn cavities_eccentric_cores_and_ground_glass_density_change_the_nodules_not_the_
             out.display()
         );
     }
-    let measured = succeeds(python().current_dir(repo("")).args([
-        "-c",
-        NODULE_INTERIOR,
-        repo("sample-dicom/truth.json").to_str().unwrap(),
-        repo("sample-dicom/phantom-4242").to_str().unwrap(),
-        cav.join("4242").to_str().unwrap(),
-        ecc.join("4242").to_str().unwrap(),
-        ggo.join("4242").to_str().unwrap(),
-    ]));
-    let rows: Vec<Vec<(String, f64, f64)>> = serde_json::from_slice(&measured.stdout).unwrap();
+    let rows = measure(&[&cav, &ecc, &ggo]);
     let (plain, cavitated, eccentric, faint) = (&rows[0], &rows[1], &rows[2], &rows[3]);
-    let kinds: Vec<&str> = plain.iter().map(|n| n.0.as_str()).collect();
+    let kinds: Vec<&str> = plain.iter().map(|n| n.kind.as_str()).collect();
     assert_eq!(kinds, ["part-solid", "solid", "solid"], "{rows:?}");
     // The two solid nodules (12.8 and 29.7 mm) get an air-filled cavity; the part-solid one
     // is untouched.
     for i in [1, 2] {
-        assert!(plain[i].1 > -200.0, "solid as drawn: {rows:?}");
-        assert!(cavitated[i].1 < -600.0, "a cavity inside: {rows:?}");
+        assert!(plain[i].inner_min_hu > -200.0, "solid as drawn: {rows:?}");
+        assert!(
+            cavitated[i].inner_min_hu < -600.0,
+            "a cavity inside: {rows:?}"
+        );
     }
     assert_eq!(cavitated[0], plain[0], "{rows:?}");
     // The part-solid nodule's core moves off centre; the solid ones are untouched.
     assert!(
-        eccentric[0].2 > plain[0].2 + 0.8,
+        eccentric[0].dense_offset_mm > plain[0].dense_offset_mm + 0.8,
         "the dense core's centroid moves away from the centre: {rows:?}"
     );
     assert_eq!(&eccentric[1..], &plain[1..], "{rows:?}");
     // The part-solid nodule's ground-glass halo (drawn -650 to -450 HU) gets fainter; the
     // solid ones are untouched.
     assert!(
-        faint[0].1 < plain[0].1 - 150.0,
+        faint[0].inner_min_hu < plain[0].inner_min_hu - 150.0,
         "the halo moves onto -800 to -700 HU: {rows:?}"
     );
     assert_eq!(&faint[1..], &plain[1..], "{rows:?}");
