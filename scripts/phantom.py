@@ -13,8 +13,8 @@ table. Nodules (0-6, 3.5-30 mm nominal, `--diameter-range` for other sizes; soli
 part-solid, ground-glass; round to lobulated; some juxtapleural, some juxtavascular; for
 variety the generator does not draw by default: `--solid-hu` denser solid ones, `--ggo-hu`
 fainter or denser ground glass, `--spiculate`, `--eccentric-cores` off-centre part-solid
-cores, `--cavitate` cavities in solid ones of 8 mm or more, none of which changes the truth). Partial volume comes from soft
-(anti-aliased) edges and a Gaussian PSF, then correlated noise.
+cores, `--cavitate` cavities in solid ones of 8 mm or more, none of which changes the truth).
+Partial volume comes from soft (anti-aliased) edges and a Gaussian PSF, then correlated noise.
 
 CLI examples (run with the project's venv):
 
@@ -463,7 +463,13 @@ def densify(scene: Scene, hu_range: tuple[float, float], ground_glass: bool = Fa
             n.hu = lo + (n.hu - a) / (b - a) * (hi - lo)
 
 
-def decentre_cores(scene: Scene, p: float) -> None:
+def _move_core(nod: Nodule, rng: np.random.Generator, lo: float, hi: float) -> None:
+    """Moves the nodule's core a random way by lo-hi of the room it has inside the outline."""
+    room = (1.0 - nod.core_frac) * float(nod.radii.min())
+    nod.core_offset = _rand_unit(rng) * room * rng.uniform(lo, hi)
+
+
+def eccentric_cores(scene: Scene, p: float) -> None:
     """Moves the solid core of each part-solid nodule, with probability `p`, off the centre of
     its ground-glass halo towards the edge (60-90 % of the room there is), as it often lies in
     real adenocarcinomas; the nodule's outline, and so its truth, is unchanged. Its own random
@@ -472,8 +478,7 @@ def decentre_cores(scene: Scene, p: float) -> None:
     for nod in scene.nodules:
         if nod.kind != "part-solid" or rng.random() >= p:
             continue
-        room = (1.0 - nod.core_frac) * float(nod.radii.min())
-        nod.core_offset = _rand_unit(rng) * room * rng.uniform(0.6, 0.9)
+        _move_core(nod, rng, 0.6, 0.9)
 
 
 def cavitate(scene: Scene, p: float) -> None:
@@ -487,8 +492,7 @@ def cavitate(scene: Scene, p: float) -> None:
             continue
         nod.core_frac = rng.uniform(0.35, 0.6)
         nod.core_hu = -1000.0
-        room = (1.0 - nod.core_frac) * float(nod.radii.min())
-        nod.core_offset = _rand_unit(rng) * room * rng.uniform(0.0, 0.5)
+        _move_core(nod, rng, 0.0, 0.5)
 
 
 def spiculate(scene: Scene, p: float) -> None:
@@ -823,7 +827,8 @@ def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | Non
 
 def override(scene: Scene, overrides: dict | None) -> None:
     """Changes a drawn scene: the variety options (`spiculate`, `solid_hu`, `ggo_hu`,
-    `decentre_cores`, `cavitate`) or any scene field by name (e.g. `vessel_hu`)."""
+    `eccentric_cores`, `cavitate`; named as their command-line options) or any scene field by
+    name (e.g. `vessel_hu`)."""
     for key, value in (overrides or {}).items():
         if key == "spiculate":
             spiculate(scene, value)
@@ -831,8 +836,8 @@ def override(scene: Scene, overrides: dict | None) -> None:
             densify(scene, value)
         elif key == "ggo_hu":
             densify(scene, value, ground_glass=True)
-        elif key == "decentre_cores":
-            decentre_cores(scene, value)
+        elif key == "eccentric_cores":
+            eccentric_cores(scene, value)
         elif key == "cavitate":
             cavitate(scene, value)
         else:
@@ -1025,11 +1030,11 @@ def main() -> None:
         if value is not None and not value[0] <= value[1]:
             ap.error(f"--{name.replace('_', '-')} {value}: needs LO <= HI")
     over = _overrides(args)
-    scene_over = {k: v for k, v in (("vessel_hu", args.vessel_hu), ("lung_hu", args.lung_hu),
-                                    ("spiculate", args.spiculate),
-                                    ("decentre_cores", args.eccentric_cores), ("cavitate", args.cavitate),
-                                    ("solid_hu", tuple(args.solid_hu) if args.solid_hu else None),
-                                    ("ggo_hu", tuple(args.ggo_hu) if args.ggo_hu else None)) if v is not None}
+    scene_over = {}
+    for name in ("vessel_hu", "lung_hu", "spiculate", "eccentric_cores", "cavitate", "solid_hu", "ggo_hu"):
+        value = getattr(args, name)
+        if value is not None:
+            scene_over[name] = tuple(value) if isinstance(value, list) else value
     cases = []
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()

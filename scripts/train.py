@@ -292,7 +292,7 @@ def main() -> None:
     budget = args.minutes * 60
     train_seed = args.train_seed0
     ctx = mp.get_context("fork")
-    variety = {k: p for k, p in (("cavitate", args.cavitate), ("decentre_cores", args.eccentric_cores),
+    variety = {k: p for k, p in (("cavitate", args.cavitate), ("eccentric_cores", args.eccentric_cores),
                                  ("faint_ggo", args.faint_ggo)) if p > 0}
     render = functools.partial(make_training_case, spacing_range=tuple(args.spacing_range),
                                diameters_mm=tuple(args.diameter_range), variety=variety)
