@@ -272,19 +272,78 @@ fn a_file_without_its_preamble_converts_like_the_original() {
     convert_matches_pydicom(&dir, &input, &[], "CT_small");
 }
 
-/// A bare data set (no preamble, no file meta information: dcmtk's `dcmconv -F`) in each
-/// uncompressed syntax, on disk and in memory: its syntax is recognised from the first
-/// element, and it converts like the original.
+/// How the bytes before a data set are laid out.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// No preamble, no file meta information: dcmtk's `dcmconv -F`.
+    Bare,
+    /// A preamble and `DICM`, then no meta group: pydicom saving a file it read with its
+    /// preamble back with an empty file meta (dcmtk: "Found Preamble but no Meta Information
+    /// Header").
+    AfterDicm,
+    /// A preamble, `DICM` and a meta group without its group length (0002,0000): pydicom's
+    /// `FileDataset` saved without `enforce_file_format=True` (dcmtk: "No Group Length
+    /// available in Meta Information Header").
+    MetaWithoutGroupLength,
+    /// The same group with neither preamble nor `DICM`: pydicom 3's default `save_as`.
+    MetaWithoutDicm,
+}
+
+/// A file meta group without its group length naming `syntax`, as pydicom writes it.
+fn meta_group(syntax: &str) -> Vec<u8> {
+    let element = |elem: u16, uid: &str| {
+        let mut value = uid.as_bytes().to_vec();
+        if value.len() % 2 == 1 {
+            value.push(0);
+        }
+        let mut e = [0x02, 0x00].to_vec();
+        e.extend_from_slice(&elem.to_le_bytes());
+        e.extend_from_slice(b"UI");
+        e.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        e.extend_from_slice(&value);
+        e
+    };
+    let uid = match syntax {
+        "implicit" => "1.2.840.10008.1.2",
+        "explicit" => "1.2.840.10008.1.2.1",
+        _ => "1.2.840.10008.1.2.2",
+    };
+    [
+        element(0x0002, "1.2.840.10008.5.1.4.1.1.2"),
+        element(0x0010, uid),
+    ]
+    .concat()
+}
+
+/// A data set written by dcmtk (`dcmconv -F`) in each uncompressed syntax, in each layout
+/// pydicom or dcmtk may leave around it, on disk and in memory: the syntax is read from the
+/// meta group or, where there is none, recognised from the first element, and it converts
+/// like the original.
 #[rstest]
-#[case::implicit_le("implicit")]
-#[case::explicit_le("explicit")]
-#[case::explicit_be("big_endian")]
-fn a_bare_data_set_written_by_dcmtk_converts_like_the_original(#[case] syntax: &str) {
-    let dir = scratch(&format!("convert-bare-{syntax}"));
-    let input = fixture(&format!("single/CT_small_bare_{syntax}.dcm"));
-    assert_ne!(&std::fs::read(&input).unwrap()[128..132], b"DICM");
+fn a_data_set_written_by_dcmtk_converts_like_the_original_in_every_layout(
+    #[values("implicit", "explicit", "big_endian")] syntax: &str,
+    #[values(
+        Layout::Bare,
+        Layout::AfterDicm,
+        Layout::MetaWithoutGroupLength,
+        Layout::MetaWithoutDicm
+    )]
+    layout: Layout,
+) {
+    let dir = scratch(&format!("convert-{syntax}-{layout:?}"));
+    let bare = std::fs::read(fixture(&format!("single/CT_small_bare_{syntax}.dcm"))).unwrap();
+    assert_ne!(&bare[128..132], b"DICM");
+    let preamble = [&[0u8; 128][..], b"DICM"].concat();
+    let bytes = match layout {
+        Layout::Bare => bare,
+        Layout::AfterDicm => [preamble, bare].concat(),
+        Layout::MetaWithoutGroupLength => [preamble, meta_group(syntax), bare].concat(),
+        Layout::MetaWithoutDicm => [meta_group(syntax), bare].concat(),
+    };
+    let input = dir.join("instance.dcm");
+    std::fs::write(&input, &bytes).unwrap();
     convert_matches_pydicom(&dir, &input, &[], "CT_small");
-    in_memory_matches_pydicom(syntax, std::fs::read(&input).unwrap(), "CT_small");
+    in_memory_matches_pydicom(syntax, bytes, "CT_small");
 }
 
 /// 8-bit JPEG baseline is lossy, and decoders' inverse DCTs and upsampling may round

