@@ -27,7 +27,8 @@ use crate::volume::Series;
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SelectionRules {
-    /// Accepted Modality values.
+    /// Accepted Modality values. A series without Modality (Type 1, but some writers leave
+    /// it out) is judged by its SOP class alone.
     pub modalities: Vec<String>,
     /// Accepted SOP Class UIDs (dose reports, SR, SEG and secondary captures are not here).
     pub sop_classes: Vec<String>,
@@ -78,9 +79,15 @@ impl SelectionRules {
         self
     }
 
+    /// Whether `modality` passes: one of [`Self::modalities`], or none at all (then the SOP
+    /// class decides).
+    pub fn accepts_modality(&self, modality: &str) -> bool {
+        modality.is_empty() || self.modalities.iter().any(|m| m == modality)
+    }
+
     /// Why `series` fails these rules, or `None` when it passes.
     pub fn check(&self, series: &Series) -> Option<Reason> {
-        if !self.modalities.contains(&series.modality) {
+        if !self.accepts_modality(&series.modality) {
             return Some(Reason::Modality(series.modality.clone()));
         }
         let instances = series.instances.iter();
@@ -322,6 +329,21 @@ mod tests {
                 ("mpr".into(), "series thin ranks higher".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_series_without_modality_is_judged_by_its_sop_class() {
+        let rules = SelectionRules::default();
+        let zs = [0.0, 1.0, 2.0];
+        let axial = ["ORIGINAL", "PRIMARY", "AXIAL"];
+        assert_eq!(rules.check(&series("ct", "", &zs, &axial)), None);
+        let mut capture = series("sc", "", &zs, &axial);
+        for i in &mut capture.instances {
+            i.sop_class_uid = uids::SECONDARY_CAPTURE_IMAGE_STORAGE.into();
+        }
+        assert!(matches!(rules.check(&capture), Some(Reason::SopClass(_))));
+        let pet = series("pet", "PT", &zs, &axial);
+        assert!(matches!(rules.check(&pet), Some(Reason::Modality(_))));
     }
 
     #[test]

@@ -177,7 +177,7 @@ fn check_sop_class(rules: &SelectionRules, modality: &str, sop_class: &str) -> R
             "SOP class {sop_class} (modality {modality}) is not a CT image; pulmo stores CT images only"
         ));
     }
-    if !rules.modalities.iter().any(|m| m == modality) {
+    if !rules.accepts_modality(modality) {
         return Err(format!("modality {modality:?} is not one pulmo analyses"));
     }
     Ok(())

@@ -105,12 +105,14 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
     stream.seek(SeekFrom::Start(start)).map_err(OpenError::Io)?;
     let meta = lengths::check_meta(&mut stream, total)?;
     let has_group_length = first.starts_with(&[0x02, 0x00, 0x00, 0x00]);
-    let (Some(skip), true) = (magic_at, has_group_length) else {
-        // A meta group without its group length (0002,0000), or without `DICM` before it:
-        // what pydicom's `save_as` writes unless told `enforce_file_format=True`, and what
-        // dcmtk reads with "No Group Length available in Meta Information Header".
-        // dicom-rs's parser refuses both, so the data set after the group is read with the
-        // syntax the group names, or, when it names none, the one its first element shows.
+    let names_syntax = meta.transfer_syntax_uid.is_some();
+    let (Some(skip), true, true) = (magic_at, has_group_length, names_syntax) else {
+        // A meta group without its group length (0002,0000) or its transfer syntax, or
+        // without `DICM` before it: what pydicom's `save_as` writes unless told
+        // `enforce_file_format=True`, and what dcmtk reads with "No Group Length available
+        // in Meta Information Header". dicom-rs's parser refuses all three, so the data set
+        // after the group is read with the syntax the group names, or, when it names none,
+        // the one its first element shows.
         let Some(dataset_at) = meta.dataset_at else {
             return Err(OpenError::MetaWithoutDataSet);
         };
@@ -317,17 +319,19 @@ mod tests {
             m
         };
         // pydicom 3's default `save_as` (no preamble, no `DICM`), its `FileDataset` with a
-        // preamble, and a group that names no syntax at all.
+        // preamble, a group that names no syntax at all, and one with its group length but
+        // no syntax.
+        let explicit_le = Some(&b"1.2.840.10008.1.2.1\0"[..]);
+        let with_length = |group: Vec<u8>| {
+            let length = (group.len() as u32).to_le_bytes();
+            [explicit(0x0002, 0x0000, b"UL", &length), group].concat()
+        };
+        let preamble = [&[0u8; PREAMBLE][..], MAGIC].concat();
         let layouts = [
-            [meta(Some(b"1.2.840.10008.1.2.1\0")), data_set.clone()].concat(),
-            [
-                &[0u8; PREAMBLE][..],
-                MAGIC,
-                &meta(Some(b"1.2.840.10008.1.2.1\0")),
-                &data_set,
-            ]
-            .concat(),
-            [&[0u8; PREAMBLE][..], MAGIC, &meta(None), &data_set].concat(),
+            [meta(explicit_le), data_set.clone()].concat(),
+            [preamble.clone(), meta(explicit_le), data_set.clone()].concat(),
+            [preamble.clone(), meta(None), data_set.clone()].concat(),
+            [preamble, with_length(meta(None)), data_set].concat(),
         ];
         for bytes in layouts {
             let obj = open(Cursor::new(&bytes[..]), true).expect("read after the meta group");
