@@ -49,8 +49,8 @@ pub enum OpenError {
     },
     #[error("it has no file meta information, and its data set has no usable SOPClassUID and SOPInstanceUID")]
     BareIdentity(#[source] Box<dicom_object::WithMetaError>),
-    #[error("its file meta group has no group length, and the data set after it is not one pulmo can recognise (deflated, or not DICOM)")]
-    MetaWithoutDataSet,
+    #[error("its file meta group is incomplete (no group length, no transfer syntax or no `DICM` before it), and the data set after it is not one pulmo can recognise (deflated, or not DICOM)")]
+    IncompleteMeta,
 }
 
 impl From<dicom_object::ReadError> for OpenError {
@@ -114,20 +114,22 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
         // after the group is read with the syntax the group names, or, when it names none,
         // the one its first element shows.
         let Some(dataset_at) = meta.dataset_at else {
-            return Err(OpenError::MetaWithoutDataSet);
+            return Err(OpenError::IncompleteMeta);
         };
         let registry = TransferSyntaxRegistry;
         let named = meta.transfer_syntax_uid.as_deref().and_then(|uid| {
             let syntax = registry.get(uid)?;
             Some((syntax, Encoding::of_syntax(uid)?))
         });
-        if let Some((syntax, encoding)) = named {
-            return open_bare_at(stream, dataset_at, total, syntax, encoding);
-        }
-        let Some((syntax, encoding)) = bare_syntax(&first_element(&mut stream, dataset_at)?) else {
-            return Err(OpenError::MetaWithoutDataSet);
+        return match named {
+            Some((syntax, encoding)) => open_bare_at(stream, dataset_at, total, syntax, encoding),
+            None => match bare_syntax(&first_element(&mut stream, dataset_at)?) {
+                Some((syntax, encoding)) => {
+                    open_bare_at(stream, dataset_at, total, &syntax, encoding)
+                }
+                None => Err(OpenError::IncompleteMeta),
+            },
         };
-        return open_bare_at(stream, dataset_at, total, &syntax, encoding);
     };
     let encoding = meta
         .transfer_syntax_uid
