@@ -10,9 +10,10 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pulmo::inference::DeviceChoice;
+use pulmo::analyzer::{self, AnalyzerConfig};
+use pulmo::backend::DeviceChoice;
 use pulmo::ingest::{self, SelectionRules};
-use pulmo::pipeline::{Analysis, Analyzer, AnalyzerConfig};
+use pulmo::pipeline::Analysis;
 use pulmo::report::{self, capture, images, seg, sr, DerivedIds};
 use pulmo::volume::{self, Volume};
 
@@ -23,8 +24,8 @@ fn sample_analysis() -> (Volume, Analysis) {
     let series = ingest::choose(&scan, &SelectionRules::default(), None).expect("one CT series");
     let volume = volume::assemble(series).expect("the sample decodes");
     let mut config = AnalyzerConfig::new(root.join("models/threshold-test"));
-    config.device = DeviceChoice::Cpu;
-    let analyzer = Analyzer::start(&config).expect("the test model loads");
+    config.backend.device = DeviceChoice::Cpu;
+    let analyzer = analyzer::start(&config).expect("the test model loads");
     let analysis = analyzer
         .analyze(&volume, Default::default())
         .expect("the sample analyses");

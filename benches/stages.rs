@@ -34,7 +34,11 @@ fn stages(c: &mut Criterion) {
         b.iter(|| preprocess::resample(black_box(hu.view()), spacing, target))
     });
     group.bench_function("resample to 1.25 mm, libtorch tensor ops on the CPU", |b| {
-        b.iter(|| preprocess::resample_on(tch::Device::Cpu, black_box(hu.view()), spacing, target))
+        let tensors = pulmo::inference::TensorResampler {
+            device: pulmo::inference::device::resolve(pulmo::backend::DeviceChoice::Cpu)
+                .expect("the CPU is always there"),
+        };
+        b.iter(|| preprocess::resample_with(Some(&tensors), black_box(hu.view()), spacing, target))
     });
     let working = preprocess::resample(hu.view(), spacing, target);
     group.bench_function("lung mask", |b| {

@@ -1,25 +1,16 @@
 //! What this build is: crate version, git revision, and the libtorch it links against.
 //!
-//! The values are baked in by `build.rs`; `/info`, reports and `--version` all read them here.
+//! The version and revision come from `pulmo-core` (reports carry them), the libtorch
+//! version from `pulmo-inference`; `/info`, reports and `--version` all read them.
 
-/// The crate version from `Cargo.toml`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+use std::sync::LazyLock;
 
-/// The git revision the binary was built from, or `unknown` outside a checkout.
-pub const GIT_REV: &str = env!("PULMO_GIT_REV");
-
-/// The libtorch version found at build time (for example `2.11.0+cu130`).
-pub const LIBTORCH_VERSION: &str = env!("PULMO_LIBTORCH_VERSION");
+pub use pulmo_core::build_info::{GIT_REV, VERSION};
+pub use pulmo_inference::LIBTORCH_VERSION;
 
 /// The line `pulmo --version` prints after the program name.
-pub const VERSION_LINE: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (git ",
-    env!("PULMO_GIT_REV"),
-    ", libtorch ",
-    env!("PULMO_LIBTORCH_VERSION"),
-    ")"
-);
+pub static VERSION_LINE: LazyLock<String> =
+    LazyLock::new(|| format!("{VERSION} (git {GIT_REV}, libtorch {LIBTORCH_VERSION})"));
 
 #[cfg(test)]
 mod tests {

@@ -1,41 +1,35 @@
 //! pulmo: lung-nodule assist for chest CT.
 //!
 //! DICOM goes in, a LibTorch CNN runs on a CUDA GPU or the CPU, and structured reports
-//! come out. The modules follow the data, and imports point one way only:
+//! come out. The work lives in the library crates under `crates/`, along the data flow;
+//! this crate holds the transports (CLI and HTTP) and the one place where the libtorch
+//! backend meets the pipeline ([`analyzer`]). Imports point one way only:
 //!
 //! ```text
-//! transport (http, dimse, cli) -> pipeline -> ingest -> volume -> preprocess
-//!                                          -> inference -> postprocess -> findings
-//!                                          -> report (json, sr, seg, images)
+//! transport (cli, http) -> service -> pipeline -> ingest -> volume -> preprocess
+//!                                              -> (backend: inference) -> postprocess
+//!                                              -> findings -> report (json, sr, seg, images)
 //! ```
 //!
-//! - `ingest`: scan files or in-memory instances, group into studies and series,
-//!   pick the CT series to analyse.
-//! - `volume`: order slices by geometry, decode pixels, Hounsfield units.
-//! - `preprocess`: resample, window, lung mask, tiles.
-//! - [`inference`]: one OS thread per device owns the TorchScript model;
-//!   tiles from many studies share batches.
-//! - `postprocess`: stitch tiles, candidates, measurements.
-//! - `findings`: nodules, Lung-RADS; knows nothing of DICOM or torch.
-//! - `report`: JSON, DICOM SR, DICOM SEG, key images.
-//! - `pipeline`: the one place where the stages are composed.
-//! - [`evaluate`]: LUNA16 FROC of reports against truth; reads JSON only.
-//! - [`transport`]: how the world reaches the pipeline (CLI, HTTP, DIMSE).
+//! | module here | crate | what |
+//! |---|---|---|
+//! | [`ingest`], [`volume`] | `pulmo-dicom` | scan, group, choose the CT series; order, decode, HU |
+//! | [`backend`] | `pulmo-backend` | bundles, the `Network` trait, device and precision choices |
+//! | [`inference`] | `pulmo-inference` | libtorch: one thread per device owns the model |
+//! | [`preprocess`], [`postprocess`], [`findings`], [`report`], [`evaluate`], [`pipeline`] | `pulmo-core` | the analysis, behind the `Network` trait |
+//! | [`service`] | `pulmo-service` | spool, store, workers, pushes |
+//! | [`metrics`] | `pulmo-metrics` | every Prometheus metric |
+//! | [`transport`], [`analyzer`], [`build_info`] | this crate | CLI and HTTP |
 //!
-//! Stages that are not written yet are declared here as they land;
 //! `docs/ARCHITECTURE.md` holds the picture and the threading model.
 
+pub mod analyzer;
 pub mod build_info;
-pub mod evaluate;
-pub mod findings;
-pub mod inference;
-pub mod ingest;
-pub mod metrics;
-pub mod morphology;
-pub mod pipeline;
-pub mod postprocess;
-pub mod preprocess;
-pub mod report;
-pub mod service;
 pub mod transport;
-pub mod volume;
+
+pub use pulmo_backend as backend;
+pub use pulmo_core::{evaluate, findings, morphology, pipeline, postprocess, preprocess, report};
+pub use pulmo_dicom::{ingest, volume};
+pub use pulmo_inference as inference;
+pub use pulmo_metrics as metrics;
+pub use pulmo_service as service;

@@ -81,7 +81,7 @@ impl OutputArgs {
 /// Runs `pulmo analyze`; the exit code is non-zero if any series or study failed.
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let analyzer = Analyzer::start(&args.engine.analyzer_config())?;
+    let analyzer = crate::analyzer::start(&args.engine.analyzer_config())?;
     let scan = ingest::scan(&args.paths)?;
     for skipped in &scan.skipped {
         tracing::info!(reason = %pipeline::error_chain(skipped), "skipped");
@@ -273,13 +273,14 @@ fn footer(
 ) {
     let analysed = outcomes.iter().filter(|o| as_report(o).is_some()).count();
     let failed = outcomes.len() - analysed;
-    let (batches, tiles, busy) = analyzer.engine().stats().snapshot();
+    let stats = analyzer.backend().detector.stats();
+    let (batches, tiles, busy) = (stats.batches, stats.inputs, stats.busy);
     let mean = if batches > 0 {
         tiles as f64 / batches as f64
     } else {
         0.0
     };
-    let shared = analyzer.engine().stats().shared_batches();
+    let shared = stats.shared_batches;
     let text = format!(
         "\n{analysed} series analysed, {failed} failed, {skipped} file(s) skipped; \
          {tiles} tiles in {batches} batches (mean {mean:.1}; {shared} shared by several series), \
@@ -301,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_finding_row_shows_location_size_type_score_category_and_a_part_solid_core() {
-        let mut f = crate::findings::tests::finding(0.87, LungRads::Cat4A);
+        let mut f = pulmo_core::testing::finding(0.87, LungRads::Cat4A);
         f.id = 2;
         f.center_patient_mm = [-47.46, -4.6, -134.94];
         f.center_voxel = [100, 120, 35];

@@ -17,15 +17,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::build_info;
-use crate::inference::{self, BatchPolicy, DeviceChoice, PrecisionChoice};
+use crate::analyzer::{self, AnalyzerConfig};
+use crate::backend::{BatchPolicy, DeviceChoice, PrecisionChoice, ResampleChoice};
+use crate::inference;
 use crate::ingest::{self, SelectionRules};
-use crate::pipeline::{self, AnalyzerConfig};
-use crate::preprocess::ResampleChoice;
 use crate::volume::{self, export::SampleType};
 
 /// Lung-nodule assist for chest CT: DICOM in, findings and reports out.
 #[derive(Debug, Parser)]
-#[command(name = "pulmo", version = build_info::VERSION_LINE, propagate_version = true)]
+#[command(name = "pulmo", version = build_info::VERSION_LINE.as_str(), propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -147,7 +147,7 @@ pub struct EngineArgs {
     #[arg(long, env = "PULMO_RESAMPLE", default_value = "auto")]
     pub resample: ResampleChoice,
     /// Model bundle directory (with manifest.toml).
-    #[arg(long, env = "PULMO_MODEL", default_value_os_t = pipeline::default_model_dir())]
+    #[arg(long, env = "PULMO_MODEL", default_value_os_t = analyzer::default_model_dir())]
     pub model: PathBuf,
     /// Series analysed at once: one decodes while another is in the network.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -165,12 +165,14 @@ impl EngineArgs {
     pub fn analyzer_config(&self) -> AnalyzerConfig {
         AnalyzerConfig {
             model_dir: self.model.clone(),
-            device: self.device,
-            precision: self.precision,
-            resample: self.resample,
-            batch: BatchPolicy {
-                max_batch: usize::from(self.max_batch),
-                max_wait: std::time::Duration::from_millis(self.max_wait_ms),
+            backend: inference::Options {
+                device: self.device,
+                precision: self.precision,
+                resample: self.resample,
+                batch: BatchPolicy {
+                    max_batch: usize::from(self.max_batch),
+                    max_wait: std::time::Duration::from_millis(self.max_wait_ms),
+                },
             },
         }
     }
@@ -256,11 +258,11 @@ fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn selftest(args: &SelftestArgs) -> anyhow::Result<ExitCode> {
-    let device = args.device.resolve()?;
+    let device = inference::device::resolve(args.device)?;
     let report = inference::smoke::run(&args.model, device)?;
     println!(
         "pulmo {}: libtorch ok on {} ({} values, max error {:.1e}, {:.0} ms)",
-        build_info::VERSION_LINE,
+        *build_info::VERSION_LINE,
         inference::device::describe(report.device),
         report.values,
         report.max_abs_error,

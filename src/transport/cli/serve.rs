@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::push::PushArgs;
 use super::EngineArgs;
-use crate::pipeline::{results::Choice, Analyzer};
+use crate::pipeline::results::Choice;
 use crate::service::{self, Service, ServiceConfig};
 use crate::transport::http::auth::Role;
 use crate::transport::http::{self, AppState, Limits, Tokens};
@@ -191,7 +191,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let app = args.app(state)?;
     let server = tokio::spawn(http::serve(listener, app, tls, stop.clone()));
     let analyzer_config = args.engine.analyzer_config();
-    let analyzer = tokio::task::spawn_blocking(move || Analyzer::start(&analyzer_config)).await?;
+    let analyzer = tokio::task::spawn_blocking(move || crate::analyzer::start(&analyzer_config)).await?;
     let analyzer = match analyzer {
         Ok(analyzer) => Arc::new(analyzer),
         Err(err) => {

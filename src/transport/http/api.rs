@@ -186,10 +186,10 @@ pub struct Info {
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
     let analyzer = state.service.analyzer();
     Json(Info {
-        pulmo: BuildInfo::current(),
+        pulmo: BuildInfo::current(crate::build_info::LIBTORCH_VERSION),
         model: analyzer.map(|a| a.model_info()),
-        device: analyzer.map(|a| crate::inference::device::describe(a.engine().device())),
-        precision: analyzer.map(|a| a.engine().precision().name().to_owned()),
+        device: analyzer.map(|a| a.backend().device.clone()),
+        precision: analyzer.map(|a| a.backend().precision.name().to_owned()),
         ready: analyzer.is_some(),
     })
 }

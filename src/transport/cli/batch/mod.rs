@@ -107,7 +107,7 @@ pub fn run(args: &BatchArgs) -> anyhow::Result<ExitCode> {
         (None, false) => None,
     };
     let rules = args.selection.rules()?;
-    let analyzer = Analyzer::start(&args.engine.analyzer_config())?;
+    let analyzer = crate::analyzer::start(&args.engine.analyzer_config())?;
     let store = Store::open(&args.out, analyzer.model_info().sha256)?;
     let progress = Progress::new(args.quiet);
     let (tally, rows, resumed) = process(args, &rules, &analyzer, &store, &progress);
@@ -258,8 +258,9 @@ fn status_word(status: Status) -> &'static str {
 
 /// The closing lines: counts, throughput, batching.
 fn summary(tally: &Tally, reports: usize, analyzer: &Analyzer, elapsed: Duration) -> String {
-    let (batches, tiles, busy) = analyzer.engine().stats().snapshot();
-    let shared = analyzer.engine().stats().shared_batches();
+    let stats = analyzer.backend().detector.stats();
+    let (batches, tiles, busy) = (stats.batches, stats.inputs, stats.busy);
+    let shared = stats.shared_batches;
     let computed = tally.analysed + tally.not_chest + tally.failed;
     let hours = elapsed.as_secs_f64() / 3600.0;
     let rate = if hours > 0.0 {

@@ -1,0 +1,13 @@
+//! DICOM for pulmo: from files or bytes to a Hounsfield volume, with no network and no
+//! torch in sight.
+//!
+//! - [`ingest`]: scan files, folders or in-memory instances (headers only), group them into
+//!   studies and series, and choose each study's CT series by data-driven rules.
+//! - [`volume`]: order a series' frames by geometry, decode their pixels (rayon), and apply
+//!   the rescale to Hounsfield units; Part 10 files in every layout real toolkits write.
+//!
+//! `ingest` builds the instance types of `volume::series`, and `volume::assemble` reads
+//! them, so imports point down only: `ingest -> volume`.
+
+pub mod ingest;
+pub mod volume;

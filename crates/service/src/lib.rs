@@ -1,0 +1,260 @@
+//! The service core that every network transport shares: a durable spool of received
+//! instances, an index of series and jobs (SQLite), series completion by quiet time, a
+//! job queue with priority lanes, and workers that run the pipeline and file its results.
+//!
+//! Transports (`transport::http` today, DIMSE later) hand it instance files and read
+//! jobs and results back; they never touch the pipeline themselves. This module knows
+//! files, the index and the pipeline; it knows nothing of HTTP.
+
+pub mod audit;
+pub mod push;
+mod pusher;
+mod spool;
+pub mod store;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use pulmo_dicom::ingest::SelectionRules;
+use pulmo_core::pipeline::{results::Choice, Analyzer};
+
+pub use push::{Auth, Destination, Push, PushConfig, PushCounts, PushState, Target};
+pub use spool::{is_uid, Accepted, Refusal, Refused};
+pub use store::{Job, JobState, ResultRow, ResultStudy, Store};
+
+/// What can stop the service from starting or from doing one piece of work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not create {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Priority lanes: every queued `stat` job runs before any `routine` one, and those
+/// before `research`. Within a lane, oldest first.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    Stat = 0,
+    #[default]
+    Routine = 1,
+    Research = 2,
+}
+
+impl Lane {
+    fn from_rank(rank: i64) -> Lane {
+        match rank {
+            0 => Lane::Stat,
+            1 => Lane::Routine,
+            _ => Lane::Research,
+        }
+    }
+
+    /// The lane's name, as the API and metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Stat => "stat",
+            Lane::Routine => "routine",
+            Lane::Research => "research",
+        }
+    }
+}
+
+impl std::str::FromStr for Lane {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Lane, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "stat" => Ok(Lane::Stat),
+            "routine" => Ok(Lane::Routine),
+            "research" => Ok(Lane::Research),
+            other => Err(format!(
+                "unknown priority lane {other:?}: use stat, routine or research"
+            )),
+        }
+    }
+}
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Holds `spool/`, `results/`, `tmp/` and the index `pulmo.sqlite`.
+    pub data_dir: PathBuf,
+    /// A series is complete when no instance of it has arrived for this long.
+    pub quiet: Duration,
+    /// How many series are analysed at once (they share the inference engine's batches).
+    pub jobs: usize,
+    /// Which DICOM results each analysis files besides its JSON report.
+    pub results: Choice,
+    pub rules: SelectionRules,
+    /// Where results are pushed (the PACS, a webhook) and the retry policy; by default nowhere.
+    pub push: PushConfig,
+}
+
+impl ServiceConfig {
+    /// Defaults: a 3 s quiet time, two series at once, SR, SEG and key images (Secondary Capture).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServiceConfig {
+            data_dir: data_dir.into(),
+            quiet: Duration::from_secs(3),
+            jobs: 2,
+            results: Choice {
+                sr: true,
+                seg: true,
+                images: false,
+                capture: true,
+            },
+            rules: SelectionRules::default(),
+            push: PushConfig::default(),
+        }
+    }
+}
+
+/// The shared core: spool, index, and (once loaded) the analyzer.
+pub struct Service {
+    config: ServiceConfig,
+    store: Store,
+    analyzer: OnceLock<Arc<Analyzer>>,
+    /// Wakes idle workers when a job is queued.
+    wake: tokio::sync::Notify,
+    /// Wakes the pusher when a job has queued pushes.
+    push_wake: tokio::sync::Notify,
+}
+
+impl Service {
+    /// Creates the data directory's layout, opens the index, and puts jobs that a previous
+    /// process left running back in the queue.
+    pub fn open(config: ServiceConfig) -> Result<Service> {
+        for dir in ["spool", "results", "tmp"] {
+            let path = config.data_dir.join(dir);
+            std::fs::create_dir_all(&path).map_err(|source| Error::Create { path, source })?;
+        }
+        spool::clear_temporaries(&config.data_dir.join("tmp"));
+        let store = Store::open(&config.data_dir.join("pulmo.sqlite"))?;
+        let requeued = store.requeue_running()?;
+        if requeued > 0 {
+            tracing::info!(
+                jobs = requeued,
+                "jobs interrupted by the last stop are queued again"
+            );
+        }
+        let resent = store.requeue_sending()?;
+        if resent > 0 {
+            tracing::info!(
+                pushes = resent,
+                "pushes interrupted by the last stop are due again"
+            );
+        }
+        Ok(Service {
+            config,
+            store,
+            analyzer: OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
+            push_wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The index, for reading jobs and results.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The analyzer, once the model is loaded and warmed up.
+    pub fn analyzer(&self) -> Option<&Arc<Analyzer>> {
+        self.analyzer.get()
+    }
+
+    /// Where a part being received is written before it is checked and admitted.
+    pub fn temporary_path(&self) -> PathBuf {
+        self.config
+            .data_dir
+            .join("tmp")
+            .join(format!("{}.part", uuid::Uuid::new_v4()))
+    }
+
+    /// Checks a received file (already on disk and synced at `tmp`) and moves it into the
+    /// spool, or refuses it with the reason. Blocking: call it off the async workers.
+    ///
+    /// `name` is how refusals refer to it (for example `part 3`); `study` is the study the
+    /// request was addressed to, when it was.
+    pub fn admit(
+        &self,
+        tmp: &Path,
+        name: &str,
+        study: Option<&str>,
+        lane: Lane,
+    ) -> Result<Accepted, Refused> {
+        spool::admit(self, tmp, name, study, lane)
+    }
+
+    /// Queues every series of a study for analysis now; returns the job ids.
+    pub fn analyze_now(&self, study: &str, lane: Option<Lane>) -> Result<Vec<i64>> {
+        let ids = self.store.queue_study(study, lane)?;
+        self.wake.notify_waiters();
+        Ok(ids)
+    }
+
+    fn results_dir(&self, job: i64) -> PathBuf {
+        self.config.data_dir.join("results").join(job.to_string())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Starts the background work on a loaded analyzer: the completion timer, `config.jobs`
+/// workers, and the pusher when a push destination is configured. They stop taking new
+/// work when `stop` fires and return once their current job is filed; a job cut off by a
+/// harder stop is queued again next start, an interrupted push is due again.
+pub fn start(
+    service: Arc<Service>,
+    analyzer: Arc<Analyzer>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    service
+        .analyzer
+        .set(analyzer)
+        .unwrap_or_else(|_| panic!("the service is started once. This is a bug."));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(worker::complete_quiet_series(service.clone(), stop.clone()));
+    for _ in 0..service.config.jobs.max(1) {
+        tasks.spawn(worker::work(service.clone(), stop.clone()));
+    }
+    if !service.config.push.targets().is_empty() {
+        tasks.spawn(pusher::run(service.clone(), stop.clone()));
+    }
+    tasks
+}

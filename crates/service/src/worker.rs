@@ -1,0 +1,220 @@
+//! The background work: a timer that queues series once they have been quiet, and
+//! workers that take jobs from the queue, run the pipeline off the async threads, and
+//! file the report and DICOM results.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::store::{Job, JobState, ResultRow};
+use super::{now, Service};
+use pulmo_dicom::ingest;
+
+/// The report's timings that become stage metrics.
+const STAGES: [&str; 5] = ["decode", "preprocess", "inference", "postprocess", "total"];
+use pulmo_core::pipeline::{error_chain, results, Analyzer};
+
+/// What a job can fail with; the chain becomes the job's reason.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Store(#[from] super::store::Error),
+    #[error("could not read the series from the spool")]
+    Ingest(#[from] ingest::Error),
+    #[error("none of the series' {0} stored instances could be read")]
+    Unreadable(usize),
+    #[error(transparent)]
+    Pipeline(#[from] pulmo_core::pipeline::Error),
+    #[error("could not encode the results")]
+    Encode(#[from] pulmo_core::report::Error),
+    #[error("could not write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Queues each series that has had news and then been quiet for the configured time.
+pub(super) async fn complete_quiet_series(service: Arc<Service>, stop: CancellationToken) {
+    let quiet = service.config.quiet;
+    let tick = (quiet / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut timer = tokio::time::interval(tick);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = timer.tick() => {}
+        }
+        let cutoff = now() - quiet.as_secs_f64();
+        let store = service.clone();
+        let queued = tokio::task::spawn_blocking(move || store.store.queue_quiet(cutoff)).await;
+        match queued {
+            Ok(Ok(ids)) if !ids.is_empty() => {
+                tracing::info!(jobs = ?ids, "complete series queued");
+                service.wake.notify_waiters();
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(err)) => {
+                tracing::error!(error = %error_chain(&err), "could not queue complete series")
+            }
+            Err(err) => tracing::error!(error = %err, "the completion check panicked"),
+        }
+    }
+}
+
+/// One worker: claims the next job, runs it, repeats until `stop`.
+pub(super) async fn work(service: Arc<Service>, stop: CancellationToken) {
+    // Jobs are also queued by the timer and by other processes' restarts, so idle
+    // workers look again every so often besides being woken.
+    const POLL: Duration = Duration::from_millis(200);
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let claimer = service.clone();
+        let claimed = tokio::task::spawn_blocking(move || claimer.store.claim()).await;
+        match claimed {
+            Ok(Ok(Some(job))) => {
+                let runner = service.clone();
+                if let Err(err) = tokio::task::spawn_blocking(move || run(&runner, &job)).await {
+                    tracing::error!(error = %err, "a job panicked");
+                }
+                continue;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => tracing::error!(error = %error_chain(&err), "could not claim a job"),
+            Err(err) => tracing::error!(error = %err, "claiming a job panicked"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = service.wake.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Runs one claimed job to its end state.
+fn run(service: &Service, job: &Job) {
+    let span = tracing::info_span!("job", id = job.id, study = %job.study_instance_uid, series = %job.series_instance_uid, lane = job.lane.as_str());
+    let _enter = span.enter();
+    tracing::info!("analysis started");
+    let analyzer = service
+        .analyzer()
+        .expect("workers start after the model is loaded. This is a bug.");
+    let (state, ended) = match analyze(service, analyzer, job) {
+        Ok(Ended::Done { findings }) => {
+            tracing::info!(findings, "analysis done");
+            ("done", Ok(()))
+        }
+        Ok(Ended::Skipped { reason, instances }) => {
+            tracing::info!(%reason, "series skipped");
+            let store = &service.store;
+            let ended = store.finish(job.id, JobState::Skipped, Some(&reason), instances);
+            ("skipped", ended)
+        }
+        Err(err) => {
+            let reason = error_chain(&err);
+            tracing::warn!(%reason, "analysis failed");
+            pulmo_metrics::failure("analysis", "job");
+            let ended = service
+                .store
+                .finish(job.id, JobState::Failed, Some(&reason), 0);
+            ("failed", ended)
+        }
+    };
+    pulmo_metrics::job_ended(state);
+    if let Err(err) = ended {
+        tracing::error!(error = %error_chain(&err), "could not record the end of a job");
+    }
+}
+
+enum Ended {
+    Done { findings: u32 },
+    Skipped { reason: String, instances: u32 },
+}
+
+fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, JobError> {
+    let paths = service.store.instance_paths(&job.series_instance_uid)?;
+    let scan = ingest::scan(&paths)?;
+    for skipped in &scan.skipped {
+        tracing::warn!(error = %error_chain(skipped), "a stored instance could not be read");
+    }
+    let Some(series) = scan
+        .series()
+        .find(|s| s.series_instance_uid == job.series_instance_uid)
+    else {
+        return Err(JobError::Unreadable(paths.len()));
+    };
+    let instances = series.instances.len() as u32;
+    if let Some(reason) = service.config.rules.check(series) {
+        let reason = format!("not analysed: {reason}");
+        return Ok(Ended::Skipped { reason, instances });
+    }
+    let encoded = Mutex::new(None);
+    let choice = service.config.results;
+    let analysis = analyzer.analyze_series_with(series, &|volume, analysis| {
+        let started = std::time::Instant::now();
+        let done = results::encode(volume, analysis, choice);
+        pulmo_metrics::stage("encode", started.elapsed().as_secs_f64());
+        *encoded.lock().expect("only this hook takes it") = Some(done);
+    })?;
+    for (stage, ms) in &analysis.report.timing_ms {
+        if let Some(stage) = STAGES.iter().find(|s| **s == stage.as_str()) {
+            pulmo_metrics::stage(stage, ms / 1e3);
+        }
+    }
+    let encoded = encoded
+        .into_inner()
+        .expect("only the hook takes it")
+        .expect("the hook runs once per analysis. This is a bug.")?;
+    let dir = service.results_dir(job.id);
+    let report_path = dir.join("report.json");
+    write_synced(&dir, &report_path, analysis.report.to_json().as_bytes())?;
+    let mut rows = Vec::new();
+    for object in encoded {
+        let Some(ids) = object.dicom else { continue };
+        let path = dir.join(&object.suffix);
+        write_synced(&dir, &path, &object.bytes)?;
+        rows.push(ResultRow {
+            sop_instance_uid: ids.sop_instance_uid,
+            sop_class_uid: ids.sop_class_uid,
+            modality: ids.modality,
+            study_uid: job.study_instance_uid.clone(),
+            series_uid: ids.series_instance_uid,
+            job_id: job.id,
+            path,
+        });
+    }
+    let findings = analysis.report.findings.len() as u32;
+    let targets = service.config.push.targets();
+    let superseded =
+        service
+            .store
+            .complete(job, &report_path, findings, instances, &rows, &targets)?;
+    if !targets.is_empty() {
+        service.push_wake.notify_one();
+    }
+    for path in superseded {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(Ended::Done { findings })
+}
+
+/// Writes a file and syncs it, so the index never points at a file a crash could lose.
+fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), JobError> {
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut file = std::fs::File::create(path)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|source| JobError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
