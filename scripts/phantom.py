@@ -23,6 +23,64 @@ CLI examples (run with the project's venv):
 
 Each series lands in OUT/<seed>/ (one file per slice) and OUT/truth.json holds every case
 (schema "pulmo.truth/1").
+
+Varied anatomy (`--anatomy varied`; off by default, when every output is what it always was).
+The classic scene draws the mediastinum, hila and domes with little variety; the varied mode
+draws, on random streams of its own ([seed, 0xA7, ...]): habitus (thin to obese, narrow to
+barrel); lungs (size, apex, taper, basal flare); a heart of rotated chambers (LV, RV, RA, LA)
+or a superellipsoid ventricle mass, sized, turned and tilted, shifted left, against the
+sternum and on the central tendon, with epicardial fat, pericardium and cardiophrenic fat
+pads; ascending aorta, arch (over the left hilum, with its three branches), tortuous
+descending aorta; SVC; pulmonary trunk (20-37 mm across; main arteries 14-33 mm), right
+(axial, behind the ascending aorta) and left (over the left main bronchus) pulmonary
+arteries to the hila; four pulmonary veins from a left atrium behind the heart; then lobar arteries and veins inside the lungs as
+curving, tapering tubes (some kept in the axial plane) whose branches seed the vessel trees
+(density, calibre and branching angles drawn); domes (asymmetric, flat, high, lobulated,
+eventrated) with posterior recesses and a central tendon, liver, spleen and stomach (often
+with air) below; contrast (one case in seven); and a reconstruction kernel (SOFT, STANDARD,
+LUNG with edge-enhancement overshoot; noise level and texture to match; slices 0.5-5 mm).
+Nodules are drawn and measured exactly as in the classic scene.
+
+Families (`--anatomy-family`, `ANATOMY_FAMILIES`): styles combined so that a model can be
+trained on some and tested on others never seen ("held out by family, not only by seed"):
+
+    id name               split    heart / great vessels                  domes / habitus
+    0  average            train    chambers, 35-50 deg                     normal, right higher
+    1  thin-hyperinflated train    small vertical heart, PA 24-32 mm       flat, low; thin, tall lungs
+    2  broad-obese        train    big horizontal heart, big fat pads      high; obese, wide
+    3  elderly-tortuous   train    tortuous wide aorta, curvy hilar vessels lobulated
+    4  cardiomegaly-pah   heldout  superellipsoid cardiomegaly, big LA,    asymmetric (one high)
+                                   PA trunk 30-37 mm, wide veins
+    5  eventration        heldout  heart shifted left                      one eventrated dome,
+                                                                           the other lobulated
+
+Train on 0-3 (`train.py --varied-anatomy P --families train`); evaluate on 4-5
+(`--anatomy varied --anatomy-family heldout`) with seeds outside the training range.
+
+Truth key "anatomy" (varied cases always; classic ones with `--landmarks`), schema
+"pulmo.anatomy/1", all positions patient LPS mm, lengths mm:
+
+    family, family_name, split        id, name, "train"/"heldout" (null/"classic" for classic)
+    mode                              "varied" or "classic"
+    hilum.right/.left [x,y,z]         where the main pulmonary artery meets the lung
+    carina, pulmonary_bifurcation     [x,y,z] (varied only)
+    heart: shape, center, radii, axes an ellipsoid about the heart (chambers, no fat): radii
+                                      along the three unit vectors `axes` (long axis first)
+           chambers[]                 name, center, radii, axes, exponent (2: an ellipsoid)
+           fat_pads[], epicardial_fat_mm
+    diaphragm.right/.left: apex       [x,y,z] of the dome's top; lowest_z (posterior recess), style
+    diaphragm.central_tendon_z        under the heart
+    mediastinum: center_xy, half_width_mm, half_depth_mm   the central column the lungs avoid
+    lungs.right/.left: base_z, apex_z
+    vessels[]: name, kind, points     kind "central" (mediastinal: aorta, trunk, main arteries,
+                                      SVC, veins to the LA) or "hilar" (lobar arteries and
+                                      veins inside the lungs); points [[x,y,z,radius], ...]
+    contrast                          whether the blood is enhanced
+    scanner: kernel, psf_mm, noise_hu, noise_corr, edge_enhance, edge_enhance_mm
+                                      (series only; geometry keeps its classic keys)
+
+It marks where anatomy lies; it classifies nothing. `scripts/contact_sheet.py` shows the
+range (docs/anatomy-variants.png), `scripts/check_anatomy.py` checks it.
 """
 from __future__ import annotations
 
@@ -1035,7 +1093,7 @@ _VARIED_BASE = dict(
     lung_lx=(0.41, 0.47), lung_ly=(0.82, 0.92), apex_above_carina=(65, 95),
     heart="chambers", heart_scale=(0.92, 1.08), heart_axial_deg=(35, 50), heart_tilt_deg=(22, 35),
     heart_shift=(0.08, 0.16), epi_fat=(2, 5), fat_pad=(8, 20), la_scale=(0.9, 1.1),
-    trunk_r=(11, 14), pa_ratio=(0.72, 0.85), aorta_r=(12, 16), tortuous=(0, 4), arch_rise=(14, 24),
+    trunk_r=(10, 14), pa_ratio=(0.72, 0.85), aorta_r=(12, 16), tortuous=(0, 4), arch_rise=(14, 24),
     vein_r=(5.5, 7.5), wander=(0.08, 0.2), axial_p=0.4, branch_deg=((15, 35), (30, 65)),
     tree_segs=(10000, 15000), tree_rmin=(0.32, 0.42), domes="normal",
 )
@@ -1317,14 +1375,18 @@ def _varied_lung_sdf(scene: Scene, x, y, z, carve_tubes: bool = True):
     return float(d.reshape(-1)[0]) if scalar else d
 
 
-def _walk_in(scene: Scene, p, side: int, margin: float, carve: bool = False, step: float = 2.0, n: int = 70):
-    """Move p along x (to the patient's left for side +1) until it lies `margin` mm inside a lung."""
-    q = np.array(p, float)
-    for _ in range(n):
-        if _varied_lung_sdf(scene, *q, carve_tubes=carve) < -margin:
-            return q
-        q[0] += side * step
-    return q
+def _walk_in(scene: Scene, p, side: int, margin: float, carve: bool = False, step: float = 2.0):
+    """Move p along x (to the patient's left for side +1) until it lies `margin` mm inside a
+    lung, without leaving the thoracic cavity; where that finds no lung, from p moved posteriorly,
+    up or down a little (the first that does)."""
+    for off in ((0, 0, 0), (0, 8, 0), (0, 0, 8), (0, 8, 8), (0, 16, 0), (0, 0, -8), (0, 16, 8), (0, -8, 0),
+                (0, 8, -8), (0, 24, 0), (0, 0, 16), (0, 24, 16)):
+        q = np.array(p, float) + off
+        while ((q[0] - scene.cx) / scene.cav_a) ** 2 + ((q[1] - scene.cy) / scene.cav_b) ** 2 < 0.9:
+            if _varied_lung_sdf(scene, *q, carve_tubes=carve) < -margin:
+                return q
+            q[0] += side * step
+    return _lung_point(scene, np.random.default_rng(0), margin, side=side)
 
 
 def _side_point(scene: Scene, rng, side: int, margin: float, zlo=-np.inf, zhi=np.inf, ylo=-np.inf, yhi=np.inf,
