@@ -23,6 +23,64 @@ CLI examples (run with the project's venv):
 
 Each series lands in OUT/<seed>/ (one file per slice) and OUT/truth.json holds every case
 (schema "pulmo.truth/1").
+
+Varied anatomy (`--anatomy varied`; off by default, when every output is what it always was).
+The classic scene draws the mediastinum, hila and domes with little variety; the varied mode
+draws, on random streams of its own ([seed, 0xA7, ...]): habitus (thin to obese, narrow to
+barrel); lungs (size, apex, taper, basal flare); a heart of rotated chambers (LV, RV, RA, LA)
+or a superellipsoid ventricle mass, sized, turned and tilted, shifted left, against the
+sternum and on the central tendon, with epicardial fat, pericardium and cardiophrenic fat
+pads; ascending aorta, arch (over the left hilum, with its three branches), tortuous
+descending aorta; SVC; pulmonary trunk (20-37 mm across; main arteries 14-33 mm), right
+(axial, behind the ascending aorta) and left (over the left main bronchus) pulmonary
+arteries to the hila; four pulmonary veins from a left atrium behind the heart; then lobar arteries and veins inside the lungs as
+curving, tapering tubes (some kept in the axial plane) whose branches seed the vessel trees
+(density, calibre and branching angles drawn); domes (asymmetric, flat, high, lobulated,
+eventrated) with posterior recesses and a central tendon, liver, spleen and stomach (often
+with air) below; contrast (one case in seven); and a reconstruction kernel (SOFT, STANDARD,
+LUNG with edge-enhancement overshoot; noise level and texture to match; slices 0.5-5 mm).
+Nodules are drawn and measured exactly as in the classic scene.
+
+Families (`--anatomy-family`, `ANATOMY_FAMILIES`): styles combined so that a model can be
+trained on some and tested on others never seen ("held out by family, not only by seed"):
+
+    id name               split    heart / great vessels                  domes / habitus
+    0  average            train    chambers, 35-50 deg                     normal, right higher
+    1  thin-hyperinflated train    small vertical heart, PA 24-32 mm       flat, low; thin, tall lungs
+    2  broad-obese        train    big horizontal heart, big fat pads      high; obese, wide
+    3  elderly-tortuous   train    tortuous wide aorta, curvy hilar vessels lobulated
+    4  cardiomegaly-pah   heldout  superellipsoid cardiomegaly, big LA,    asymmetric (one high)
+                                   PA trunk 30-37 mm, wide veins
+    5  eventration        heldout  heart shifted left                      one eventrated dome,
+                                                                           the other lobulated
+
+Train on 0-3 (`train.py --varied-anatomy P --families train`); evaluate on 4-5
+(`--anatomy varied --anatomy-family heldout`) with seeds outside the training range.
+
+Truth key "anatomy" (varied cases always; classic ones with `--landmarks`), schema
+"pulmo.anatomy/1", all positions patient LPS mm, lengths mm:
+
+    family, family_name, split        id, name, "train"/"heldout" (null/"classic" for classic)
+    mode                              "varied" or "classic"
+    hilum.right/.left [x,y,z]         where the main pulmonary artery meets the lung
+    carina, pulmonary_bifurcation     [x,y,z] (varied only)
+    heart: shape, center, radii, axes an ellipsoid about the heart (chambers, no fat): radii
+                                      along the three unit vectors `axes` (long axis first)
+           chambers[]                 name, center, radii, axes, exponent (2: an ellipsoid)
+           fat_pads[], epicardial_fat_mm
+    diaphragm.right/.left: apex       [x,y,z] of the dome's top; lowest_z (posterior recess), style
+    diaphragm.central_tendon_z        under the heart
+    mediastinum: center_xy, half_width_mm, half_depth_mm   the central column the lungs avoid
+    lungs.right/.left: base_z, apex_z
+    vessels[]: name, kind, points     kind "central" (mediastinal: aorta, trunk, main arteries,
+                                      SVC, veins to the LA) or "hilar" (lobar arteries and
+                                      veins inside the lungs); points [[x,y,z,radius], ...]
+    contrast                          whether the blood is enhanced
+    scanner: kernel, psf_mm, noise_hu, noise_corr, edge_enhance, edge_enhance_mm
+                                      (series only; geometry keeps its classic keys)
+
+It marks where anatomy lies; it classifies nothing. `scripts/contact_sheet.py` shows the
+range (docs/anatomy-variants.png), `scripts/check_anatomy.py` checks it.
 """
 from __future__ import annotations
 
@@ -173,11 +231,14 @@ class Scene:
     ribs: np.ndarray  # (n, 8) segments
     nodules: list = field(default_factory=list)
     vessel_hu: float = 40.0
+    varied: dict | None = None  # the varied-anatomy mode's extra anatomy (None: the classic scene)
 
     # --- analytic fields (broadcasting over x, y, z arrays) ---
 
     def lung_sdf(self, x, y, z):
         """Signed distance-like field of the union of both lungs (negative inside)."""
+        if self.varied is not None:
+            return _varied_lung_sdf(self, x, y, z)
         span = self.z_apex - self.z_base
         d = None
         for lcx, lcy, lx, ly, dome in self.lungs:
@@ -228,12 +289,14 @@ def _rotate_towards(d: np.ndarray, angle: float, rng: np.random.Generator) -> np
     return d * math.cos(angle) + perp * math.sin(angle)
 
 
-def grow_trees(rng, scene: Scene, roots: list, r_min: float, max_segs: int) -> list:
+def grow_trees(rng, scene: Scene, roots: list, r_min: float, max_segs: int,
+               angles: tuple = ((12, 28), (25, 55)), ratios: tuple = ((0.78, 0.92), (0.6, 0.85))) -> list:
     """Grow branching, tapering tube trees inside the lungs, one generation at a time.
 
     roots: [(start(3), direction(3), radius, hilum(3))]. Returns segments
     [ax, ay, az, bx, by, bz, r_start, r_end]. Every end point is tested against the lung
-    field in one vectorised call per generation.
+    field in one vectorised call per generation. `angles` and `ratios`: the ranges (degrees, radius
+    ratio) of a branch's first child and of the others (the varied anatomy draws them).
     """
     segs: list = []
     front = [(np.asarray(p, float), np.asarray(d, float), float(r), np.asarray(h, float)) for p, d, r, h in roots]
@@ -259,8 +322,8 @@ def grow_trees(rng, scene: Scene, roots: list, r_min: float, max_segs: int) -> l
             out /= np.linalg.norm(out) + 1e-9
             n_child = 3 if rng.random() < 0.12 else 2
             for c in range(n_child):
-                ratio = rng.uniform(0.78, 0.92) if c == 0 else rng.uniform(0.6, 0.85)
-                ang = math.radians(rng.uniform(12, 28) if c == 0 else rng.uniform(25, 55))
+                ratio = rng.uniform(*ratios[0]) if c == 0 else rng.uniform(*ratios[1])
+                ang = math.radians(rng.uniform(*angles[0]) if c == 0 else rng.uniform(*angles[1]))
                 nd = _rotate_towards(d[i], ang, rng) + 0.5 * out
                 nd /= np.linalg.norm(nd)
                 nxt.append((end[i], nd, r_end[i] * ratio, hil))
@@ -279,12 +342,19 @@ def _inside_start(scene: Scene, p: np.ndarray, lateral: float, margin: float) ->
 
 
 def make_scene(seed: int, n_nodules: int | None = None, fov_mm: float | None = None,
-               diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM) -> Scene:
+               diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM, anatomy: str = "classic",
+               families=None) -> Scene:
     """Build a random chest scene from a seed (optionally fitting a reconstruction FOV).
 
     Nodule diameters are drawn log-uniform in `diameters_mm`; another range changes the
     nodules' sizes only (the same random draws), so the rest of the case stays the same.
+    `anatomy="varied"` draws the varied anatomy instead (`families`: which ANATOMY_FAMILIES
+    the seed's family is drawn from, as `parse_families` reads them; default all).
     """
+    if anatomy == "varied":
+        return _make_varied_scene(seed, n_nodules, fov_mm, diameters_mm, families)
+    if anatomy != "classic":
+        raise ValueError(f"anatomy {anatomy!r}: classic or varied")
     rng = np.random.default_rng([seed, 0xC7])
     body_a = rng.uniform(135, 180)
     if fov_mm is not None:
@@ -585,6 +655,8 @@ def blend(base: np.ndarray, occ: np.ndarray, value) -> np.ndarray:
 
 def render_anatomy(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free, PSF-free HU volume and nodule occupancy on the grid."""
+    if scene.varied is not None:
+        return _render_varied(scene, grid)
     h = grid.h
     x, y, z = grid.axes()
     shape = grid.shape
@@ -665,6 +737,8 @@ class Acquisition:
     psf_z: float = 0.8
     noise: float = 20.0
     noise_corr: float = 0.7  # voxels
+    sharpen: float = 0.0  # edge enhancement of a sharp kernel: out + sharpen * (out - blur(out)); 0: off
+    sharpen_mm: float = 1.0  # the in-plane Gaussian sigma (mm) of that unsharp mask
 
 
 def acquire(vol: np.ndarray, grid: Grid, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
@@ -672,6 +746,9 @@ def acquire(vol: np.ndarray, grid: Grid, acq: Acquisition, rng: np.random.Genera
     steps = [abs(a[1] - a[0]) if len(a) > 1 else 1.0 for a in (grid.zs, grid.ys, grid.xs)]
     sig = [acq.psf_z / steps[0], acq.psf_xy / steps[1], acq.psf_xy / steps[2]]
     out = ndimage.gaussian_filter(vol, sig, mode="nearest")
+    if acq.sharpen > 0:  # a sharp kernel's edge enhancement: overshoot and undershoot at edges
+        blur = ndimage.gaussian_filter(out, [0.0, acq.sharpen_mm / steps[1], acq.sharpen_mm / steps[2]], mode="nearest")
+        out += acq.sharpen * (out - blur)
     n = rng.standard_normal(vol.shape, dtype=np.float32)
     if acq.noise_corr > 0:
         n = ndimage.gaussian_filter(n, [0.0, acq.noise_corr, acq.noise_corr])
@@ -767,10 +844,11 @@ def sample_geometry(seed: int) -> dict:
     }
 
 
-def fit_pixel_spacing(seed: int, matrix: int) -> float:
-    """Pixel spacing so the FOV holds the body: 0.55-0.95 mm for 512, coarser for 256."""
+def fit_pixel_spacing(seed: int, matrix: int, width: float | None = None) -> float:
+    """Pixel spacing so the FOV holds the body (`width` mm wide, by default the classic scene's):
+    0.55-0.95 mm for 512, coarser for 256."""
     rng = np.random.default_rng([seed, 0x9A])
-    base = make_scene_body_width(seed)
+    base = make_scene_body_width(seed) if width is None else width
     need = (base + 30) / matrix
     lo, hi = (0.55, 0.95) if matrix == 512 else (1.1, 1.6)
     return float(round(np.clip(rng.uniform(max(lo, need), max(hi, need + 0.05)), lo, 1.6), 4))
@@ -799,17 +877,26 @@ def series_grid(scene: Scene, geo: dict) -> tuple[Grid, np.ndarray, np.ndarray]:
 
 
 def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | None = None,
-              scene_overrides: dict | None = None, diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM):
+              scene_overrides: dict | None = None, diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM,
+              anatomy: str = "classic", families=None, landmarks: bool = False):
     """Scene, geometry and truth record for one seed.
 
     `scene_overrides` replaces scene fields after the scene is drawn (e.g. `vessel_hu` for a
-    contrast-enhanced look), so the rest of the case is the same as without them.
+    contrast-enhanced look), so the rest of the case is the same as without them; its keys
+    `anatomy` and `anatomy_family` (if any) stand for the arguments `anatomy` and `families`.
+    `anatomy="varied"` draws the varied anatomy and its scanner (sample_geometry_varied); its
+    truth gets the key "anatomy" (landmarks), which `landmarks` adds to a classic case too.
     """
-    geo = sample_geometry(seed)
+    scene_overrides = dict(scene_overrides or {})
+    anatomy = scene_overrides.pop("anatomy", anatomy)
+    families = scene_overrides.pop("anatomy_family", families)
+    varied = anatomy == "varied"
+    geo = sample_geometry_varied(seed) if varied else sample_geometry(seed)
     geo.update(geo_overrides or {})
     if geo["pixel_spacing_mm"] is None:
-        geo["pixel_spacing_mm"] = fit_pixel_spacing(seed, geo["matrix"])
-    scene = make_scene(seed, n_nodules, fov_mm=geo["matrix"] * geo["pixel_spacing_mm"], diameters_mm=diameters_mm)
+        geo["pixel_spacing_mm"] = fit_pixel_spacing(seed, geo["matrix"], varied_body_width(seed, families) if varied else None)
+    scene = make_scene(seed, n_nodules, fov_mm=geo["matrix"] * geo["pixel_spacing_mm"], diameters_mm=diameters_mm,
+                       anatomy=anatomy, families=families)
     override(scene, scene_overrides)
     if geo.get("slices_wanted"):
         _fit_slices(scene, geo, geo.pop("slices_wanted"))
@@ -819,17 +906,22 @@ def make_case(seed: int, geo_overrides: dict | None = None, n_nodules: int | Non
         "study_instance_uid": uid(seed, "study"),
         "series_instance_uid": uid(seed, "series"),
         "seed": seed,
-        "geometry": dict(geo),
+        "geometry": {k: v for k, v in geo.items() if k != "kernel"},
         "nodules": [dict(id=i + 1, **nodule_truth(nd)) for i, nd in enumerate(scene.nodules)],
     }
+    if varied or landmarks:
+        case["anatomy"] = anatomy_landmarks(scene, geo)
     return scene, geo, case
 
 
 def override(scene: Scene, overrides: dict | None) -> None:
     """Changes a drawn scene: the variety options (`spiculate`, `solid_hu`, `ggo_hu`,
     `eccentric_cores`, `cavitate`; named as their command-line options) or any scene field by
-    name (e.g. `vessel_hu`)."""
+    name (e.g. `vessel_hu`). The anatomy itself (`anatomy`, `anatomy_family`) is chosen when the
+    scene is drawn: make_case and training_case take those keys out of their overrides first."""
     for key, value in (overrides or {}).items():
+        if key in ("anatomy", "anatomy_family"):
+            raise ValueError(f"{key}: the anatomy is drawn with the scene (make_scene, make_case, training_case)")
         if key == "spiculate":
             spiculate(scene, value)
         elif key == "solid_hu":
@@ -855,6 +947,9 @@ def render_series(scene: Scene, geo: dict, chunk: int = 48):
     grid, _, _ = series_grid(scene, geo)
     acq = Acquisition(psf_xy=geo["psf_mm"], psf_z=geo["slice_thickness_mm"] * 0.42,
                       noise=geo["noise_hu"])
+    kernel = geo.get("kernel")  # varied anatomy only: the reconstruction kernel's settings
+    if kernel:
+        acq.noise_corr, acq.sharpen, acq.sharpen_mm = kernel["noise_corr"], kernel["edge_enhance"], kernel["edge_enhance_mm"]
     dz = geo["slice_spacing_mm"]
     margin = int(math.ceil(3 * acq.psf_z / dz)) + 1
     nz = len(grid.zs)
@@ -944,7 +1039,7 @@ def _slice_dataset(scene, geo, case, idx, arr, grid, row_dir):
     ds.SliceThickness = f"{geo['slice_thickness_mm']:.3f}"
     ds.SpacingBetweenSlices = f"{geo['slice_spacing_mm']:.3f}"
     ds.KVP = "120"
-    ds.ConvolutionKernel = "STANDARD"
+    ds.ConvolutionKernel = geo["kernel"]["name"] if geo.get("kernel") else "STANDARD"
     ds.RescaleIntercept = f"{geo['rescale_intercept']:.0f}"
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
@@ -966,9 +1061,13 @@ def _slice_dataset(scene, geo, case, idx, arr, grid, row_dir):
 
 def training_case(seed: int, spacing: float, rng: np.random.Generator, acq: Acquisition,
                   n_nodules: int | None = None, diameters_mm: tuple[float, float] = NODULE_DIAMETERS_MM,
-                  scene_overrides: dict | None = None):
-    """A whole chest rendered straight at an isotropic spacing: (HU, occupancy, scene, origin)."""
-    scene = make_scene(seed, n_nodules, diameters_mm=diameters_mm)
+                  scene_overrides: dict | None = None, anatomy: str = "classic", families=None):
+    """A whole chest rendered straight at an isotropic spacing: (HU, occupancy, scene, origin).
+    `anatomy`/`families` as in make_scene (or as `scene_overrides` keys `anatomy`, `anatomy_family`)."""
+    scene_overrides = dict(scene_overrides or {})
+    anatomy = scene_overrides.pop("anatomy", anatomy)
+    families = scene_overrides.pop("anatomy_family", families)
+    scene = make_scene(seed, n_nodules, diameters_mm=diameters_mm, anatomy=anatomy, families=families)
     override(scene, scene_overrides)
     lo, hi = _lung_box(scene, 20.0)  # the lungs and a margin: where patches are drawn
     xs = np.arange(lo[0], hi[0], spacing)
@@ -977,6 +1076,840 @@ def training_case(seed: int, spacing: float, rng: np.random.Generator, acq: Acqu
     grid = Grid(xs, ys, zs)
     vol, occ = render(scene, grid, acq, rng)
     return vol, occ, scene, grid
+
+
+# ----------------------------------------------------------------------------- varied anatomy
+#
+# The classic scene draws the mediastinum, the hila and the diaphragm with little variety: one
+# axis-aligned ellipsoid heart, a vertical cylinder aorta, two straight hilar trunks a side,
+# simple domes. `make_scene(..., anatomy="varied")` draws them instead from named families of
+# styles (ANATOMY_FAMILIES), on random streams of their own ([seed, 0xA7, ...]), so the classic
+# scene of every seed is untouched. Everything is still analytic: the heart is a union of
+# rotated chambers (or a superellipsoid), the great vessels and hilar vessels are Catmull-Rom
+# tubes, the domes are height fields; nodules are drawn (and measured) exactly as before.
+
+_VARIED_BASE = dict(
+    body_a=(140, 175), aspect=(0.62, 0.75), fat=(6, 22), med_w=(14, 24),
+    lung_lx=(0.41, 0.47), lung_ly=(0.82, 0.92), apex_above_carina=(65, 95),
+    heart="chambers", heart_scale=(0.92, 1.08), heart_axial_deg=(35, 50), heart_tilt_deg=(22, 35),
+    heart_shift=(0.08, 0.16), epi_fat=(2, 5), fat_pad=(8, 20), la_scale=(0.9, 1.1),
+    trunk_r=(10, 14), pa_ratio=(0.72, 0.85), aorta_r=(12, 16), tortuous=(0, 4), arch_rise=(14, 24),
+    vein_r=(5.5, 7.5), wander=(0.08, 0.2), axial_p=0.4, branch_deg=((15, 35), (30, 65)),
+    tree_segs=(10000, 15000), tree_rmin=(0.32, 0.42), domes="normal",
+)
+ANATOMY_FAMILIES: dict[int, dict] = {
+    0: dict(_VARIED_BASE, name="average", split="train"),
+    1: dict(_VARIED_BASE, name="thin-hyperinflated", split="train", body_a=(125, 155), aspect=(0.72, 0.86),
+            fat=(2, 8), med_w=(11, 18), lung_lx=(0.45, 0.5), lung_ly=(0.88, 0.95), apex_above_carina=(85, 115),
+            heart_scale=(0.78, 0.92), heart_axial_deg=(20, 35), heart_tilt_deg=(35, 50), heart_shift=(0.03, 0.1),
+            epi_fat=(1, 3), fat_pad=(0, 8), trunk_r=(12, 16), tree_segs=(7000, 10000), tree_rmin=(0.4, 0.5),
+            domes="flat"),
+    2: dict(_VARIED_BASE, name="broad-obese", split="train", body_a=(165, 205), aspect=(0.58, 0.70),
+            fat=(25, 45), med_w=(20, 30), lung_lx=(0.38, 0.44), lung_ly=(0.80, 0.88), apex_above_carina=(55, 80),
+            heart_scale=(1.05, 1.2), heart_axial_deg=(50, 68), heart_tilt_deg=(10, 22), heart_shift=(0.12, 0.2),
+            epi_fat=(4, 9), fat_pad=(20, 40), trunk_r=(12, 15), axial_p=0.7, wander=(0.05, 0.15),
+            tree_segs=(13000, 18000), tree_rmin=(0.3, 0.36), domes="high"),
+    3: dict(_VARIED_BASE, name="elderly-tortuous", split="train", body_a=(140, 180), heart_scale=(1.0, 1.15),
+            heart_axial_deg=(40, 58), aorta_r=(15, 19), tortuous=(8, 18), arch_rise=(22, 34),
+            wander=(0.2, 0.35), axial_p=0.6, branch_deg=((20, 45), (35, 80)), domes="lobulated"),
+    4: dict(_VARIED_BASE, name="cardiomegaly-pah", split="heldout", heart="superellipsoid",
+            heart_scale=(1.2, 1.4), heart_axial_deg=(45, 65), heart_tilt_deg=(15, 30), heart_shift=(0.12, 0.22),
+            la_scale=(1.2, 1.5), trunk_r=(15, 18.5), pa_ratio=(0.8, 0.9), vein_r=(7.5, 10), epi_fat=(3, 7),
+            fat_pad=(10, 25), domes="asymmetric"),
+    5: dict(_VARIED_BASE, name="eventration", split="heldout", body_a=(130, 165), fat=(3, 14),
+            heart_shift=(0.15, 0.24), heart_axial_deg=(40, 55), apex_above_carina=(70, 100), wander=(0.1, 0.25),
+            domes="eventration"),
+}
+TRAIN_FAMILIES = tuple(k for k, f in ANATOMY_FAMILIES.items() if f["split"] == "train")
+HELDOUT_FAMILIES = tuple(k for k, f in ANATOMY_FAMILIES.items() if f["split"] == "heldout")
+ANATOMY_SCHEMA = "pulmo.anatomy/1"
+
+
+def parse_families(spec) -> tuple[int, ...]:
+    """Family ids from 'all', 'train', 'heldout', or a comma list of ids or names (e.g. '0,2,broad-obese')."""
+    if spec is None:
+        return tuple(ANATOMY_FAMILIES)
+    if isinstance(spec, int):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        return tuple(int(f) for f in spec)
+    spec = spec.strip().lower()
+    if spec == "all":
+        return tuple(ANATOMY_FAMILIES)
+    if spec in ("train", "training"):
+        return TRAIN_FAMILIES
+    if spec in ("heldout", "held-out", "test"):
+        return HELDOUT_FAMILIES
+    names = {f["name"]: k for k, f in ANATOMY_FAMILIES.items()}
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if part.isdigit() and int(part) in ANATOMY_FAMILIES:
+            out.append(int(part))
+        elif part in names:
+            out.append(names[part])
+        else:
+            raise ValueError(f"unknown anatomy family {part!r} (ids {sorted(ANATOMY_FAMILIES)}, names "
+                             f"{sorted(names)}, or all / train / heldout)")
+    return tuple(dict.fromkeys(out))
+
+
+def _varied_habitus(seed: int, families) -> tuple[np.random.Generator, int, dict, tuple]:
+    """The varied mode's stream, its family and body size: its first draws (so the FOV can be fitted)."""
+    vrng = np.random.default_rng([seed, 0xA7])
+    fams = parse_families(families)
+    fam = int(fams[int(vrng.integers(len(fams)))])
+    F = ANATOMY_FAMILIES[fam]
+    body_a = vrng.uniform(*F["body_a"])
+    aspect = vrng.uniform(*F["aspect"])
+    fat = vrng.uniform(*F["fat"])
+    return vrng, fam, F, (body_a, aspect, fat)
+
+
+def varied_body_width(seed: int, families=None) -> float:
+    """The body's full width (mm) of the varied scene of a seed, with no FOV limit."""
+    return 2 * _varied_habitus(seed, families)[3][0]
+
+
+def _frame(axial_deg: float, tilt_deg: float, roll_deg: float) -> np.ndarray:
+    """Rotation whose columns are the heart's axes: u (base to apex: anterior, leftward, down),
+    w (across it, to the right and anterior), v (about up)."""
+    a, t = math.radians(axial_deg), math.radians(tilt_deg)
+    u = np.array([math.sin(a) * math.cos(t), -math.cos(a) * math.cos(t), -math.sin(t)])
+    w = np.array([u[1], -u[0], 0.0])
+    w /= np.linalg.norm(w)
+    v = np.cross(w, u)
+    r = math.radians(roll_deg)
+    w, v = w * math.cos(r) + v * math.sin(r), -w * math.sin(r) + v * math.cos(r)
+    return np.column_stack([u, w, v])
+
+
+def _chamber(name, center, axes, radii, n=2.0) -> dict:
+    return {"name": name, "center": np.asarray(center, float), "axes": np.asarray(axes, float),
+            "radii": np.asarray(radii, float), "n": float(n)}
+
+
+def _chamber_extent(ch: dict) -> np.ndarray:
+    """Half extent of a chamber along x, y, z (exact for an ellipsoid, a bound for a superellipsoid)."""
+    e = np.sqrt(((ch["axes"] * ch["radii"][None, :]) ** 2).sum(1))
+    return e if ch["n"] <= 2 else np.minimum(np.abs(ch["axes"]) @ ch["radii"], e * 1.3)
+
+
+def _chamber_sdf(ch: dict, p: np.ndarray) -> np.ndarray:
+    """Approximate signed distance to an ellipsoid (n = 2) or superellipsoid chamber at p[..., 3]."""
+    q = (p - ch["center"]) @ ch["axes"]
+    if ch["n"] == 2.0:
+        return ellipsoid_sdf(q, ch["radii"])
+    n, r = ch["n"], ch["radii"]
+    a = np.abs(q) / r + 1e-9
+    f = (a ** n).sum(-1) ** (1 / n)
+    g = np.sqrt((((a ** (n - 1)) / r) ** 2).sum(-1)) * f ** (1 - n) + 1e-9
+    return (f - 1.0) / g
+
+
+def _spline(ctrl, radii, step: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Catmull-Rom curve through control points, sampled about every `step` mm; radii linear per span."""
+    P = np.asarray(ctrl, float)
+    R = np.asarray(radii, float)
+    ext = np.vstack([2 * P[0] - P[1], P, 2 * P[-1] - P[-2]])
+    pts, rad = [], []
+    for i in range(len(P) - 1):
+        p0, p1, p2, p3 = ext[i], ext[i + 1], ext[i + 2], ext[i + 3]
+        n = max(2, int(math.ceil(np.linalg.norm(p2 - p1) / step)))
+        for t in np.arange(n) / n:
+            t2, t3 = t * t, t * t * t
+            pts.append(0.5 * (2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
+                              + (-p0 + 3 * p1 - 3 * p2 + p3) * t3))
+            rad.append(R[i] + (R[i + 1] - R[i]) * t)
+    pts.append(P[-1])
+    rad.append(R[-1])
+    return np.array(pts), np.array(rad)
+
+
+def _tube_segs(pts, rad) -> np.ndarray:
+    pts, rad = np.asarray(pts, float), np.asarray(rad, float)
+    return np.column_stack([pts[:-1], pts[1:], rad[:-1], rad[1:]]).reshape(-1, 8)
+
+
+def _is_grid(x, y, z) -> bool:
+    return (x.ndim == 3 and y.ndim == 3 and z.ndim == 3 and x.shape[:2] == (1, 1) and y.shape[0] == 1
+            and y.shape[2] == 1 and z.shape[1:] == (1, 1))
+
+
+def _carve(d: np.ndarray, x, y, z, lo, hi, fn, grid: bool) -> None:
+    """d = max(d, -fn(x, y, z)) in place, evaluating fn (an exclusion's signed distance) only in
+    the box lo..hi; outside it the exclusion is taken to be too far away to matter."""
+    if grid:
+        idx = []
+        for a, l, h_ in ((z[:, 0, 0], lo[2], hi[2]), (y[0, :, 0], lo[1], hi[1]), (x[0, 0, :], lo[0], hi[0])):
+            nz = np.nonzero((a >= l) & (a <= h_))[0]
+            if nz.size == 0:
+                return
+            idx.append(slice(int(nz[0]), int(nz[-1]) + 1))
+        k, j, i = idx
+        sub = fn(x[:, :, i], y[:, j, :], z[k])
+        np.maximum(d[k, j, i], -sub, out=d[k, j, i])
+    else:
+        m = ((x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1]) & (z >= lo[2]) & (z <= hi[2]))
+        if m.any():
+            d[m] = np.maximum(d[m], -fn(x[m], y[m], z[m]))
+
+
+_CAP = 22.0  # mm: exclusions farther than this from a point do not change its lung field
+
+
+def _seg_field(segs: np.ndarray, grow: float):
+    """fn(x, y, z): distance to the union of tapered capsules, minus radius and `grow`."""
+    def fn(x, y, z):
+        out = None
+        for s in segs:
+            a, ab = s[0:3], s[3:6] - s[0:3]
+            l2 = float(ab @ ab) + 1e-9
+            t = np.clip(((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / l2, 0, 1)
+            dd = np.sqrt((x - a[0] - t * ab[0]) ** 2 + (y - a[1] - t * ab[1]) ** 2 + (z - a[2] - t * ab[2]) ** 2)
+            dd = dd - (s[6] + t * (s[7] - s[6])) - grow
+            out = dd if out is None else np.minimum(out, dd)
+        return out
+    return fn
+
+
+def _seg_field_points(P: np.ndarray, segs: np.ndarray, grow: float) -> np.ndarray:
+    """_seg_field at a list of points P[n, 3], vectorised over the segments (in chunks of points)."""
+    a, b = segs[:, 0:3], segs[:, 3:6]
+    ab = b - a
+    l2 = (ab * ab).sum(1) + 1e-9
+    out = np.empty(len(P))
+    for i in range(0, len(P), 4096):
+        q = P[i:i + 4096, None, :] - a[None]
+        t = np.clip((q * ab[None]).sum(-1) / l2, 0, 1)
+        dd = np.sqrt(((q - t[..., None] * ab[None]) ** 2).sum(-1)) - (segs[:, 6] + t * (segs[:, 7] - segs[:, 6])) - grow
+        out[i:i + 4096] = dd.min(1)
+    return out
+
+
+def _dome(L: dict, lung: tuple, x, y, grad: bool = True):
+    """A lung's floor height z(x, y) (the dome with its posterior recess and lobulations) and,
+    with `grad`, the length of its slope (for a first-order distance)."""
+    lcx, lcy, lx, ly, _ = lung
+    u = (x - lcx - L["ax"] * lx) / lx
+    v = (y - lcy - L["ay"] * ly) / ly
+    rr = u * u + v * v
+    base = np.clip(1.0 - rr, 0.0, 1.0)
+    p, h = L["p"], L["h"]
+    floor = L["base"] + h * base ** p
+    post = np.clip((y - lcy) / ly, 0.0, 1.0)
+    floor = floor - L["recess"] * post ** 2
+    for bx, by, amp, w in L["bumps"]:
+        floor = floor + amp * base * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / (2 * w * w))
+    if "tendon" in L:  # the central tendon under the heart: no lung below the heart
+        zc, hx, hy, hax, hay = L["tendon"]
+        q = np.sqrt(((x - hx) / hax) ** 2 + ((y - hy) / hay) ** 2)
+        floor = np.maximum(floor, zc - 6.0 * np.minimum(q, 1.0) ** 2 - 60.0 * np.maximum(q - 1.0, 0.0))
+    if not grad:
+        return floor, None
+    dfdr = np.where(base > 1e-3, -p * h * np.clip(base, 1e-3, 1.0) ** (p - 1), 0.0)
+    gx = dfdr * 2 * u / lx
+    gy = dfdr * 2 * v / ly - L["recess"] * 2 * post / ly
+    return floor, np.sqrt(1.0 + np.minimum(gx * gx + gy * gy, 15.0))
+
+
+def _diaphragm_z(scene: Scene, x, y):
+    """Height of the diaphragm (the top of the abdomen) at x, y: the higher of both lungs'
+    floors and the central tendon under the heart."""
+    V = scene.varied
+    zd = None
+    for L, lung in zip(V["lungs"], scene.lungs):
+        f, _ = _dome(L, lung, x, y, grad=False)
+        zd = f if zd is None else np.maximum(zd, f)
+    return zd
+
+
+def _varied_lung_sdf(scene: Scene, x, y, z, carve_tubes: bool = True):
+    """The varied anatomy's lung field (negative inside): both lungs with their own domes and
+    apices, carved by the chest wall, the mediastinum, the heart with its fat, the spine and
+    the central vessels (each only where it is near)."""
+    V = scene.varied
+    x, y, z = (np.asarray(v, float) for v in (x, y, z))
+    scalar = x.ndim == 0 and y.ndim == 0 and z.ndim == 0
+    grid = _is_grid(x, y, z)
+    if not grid:
+        x, y, z = (np.atleast_1d(a) for a in np.broadcast_arrays(x, y, z))
+    d = None
+    for L, lung in zip(V["lungs"], scene.lungs):
+        lcx, lcy, lx, ly, _ = lung
+        t = (z - scene.z_base) / (L["apex"] - scene.z_base)
+        s = np.sqrt(np.clip(1.0 - np.clip((t - L["t0"]) / L["tw"], 0, None) ** 2, 1e-4, None))
+        s = s * (1.0 + L["flare"] * (0.5 - np.clip(t, 0, 1)))
+        e = ellipse_sdf(x - lcx, y - lcy, lx * s, ly * s)
+        floor, slope = _dome(L, lung, x, y)
+        e = np.maximum(e, (floor - z) / slope)
+        e = np.maximum(e, z - L["apex"])
+        d = e if d is None else np.minimum(d, e)
+    d = np.maximum(d, ellipse_sdf(x - scene.cx, y - scene.cy, scene.cav_a, scene.cav_b) + 3.0)
+    mx, mw = V["mediastinum"]
+    d = np.maximum(d, -ellipse_sdf(x - mx, y - scene.cy, mw, scene.cav_b * 1.2))
+    sx, sy, sr = scene.spine
+    d = np.maximum(d, -(np.sqrt((x - sx) ** 2 + (y - sy) ** 2) - sr - 10.0))
+    d = np.array(np.broadcast_to(d, np.broadcast_shapes(x.shape, y.shape, z.shape)), float)
+    grow = V["epi_fat"] + 1.5 + 2.0
+    for ch in V["chambers"]:
+        e = _chamber_extent(ch) + grow + _CAP
+        fn = (lambda c: lambda a, b, cc: _chamber_sdf(c, np.stack(np.broadcast_arrays(a, b, cc), -1)) - grow)(ch)
+        _carve(d, x, y, z, ch["center"] - e, ch["center"] + e, fn, grid)
+    for c, r in V["pads"]:
+        e = r + _CAP
+        fn = (lambda c, r: lambda a, b, cc: ellipsoid_sdf(np.stack(np.broadcast_arrays(a - c[0], b - c[1], cc - c[2]), -1), r) - 1.0)(c, r)
+        _carve(d, x, y, z, c - e, c + e, fn, grid)
+    segs = V["central"] if carve_tubes else np.zeros((0, 8))
+    if len(segs):
+        m = V["carve_margin"]
+        if grid:
+            for s in segs:
+                rm = max(s[6], s[7]) + m + _CAP
+                _carve(d, x, y, z, np.minimum(s[0:3], s[3:6]) - rm, np.maximum(s[0:3], s[3:6]) + rm,
+                       _seg_field(s[None], m), grid)
+        else:
+            lo = np.minimum(segs[:, 0:3], segs[:, 3:6]).min(0) - 40 - _CAP
+            hi = np.maximum(segs[:, 0:3], segs[:, 3:6]).max(0) + 40 + _CAP
+            _carve(d, x, y, z, lo, hi, lambda a, b, c: _seg_field_points(np.stack([a, b, c], -1), segs, m), grid)
+    return float(d.reshape(-1)[0]) if scalar else d
+
+
+def _walk_in(scene: Scene, p, side: int, margin: float, carve: bool = False, step: float = 2.0):
+    """Move p along x (to the patient's left for side +1) until it lies `margin` mm inside a
+    lung, without leaving the thoracic cavity; where that finds no lung, from p moved posteriorly,
+    up or down a little (the first that does)."""
+    for off in ((0, 0, 0), (0, 8, 0), (0, 0, 8), (0, 8, 8), (0, 16, 0), (0, 0, -8), (0, 16, 8), (0, -8, 0),
+                (0, 8, -8), (0, 24, 0), (0, 0, 16), (0, 24, 16)):
+        q = np.array(p, float) + off
+        while ((q[0] - scene.cx) / scene.cav_a) ** 2 + ((q[1] - scene.cy) / scene.cav_b) ** 2 < 0.9:
+            if _varied_lung_sdf(scene, *q, carve_tubes=carve) < -margin:
+                return q
+            q[0] += side * step
+    return _lung_point(scene, np.random.default_rng(0), margin, side=side)
+
+
+def _side_point(scene: Scene, rng, side: int, margin: float, zlo=-np.inf, zhi=np.inf, ylo=-np.inf, yhi=np.inf,
+                tries: int = 300):
+    """A random lung point on one side (-1 right, +1 left) within the given z / y limits."""
+    lcx, lcy, lx, ly, _ = scene.lungs[(side + 1) // 2]
+    zlo, zhi = max(zlo, scene.z_base), min(zhi, scene.z_apex)
+    ylo, yhi = max(ylo, lcy - ly), min(yhi, lcy + ly)
+    if zlo < zhi and ylo < yhi:
+        for _ in range(tries):
+            p = np.array([lcx + rng.uniform(-lx, lx), rng.uniform(ylo, yhi), rng.uniform(zlo, zhi)])
+            if scene.lung_sdf(*p) < -margin:
+                return p
+    return _lung_point(scene, rng, margin, side=side)
+
+
+def _lung_path(scene: Scene, rng, start, target, r0: float, r1: float, wander: float, axial: bool,
+               max_len: float, step: float = 4.0):
+    """A curving, tapering vessel from `start` towards `target`, through the lung: it wanders
+    (a slowly turning random bias), and with `axial` keeps in the axial plane; it stops near the
+    target, at `max_len`, or before it would leave the lung."""
+    pts = [np.asarray(start, float)]
+    to = target - pts[0]
+    d = to / (np.linalg.norm(to) + 1e-9)
+    if axial:
+        d[2] *= 0.15
+        d /= np.linalg.norm(d) + 1e-9
+    w = np.zeros(3)
+    length = 0.0
+    while length < max_len:
+        to = target - pts[-1]
+        dist = float(np.linalg.norm(to))
+        if dist < 10.0:
+            break
+        w = 0.75 * w + rng.normal(0.0, wander, 3)
+        nd = 0.65 * d + 0.35 * to / dist + w
+        if axial:
+            nd[2] *= 0.15
+        nd /= np.linalg.norm(nd) + 1e-9
+        r = r0 + (r1 - r0) * min(1.0, length / max_len)
+        p = pts[-1] + nd * step
+        if length >= 16.0 and scene.lung_sdf(*p) > -0.7 * r:  # about to leave the lung: steer, or stop
+            for alt in (0.5 * nd + 0.5 * to / dist, to / dist):
+                alt = alt / (np.linalg.norm(alt) + 1e-9)
+                if scene.lung_sdf(*(pts[-1] + alt * step)) < -0.7 * r:
+                    nd, p = alt, pts[-1] + alt * step
+                    break
+            else:
+                break
+        pts.append(p)
+        d = nd
+        length += step
+    pts = np.array(pts)
+    rad = r0 + (r1 - r0) * np.clip(np.arange(len(pts)) * step / max_len, 0, 1)
+    return pts, rad
+
+
+def _make_varied_scene(seed: int, n_nodules, fov_mm, diameters_mm, families) -> Scene:
+    """The varied anatomy of a seed (see ANATOMY_FAMILIES); nodules as in the classic scene."""
+    rng, fam, F, (body_a, aspect, fat) = _varied_habitus(seed, families)
+    U = rng.uniform
+    if fov_mm is not None:
+        body_a = min(body_a, fov_mm / 2 - 8)
+    body_b = body_a * aspect
+    muscle = U(5, 15)
+    cav_a = body_a - fat - muscle - 9
+    cav_b = body_b - fat - muscle - 9
+    cx, cy = U(-8, 8), U(-10, 10)
+    sr = U(14, 21)
+    spine = (cx, cy + cav_b - sr * 0.5, sr)
+    # lungs (footprints) and domes
+    z0 = U(-400, -50)
+    z_base = z0 + U(25, 55)
+    lungs, Ls = [], []
+    dome_style = F["domes"]
+    high_side = int(rng.choice([-1, 1], p=[0.35, 0.65]))  # an eventrated / high dome: more often the left
+    for side in (-1, 1):
+        lx = cav_a * U(*F["lung_lx"])
+        lcx = cx + side * cav_a * U(0.49, 0.56)
+        ly = cav_b * U(*F["lung_ly"])
+        lcy = cy + cav_b * U(0.0, 0.1)
+        L = {"side": side, "ax": U(-0.2, 0.15) * -side, "ay": U(-0.35, 0.05), "p": U(0.8, 1.4),
+             "recess": U(8, 20), "bumps": [], "t0": U(0.40, 0.55), "flare": U(0.0, 0.12)}
+        L["tw"] = U(1.0, 1.05) - L["t0"]
+        h = U(35, 60) if side < 0 else U(25, 45)
+        lift = U(0, 12)
+        if dome_style == "flat":
+            h, L["p"], L["recess"], lift = U(6, 20), U(0.45, 0.8), U(15, 30), U(0, 5)
+        elif dome_style == "high":
+            h, lift = U(50, 75), U(10, 25)
+        elif dome_style == "asymmetric" and side == high_side:
+            h, lift = U(55, 75), U(15, 35)
+        elif dome_style == "eventration" and side == high_side:
+            h, L["p"], lift = U(70, 100), U(0.55, 0.9), U(20, 40)
+        if dome_style == "lobulated" or (dome_style == "eventration" and side != high_side) or \
+                (dome_style in ("normal", "asymmetric") and rng.random() < 0.15):
+            for _ in range(int(rng.integers(2, 5))):
+                ang, rad = U(0, 2 * np.pi), U(0.1, 0.65)
+                L["bumps"].append((lcx + rad * lx * math.cos(ang), lcy + rad * ly * math.sin(ang), U(5, 14), U(9, 20)))
+        L["h"] = h
+        L["base"] = z_base + L["recess"] + lift
+        lungs.append((lcx, lcy, lx, ly, h))
+        Ls.append(L)
+    dome_tops = []
+    for L, lung in zip(Ls, lungs):
+        lcx, lcy, lx, ly, _ = lung
+        xs_ = lcx + np.linspace(-lx, lx, 41)[None, :]
+        ys_ = lcy + np.linspace(-ly, ly, 41)[:, None]
+        f, _ = _dome(L, lung, xs_, ys_, grad=False)
+        j, i = np.unravel_index(np.argmax(f), f.shape)
+        dome_tops.append(np.array([float(xs_[0, i]), float(ys_[j, 0]), float(f[j, i])]))
+    z_c = min(t[2] for t in dome_tops) - U(5, 15)
+    # heart: chambers in its own frame, sitting on the central tendon, behind the sternum
+    S = float(np.clip(0.46 * cav_a * U(*F["heart_scale"]), 40, 90))
+    R = _frame(U(*F["heart_axial_deg"]), U(*F["heart_tilt_deg"]), U(-15, 15))
+    la_s = U(*F["la_scale"])
+    shift = U(*F["heart_shift"]) * cav_a
+    gap = U(3, 18)
+    epi = U(*F["epi_fat"])
+    la_off = np.array([U(-0.1, 0.05), U(0.72, 0.86), U(0.42, 0.58)])
+    ar_off, rvot_off = np.array([-0.15, 0.32, 0.55]), np.array([0.16, -0.22, 0.62])
+    style = F["heart"]
+    for _ in range(12):
+        def local(off):
+            return R @ (np.asarray(off) * S)
+        if style == "chambers":
+            chs = [("LV", (0.18, -0.12, -0.02), (0.68, 0.42, 0.44)), ("RV", (0.05, 0.30, -0.12), (0.62, 0.30, 0.40)),
+                   ("RA", (-0.40, 0.42, 0.05), (0.36, 0.34, 0.42))]
+            parts = [_chamber(n, local(o), R, np.array(r) * S) for n, o, r in chs]
+        else:
+            parts = [_chamber("ventricles", local((0.05, 0.05, -0.05)), R, np.array([0.8, 0.6, 0.56]) * S,
+                              n=U(2.2, 3.0)),
+                     _chamber("RA", local((-0.42, 0.45, 0.05)), R, np.array([0.38, 0.36, 0.44]) * S)]
+        parts.append(_chamber("LA", la_off * S, np.eye(3), np.array([0.55, 0.32, 0.36]) * S * la_s))
+        lo = np.min([p["center"] - _chamber_extent(p) for p in parts], 0)
+        hi = np.max([p["center"] + _chamber_extent(p) for p in parts], 0)
+        hc = np.array([cx + shift, cy - cav_b + gap - lo[1], z_c + U(0, 3) - lo[2]])
+        for p in parts:
+            p["center"] = p["center"] + hc
+        la = parts[-1]
+        post_limit = spine[1] - sr - 9
+        over = la["center"][1] + _chamber_extent(la)[1] - post_limit
+        if over > 0:
+            la["center"][1] -= over
+        # inside the cavity, with room for the pericardial fat?
+        ok = True
+        for p in parts:
+            for sgn in (-1, 1):
+                for ax_ in range(2):
+                    q = p["center"].copy()
+                    q[ax_] += sgn * (_chamber_extent(p)[ax_] + epi + 2)
+                    if ((q[0] - cx) / cav_a) ** 2 + ((q[1] - cy) / cav_b) ** 2 > 0.97:
+                        ok = False
+        if ok:
+            break
+        S *= 0.94
+        shift *= 0.9
+    chambers = parts
+    la = chambers[-1]
+    la_top = la["center"][2] + la["radii"][2]
+    aortic_root = hc + ar_off * S
+    rvot = hc + rvot_off * S
+    foot = (z_c, hc[0], hc[1], max(-lo[0], hi[0]) + epi + 2, max(-lo[1], hi[1]) + epi + 2)
+    for L in Ls:
+        L["tendon"] = foot
+    # fat pads at the cardiophrenic angles, on the diaphragm
+    pads = []
+    pad_r = U(*F["fat_pad"])
+    if pad_r > 3:
+        for side, scale in ((1, 1.0), (-1, U(0.4, 0.9))):
+            r = pad_r * scale
+            ext_x = hi[0] + hc[0] if side > 0 else lo[0] + hc[0]
+            rad = np.array([r, r * U(0.7, 1.0), r * U(0.5, 0.8)])
+            c = np.array([ext_x - side * r * 0.5, cy - cav_b + gap + r * U(0.7, 1.2), 0.0])
+            c[2] = max(float(_dome(L, lung, c[0], c[1], grad=False)[0]) for L, lung in zip(Ls, lungs)) + rad[2] * 0.3
+            pads.append((c, rad))
+    # the vertical chain: pulmonary bifurcation over the left atrium, carina, apices
+    trunk_r = U(*F["trunk_r"])
+    rpa_r, lpa_r = trunk_r * U(*F["pa_ratio"]), trunk_r * U(*F["pa_ratio"]) * U(0.9, 1.0)
+    bif_z = la_top + rpa_r + U(2, 8)
+    z_car = bif_z + U(8, 20)
+    z_apex = z_car + U(*F["apex_above_carina"])
+    z1 = z_apex + U(8, 25)
+    for L in Ls:
+        L["apex"] = z_apex - U(0, 10)
+    carina = np.array([cx + U(-3, 3), cy + cav_b * U(0.12, 0.28), z_car])
+    bif = np.array([cx + U(10, 22), carina[1] - U(18, 30), bif_z])
+    tex = np.column_stack([rng.normal(0, 0.12, (10, 3)), rng.uniform(0, 2 * np.pi, 10), rng.uniform(3, 9, 10)])
+    contrast = rng.random() < 0.15
+    vessel_hu = U(150, 320) if contrast else U(30, 55)
+    scene = Scene(
+        seed=seed, cx=cx, cy=cy, body_a=body_a, body_b=body_b, fat=fat, muscle=muscle, cav_a=cav_a, cav_b=cav_b,
+        z0=z0, z1=z1, z_base=z_base, z_apex=z_apex, lungs=lungs,
+        heart=(hc, np.maximum(np.abs(lo), np.abs(hi))), aorta=(0.0, 0.0, 0.0), spine=spine,
+        table_y=cy + body_b + U(2, 12), lung_hu=U(-900, -800), gravity=U(15, 80), texture=tex,
+        vessels=np.zeros((0, 8)), roots=np.zeros((0, 8)), airways=np.zeros((0, 8)), ribs=np.zeros((0, 8)),
+        vessel_hu=vessel_hu)
+    scene.varied = V = {
+        "family": fam, "lungs": Ls, "dome_tops": dome_tops, "z_c": z_c, "heart_center": hc, "heart_frame": R,
+        "heart_style": style, "chambers": chambers, "epi_fat": epi, "pads": pads,
+        "mediastinum": (cx + U(-4, 6), U(*F["med_w"])), "central": np.zeros((0, 8)), "carve_margin": U(1.5, 3.5),
+        "carina": carina, "bifurcation": bif, "paths": [], "hilum": {},
+        "fat_hu": U(-115, -85), "med_fat_hu": U(-100, -50), "liver_hu": U(10, 40) if rng.random() < 0.15 else U(45, 70),
+        "heart_hu": vessel_hu if contrast else U(30, 50), "contrast": bool(contrast),
+        "liver_edge": U(-0.05, 0.2) * cav_a, "gastric_air": bool(rng.random() < 0.6),
+    }
+    # airways first: the left main bronchus runs under the left pulmonary artery
+    b_r = U(7.5, 10)
+    airways = [[carina[0] + U(-3, 3), carina[1] + U(-5, 3), z1 + 5, *carina, b_r, b_r * 0.95]]
+    bronchi = {}
+    for side, dz, dx in ((-1, U(15, 25), 10), (1, U(25, 38), 20)):
+        bronchi[side] = _walk_in(scene, carina + np.array([side * dx, U(3, 8), -dz]), side, 4.0)
+        airways.append([*carina, *bronchi[side], U(6, 7.5), U(5, 6)])
+    # great vessels
+    paths = V["paths"]
+    central, painted = [], []
+
+    def add(name, ctrl, radii, kind="central"):
+        pts, rad = _spline(ctrl, radii)
+        paths.append((name, kind, pts, rad))
+        if kind == "central":
+            central.append(_tube_segs(*_spline(ctrl, radii, step=10.0)))  # coarser: only carves the lungs
+            painted.append(_tube_segs(pts, rad))
+        return pts, rad
+
+    ao_r = U(*F["aorta_r"])
+    tort = U(*F["tortuous"])
+    rd = ao_r * U(0.78, 0.9)
+    xd = cx + sr * 0.55 + rd * 0.9 + U(0, 6)
+    yd = spine[1] - sr * 0.55 - rd * 0.5 + U(-4, 4)
+    dist = math.hypot(xd - spine[0], yd - spine[1])
+    if dist < sr + rd + 3:
+        xd = spine[0] + math.sqrt(max((sr + rd + 3) ** 2 - (yd - spine[1]) ** 2, 0)) + 1
+    y_rpa = carina[1] - rpa_r - U(5, 9)
+    ya = y_rpa - rpa_r - ao_r - U(2, 6)
+    xa = cx + U(-10, 2)
+    top_a = np.array([xa, ya, z_car + U(0, 8)])
+    top_d = np.array([xd, yd, z_car + U(0, 8)])
+    rise = U(*F["arch_rise"])
+    mid = (top_a + top_d) / 2
+    arch = [mid + (top_a - mid) * math.cos(t) + np.array([0, 0, rise]) * math.sin(t) for t in np.linspace(0, np.pi, 9)]
+    asc_mid = (aortic_root + top_a) / 2 + np.array([-U(0, 3 + tort / 2), U(-6, 0), 0])
+    zs_d = np.arange(top_d[2], z0 - 30, -35.0)
+    ph = U(0, 2 * np.pi)
+    desc = []
+    for zz in zs_d[1:]:
+        f = (top_d[2] - zz) / (top_d[2] - z0 + 30)
+        xx = xd + tort * math.sin(ph + zz / 45.0) - f * (xd - cx - 6) * 0.5
+        yy = yd - f * U(0, 12)
+        q = math.hypot(xx - spine[0], yy - spine[1])
+        if q < sr + rd + 2:
+            xx = spine[0] + math.sqrt(max((sr + rd + 2) ** 2 - (yy - spine[1]) ** 2, 0)) + 1
+        desc.append([xx, yy, zz])
+    add("ascending aorta", [aortic_root, asc_mid, top_a], [ao_r * 0.95, ao_r, ao_r])
+    add("aortic arch", arch, [ao_r] * 4 + [ao_r * 0.95] * 5)
+    add("descending aorta", [top_d] + desc, [rd] * (1 + len(desc)))
+    for t, dx, r in ((0.25, -U(10, 20), U(5, 7)), (0.45, U(-4, 4), U(3.5, 5)), (0.62, U(6, 14), U(4, 6))):
+        k = int(round(t * 8))
+        p0 = arch[k] + np.array([0, 0, ao_r * 0.6])
+        add("arch branch", [p0, p0 + np.array([dx * 0.5, U(-5, 5), 30]), p0 + np.array([dx, U(-8, 8), z1 + 10 - p0[2]])],
+            [r, r, r * 0.9])
+    # pulmonary trunk and main arteries
+    add("pulmonary trunk", [rvot, (rvot + bif) / 2 + np.array([U(0, 6), -U(4, 10), U(0, 6)]), bif],
+        [trunk_r * 0.95, trunk_r, trunk_r * 0.92])
+    h_r = _walk_in(scene, np.array([xa - ao_r, y_rpa + U(-4, 4), bif_z - U(0, 8)]), -1, rpa_r * 0.5)
+    add("right pulmonary artery", [bif, np.array([xa, y_rpa, bif_z - U(0, 5)]), h_r], [rpa_r, rpa_r, rpa_r * 0.9])
+    bl = bronchi[1]
+    l1x = bif[0] + U(8, 16)
+    f = np.clip((l1x - carina[0]) / max(bl[0] - carina[0], 1.0), 0, 1)
+    bz = carina[2] + f * (bl[2] - carina[2])
+    l1 = np.array([l1x, bif[1] + U(12, 22), max(bif_z + U(8, 14), bz + 7 + lpa_r + 2)])
+    h_l = _walk_in(scene, np.array([l1[0], l1[1] + U(0, 10), l1[2] - U(0, 6)]), 1, lpa_r * 0.5)
+    add("left pulmonary artery", [bif, l1, h_l], [lpa_r, lpa_r, lpa_r * 0.9])
+    ra = chambers[-2] if style == "chambers" else chambers[1]
+    svc_r = U(8, 11)
+    svc_x = min(xa - ao_r - svc_r - 2, ra["center"][0])
+    add("superior vena cava", [[svc_x, ya + U(0, 8), z_apex - 5], [svc_x, ya + U(0, 8), z_car - 10],
+                               ra["center"] + np.array([0, 0, ra["radii"][2] * 0.5])], [svc_r] * 3)
+    # pulmonary veins into the left atrium
+    vein_r = U(*F["vein_r"])
+    veins = {}
+    for side in (-1, 1):
+        for which, dz in (("superior", 1), ("inferior", -1)):
+            st = la["center"] + np.array([side * la["radii"][0] * 0.7, U(-5, 5), dz * la["radii"][2] * 0.45])
+            if which == "superior":
+                q = np.array([st[0], la["center"][1] - U(10, 25), st[2] + U(5, 20)])
+            else:
+                q = np.array([st[0], la["center"][1] + U(0, 15), st[2] - U(0, 10)])
+            ent = _walk_in(scene, q, side, vein_r * 0.6)
+            add(f"{'right' if side < 0 else 'left'} {which} pulmonary vein", [st, (st + ent) / 2, ent],
+                [vein_r * 1.1, vein_r, vein_r * 0.95])
+            veins[(side, which)] = ent
+    V["central"] = np.vstack(central)
+    V["central_painted"] = np.vstack(painted)
+    V["hilum"] = {"right": h_r, "left": h_l}
+    # lobar arteries and veins inside the lungs: curving, tapering, some in the axial plane
+    wander = U(*F["wander"])
+    ang_first, ang_other = F["branch_deg"]
+    roots, hilar = [], []
+
+    def lobar(name, side, start, target, r0, axial_ok, hil):
+        if target is None:
+            target = start + np.array([side * 40.0, 0.0, 0.0])
+        axial = axial_ok and rng.random() < F["axial_p"] or rng.random() < 0.1
+        pts, rad = _lung_path(scene, rng, start, target, r0, r0 * U(0.6, 0.8), wander, axial, U(30, 75))
+        paths.append((name, "hilar", pts, rad))
+        hilar.append(_tube_segs(pts, rad))
+        for i in range(int(rng.integers(1, 3)), len(pts) - 1, int(rng.integers(2, 4))):
+            dd = pts[i + 1] - pts[i]
+            dd /= np.linalg.norm(dd) + 1e-9
+            for _ in range(4):
+                nd = _rotate_towards(dd, math.radians(U(*ang_other)), rng)
+                if scene.lung_sdf(*(pts[i] + nd * 8)) < -rad[i] * 0.6:
+                    roots.append((pts[i], nd, rad[i] * U(0.45, 0.7), hil))
+                    break
+        end = pts[-1]
+        dd = pts[-1] - pts[-2] if len(pts) > 1 else target - end
+        dd /= np.linalg.norm(dd) + 1e-9
+        for _ in range(int(rng.integers(3, 6))):
+            tgt = _side_point(scene, rng, side, 5.0, end[2] - 50, end[2] + 50)
+            nd = (tgt - end) if tgt is not None else dd
+            nd = nd / (np.linalg.norm(nd) + 1e-9) + dd
+            roots.append((end, nd / np.linalg.norm(nd), rad[-1] * U(0.6, 0.85), hil))
+
+    for side, hil, r_main in ((-1, h_r, rpa_r), (1, h_l, lpa_r)):
+        lcx, lcy, lx, ly, _ = scene.lungs[(side + 1) // 2]
+        floor_top = dome_tops[(side + 1) // 2][2]
+        nm = "right" if side < 0 else "left"
+        up = _side_point(scene, rng, side, 12, hil[2] + 25, z_apex - 20, ylo=lcy - ly * 0.6)
+        lower = _side_point(scene, rng, side, 12, floor_top - 10, hil[2] - 35, ylo=lcy)
+        mid_ = _side_point(scene, rng, side, 12, hil[2] - U(30, 55), hil[2] - U(5, 20), yhi=lcy - ly * 0.2)
+        lobar(f"{nm} upper lobe artery", side, hil, up, r_main * U(0.5, 0.65), False, hil)
+        lobar(f"{nm} interlobar artery", side, hil, lower, r_main * U(0.6, 0.75), False, hil)
+        lobar(f"{'middle lobe' if side < 0 else 'lingular'} artery", side, hil, mid_, r_main * U(0.4, 0.55), True, hil)
+        vs, vi = veins[(side, "superior")], veins[(side, "inferior")]
+        up_v = _side_point(scene, rng, side, 12, vs[2] + 10, z_apex - 30, yhi=lcy)
+        low_v = _side_point(scene, rng, side, 12, vi[2] - 8, vi[2] + 8, ylo=lcy)
+        lobar(f"{nm} superior vein branch", side, vs, up_v, vein_r * U(0.7, 0.85), False, vs)
+        lobar(f"{nm} inferior vein branch", side, vi, low_v, vein_r * U(0.75, 0.9), True, vi)
+    scene.roots = np.vstack(hilar)
+    scene.vessels = np.asarray(grow_trees(rng, scene, roots, U(*F["tree_rmin"]), int(U(*F["tree_segs"])),
+                                          angles=(ang_first, ang_other)), float).reshape(-1, 8)
+    aroots = []
+    for side in (-1, 1):
+        for d0 in (np.array([0, 0, 1.0]), np.array([side * 0.6, 0.3, -1.0]), np.array([side * 0.5, -0.6, -0.4])):
+            aroots.append((bronchi[side], d0 / np.linalg.norm(d0), 4.5, V["hilum"]["right" if side < 0 else "left"]))
+    airways += grow_trees(rng, scene, aroots, 1.2, 300)
+    scene.airways = np.asarray(airways, float).reshape(-1, 8)
+    scene.aorta = (float(top_d[0]), float(top_d[1]), float(rd))
+    scene.ribs = _make_ribs(scene, rng)
+    scene.nodules = _make_nodules(scene, np.random.default_rng([seed, 0xA7, 0x0D]), n_nodules, diameters_mm)
+    return scene
+
+
+def _render_varied(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """render_anatomy for a varied scene: noise-free HU volume and nodule occupancy."""
+    V = scene.varied
+    h = grid.h
+    x, y, z = grid.axes()
+    shape = grid.shape
+    vol = np.full(shape, -1000.0, np.float32)
+    ty = scene.table_y + 0.0015 * (x - scene.cx) ** 2
+    blend(vol, np.broadcast_to(soft(np.abs(y - ty - 6) - 5, h), shape), -250.0)
+    blend(vol, np.broadcast_to(soft(np.abs(y - ty - 13) - 2, h), shape), 150.0)
+    body = soft(ellipse_sdf(x - scene.cx, y - scene.cy, scene.body_a, scene.body_b), h)
+    blend(vol, np.broadcast_to(body, shape), V["fat_hu"])
+    inner_a, inner_b = scene.body_a - scene.fat, scene.body_b - scene.fat
+    blend(vol, np.broadcast_to(soft(ellipse_sdf(x - scene.cx, y - scene.cy, inner_a, inner_b), h), shape), 45.0)
+    cav = soft(ellipse_sdf(x - scene.cx, y - scene.cy, scene.cav_a + 9, scene.cav_b + 9), h)
+    blend(vol, np.broadcast_to(cav, shape), V["med_fat_hu"])
+    # abdomen under the diaphragm: muscle, liver (right), stomach (with air) and spleen (left)
+    zd = _diaphragm_z(scene, x, y)
+    blend(vol, cav * soft(z - zd, h), 45.0)
+    organs = cav * soft(z - (zd - 4.0), h)
+    liver = organs * soft(x - (scene.cx + V["liver_edge"]), 6.0)
+    blend(vol, liver, V["liver_hu"])
+    lcx, lcy, lx, ly, _ = scene.lungs[1]
+    top_l = V["dome_tops"][1]
+    for c, r, hu in ((np.array([lcx + 0.35 * lx, lcy + 0.45 * ly, top_l[2] - 45]), np.array([0.35 * lx, 0.3 * ly, 45.0]), 48.0),
+                     (np.array([lcx - 0.1 * lx, lcy - 0.35 * ly, top_l[2] - 35]), np.array([0.5 * lx, 0.4 * ly, 32.0]), 25.0)):
+        sl = grid.sub(c - r - 2 * h, c + r + 2 * h)
+        if sl is None:
+            continue
+        sx, sy, sz = grid.subgrid(sl).axes()
+        occ = soft(ellipsoid_sdf(np.stack(np.broadcast_arrays(sx - c[0], sy - c[1], sz - c[2]), -1), r), h) * organs[sl]
+        blend(vol[sl], occ, hu)
+        if hu == 25.0 and V["gastric_air"]:
+            blend(vol[sl], occ * soft((c[2] + 0.3 * r[2]) - sz, h), -1000.0)
+    # heart: pericardial fat pads, pericardium, epicardial fat, chambers; then the great vessels
+    sdf = None
+    lo = np.min([ch["center"] - _chamber_extent(ch) for ch in V["chambers"]], 0) - V["epi_fat"] - 4 * h - 3
+    hi = np.max([ch["center"] + _chamber_extent(ch) for ch in V["chambers"]], 0) + V["epi_fat"] + 4 * h + 3
+    for c, r in V["pads"]:
+        sl = grid.sub(c - r - 2 * h, c + r + 2 * h)
+        if sl is not None:
+            sx, sy, sz = grid.subgrid(sl).axes()
+            blend(vol[sl], soft(ellipsoid_sdf(np.stack(np.broadcast_arrays(sx - c[0], sy - c[1], sz - c[2]), -1), r), h),
+                  -100.0)
+    sl = grid.sub(lo, hi)
+    if sl is not None:
+        sx, sy, sz = grid.subgrid(sl).axes()
+        pp = np.stack(np.broadcast_arrays(sx, sy, sz), -1)
+        for ch in V["chambers"]:
+            e = _chamber_sdf(ch, pp)
+            sdf = e if sdf is None else np.minimum(sdf, e)
+        del pp
+        g = V["epi_fat"]
+        blend(vol[sl], soft(sdf - g - 1.5, h), 25.0)
+        blend(vol[sl], soft(sdf - g, h), -90.0)
+        blend(vol[sl], soft(sdf, h), V["heart_hu"])
+    blend(vol, render_tubes(V["central_painted"], grid), scene.vessel_hu)
+    _render_bones(scene, grid, vol)
+    lung = np.zeros(shape, np.float32)
+    sl = grid.sub(*_lung_box(scene, 2 * h))
+    if sl is not None:
+        lx_, ly_, lz_ = grid.subgrid(sl).axes()
+        lung[sl] = soft(scene.lung_sdf(lx_, ly_, lz_), h)
+        par = scene.lung_hu + scene.texture_at(lx_, ly_, lz_) + scene.gravity * (ly_ - scene.cy) / scene.cav_b
+        blend(vol[sl], lung[sl], par.astype(np.float32))
+    blend(vol, render_tubes(scene.roots, grid), scene.vessel_hu)
+    blend(vol, render_tubes(scene.vessels, grid) * np.clip(lung * 1.5, 0, 1), scene.vessel_hu)
+    blend(vol, render_tubes(scene.airways, grid, grow=0.6, scale=1.15), 10.0)
+    blend(vol, render_tubes(scene.airways, grid), -1000.0)
+    occ, core, nhu, chu = render_nodules(scene, grid)
+    blend(vol, occ, nhu)
+    blend(vol, core, chu)
+    return vol, occ
+
+
+def sample_geometry_varied(seed: int) -> dict:
+    """sample_geometry for the varied mode: wider slice spacings and thicknesses, and a
+    reconstruction kernel (soft, standard or sharp with edge enhancement) with its own noise
+    level and texture. Its own random stream."""
+    rng = np.random.default_rng([seed, 0xA7, 0x6E0])
+    matrix = int(rng.choice([256, 512], p=[0.25, 0.75]))
+    spacing = float(rng.choice([0.5, 0.625, 0.75, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0],
+                               p=[0.05, 0.12, 0.05, 0.08, 0.15, 0.15, 0.1, 0.1, 0.08, 0.05, 0.07]))
+    thickness = min(5.0, spacing * float(rng.choice([1.0, 1.0, 1.25, 1.6, 2.0])))
+    signed = bool(rng.random() < 0.5)
+    name = str(rng.choice(["SOFT", "STANDARD", "LUNG"], p=[0.25, 0.4, 0.35]))
+    if name == "SOFT":
+        psf, corr, factor, edge = rng.uniform(0.75, 1.2), rng.uniform(0.9, 1.3), rng.uniform(0.55, 0.85), 0.0
+    elif name == "STANDARD":
+        psf, corr, factor, edge = rng.uniform(0.5, 0.8), rng.uniform(0.6, 0.9), 1.0, rng.uniform(0.0, 0.15)
+    else:
+        psf, corr, factor, edge = rng.uniform(0.3, 0.5), rng.uniform(0.35, 0.55), rng.uniform(1.6, 2.6), rng.uniform(0.3, 1.0)
+    return {
+        "matrix": matrix,
+        "pixel_spacing_mm": None,
+        "slice_spacing_mm": spacing,
+        "slice_thickness_mm": round(thickness, 3),
+        "patient_position": str(rng.choice(["HFS", "FFS"])),
+        "pixel_representation": 1 if signed else 0,
+        "rescale_intercept": float(rng.choice([0.0, -1024.0])) if signed else -1024.0,
+        "noise_hu": float(min(150.0, rng.uniform(8, 35) * factor * math.sqrt(1.25 / spacing))),
+        "psf_mm": float(psf),
+        "fov_padding": bool(rng.random() < 0.5),
+        "kernel": {"name": name, "noise_corr": float(corr), "edge_enhance": float(edge),
+                   "edge_enhance_mm": float(rng.uniform(0.7, 1.5))},
+    }
+
+
+def _r(v, nd: int = 1):
+    return [round(float(a), nd) for a in np.asarray(v).reshape(-1)]
+
+
+def anatomy_landmarks(scene: Scene, geo: dict | None = None) -> dict:
+    """The truth's additive "anatomy" key (schema pulmo.anatomy/1; see the module docstring)."""
+    V = scene.varied
+    out: dict = {"schema": ANATOMY_SCHEMA}
+    lung_names = ("right", "left")
+    if V is None:
+        hc, hr = scene.heart
+        roots = scene.roots
+        hil = {n: _r(roots[2 * k:2 * k + 2, 3:6].mean(0)) for k, n in enumerate(lung_names)}
+        out.update(mode="classic", family=None, family_name="classic", split=None, hilum=hil,
+                   heart={"shape": "ellipsoid", "center": _r(hc), "radii": _r(hr), "axes": np.eye(3).tolist()},
+                   diaphragm={n: {"apex": _r([l[0], l[1], scene.z_base + l[4]])} for n, l in zip(lung_names, scene.lungs)},
+                   mediastinum={"center_xy": _r([scene.cx, scene.cy]), "half_width_mm": 24.0,
+                                "half_depth_mm": round(scene.cav_b * 1.2, 1)},
+                   lungs={n: {"base_z": round(scene.z_base, 1), "apex_z": round(scene.z_apex, 1)} for n in lung_names},
+                   vessels=[{"name": "hilar trunk", "kind": "central", "points": [_r(s[0:3]) + [round(s[6], 1)],
+                                                                                  _r(s[3:6]) + [round(s[7], 1)]]}
+                            for s in scene.roots]
+                   + [{"name": "descending aorta", "kind": "central",
+                       "points": [[round(scene.aorta[0], 1), round(scene.aorta[1], 1), round(z, 1), round(scene.aorta[2], 1)]
+                                  for z in (scene.z_apex - 40, scene.z0)]}])
+        return out
+    F = ANATOMY_FAMILIES[V["family"]]
+    R = V["heart_frame"]
+    hc = V["heart_center"]
+    ext = np.zeros(3)
+    for ch in V["chambers"]:  # half lengths of the heart along its own axes
+        for k in range(3):
+            ext[k] = max(ext[k], abs(float((ch["center"] - hc) @ R[:, k])) + float(np.abs(R[:, k] @ ch["axes"]) @ ch["radii"]) * 0.9)
+    tops = V["dome_tops"]
+    mx, mw = V["mediastinum"]
+    out.update(
+        mode="varied", family=V["family"], family_name=F["name"], split=F["split"],
+        hilum={n: _r(V["hilum"][n]) for n in lung_names},
+        carina=_r(V["carina"]), pulmonary_bifurcation=_r(V["bifurcation"]),
+        heart={"shape": V["heart_style"], "center": _r(hc), "radii": _r(ext), "axes": [_r(R[:, k], 4) for k in range(3)],
+               "epicardial_fat_mm": round(V["epi_fat"], 1),
+               "chambers": [{"name": ch["name"], "center": _r(ch["center"]), "radii": _r(ch["radii"]),
+                             "axes": [_r(ch["axes"][:, k], 4) for k in range(3)], "exponent": round(ch["n"], 2)}
+                            for ch in V["chambers"]],
+               "fat_pads": [{"center": _r(c), "radii": _r(r)} for c, r in V["pads"]]},
+        diaphragm={**{n: {"apex": _r(t), "lowest_z": round(L["base"] - L["recess"], 1), "style": F["domes"]}
+                      for n, t, L in zip(lung_names, tops, V["lungs"])}, "central_tendon_z": round(V["z_c"], 1)},
+        mediastinum={"center_xy": _r([mx, scene.cy]), "half_width_mm": round(mw, 1),
+                     "half_depth_mm": round(scene.cav_b * 1.2, 1)},
+        lungs={n: {"base_z": round(L["base"] - L["recess"], 1), "apex_z": round(L["apex"], 1)}
+               for n, L in zip(lung_names, V["lungs"])},
+        vessels=[{"name": name, "kind": kind, "points": [_r(p) + [round(float(r), 1)] for p, r in zip(pts, rad)]}
+                 for name, kind, pts, rad in V["paths"]],
+        contrast=V["contrast"],
+    )
+    if geo is not None and geo.get("kernel"):
+        k = geo["kernel"]
+        out["scanner"] = {"kernel": k["name"], "psf_mm": round(geo["psf_mm"], 3), "noise_hu": round(geo["noise_hu"], 2),
+                          "noise_corr": round(k["noise_corr"], 3), "edge_enhance": round(k["edge_enhance"], 3),
+                          "edge_enhance_mm": round(k["edge_enhance_mm"], 3)}
+    return out
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -1018,7 +1951,23 @@ def main() -> None:
     ap.add_argument("--solid-hu", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="solid nodules' density in HU (drawn 0-60 and mapped linearly onto [LO, HI]); e.g. "
                          "150 400 for dense, calcified-looking nodules")
+    ap.add_argument("--anatomy", choices=["classic", "varied"], default="classic",
+                    help="classic: the scene every release so far was trained and tested on (default); varied: "
+                         "heart, great and hilar vessels, domes, habitus and kernel drawn from the anatomy "
+                         "families (see above), with landmarks in the truth")
+    ap.add_argument("--anatomy-family", default=None, metavar="SPEC",
+                    help="with --anatomy varied: the families each seed's family is drawn from: all (default), "
+                         "train (0-3), heldout (4-5), or a comma list of ids or names, e.g. 4 or 2,eventration")
+    ap.add_argument("--landmarks", action="store_true",
+                    help="give classic cases the truth key 'anatomy' too (varied ones always have it)")
     args = ap.parse_args()
+    if args.anatomy_family is not None:
+        if args.anatomy != "varied":
+            ap.error("--anatomy-family needs --anatomy varied")
+        try:
+            args.anatomy_family = parse_families(args.anatomy_family)
+        except ValueError as e:
+            ap.error(f"--anatomy-family: {e}")
     if not 0 < args.diameter_range[0] <= args.diameter_range[1]:
         ap.error(f"--diameter-range {args.diameter_range}: needs 0 < LO <= HI")
     for name in ("spiculate", "eccentric_cores", "cavitate"):
@@ -1038,11 +1987,13 @@ def main() -> None:
     cases = []
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()
-        scene, geo, case = make_case(seed, over, args.nodules, scene_over, tuple(args.diameter_range))
+        scene, geo, case = make_case(seed, over, args.nodules, scene_over, tuple(args.diameter_range),
+                                     args.anatomy, args.anatomy_family, args.landmarks)
         if not args.truth_only:
             write_series(scene, geo, case, args.out / str(seed), args.syntax)
         cases.append(case)
-        print(f"seed {seed}: {geo['matrix']}x{geo['matrix']}x{geo['slices']} "
+        fam = f" anatomy {case['anatomy']['family_name']}" if args.anatomy == "varied" else ""
+        print(f"seed {seed}:{fam} {geo['matrix']}x{geo['matrix']}x{geo['slices']} "
               f"px {geo['pixel_spacing_mm']} dz {geo['slice_spacing_mm']} {geo['patient_position']} "
               f"nodules {len(case['nodules'])} ({time.time() - t0:.1f} s)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -48,18 +48,32 @@ def make_training_case(seed: int, spacing_range: tuple[float, float] = (0.85, 1.
     """Render one chest at a jittered spacing (SPACING times a factor drawn from
     `spacing_range`) with random scanner settings, nodules drawn from `diameters_mm`, the
     scene changed by `variety` (`phantom.override`: e.g. cavities, eccentric cores; and
-    `faint_ggo`, the chance that its ground glass is drawn fainter)."""
+    `faint_ggo`, the chance that its ground glass is drawn fainter; `varied_anatomy`, the
+    chance that the chest is drawn with phantom.py's varied anatomy, from the families
+    `anatomy_families`, and then with a sharp kernel's edge enhancement one time in three).
+    The varied draws have a stream of their own, so a chest drawn classic is the same with
+    or without them."""
     rng = np.random.default_rng([seed, 0x7A])
     spacing = SPACING * rng.uniform(*spacing_range)
     acq = phantom.Acquisition(psf_xy=rng.uniform(0.35, 1.0), psf_z=rng.uniform(0.4, 2.2),
                               noise=rng.uniform(4, 45), noise_corr=rng.uniform(0.4, 1.0))
     n_nod = int(rng.integers(0, 7)) if rng.random() < 0.15 else int(rng.integers(2, 7))
     variety = dict(variety or {})
+    p_varied = variety.pop("varied_anatomy", 0.0)
+    families = variety.pop("anatomy_families", phantom.TRAIN_FAMILIES)
+    anatomy, family = "classic", None
+    if p_varied > 0:
+        vr = np.random.default_rng([seed, 0x7A, 0xA7])
+        if vr.random() < p_varied:
+            anatomy, family = "varied", int(vr.choice(list(families)))
+            if vr.random() < 1 / 3:  # a sharp (lung) kernel: edge enhancement, finer noise
+                acq.sharpen, acq.sharpen_mm, acq.noise_corr = vr.uniform(0.3, 1.0), vr.uniform(0.7, 1.5), vr.uniform(0.35, 0.55)
     faint = variety.pop("faint_ggo", 0.0)
     if faint > 0 and rng.random() < faint:  # this chest's ground glass fainter: onto [lo, lo + 150-250] HU
         lo = rng.uniform(-800.0, -650.0)
         variety["ggo_hu"] = (lo, lo + rng.uniform(150.0, 250.0))
-    vol, occ, scene, grid = phantom.training_case(seed, spacing, rng, acq, n_nod, diameters_mm, variety)
+    vol, occ, scene, grid = phantom.training_case(seed, spacing, rng, acq, n_nod, diameters_mm, variety,
+                                                  anatomy=anatomy, families=None if family is None else [family])
     lung = np.zeros(vol.shape, bool)
     x, y, z = grid.axes()
     lung_sdf = scene.lung_sdf(x[:, :, ::4], y[:, ::4, :], z[::4])
@@ -73,7 +87,7 @@ def make_training_case(seed: int, spacing_range: tuple[float, float] = (0.85, 1.
         centres.append(c)
     return {"img": normalise(vol), "lab": (occ >= 0.5).astype(np.uint8), "lung": np.argwhere(lung), "spacing": spacing,
             "nodules": np.array(centres).reshape(-1, 3), "sizes": np.array(sizes), "ggo": np.array(ggo, bool),
-            "seed": seed}
+            "seed": seed, "family": family}
 
 
 def crop(case: dict, centre: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -254,6 +268,13 @@ def main() -> None:
     ap.add_argument("--faint-ggo", type=float, default=0.0, metavar="P",
                     help="with probability P a training chest's ground glass (drawn -650 to -450 HU) is mapped onto "
                          "a range starting at -800 to -650 HU (phantom.py --ggo-hu; 0: off, stages 1-11)")
+    ap.add_argument("--varied-anatomy", type=float, default=0.0, metavar="P",
+                    help="draw a training chest with phantom.py's varied anatomy (heart, great and hilar vessels, "
+                         "domes, habitus; a sharp kernel one time in three) with probability P (0: off, stages 1-13)")
+    ap.add_argument("--families", default="train", metavar="SPEC",
+                    help="the anatomy families of --varied-anatomy: train (0-3, default), all, heldout, or a comma "
+                         "list of ids or names (phantom.py --anatomy-family); keep the held-out ones (4, 5) out of "
+                         "training to evaluate on them")
     ap.add_argument("--extra-noise", type=float, default=25.0,
                     help="extra noise up to this many HU")
     ap.add_argument("--correlated-noise", action="store_true",
@@ -274,6 +295,12 @@ def main() -> None:
     ap.add_argument("--val-cases", type=int, default=4)
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "models" / "pulmo-nodule-v1")
     args = ap.parse_args()
+    try:
+        families = phantom.parse_families(args.families)
+    except ValueError as e:
+        ap.error(f"--families: {e}")
+    if not 0 <= args.varied_anatomy <= 1:
+        ap.error(f"--varied-anatomy {args.varied_anatomy}: a probability, needs 0 <= P <= 1")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
@@ -293,7 +320,9 @@ def main() -> None:
     train_seed = args.train_seed0
     ctx = mp.get_context("fork")
     variety = {k: p for k, p in (("cavitate", args.cavitate), ("eccentric_cores", args.eccentric_cores),
-                                 ("faint_ggo", args.faint_ggo)) if p > 0}
+                                 ("faint_ggo", args.faint_ggo), ("varied_anatomy", args.varied_anatomy)) if p > 0}
+    if args.varied_anatomy > 0:
+        variety["anatomy_families"] = families
     render = functools.partial(make_training_case, spacing_range=tuple(args.spacing_range),
                                diameters_mm=tuple(args.diameter_range), variety=variety)
     with ctx.Pool(1) as pool:  # forked before the network touches a GPU; the worker only renders
@@ -302,12 +331,14 @@ def main() -> None:
         next_seed = train_seed + 2
         pending = pool.apply_async(render, (next_seed,))
         history, step, n_cases = [], 0, 2
+        n_varied = sum(c["family"] is not None for c in pool_cases)
         while step == 0 or time.time() - t_start < budget:  # at least one step, however short the budget
             frac = (time.time() - t_start) / budget
             for g in opt.param_groups:
                 g["lr"] = args.lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
             if step % args.steps_per_case == 0 and pending.ready():
                 pool_cases.append(pending.get())
+                n_varied += pool_cases[-1]["family"] is not None
                 pool_cases = pool_cases[-args.pool:]
                 next_seed += 1
                 n_cases += 1
@@ -355,6 +386,7 @@ def main() -> None:
                                           + (f", per-nodule weights (V_10mm/V)^{args.instance_weight} in [1, 16]"
                                              if args.instance_weight > 0 else "")},
         "data": {"training_seeds": [train_seed, next_seed - 1], "cases_rendered": n_cases,
+                 **({"varied_anatomy_cases": n_varied, "anatomy_families": list(families)} if args.varied_anatomy > 0 else {}),
                  "patches_seen": step * args.batch, "validation_seeds": [900_000, 900_000 + args.val_cases - 1],
                  "augmentation": f"spacing x{args.spacing_range[0]}-{args.spacing_range[1]}, PSF xy 0.35-1.0 mm / z 0.4-2.2 mm, noise 4-45 HU, "
                                  "flips (3 axes), axial transpose, HU scale 0.9-1.1, shift +-40 HU, "
