@@ -85,8 +85,12 @@ pub trait Resample: Send + Sync + fmt::Debug {
     /// Interpolates `hu` along columns, then rows, then slices with `taps` (indexed by axis
     /// `[slice, row, column]`) into an array of `shape`, computing `a * (1 - w) + b * w`
     /// in float32 at each step, as the CPU path does.
-    fn resample(&self, hu: ArrayView3<f32>, shape: [usize; 3], taps: &[Taps; 3])
-        -> Result<Array3<f32>>;
+    fn resample(
+        &self,
+        hu: ArrayView3<f32>,
+        shape: [usize; 3],
+        taps: &[Taps; 3],
+    ) -> Result<Array3<f32>>;
 
     /// Where it runs, as logs name it (`cuda:0`).
     fn describe(&self) -> String;

@@ -307,7 +307,6 @@ mod tests {
 
     use crate::testing::{bundle_dir, EXAMPLE};
 
-
     #[test]
     fn opens_a_good_bundle() {
         let bundle = Bundle::open(bundle_dir("good", EXAMPLE).path()).unwrap();

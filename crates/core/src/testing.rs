@@ -24,7 +24,8 @@ pub struct ThresholdNet {
 
 impl Network for ThresholdNet {
     fn infer(&self, inputs: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
-        self.inputs.fetch_add(inputs.len() as u64, Ordering::Relaxed);
+        self.inputs
+            .fetch_add(inputs.len() as u64, Ordering::Relaxed);
         Ok(inputs
             .into_iter()
             .map(|tile| tile.into_iter().map(|x| (x - 0.5) * 40.0).collect())
@@ -96,7 +97,8 @@ impl BoxFilterNet {
 
 impl Network for BoxFilterNet {
     fn infer(&self, inputs: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
-        self.inputs.fetch_add(inputs.len() as u64, Ordering::Relaxed);
+        self.inputs
+            .fetch_add(inputs.len() as u64, Ordering::Relaxed);
         Ok(inputs.iter().map(|tile| self.filter(tile)).collect())
     }
 
@@ -211,4 +213,3 @@ pub fn chest_with(nodules: &[([f64; 3], f64, f32)]) -> Volume {
         warnings: vec![],
     }
 }
-

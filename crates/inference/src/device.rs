@@ -6,23 +6,23 @@ use crate::{Error, Result};
 
 /// Resolves `choice` against this machine.
 pub fn resolve(choice: DeviceChoice) -> Result<tch::Device> {
-        match choice {
-            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
-            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
-            DeviceChoice::Cuda(index) => {
-                let available = if tch::Cuda::is_available() {
-                    usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
-                } else {
-                    0
-                };
-                if index < available {
-                    Ok(tch::Device::Cuda(index))
-                } else {
-                    Err(Error::CudaUnavailable { index, available })
-                }
+    match choice {
+        DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
+        DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+        DeviceChoice::Cuda(index) => {
+            let available = if tch::Cuda::is_available() {
+                usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
+            } else {
+                0
+            };
+            if index < available {
+                Ok(tch::Device::Cuda(index))
+            } else {
+                Err(Error::CudaUnavailable { index, available })
             }
         }
     }
+}
 
 /// Names a resolved device the way reports and logs show it (`cpu`, `cuda:0`).
 pub fn describe(device: tch::Device) -> String {

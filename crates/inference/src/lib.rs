@@ -14,9 +14,7 @@ pub mod precision;
 pub mod resample;
 pub mod smoke;
 
-use pulmo_backend::{
-    Backend, BatchPolicy, Bundle, DeviceChoice, PrecisionChoice, ResampleChoice,
-};
+use pulmo_backend::{Backend, BatchPolicy, Bundle, DeviceChoice, PrecisionChoice, ResampleChoice};
 
 pub use engine::{Engine, EngineStats};
 pub use resample::TensorResampler;
@@ -94,9 +92,8 @@ pub fn start(bundle: &Bundle, options: &Options) -> Result<Backend> {
     Ok(Backend {
         detector: Box::new(detector),
         classifier: classifier.map(|c| Box::new(c) as Box<dyn pulmo_backend::Network>),
-        resampler: on_device.then(|| {
-            Box::new(TensorResampler { device }) as Box<dyn pulmo_backend::Resample>
-        }),
+        resampler: on_device
+            .then(|| Box::new(TensorResampler { device }) as Box<dyn pulmo_backend::Resample>),
         device: device::describe(device),
         precision,
         runtime_version: LIBTORCH_VERSION.to_owned(),

@@ -58,7 +58,11 @@ fn resampling_with_tensor_ops_on_the_device_gives_the_same_report() {
     let cpu = analyzer(threshold_bundle(), ResampleChoice::Cpu);
     assert!(cpu.backend().resampler.is_none());
     let device = analyzer(threshold_bundle(), ResampleChoice::Device);
-    let resampler = device.backend().resampler.as_ref().expect("resampling on the device");
+    let resampler = device
+        .backend()
+        .resampler
+        .as_ref()
+        .expect("resampling on the device");
     assert_eq!(resampler.describe(), "cpu (tensor ops)");
     let on_cpu = cpu.analyze(&volume, BTreeMap::new()).unwrap().report;
     let on_device = device.analyze(&volume, BTreeMap::new()).unwrap().report;

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use pulmo_dicom::ingest::SelectionRules;
 use pulmo_core::pipeline::{results::Choice, Analyzer};
+use pulmo_dicom::ingest::SelectionRules;
 
 pub use push::{Auth, Destination, Push, PushConfig, PushCounts, PushState, Target};
 pub use spool::{is_uid, Accepted, Refusal, Refused};

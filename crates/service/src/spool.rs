@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{store::InstanceRow, Lane, Service};
-use pulmo_dicom::ingest::{self, SelectionRules};
 use pulmo_core::pipeline::error_chain;
+use pulmo_dicom::ingest::{self, SelectionRules};
 
 /// Why an instance was refused, as DICOM failure reasons (PS3.18 / PS3.4 status codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,7 @@ use pulmo_dicom::ingest;
 
 /// The report's timings that become stage metrics.
 const STAGES: [&str; 5] = ["decode", "preprocess", "inference", "postprocess", "total"];
-use pulmo_core::pipeline::{error_chain, results, Analyzer};
+use pulmo_core::pipeline::{error_chain, Analyzer};
 
 /// What a job can fail with; the chain becomes the job's reason.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +28,6 @@ enum JobError {
     Unreadable(usize),
     #[error(transparent)]
     Pipeline(#[from] pulmo_core::pipeline::Error),
-    #[error("could not encode the results")]
-    Encode(#[from] pulmo_core::report::Error),
     #[error("could not write {path}")]
     Write {
         path: PathBuf,
@@ -154,28 +152,17 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         let reason = format!("not analysed: {reason}");
         return Ok(Ended::Skipped { reason, instances });
     }
-    let encoded = Mutex::new(None);
-    let choice = service.config.results;
-    let analysis = analyzer.analyze_series_with(series, &|volume, analysis| {
-        let started = std::time::Instant::now();
-        let done = results::encode(volume, analysis, choice);
-        pulmo_metrics::stage("encode", started.elapsed().as_secs_f64());
-        *encoded.lock().expect("only this hook takes it") = Some(done);
-    })?;
+    let analysis = analyzer.analyze_series(series, service.config.results)?;
     for (stage, ms) in &analysis.report.timing_ms {
         if let Some(stage) = STAGES.iter().find(|s| **s == stage.as_str()) {
             pulmo_metrics::stage(stage, ms / 1e3);
         }
     }
-    let encoded = encoded
-        .into_inner()
-        .expect("only the hook takes it")
-        .expect("the hook runs once per analysis. This is a bug.")?;
     let dir = service.results_dir(job.id);
     let report_path = dir.join("report.json");
     write_synced(&dir, &report_path, analysis.report.to_json().as_bytes())?;
     let mut rows = Vec::new();
-    for object in encoded {
+    for object in analysis.results {
         let Some(ids) = object.dicom else { continue };
         let path = dir.join(&object.suffix);
         write_synced(&dir, &path, &object.bytes)?;

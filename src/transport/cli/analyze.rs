@@ -14,7 +14,6 @@ use crate::findings::Finding;
 use crate::ingest;
 use crate::pipeline::{self, Analyzer, Outcome};
 use crate::report::Report;
-use crate::volume;
 
 /// Arguments of `pulmo analyze`.
 #[derive(Debug, Args)]
@@ -110,22 +109,21 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
             print!("{text}");
         }
         if let (Some(dir), Outcome::Analyzed(analysis)) = (&args.out, outcome) {
-            if let Err(err) = write_report(dir, &analysis.report) {
+            let written =
+                results::write(dir, analysis).and_then(|()| write_report(dir, &analysis.report));
+            if let Err(err) = written {
                 write_error.lock().expect("not poisoned").get_or_insert(err);
             }
         }
     };
-    let choice = args.outputs.choice();
-    let results = |volume: &volume::Volume, analysis: &pipeline::Analysis| {
-        if let Some(dir) = &args.out {
-            if let Err(err) = results::write(dir, volume, analysis, choice) {
-                write_error.lock().expect("not poisoned").get_or_insert(err);
-            }
-        }
+    // Without --out nothing is written, so nothing is encoded.
+    let choice = match args.out {
+        Some(_) => args.outputs.choice(),
+        None => results::Choice::NONE,
     };
     let rules = args.selection.rules()?;
     let outcomes =
-        analyzer.analyze_studies_with(&scan.studies, &rules, args.engine.jobs(), &done, &results);
+        analyzer.analyze_studies(&scan.studies, &rules, args.engine.jobs(), choice, &done);
     if let Some(err) = write_error.into_inner().expect("not poisoned") {
         return Err(err);
     }

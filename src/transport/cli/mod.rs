@@ -16,9 +16,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use crate::build_info;
 use crate::analyzer::{self, AnalyzerConfig};
 use crate::backend::{BatchPolicy, DeviceChoice, PrecisionChoice, ResampleChoice};
+use crate::build_info;
 use crate::inference;
 use crate::ingest::{self, SelectionRules};
 use crate::volume::{self, export::SampleType};

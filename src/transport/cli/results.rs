@@ -1,6 +1,6 @@
-//! Writing one analysis' results into the `--out` directory (encoded by
-//! [`crate::pipeline::results`]), each file through a temporary name and a rename so an
-//! interrupted run never leaves half a file.
+//! Writing one analysis' encoded results (made by [`crate::pipeline::results`] while the
+//! volume was in memory) into the `--out` directory, each file through a temporary name and
+//! a rename so an interrupted run never leaves half a file.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,18 +8,12 @@ use std::path::Path;
 use anyhow::Context;
 
 pub use crate::pipeline::results::Choice;
-use crate::pipeline::{results, Analysis};
-use crate::volume::Volume;
+use crate::pipeline::Analysis;
 
-/// Writes the chosen results of one analysed series; nothing when it was not analysed.
-pub fn write(
-    dir: &Path,
-    volume: &Volume,
-    analysis: &Analysis,
-    choice: Choice,
-) -> anyhow::Result<()> {
+/// Writes the encoded results of one analysed series (none when it was not analysed).
+pub fn write(dir: &Path, analysis: &Analysis) -> anyhow::Result<()> {
     let uid = &analysis.report.series_instance_uid;
-    for encoded in results::encode(volume, analysis, choice)? {
+    for encoded in &analysis.results {
         write_atomic(dir, uid, &encoded.suffix, &encoded.bytes)?;
     }
     Ok(())

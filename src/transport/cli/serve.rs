@@ -191,7 +191,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let app = args.app(state)?;
     let server = tokio::spawn(http::serve(listener, app, tls, stop.clone()));
     let analyzer_config = args.engine.analyzer_config();
-    let analyzer = tokio::task::spawn_blocking(move || crate::analyzer::start(&analyzer_config)).await?;
+    let analyzer =
+        tokio::task::spawn_blocking(move || crate::analyzer::start(&analyzer_config)).await?;
     let analyzer = match analyzer {
         Ok(analyzer) => Arc::new(analyzer),
         Err(err) => {

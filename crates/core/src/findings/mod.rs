@@ -112,7 +112,6 @@ pub fn round_to(value: f64, digits: i32) -> f64 {
 mod tests {
     use super::*;
 
-
     #[test]
     fn empty_study_is_category_1_with_score_0() {
         let summary = summarize(&[], 0.5);

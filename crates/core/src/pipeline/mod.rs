@@ -7,15 +7,19 @@
 
 pub mod results;
 
+pub use results::Choice;
+
 use std::collections::BTreeMap;
+
+use ndarray::Array3;
 use std::time::Instant;
 
 use crate::findings;
-use pulmo_backend::{Backend, Bundle, Network, OutputKind};
-use pulmo_dicom::ingest::{self, SelectionRules, Study};
 use crate::postprocess::{self, Thresholds};
 use crate::preprocess::{self, PrepareOptions};
 use crate::report::{self, BuildInfo, ModelInfo, Report, SeriesInfo};
+use pulmo_backend::{Backend, Bundle, Network, OutputKind};
+use pulmo_dicom::ingest::{self, SelectionRules, Study};
 use pulmo_dicom::volume::{self, Series, Volume};
 
 /// What can stop the pipeline from analysing a series.
@@ -25,6 +29,8 @@ pub enum Error {
     Backend(#[from] pulmo_backend::Error),
     #[error(transparent)]
     Volume(#[from] volume::Error),
+    #[error("could not encode the results")]
+    Encode(#[from] report::Error),
 }
 
 /// Results of this stage.
@@ -37,10 +43,10 @@ pub struct Analysis {
     pub report: Report,
     /// One per finding, in the findings' order, on the source grid.
     pub segments: Vec<postprocess::Segment>,
+    /// The encoded DICOM results and key images of the calls, when they were asked for
+    /// ([`Analyzer::analyze_series`]); made while the volume was in memory.
+    pub results: Vec<results::Encoded>,
 }
-
-/// Sees an analysed volume with its analysis, on the worker thread that made them.
-pub type VolumeHook<'a> = dyn Fn(&Volume, &Analysis) + Sync + 'a;
 
 /// A loaded model, ready to analyse volumes from any number of threads at once.
 pub struct Analyzer {
@@ -78,118 +84,167 @@ impl Analyzer {
     }
 
     /// Analyses one volume. `timing_ms` may already hold earlier stages (decoding).
-    pub fn analyze(
+    ///
+    /// One [`pass`](Self::pass) per working spacing (`input.spacing_mm`, then
+    /// `input.extra_spacings_mm`), their findings merged; then, when the bundle has a
+    /// classifier, [`classify`](Self::classify) rescores them; then they are ranked. A
+    /// volume without lungs in view is reported as not a chest CT after the first
+    /// preprocessing, with no findings.
+    pub fn analyze(&self, volume: &Volume, timing_ms: BTreeMap<String, f64>) -> Result<Analysis> {
+        let started = Instant::now();
+        let mut clock = Clock::new(timing_ms);
+        let mut warnings = volume.warnings.clone();
+        let mut passes = Vec::new();
+        // The first pass's windowed image and scale, which the classifier's crops come from.
+        let mut first: Option<(Array3<f32>, [f64; 3])> = None;
+        for spacing_mm in self.spacings() {
+            let prepared = self.prepare(volume, spacing_mm);
+            clock.lap("preprocess");
+            if passes.is_empty() && !prepared.lungs.looks_like_chest() {
+                warnings.push(format!(
+                    "not a chest CT: only {:.0} ml of aerated lung in the field of view; the series was not analysed",
+                    prepared.lungs.volume_ml
+                ));
+                return Ok(self.finish(volume, false, Vec::new(), warnings, clock, started));
+            }
+            passes.push(self.pass(volume, &prepared, &mut clock)?);
+            if first.is_none() && self.backend.classifier.is_some() {
+                first = Some((prepared.image, prepared.scale));
+            }
+        }
+        let mut found = postprocess::merge_passes(passes);
+        if let Some((image, scale)) = &first {
+            self.classify(volume, image, *scale, &mut found)?;
+            clock.lap("classify");
+        }
+        warnings.extend(findings::thick_slice_caveat(
+            volume.geometry.spacing[0],
+            volume.slice_thickness_mm,
+        ));
+        Ok(self.finish(volume, true, found, warnings, clock, started))
+    }
+
+    /// The working spacings, one pass each: the manifest's first, then its extra ones.
+    fn spacings(&self) -> impl Iterator<Item = [f64; 3]> + '_ {
+        let input = &self.bundle.manifest.input;
+        std::iter::once(input.spacing_mm).chain(input.extra_spacings_mm.iter().copied())
+    }
+
+    /// Resamples, windows and tiles the volume for a pass at `spacing_mm`.
+    fn prepare(&self, volume: &Volume, spacing_mm: [f64; 3]) -> preprocess::Prepared {
+        let input = &self.bundle.manifest.input;
+        let options = PrepareOptions {
+            spacing_mm,
+            hu_window: input.hu_window,
+            patch: input.patch,
+            overlap: input.overlap,
+            lung_margin_mm: 8.0,
+            resampler: self.backend.resampler.as_deref(),
+        };
+        preprocess::prepare(volume.hu.view(), volume.geometry.spacing, &options)
+    }
+
+    /// One pass: the detector on the prepared tiles (and their mirrors, when the manifest
+    /// asks for test-time mirroring), stitched, and the candidates measured on the source grid.
+    fn pass(
         &self,
         volume: &Volume,
-        mut timing_ms: BTreeMap<String, f64>,
-    ) -> Result<Analysis> {
+        prepared: &preprocess::Prepared,
+        clock: &mut Clock,
+    ) -> Result<Vec<postprocess::Measured>> {
         let manifest = &self.bundle.manifest;
-        let started = Instant::now();
-        let mut clock = Instant::now();
-        // Stages add up over the passes (one per working spacing).
-        let mut lap = |name: &str, timing: &mut BTreeMap<String, f64>| {
-            *timing.entry(name.to_owned()).or_insert(0.0) +=
-                round_ms(clock.elapsed().as_secs_f64() * 1e3);
-            clock = Instant::now();
+        let patch = prepared.grid.patch;
+        let tiles = prepared
+            .grid
+            .origins
+            .iter()
+            .map(|o| preprocess::extract_tile(prepared.image.view(), *o, patch, 0.0))
+            .collect();
+        let detector = self.backend.detector.as_ref();
+        let outputs = infer_mirrored(detector, tiles, patch, &manifest.input.mirror_axes)?;
+        clock.lap("inference");
+        let logits = manifest.output.kind == OutputKind::Logits;
+        let empty = if logits {
+            postprocess::EMPTY_LOGIT
+        } else {
+            0.0
         };
+        let shape = prepared.image.dim().into();
+        let stitched = postprocess::stitch(shape, patch, &prepared.grid.origins, &outputs, empty);
+        let (prob, logit_map) = postprocess::probabilities_and_logits(stitched, logits);
         let t = &manifest.thresholds;
         let thresholds = Thresholds {
             probability: t.probability,
             min_score: t.min_score,
             min_diameter_mm: t.min_diameter_mm,
         };
-        let logits = manifest.output.kind == OutputKind::Logits;
-        let spacings = std::iter::once(manifest.input.spacing_mm)
-            .chain(manifest.input.extra_spacings_mm.iter().copied());
-        let mut warnings = volume.warnings.clone();
-        let mut passes: Vec<Vec<postprocess::Measured>> = Vec::new();
-        // The first pass's windowed image, which the classifier's crops come from.
-        let mut first: Option<(ndarray::Array3<f32>, [f64; 3])> = None;
-        let mut analyzed = true;
-        for spacing_mm in spacings {
-            let options = PrepareOptions {
-                spacing_mm,
-                hu_window: manifest.input.hu_window,
-                patch: manifest.input.patch,
-                overlap: manifest.input.overlap,
-                lung_margin_mm: 8.0,
-                resampler: self.backend.resampler.as_deref(),
-            };
-            let prepared = preprocess::prepare(volume.hu.view(), volume.geometry.spacing, &options);
-            lap("preprocess", &mut timing_ms);
-            if passes.is_empty() && !prepared.lungs.looks_like_chest() {
-                analyzed = false;
-                warnings.push(format!(
-                    "not a chest CT: only {:.0} ml of aerated lung in the field of view; the series was not analysed",
-                    prepared.lungs.volume_ml
-                ));
-                break;
-            }
-            let patch = prepared.grid.patch;
-            let tiles = prepared
-                .grid
-                .origins
-                .iter()
-                .map(|o| preprocess::extract_tile(prepared.image.view(), *o, patch, 0.0))
-                .collect();
-            let outputs = infer_mirrored(self.backend.detector.as_ref(), tiles, patch, &manifest.input.mirror_axes)?;
-            lap("inference", &mut timing_ms);
-            let shape = prepared.image.dim().into();
-            let empty = if logits {
-                postprocess::EMPTY_LOGIT
-            } else {
-                0.0
-            };
-            let stitched =
-                postprocess::stitch(shape, patch, &prepared.grid.origins, &outputs, empty);
-            let (prob, logit_map) = postprocess::probabilities_and_logits(stitched, logits);
-            passes.push(postprocess::measure_candidates(
-                prob.view(),
-                logit_map.view(),
-                prepared.scale,
-                &prepared.lungs,
-                volume,
-                &thresholds,
-            ));
-            lap("postprocess", &mut timing_ms);
-            if first.is_none() && self.backend.classifier.is_some() {
-                first = Some((prepared.image, prepared.scale));
-            }
-        }
-        let mut found = postprocess::merge_passes(passes);
-        if let (Some(engine), Some(spec), Some((image, scale))) =
-            (&self.backend.classifier, &manifest.classifier, &first)
-        {
-            let crops = found
-                .iter()
-                .map(|m| {
-                    let f = &m.finding;
-                    let [i, j, k] = f.center_voxel.map(f64::from);
-                    let source = volume
-                        .geometry
-                        .patient_to_voxel(f.center_patient_mm)
-                        .unwrap_or([k, j, i]);
-                    let centre = std::array::from_fn(|a| source[a] / scale[a]);
-                    preprocess::extract_crop(image.view(), centre, spec.crop, 0.0)
-                })
-                .collect();
-            let logits: Vec<f32> = engine.infer(crops)?.into_iter().flatten().collect();
-            postprocess::rescore(&mut found, &logits, spec.weight);
-            lap("classify", &mut timing_ms);
-        }
+        let measured = postprocess::measure_candidates(
+            prob.view(),
+            logit_map.view(),
+            prepared.scale,
+            &prepared.lungs,
+            volume,
+            &thresholds,
+        );
+        clock.lap("postprocess");
+        Ok(measured)
+    }
+
+    /// Rescores the findings with the candidate classifier: a crop of the first pass's
+    /// windowed `image` (source index / `scale` = working index) around each finding, one
+    /// logit each, combined with the detector's peak by the manifest's weight.
+    fn classify(
+        &self,
+        volume: &Volume,
+        image: &Array3<f32>,
+        scale: [f64; 3],
+        found: &mut [postprocess::Measured],
+    ) -> Result<()> {
+        let (Some(classifier), Some(spec)) =
+            (&self.backend.classifier, &self.bundle.manifest.classifier)
+        else {
+            return Ok(());
+        };
+        let crops = found
+            .iter()
+            .map(|m| {
+                let f = &m.finding;
+                let [i, j, k] = f.center_voxel.map(f64::from);
+                let source = volume
+                    .geometry
+                    .patient_to_voxel(f.center_patient_mm)
+                    .unwrap_or([k, j, i]);
+                let centre = std::array::from_fn(|a| source[a] / scale[a]);
+                preprocess::extract_crop(image.view(), centre, spec.crop, 0.0)
+            })
+            .collect();
+        let logits: Vec<f32> = classifier.infer(crops)?.into_iter().flatten().collect();
+        postprocess::rescore(found, &logits, spec.weight);
+        Ok(())
+    }
+
+    /// Ranks the findings and makes the report, with the total time.
+    fn finish(
+        &self,
+        volume: &Volume,
+        analyzed: bool,
+        found: Vec<postprocess::Measured>,
+        warnings: Vec<String>,
+        clock: Clock,
+        started: Instant,
+    ) -> Analysis {
         let found = postprocess::rank(found);
-        if analyzed {
-            warnings.extend(findings::thick_slice_caveat(
-                volume.geometry.spacing[0],
-                volume.slice_thickness_mm,
-            ));
-        }
+        let mut timing_ms = clock.timing_ms;
         let decode = timing_ms.get("decode").copied().unwrap_or(0.0);
         let total = decode + started.elapsed().as_secs_f64() * 1e3;
         timing_ms.insert("total".to_owned(), round_ms(total));
         let (findings, segments) = found.into_iter().map(|m| (m.finding, m.segment)).unzip();
         let report = self.report(volume, analyzed, findings, warnings, timing_ms);
-        Ok(Analysis { report, segments })
+        Analysis {
+            report,
+            segments,
+            results: Vec::new(),
+        }
     }
 
     fn report(
@@ -269,6 +324,28 @@ fn round_ms(ms: f64) -> f64 {
     findings::round_to(ms, 1)
 }
 
+/// Stage timings of one analysis: each lap adds the time since the last one to a stage,
+/// so stages add up over the passes.
+struct Clock {
+    timing_ms: BTreeMap<String, f64>,
+    since: Instant,
+}
+
+impl Clock {
+    fn new(timing_ms: BTreeMap<String, f64>) -> Clock {
+        Clock {
+            timing_ms,
+            since: Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, stage: &str) {
+        let ms = round_ms(self.since.elapsed().as_secs_f64() * 1e3);
+        *self.timing_ms.entry(stage.to_owned()).or_insert(0.0) += ms;
+        self.since = Instant::now();
+    }
+}
+
 /// What became of one series (or of a study with nothing to analyse).
 #[derive(Debug)]
 pub enum Outcome {
@@ -283,48 +360,34 @@ pub enum Outcome {
 }
 
 impl Analyzer {
-    /// Decodes a series into a volume and analyses it, timing the decode too.
-    pub fn analyze_series(&self, series: &Series) -> Result<Analysis> {
-        self.analyze_series_with(series, &|_, _| {})
-    }
-
-    /// [`Analyzer::analyze_series`], handing the volume and its analysis to `encode` while
-    /// the volume is still in memory (DICOM SR, SEG and key images need its pixels).
-    pub fn analyze_series_with(
-        &self,
-        series: &Series,
-        encode: &VolumeHook<'_>,
-    ) -> Result<Analysis> {
+    /// Decodes a series into a volume and analyses it, timing the decode too; then, while
+    /// the volume is still in memory (DICOM SR, SEG and key images need its pixels),
+    /// encodes the results `choice` asks for into [`Analysis::results`].
+    pub fn analyze_series(&self, series: &Series, choice: Choice) -> Result<Analysis> {
         let started = Instant::now();
         let volume = volume::assemble(series)?;
         let decode = round_ms(started.elapsed().as_secs_f64() * 1e3);
-        let analysis = self.analyze(&volume, BTreeMap::from([("decode".to_owned(), decode)]))?;
-        encode(&volume, &analysis);
+        let mut analysis =
+            self.analyze(&volume, BTreeMap::from([("decode".to_owned(), decode)]))?;
+        if choice != Choice::NONE {
+            let started = Instant::now();
+            analysis.results = results::encode(&volume, &analysis, choice)?;
+            pulmo_metrics::stage("encode", started.elapsed().as_secs_f64());
+        }
         Ok(analysis)
     }
 
     /// Analyses the chosen CT series of every study, `jobs` series at a time, so that one
-    /// series decodes while another's tiles are in the network. `done` sees each outcome
-    /// as it happens; the returned outcomes are in study order.
+    /// series decodes while another's tiles are in the network, encoding the results
+    /// `choice` asks for. `done` sees each outcome as it happens, with its encoded results;
+    /// the returned outcomes are in study order, without them (they would pile up).
     pub fn analyze_studies(
         &self,
         studies: &[Study],
         rules: &SelectionRules,
         jobs: usize,
+        choice: Choice,
         done: &(dyn Fn(&Outcome) + Sync),
-    ) -> Vec<Outcome> {
-        self.analyze_studies_with(studies, rules, jobs, done, &|_, _| {})
-    }
-
-    /// [`Analyzer::analyze_studies`], with `encode` seeing each analysed volume and its
-    /// analysis (before `done` sees the outcome).
-    pub fn analyze_studies_with(
-        &self,
-        studies: &[Study],
-        rules: &SelectionRules,
-        jobs: usize,
-        done: &(dyn Fn(&Outcome) + Sync),
-        encode: &VolumeHook<'_>,
     ) -> Vec<Outcome> {
         let mut work: Vec<(usize, &Series)> = Vec::new();
         let mut outcomes: Vec<Option<Outcome>> = Vec::new();
@@ -353,8 +416,11 @@ impl Analyzer {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
                     for (slot, series) in tasks.iter() {
-                        let outcome = self.outcome(series, encode);
+                        let mut outcome = self.outcome(series, choice);
                         done(&outcome);
+                        if let Outcome::Analyzed(analysis) = &mut outcome {
+                            analysis.results = Vec::new();
+                        }
                         results.lock().expect("no worker panics while holding it")[slot] =
                             Some(outcome);
                     }
@@ -368,8 +434,8 @@ impl Analyzer {
             .collect()
     }
 
-    fn outcome(&self, series: &Series, encode: &VolumeHook<'_>) -> Outcome {
-        match self.analyze_series_with(series, encode) {
+    fn outcome(&self, series: &Series, choice: Choice) -> Outcome {
+        match self.analyze_series(series, choice) {
             Ok(analysis) => Outcome::Analyzed(Box::new(analysis)),
             Err(err) => {
                 tracing::warn!(series = %series.series_instance_uid, error = %format!("{err:#}"), "series failed");
@@ -432,7 +498,11 @@ mod tests {
             .collect();
         let plain = engine.infer(vec![ramp.clone()]).unwrap();
         let averaged = infer_mirrored(&engine, vec![ramp.clone()], patch, &[0, 2]).unwrap();
-        assert_eq!(engine.stats().inputs, 1 + 3, "one plain pass and two mirrored passes");
+        assert_eq!(
+            engine.stats().inputs,
+            1 + 3,
+            "one plain pass and two mirrored passes"
+        );
         let worst = plain[0]
             .iter()
             .zip(&averaged[0])
@@ -534,8 +604,8 @@ mod tests {
         }
         let manifest = edit(std::fs::read_to_string(from.join("manifest.toml")).unwrap());
         std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
-        let bundle = Bundle::open(dir)
-            .unwrap_or_else(|e| panic!("the {name} test bundle must open: {e}"));
+        let bundle =
+            Bundle::open(dir).unwrap_or_else(|e| panic!("the {name} test bundle must open: {e}"));
         testing::analyzer(bundle)
     }
 

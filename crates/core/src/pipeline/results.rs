@@ -20,6 +20,16 @@ pub struct Choice {
     pub capture: bool,
 }
 
+impl Choice {
+    /// Nothing but the JSON report.
+    pub const NONE: Choice = Choice {
+        sr: false,
+        seg: false,
+        images: false,
+        capture: false,
+    };
+}
+
 /// One encoded result.
 #[derive(Debug, Clone)]
 pub struct Encoded {

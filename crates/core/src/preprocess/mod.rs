@@ -148,12 +148,10 @@ pub fn resample_with(
         return resample(hu, spacing, target);
     };
     let (shape, taps) = resample_plan(hu.dim().into(), spacing, target);
-    resampler
-        .resample(hu, shape, &taps)
-        .unwrap_or_else(|err| {
-            tracing::warn!(error = %err, "resampling on the device failed; resampling on the CPU");
-            resample(hu, spacing, target)
-        })
+    resampler.resample(hu, shape, &taps).unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "resampling on the device failed; resampling on the CPU");
+        resample(hu, spacing, target)
+    })
 }
 
 /// Clips HU to `[lo, hi]` and scales linearly to [0, 1], in place.

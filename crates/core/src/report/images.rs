@@ -179,10 +179,10 @@ fn fill(canvas: &mut RgbImage, x: u32, y: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::finding;
     use crate::findings::LungRads;
-    use pulmo_dicom::volume::{Geometry, SliceRef};
+    use crate::testing::finding;
     use ndarray::Array3;
+    use pulmo_dicom::volume::{Geometry, SliceRef};
 
     fn volume() -> Volume {
         Volume {

@@ -188,11 +188,11 @@ impl Report {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::testing::finding;
     use crate::postprocess;
-    use pulmo_dicom::volume::{Geometry, SeriesIds, SliceRef, Volume};
+    use crate::testing::finding;
     use dicom_object::DefaultDicomObject;
     use ndarray::Array3;
+    use pulmo_dicom::volume::{Geometry, SeriesIds, SliceRef, Volume};
 
     /// A 5-slice 16x16 axial volume whose slices sit 2.5 mm apart from z = -100.
     pub(crate) fn volume() -> Volume {

@@ -184,7 +184,7 @@ fn analyse(analyzer: &Analyzer, store: &Store, series: &Series) -> Event {
     };
     // Malformed pixel data is an error from `volume` (decoder panics are caught there), so
     // a corrupt study costs one row, as it does in `pulmo analyze`.
-    let analysis = match analyzer.analyze_series(series) {
+    let analysis = match analyzer.analyze_series(series, pipeline::Choice::NONE) {
         Ok(analysis) => analysis,
         Err(err) => return failed(pipeline::error_chain(&err)),
     };
