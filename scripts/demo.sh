@@ -4,8 +4,8 @@
 # JSON report written to target/demo/ and compared with the sample's ground truth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-source scripts/env.sh
+bash scripts/setup/setup.sh
+source scripts/setup/env.sh
 cargo build --release --locked
 ./target/release/pulmo --version
 ./target/release/pulmo selftest
@@ -14,4 +14,4 @@ rm -rf "$out" && mkdir -p "$out"
 ./target/release/pulmo analyze sample-dicom --out "$out"
 echo
 echo "Ground truth (sample-dicom/truth.json) against the report, LUNA16 rules:"
-python3 scripts/evaluate.py --truth sample-dicom/truth.json --reports "$out"
+./target/release/pulmo evaluate --truth sample-dicom/truth.json --reports "$out"

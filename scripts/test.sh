@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
-bash scripts/setup.sh --test
-source scripts/env.sh
+bash scripts/setup/setup.sh --test
+source scripts/setup/env.sh
 
 step() { printf '\n== %s\n' "$*" >&2; }
 step "cargo fmt --check"
@@ -14,7 +14,7 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --release --all-targets --locked -- -D warnings
 step "test fixtures"
-bash scripts/fetch_fixtures.sh
+bash scripts/setup/fetch_fixtures.sh
 step "cargo test"
 cargo test --release --locked --all-targets
 printf '\ntest.sh: all checks passed in %ss\n' "$((SECONDS - started))" >&2

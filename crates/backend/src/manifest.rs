@@ -33,7 +33,7 @@ pub enum ManifestError {
     },
 }
 
-/// `manifest.toml`, as written by `scripts/train.py`.
+/// `manifest.toml`, as written by `scripts/model/train.py`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub id: String,

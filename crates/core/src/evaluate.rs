@@ -1,8 +1,9 @@
 //! Evaluation: LUNA16-style FROC of reports against known truth, in Rust so that
 //! researchers need no Python.
 //!
-//! The rules are those of `scripts/evaluate.py`, and the numbers agree with it on the same
-//! input (a test runs both): a finding hits a nodule when its centre lies within the
+//! This is pulmo's one FROC implementation: `pulmo evaluate`, `scripts/eval/evaluate` and the demo
+//! all use it (it gives the numbers the retired `scripts/evaluate.py` gave on the same input;
+//! a test pins them). A finding hits a nodule when its centre lies within the
 //! nodule's radius of the nodule's centre; several hits on one nodule count once, with the
 //! best score; nodules under 3 mm are excluded, and a finding that hits only excluded
 //! nodules is neither a true nor a false positive. Every other finding is a false positive.
@@ -17,11 +18,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::findings::{self, LungRads, NoduleType};
 
+pub mod anatomy;
+
 /// False positives per scan at which sensitivity is reported (LUNA16).
 pub const FP_RATES: [f64; 7] = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
 /// Nodules smaller than this (mm) are excluded.
 pub const MIN_DIAMETER_MM: f64 = 3.0;
-/// The operating point (FP/scan) of the per-size sensitivities, as in `scripts/evaluate.py`.
+/// The operating point (FP/scan) of the per-size sensitivities.
 pub const SIZE_OPERATING_POINT: f64 = 1.0;
 /// Size bins of the per-size sensitivity, `[from, to)` in mm.
 const SIZE_BINS: [(&str, f64, f64); 4] = [
@@ -51,7 +54,7 @@ pub enum Error {
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Known nodules per series (`pulmo.truth/1`, as `scripts/phantom.py` writes it).
+/// Known nodules per series (`pulmo.truth/1`, as `scripts/model/phantom.py` writes it).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Truth {
     pub cases: Vec<TruthCase>,
@@ -63,6 +66,10 @@ pub struct TruthCase {
     pub series_instance_uid: String,
     #[serde(default)]
     pub nodules: Vec<TruthNodule>,
+    /// Where the anatomy lies (`pulmo.anatomy/1`), when the generator recorded it: false
+    /// calls are then told apart by where they lie ([`anatomy::locate`]).
+    #[serde(default)]
+    pub anatomy: Option<anatomy::Anatomy>,
 }
 
 /// One known nodule.
@@ -78,6 +85,9 @@ pub struct TruthNodule {
 /// The parts of a `pulmo.report/1` that evaluation reads.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ScanResult {
+    /// The model's operating point: findings at or above it are its calls.
+    #[serde(default)]
+    pub operating_score: Option<f64>,
     /// The study's Lung-RADS category, as reported.
     #[serde(default)]
     pub lung_rads: Option<LungRads>,
@@ -112,7 +122,7 @@ pub struct Agreement {
     pub fraction: f64,
 }
 
-/// The FROC summary. The first keys are those `scripts/evaluate.py --json` prints.
+/// The FROC summary, and what the calls at operating points amount to.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Evaluation {
     pub scans: usize,
@@ -132,6 +142,37 @@ pub struct Evaluation {
     pub lung_rads_nodules: Agreement,
     /// Per scan: the report's study category against the worst truth nodule's (1 if none).
     pub lung_rads_scans: Agreement,
+    /// At the reports' own operating point (the model's; absent when the reports name none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<OperatingPoint>,
+    /// At each operating point asked for (`pulmo evaluate --operating`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operating_points: Vec<OperatingPoint>,
+}
+
+/// What the model's calls (findings at or above one score) amount to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OperatingPoint {
+    pub operating_score: f64,
+    pub scans: usize,
+    /// Nodules of 3 mm or more, and how many a call hits.
+    pub nodules: usize,
+    pub nodules_called: usize,
+    /// The same for nodules of 6 mm or more.
+    pub nodules_ge_6mm: usize,
+    pub nodules_ge_6mm_called: usize,
+    /// Calls that hit no nodule at all.
+    pub false_calls: usize,
+    pub false_calls_per_scan: f64,
+    /// False calls by where they lie, for scans whose truth records the anatomy
+    /// (`hilum`, `heart border`, `diaphragm`, `mediastinum`, `chest wall`, `parenchyma`);
+    /// the others are counted as `unknown`.
+    pub false_calls_by_location: BTreeMap<String, usize>,
+    /// Scans whose study category from the calls equals the one from the findings that
+    /// hit a nodule (higher: false calls raised it; lower: a true nodule fell below).
+    pub category_as_true_findings: usize,
+    pub category_higher: usize,
+    pub category_lower: usize,
 }
 
 /// Reads a truth file.
@@ -139,8 +180,17 @@ pub fn load_truth(path: &Path) -> Result<Truth> {
     read_json(path)
 }
 
+/// Reads several truth files (the halves of one set, say) as one.
+pub fn load_truths(paths: &[PathBuf]) -> Result<Truth> {
+    let mut cases = Vec::new();
+    for path in paths {
+        cases.extend(load_truth(path)?.cases);
+    }
+    Ok(Truth { cases })
+}
+
 /// Every `pulmo.report/1` JSON directly in `dir`, keyed by series UID; other JSON files
-/// (other schemas) are passed over, as the Python script does.
+/// (other schemas) are passed over.
 pub fn load_reports(dir: &Path) -> Result<HashMap<String, ScanResult>> {
     let read_dir = std::fs::read_dir(dir).map_err(|source| Error::Read {
         path: dir.to_owned(),
@@ -243,6 +293,106 @@ struct Counted<'a> {
     hit: Option<&'a Detection>,
 }
 
+/// The FROC summary of the truth cases given the reports, keyed by series UID, with the
+/// calls at the reports' own operating point and at each of `operating` scores.
+pub fn evaluate_at(
+    truth: &Truth,
+    reports: &HashMap<String, ScanResult>,
+    operating: &[f64],
+) -> Evaluation {
+    let mut result = evaluate(truth, reports);
+    let own = reports.values().find_map(|r| r.operating_score);
+    result.operating_point = own.map(|score| operating_point(truth, reports, score));
+    result.operating_points = operating
+        .iter()
+        .map(|&score| operating_point(truth, reports, score))
+        .collect();
+    result
+}
+
+/// The calls at `score` over every truth case.
+pub fn operating_point(
+    truth: &Truth,
+    reports: &HashMap<String, ScanResult>,
+    score: f64,
+) -> OperatingPoint {
+    let mut point = OperatingPoint {
+        operating_score: score,
+        scans: truth.cases.len(),
+        nodules: 0,
+        nodules_called: 0,
+        nodules_ge_6mm: 0,
+        nodules_ge_6mm_called: 0,
+        false_calls: 0,
+        false_calls_per_scan: 0.0,
+        false_calls_by_location: BTreeMap::new(),
+        category_as_true_findings: 0,
+        category_higher: 0,
+        category_lower: 0,
+    };
+    let empty = ScanResult::default();
+    for case in &truth.cases {
+        let scan = reports.get(&case.series_instance_uid).unwrap_or(&empty);
+        let hits: Vec<Vec<usize>> = scan
+            .findings
+            .iter()
+            .map(|f| {
+                (0..case.nodules.len())
+                    .filter(|&n| hits(&case.nodules[n], f))
+                    .collect()
+            })
+            .collect();
+        let calls: Vec<(&Detection, &Vec<usize>)> = scan
+            .findings
+            .iter()
+            .zip(&hits)
+            .filter(|(f, _)| f.score >= score)
+            .collect();
+        for (call, _) in calls.iter().filter(|(_, h)| h.is_empty()) {
+            point.false_calls += 1;
+            let place = case.anatomy.as_ref().map_or("unknown", |a| {
+                anatomy::locate(a, call.center_patient_mm).name()
+            });
+            *point
+                .false_calls_by_location
+                .entry(place.to_owned())
+                .or_insert(0) += 1;
+        }
+        for (n, nodule) in case.nodules.iter().enumerate() {
+            if nodule.diameter_mm < MIN_DIAMETER_MM {
+                continue;
+            }
+            let called = calls.iter().any(|(_, h)| h.contains(&n));
+            point.nodules += 1;
+            point.nodules_called += usize::from(called);
+            if nodule.diameter_mm >= 6.0 {
+                point.nodules_ge_6mm += 1;
+                point.nodules_ge_6mm_called += usize::from(called);
+            }
+        }
+        let category = |found: &mut dyn Iterator<Item = &Detection>| {
+            found
+                .filter_map(|f| f.lung_rads)
+                .max()
+                .unwrap_or(LungRads::Cat1)
+        };
+        let got = category(&mut calls.iter().map(|(f, _)| *f));
+        let ideal = category(
+            &mut scan
+                .findings
+                .iter()
+                .zip(&hits)
+                .filter(|(_, h)| !h.is_empty())
+                .map(|(f, _)| f),
+        );
+        point.category_as_true_findings += usize::from(got == ideal);
+        point.category_higher += usize::from(got > ideal);
+        point.category_lower += usize::from(got < ideal);
+    }
+    point.false_calls_per_scan = point.false_calls as f64 / point.scans.max(1) as f64;
+    point
+}
+
 /// The FROC summary of the truth cases given the reports, keyed by series UID.
 pub fn evaluate(truth: &Truth, reports: &HashMap<String, ScanResult>) -> Evaluation {
     let empty = ScanResult::default();
@@ -335,10 +485,13 @@ fn summarize(
         sensitivity_by_size_at_1fp: by_size,
         lung_rads_nodules: nodule_agreement(counted),
         lung_rads_scans: agreement(scan_agreement.0, scan_agreement.1),
+        operating_point: None,
+        operating_points: Vec::new(),
     }
 }
 
-/// `0.125` -> `"0.125"`, `1.0` -> `"1.0"`: Python's `str(float)`.
+/// `0.125` -> `"0.125"`, `1.0` -> `"1.0"` (as Python's `str(float)` writes them, which
+/// earlier JSON outputs used).
 fn rate_key(rate: f64) -> String {
     if rate.fract() == 0.0 {
         format!("{rate:.1}")
@@ -413,7 +566,42 @@ impl Evaluation {
             "Lung-RADS agreement: nodules {}/{} ({:.3}), scans {}/{} ({:.3})\n",
             n.agreeing, n.compared, n.fraction, s.agreeing, s.compared, s.fraction
         ));
+        for point in self.operating_point.iter().chain(&self.operating_points) {
+            out.push_str(&point.to_text());
+        }
         out
+    }
+}
+
+impl OperatingPoint {
+    /// One paragraph: calls, false calls per scan and where they lie, categories.
+    pub fn to_text(&self) -> String {
+        let places: Vec<String> = self
+            .false_calls_by_location
+            .iter()
+            .map(|(place, n)| format!("{place} {n}"))
+            .collect();
+        let places = if places.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", places.join(", "))
+        };
+        format!(
+            "operating point {}: {} of {} nodules called ({} of {} >= 6 mm), \
+             {} false calls in {} scans = {:.2} per scan{places}; study category as from the \
+             true findings in {} scans, higher in {}, lower in {}\n",
+            self.operating_score,
+            self.nodules_called,
+            self.nodules,
+            self.nodules_ge_6mm_called,
+            self.nodules_ge_6mm,
+            self.false_calls,
+            self.scans,
+            self.false_calls_per_scan,
+            self.category_as_true_findings,
+            self.category_higher,
+            self.category_lower
+        )
     }
 }
 

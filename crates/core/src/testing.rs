@@ -2,7 +2,7 @@
 //! without libtorch, and the crates above this one test with the same pieces.
 //!
 //! [`ThresholdNet`] and [`MeanClassifier`] compute what the TorchScript stand-ins of
-//! `models/threshold-test/` compute (`scripts/make_smoke_model.py`); [`BoxFilterNet`] what
+//! `models/threshold-test/` compute (`scripts/testdata/make_smoke_model.py`); [`BoxFilterNet`] what
 //! `models/smoke/` computes.
 
 use std::path::{Path, PathBuf};

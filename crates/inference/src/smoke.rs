@@ -1,7 +1,7 @@
 //! Proof that libtorch really runs here: load the tiny TorchScript model in
 //! `models/smoke/` and check its output against the formula it was built from.
 //!
-//! The model (made by `scripts/make_smoke_model.py`) is one 3×3×3 convolution with every
+//! The model (made by `scripts/testdata/make_smoke_model.py`) is one 3×3×3 convolution with every
 //! weight 1/27, bias 0.5 and zero padding, followed by a sigmoid. Fed all ones, a voxel
 //! with `n` neighbours inside the volume (itself included) must read `sigmoid(n/27 + 0.5)`.
 

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Train the false-positive-reduction classifier on candidate crops from scripts/fpr_data.py.
+
+A small 3-D CNN looks at a 32³ crop (1.25 mm voxels, 40 mm across) around each candidate
+the segmentation network found and says whether it is a nodule. Crops are augmented
+(random shifts of up to ±3 voxels, flips and transposes of all axes, HU scale and shift,
+noise); batches are half positive, half negative. The last `--val-seeds` seeds of the data
+are held back for validation (ROC AUC over the detector's own candidates). Writes the
+TorchScript classifier, its weights and a training log into --out.
+
+    .venv/bin/python3 scripts/model/train_fpr.py --data /tmp/fpr-0.npz /tmp/fpr-1.npz --minutes 12 --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from pulmo_net import DEVICE_HELP, pick_device  # noqa: E402
+
+CROP = 32
+
+
+def block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout),
+                         nn.LeakyReLU(0.1, inplace=True))
+
+
+class CandidateNet(nn.Module):
+    """32³ crop → one logit "this candidate is a nodule"."""
+
+    def __init__(self, w: int = 8):
+        super().__init__()
+        self.features = nn.Sequential(
+            block(1, w), block(w, w), nn.MaxPool3d(2),            # 16³
+            block(w, 2 * w), block(2 * w, 2 * w), nn.MaxPool3d(2),  # 8³
+            block(2 * w, 4 * w), block(4 * w, 4 * w), nn.MaxPool3d(2),  # 4³
+            block(4 * w, 8 * w))
+        self.head = nn.Sequential(nn.Linear(16 * w, 32), nn.LeakyReLU(0.1, inplace=True), nn.Dropout(0.2),
+                                  nn.Linear(32, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        pooled = torch.cat([f.mean(dim=(2, 3, 4)), f.amax(dim=(2, 3, 4))], dim=1)
+        return self.head(pooled)
+
+
+def load(paths: list[pathlib.Path]) -> dict:
+    parts = [np.load(p) for p in paths]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("crops", "labels", "feats", "seeds")}
+
+
+def batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, train: bool) -> torch.Tensor:
+    size = crops.shape[1]
+    out = np.empty((len(idx), 1, CROP, CROP, CROP), np.float32)
+    for n, i in enumerate(idx):
+        c = crops[i].astype(np.float32)
+        if train:
+            lo = (size - CROP) // 2 + rng.integers(-3, 4, 3)
+            lo = np.clip(lo, 0, size - CROP)
+        else:
+            lo = np.full(3, (size - CROP) // 2)
+        c = c[lo[0]:lo[0] + CROP, lo[1]:lo[1] + CROP, lo[2]:lo[2] + CROP]
+        if train:
+            for ax in range(3):
+                if rng.random() < 0.5:
+                    c = np.flip(c, ax)
+            c = np.transpose(c, rng.permutation(3))
+            c = c * rng.uniform(0.92, 1.08) + rng.uniform(-0.03, 0.03)
+            c = c + rng.normal(0, rng.uniform(0, 0.015), c.shape)
+        out[n, 0] = c
+    return torch.from_numpy(out)
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]))
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def predict(model, crops, idx, rng) -> np.ndarray:
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for b in range(0, len(idx), 64):
+            out.append(model(batch(crops, idx[b:b + 64], rng, False).to(dev))[:, 0].float().cpu().numpy())
+    model.train()
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=pathlib.Path, nargs="+", required=True)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--val-seeds", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=20261202)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
+    ap.add_argument("--init", type=pathlib.Path, help="start from these weights (a classifier.pth) instead of at random")
+    ap.add_argument("--out", type=pathlib.Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    d = load(args.data)
+    seeds = np.unique(d["seeds"])
+    val_seeds = seeds[-args.val_seeds:]
+    is_val = np.isin(d["seeds"], val_seeds)
+    cand = d["feats"][:, 2] >= 0  # candidates the detector found (the rest: crops at truth centres)
+    train_pos = np.nonzero(~is_val & (d["labels"] == 1))[0]
+    train_neg = np.nonzero(~is_val & (d["labels"] == 0))[0]
+    val_idx = np.nonzero(is_val & cand)[0]
+    if len(train_pos) == 0 or len(train_neg) == 0:
+        sys.exit(f"train_fpr: {', '.join(map(str, args.data))} hold {len(train_pos)} positive and {len(train_neg)} "
+                 f"negative crops outside the {len(val_seeds)} validation chests; both are needed "
+                 "(more chests in fpr_data.py --cases, or a detector that finds something)")
+    print(f"train: {len(train_pos)} positive, {len(train_neg)} negative crops from {len(seeds) - len(val_seeds)} "
+          f"chests; validation: {len(val_idx)} candidates from {len(val_seeds)} chests", flush=True)
+    model = CandidateNet(args.width)
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu"))
+        s = predict(model, d["crops"], val_idx, rng)
+        print(f"from {args.init}: validation AUC {auc(s, d['labels'][val_idx]):.3f}", flush=True)
+    dev = pick_device(args.device)
+    print(f"training on {dev}", flush=True)
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    budget = args.minutes * 60
+    t0 = time.time()
+    step, losses = 0, []
+    while time.time() - t0 < budget:
+        frac = (time.time() - t0) / budget
+        for g in opt.param_groups:
+            g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac))
+        half = args.batch // 2
+        idx = np.concatenate([rng.choice(train_pos, half), rng.choice(train_neg, args.batch - half)])
+        x = batch(d["crops"], idx, rng, True).to(dev, non_blocking=True)
+        y = torch.from_numpy(d["labels"][idx].astype(np.float32)).to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+            logit = model(x)[:, 0]
+        loss = F.binary_cross_entropy_with_logits(logit.float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        if step % 200 == 0:
+            s = predict(model, d["crops"], val_idx, rng)
+            print(f"step {step} ({time.time() - t0:.0f} s): loss {np.mean(losses[-200:]):.3f}, "
+                  f"validation AUC {auc(s, d['labels'][val_idx]):.3f}", flush=True)
+    model.eval()
+    model.to("cpu")  # saved, scripted and scored on the CPU, as pulmo loads it anywhere
+    s = predict(model, d["crops"], val_idx, rng)
+    det = d["feats"][val_idx, 0]
+    log = {"crop": CROP, "data": [str(p) for p in args.data], "steps": step, "batch": args.batch, "lr": args.lr,
+           "minutes": args.minutes, "width": args.width, "seed": args.seed, "device": str(dev),
+           "init": str(args.init) if args.init else None,
+           "train_positive": int(len(train_pos)), "train_negative": int(len(train_neg)),
+           "val_candidates": int(len(val_idx)), "val_auc_classifier": auc(s, d["labels"][val_idx]),
+           "val_auc_detector": auc(det, d["labels"][val_idx])}
+    print(json.dumps(log, indent=1), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.out / "classifier.pth")
+    np.savez(args.out / "val.npz", classifier=s, detector=det, labels=d["labels"][val_idx],
+             diameter=d["feats"][val_idx, 1], seeds=d["seeds"][val_idx])
+    scripted = torch.jit.script(model)
+    scripted.save(str(args.out / "classifier.pt"))
+    (args.out / "classifier-log.json").write_text(json.dumps(log, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+//! pulmo's integration tests: the real binary, real DICOM written by other toolkits,
+//! real peers (dcmtk, dicom3tools, Orthanc) and real HTTP over loopback, one module per area.
+//! One test binary, so libtorch is linked once (the library crates test without it).
+
+mod analyze;
+mod batch;
+mod cli;
+mod common;
+mod evaluate;
+mod ingest_malformed;
+mod ingest_reference;
+mod orthanc;
+mod phantom;
+mod report_dicom;
+mod sample_outputs;
+mod serve;
+mod serve_security;
+mod train;
