@@ -12,9 +12,9 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 # One profile (release) for clippy, tests and the demo, so libtorch's C++ shim is built once.
 step "cargo clippy"
-cargo clippy --release --all-targets --locked -- -D warnings
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
 step "test fixtures"
 bash scripts/setup/fetch_fixtures.sh
 step "cargo test"
-cargo test --release --locked --all-targets
+cargo test --release --locked --workspace --all-targets
 printf '\ntest.sh: all checks passed in %ss\n' "$((SECONDS - started))" >&2

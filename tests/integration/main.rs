@@ -16,3 +16,4 @@ mod sample_outputs;
 mod serve;
 mod serve_security;
 mod train;
+mod workspace;
