@@ -3,10 +3,20 @@
 //! job queue with priority lanes, and workers that run the pipeline and file its results.
 //!
 //! Transports (`transport::http` today, DIMSE later) hand it instance files and read
-//! jobs and results back; they never touch the pipeline themselves. This module knows
-//! files, the index and the pipeline; it knows nothing of HTTP.
+//! jobs and results back through [`Service`]'s async methods ([`Service::job`],
+//! [`Service::study_status`], [`Service::study_results`], ...), which run each call on the
+//! index off the async workers; they never open the [`store`] or touch the pipeline
+//! themselves. This module knows files, the index and the pipeline; it knows nothing of
+//! HTTP.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`store`] | the SQLite index: one file and one handle per table family |
+//! | [`push`] | destinations, the retry policy, what a push is |
+//! | `spool` | admitting a received instance into the spool and the index |
+//! | `worker` | the quiet-time timer and the workers that run the pipeline |
+//! | `pusher` | the task that sends due pushes |
 
-pub mod audit;
 pub mod push;
 mod pusher;
 mod spool;
@@ -19,12 +29,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use store::Store;
+
 use pulmo_core::pipeline::{results::Choice, Analyzer};
 use pulmo_dicom::ingest::SelectionRules;
 
 pub use push::{Auth, Destination, Push, PushConfig, PushCounts, PushState, Target};
 pub use spool::{is_uid, Accepted, Refusal, Refused};
-pub use store::{Job, JobState, ResultRow, ResultStudy, Store};
+pub use store::{AuditEntry, Job, JobState, ResultRow, ResultStudy};
 
 /// What can stop the service from starting or from doing one piece of work.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +49,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error("a call on the index panicked")]
+    Panicked(#[source] tokio::task::JoinError),
 }
 
 /// `Result` with this module's [`Error`].
@@ -100,6 +114,19 @@ impl std::str::FromStr for Lane {
     }
 }
 
+/// Where a study stands: instances stored, series still arriving, and every job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StudyStatus {
+    pub study_instance_uid: String,
+    /// Instances stored for this study.
+    pub instances: u32,
+    /// Series with instances that arrived after their last job was queued: waiting for
+    /// the quiet time to pass.
+    pub receiving: Vec<String>,
+    /// Every job of the study, oldest first (superseded ones included).
+    pub jobs: Vec<Job>,
+}
+
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -138,7 +165,7 @@ impl ServiceConfig {
 /// The shared core: spool, index, and (once loaded) the analyzer.
 pub struct Service {
     config: ServiceConfig,
-    store: Store,
+    store: Arc<Store>,
     analyzer: OnceLock<Arc<Analyzer>>,
     /// Wakes idle workers when a job is queued.
     wake: tokio::sync::Notify,
@@ -156,14 +183,14 @@ impl Service {
         }
         spool::clear_temporaries(&config.data_dir.join("tmp"));
         let store = Store::open(&config.data_dir.join("pulmo.sqlite"))?;
-        let requeued = store.requeue_running()?;
+        let requeued = store.jobs().requeue_running()?;
         if requeued > 0 {
             tracing::info!(
                 jobs = requeued,
                 "jobs interrupted by the last stop are queued again"
             );
         }
-        let resent = store.requeue_sending()?;
+        let resent = store.pushes().requeue_sending()?;
         if resent > 0 {
             tracing::info!(
                 pushes = resent,
@@ -172,18 +199,14 @@ impl Service {
         }
         Ok(Service {
             config,
-            store,
+            store: Arc::new(store),
             analyzer: OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             push_wake: tokio::sync::Notify::new(),
         })
     }
 
-    /// The index, for reading jobs and results.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
+    /// How the service runs.
     pub fn config(&self) -> &ServiceConfig {
         &self.config
     }
@@ -216,11 +239,98 @@ impl Service {
         spool::admit(self, tmp, name, study, lane)
     }
 
-    /// Queues every series of a study for analysis now; returns the job ids.
-    pub fn analyze_now(&self, study: &str, lane: Option<Lane>) -> Result<Vec<i64>> {
-        let ids = self.store.queue_study(study, lane)?;
+    /// Queues every series of a study for analysis now, in `lane` when given; returns the
+    /// job ids (none when nothing of the study was received).
+    pub async fn analyze_now(&self, study: &str, lane: Option<Lane>) -> Result<Vec<i64>> {
+        let study = study.to_owned();
+        let ids = self
+            .blocking(move |s| s.jobs().queue_study(&study, lane))
+            .await?;
         self.wake.notify_waiters();
         Ok(ids)
+    }
+
+    /// One job, with where its pushes stand.
+    pub async fn job(&self, id: i64) -> Result<Option<Job>> {
+        self.blocking(move |s| s.jobs().get(id)).await
+    }
+
+    /// Where a study stands; `None` when nothing of it was received.
+    pub async fn study_status(&self, study: &str) -> Result<Option<StudyStatus>> {
+        let uid = study.to_owned();
+        self.blocking(move |s| {
+            let instances = s.instances().study_count(&uid)?;
+            if instances == 0 {
+                return Ok(None);
+            }
+            Ok(Some(StudyStatus {
+                instances,
+                receiving: s.instances().receiving_series(&uid)?,
+                jobs: s.jobs().of_study(&uid)?,
+                study_instance_uid: uid,
+            }))
+        })
+        .await
+    }
+
+    /// How many jobs wait, in all lanes.
+    pub async fn queued_jobs(&self) -> Result<u32> {
+        self.blocking(|s| s.jobs().queued()).await
+    }
+
+    /// How many jobs wait in each lane (lanes without any left out).
+    pub async fn queue_depth(&self) -> Result<Vec<(Lane, u32)>> {
+        self.blocking(|s| s.jobs().depth()).await
+    }
+
+    /// Studies that have results, newest first, at most `limit`.
+    pub async fn result_studies(&self, limit: u32) -> Result<Vec<ResultStudy>> {
+        self.blocking(move |s| s.results().studies(limit)).await
+    }
+
+    /// The current result objects of a study, by series.
+    pub async fn study_results(&self, study: &str) -> Result<Vec<ResultRow>> {
+        let uid = study.to_owned();
+        self.blocking(move |s| s.results().of_study(&uid)).await
+    }
+
+    /// One current result object, by SOP Instance UID.
+    pub async fn result(&self, sop_instance_uid: &str) -> Result<Option<ResultRow>> {
+        let uid = sop_instance_uid.to_owned();
+        self.blocking(move |s| s.results().get(&uid)).await
+    }
+
+    /// Pushes in `state` (all when `None`), newest first, at most `limit`.
+    pub async fn pushes(&self, state: Option<PushState>, limit: u32) -> Result<Vec<Push>> {
+        self.blocking(move |s| s.pushes().list(state, limit)).await
+    }
+
+    /// How many pushes are in each state, and how many retries were made.
+    pub async fn push_counts(&self) -> Result<PushCounts> {
+        self.blocking(|s| s.pushes().counts()).await
+    }
+
+    /// Appends the audit records of one answered request: one per study it touched.
+    pub async fn audit(
+        &self,
+        caller: &str,
+        action: &str,
+        studies: Vec<String>,
+        status: u16,
+    ) -> Result<()> {
+        let (caller, action) = (caller.to_owned(), action.to_owned());
+        self.blocking(move |s| s.audit().record(&caller, &action, &studies, status))
+            .await
+    }
+
+    /// Runs one call on the index off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || call(&store)).await;
+        Ok(done.map_err(Error::Panicked)??)
     }
 
     fn results_dir(&self, job: i64) -> PathBuf {

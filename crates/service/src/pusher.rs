@@ -94,7 +94,7 @@ pub(super) async fn run(service: Arc<Service>, stop: CancellationToken) {
         }
     };
     loop {
-        let claimed = blocking(&service, |s| s.store.claim_push()).await;
+        let claimed = blocking(&service, |s| s.store.pushes().claim()).await;
         if let Some(push) = claimed.flatten() {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -112,7 +112,7 @@ pub(super) async fn run(service: Arc<Service>, stop: CancellationToken) {
 
 /// How long to sleep before looking again: until the next push is due, at most 5 s.
 async fn next_wait(service: &Arc<Service>) -> Duration {
-    let due = blocking(service, |s| s.store.next_push_due())
+    let due = blocking(service, |s| s.store.pushes().next_due())
         .await
         .flatten();
     let seconds = due.map_or(5.0, |due| (due - now()).clamp(0.01, 5.0));
@@ -148,13 +148,13 @@ async fn attempt(service: &Arc<Service>, client: &Client, push: Push) {
     match sent {
         Ok(study) => {
             tracing::info!(push = id, job, target, attempt, %study, "results pushed");
-            blocking(service, move |s| s.store.push_done(push.id)).await;
+            blocking(service, move |s| s.store.pushes().done(push.id)).await;
         }
         Err(err) => {
             let failure = err.failure();
             let config = service.config.push.clone();
             let recorded = blocking(service, move |s| {
-                s.store.push_failed(&push, &failure, &config)
+                s.store.pushes().failed(&push, &failure, &config)
             })
             .await;
             let state = recorded.map_or("unrecorded", PushState::as_str);
@@ -243,7 +243,11 @@ fn check(
 /// Reads what a push sends: every result object of the job as one multipart/related
 /// body, or the job's JSON report.
 fn build(service: &Service, job_id: i64, target: Target) -> Result<Request, Error> {
-    let job = service.store.job(job_id)?.ok_or(Error::NoJob(job_id))?;
+    let job = service
+        .store
+        .jobs()
+        .get(job_id)?
+        .ok_or(Error::NoJob(job_id))?;
     let read = |path: PathBuf| std::fs::read(&path).map_err(|source| Error::Read { path, source });
     let study = job.study_instance_uid;
     match target {
@@ -256,7 +260,7 @@ fn build(service: &Service, job_id: i64, target: Target) -> Result<Request, Erro
             })
         }
         Target::Stow => {
-            let paths = service.store.job_result_paths(job_id)?;
+            let paths = service.store.results().paths_of_job(job_id)?;
             if paths.is_empty() {
                 return Err(Error::NothingToPush(job_id));
             }
@@ -354,9 +358,9 @@ mod tests {
             bytes: 10,
         };
         let store = &service.store;
-        store.put_instance(&row, Lane::Routine).unwrap();
-        store.queue_quiet(now() + 1.0).unwrap();
-        let job = store.claim().unwrap().unwrap();
+        store.instances().put(&row, Lane::Routine).unwrap();
+        store.jobs().queue_quiet(now() + 1.0).unwrap();
+        let job = store.jobs().claim().unwrap().unwrap();
         let sr = dir.join("sr.dcm");
         std::fs::write(&sr, b"DICM").unwrap();
         let result = store::ResultRow {
@@ -369,6 +373,7 @@ mod tests {
             path: sr,
         };
         store
+            .jobs()
             .complete(&job, &dir.join("r.json"), 0, 1, &[result], &[Target::Stow])
             .unwrap();
         Arc::new(service)
@@ -380,7 +385,7 @@ mod tests {
         let pusher = tokio::spawn(run(service.clone(), stop.clone()));
         let deadline = Instant::now() + Duration::from_secs(20);
         let push = loop {
-            let push = service.store.pushes(None, 1).unwrap().remove(0);
+            let push = service.store.pushes().list(None, 1).unwrap().remove(0);
             if push.state == state {
                 break push;
             }
@@ -410,7 +415,7 @@ mod tests {
         for (gap, least) in gaps.iter().zip([100, 200, 250]) {
             assert!(*gap >= Duration::from_millis(least), "gaps {gaps:?}");
         }
-        assert_eq!(service.store.push_counts().unwrap().retries, 3);
+        assert_eq!(service.store.pushes().counts().unwrap().retries, 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,7 +152,7 @@ fn check_and_store(
         path,
         bytes: size,
     };
-    let new = service.store.put_instance(&row, lane).map_err(|err| {
+    let new = service.store.instances().put(&row, lane).map_err(|err| {
         tracing::error!(error = %error_chain(&err), "could not index a received instance");
         refuse(
             Refusal::OutOfResources,

@@ -49,7 +49,8 @@ pub(super) async fn complete_quiet_series(service: Arc<Service>, stop: Cancellat
         }
         let cutoff = now() - quiet.as_secs_f64();
         let store = service.clone();
-        let queued = tokio::task::spawn_blocking(move || store.store.queue_quiet(cutoff)).await;
+        let queued =
+            tokio::task::spawn_blocking(move || store.store.jobs().queue_quiet(cutoff)).await;
         match queued {
             Ok(Ok(ids)) if !ids.is_empty() => {
                 tracing::info!(jobs = ?ids, "complete series queued");
@@ -74,7 +75,7 @@ pub(super) async fn work(service: Arc<Service>, stop: CancellationToken) {
             return;
         }
         let claimer = service.clone();
-        let claimed = tokio::task::spawn_blocking(move || claimer.store.claim()).await;
+        let claimed = tokio::task::spawn_blocking(move || claimer.store.jobs().claim()).await;
         match claimed {
             Ok(Ok(Some(job))) => {
                 let runner = service.clone();
@@ -110,8 +111,8 @@ fn run(service: &Service, job: &Job) {
         }
         Ok(Ended::Skipped { reason, instances }) => {
             tracing::info!(%reason, "series skipped");
-            let store = &service.store;
-            let ended = store.finish(job.id, JobState::Skipped, Some(&reason), instances);
+            let jobs = service.store.jobs();
+            let ended = jobs.finish(job.id, JobState::Skipped, Some(&reason), instances);
             ("skipped", ended)
         }
         Err(err) => {
@@ -120,6 +121,7 @@ fn run(service: &Service, job: &Job) {
             pulmo_metrics::failure("analysis", "job");
             let ended = service
                 .store
+                .jobs()
                 .finish(job.id, JobState::Failed, Some(&reason), 0);
             ("failed", ended)
         }
@@ -136,7 +138,7 @@ enum Ended {
 }
 
 fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, JobError> {
-    let paths = service.store.instance_paths(&job.series_instance_uid)?;
+    let paths = service.store.instances().paths(&job.series_instance_uid)?;
     let scan = ingest::scan(&paths)?;
     for skipped in &scan.skipped {
         tracing::warn!(error = %error_chain(skipped), "a stored instance could not be read");
@@ -181,6 +183,7 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     let superseded =
         service
             .store
+            .jobs()
             .complete(job, &report_path, findings, instances, &rows, &targets)?;
     if !targets.is_empty() {
         service.push_wake.notify_one();

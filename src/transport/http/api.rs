@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
 use crate::report::{BuildInfo, ModelInfo};
-use crate::service::{Job, JobState, Lane};
+use crate::service::{Job, JobState, Lane, StudyStatus};
 
 /// One job.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "api",
@@ -18,23 +18,9 @@ pub async fn job(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Job>, ApiError> {
-    let service = state.service.clone();
-    let job = tokio::task::spawn_blocking(move || service.store().job(id)).await??;
+    let job = state.service.job(id).await?;
     job.map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
-}
-
-/// Where a study stands: instances stored, series still arriving, and every job.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StudyStatus {
-    pub study_instance_uid: String,
-    /// Instances stored for this study.
-    pub instances: u32,
-    /// Series with instances that arrived after their last job was queued: waiting for
-    /// the quiet time to pass.
-    pub receiving: Vec<String>,
-    /// Every job of the study, oldest first (superseded ones included).
-    pub jobs: Vec<Job>,
 }
 
 /// The status of each series of a study.
@@ -45,24 +31,10 @@ pub async fn study(
     State(state): State<AppState>,
     Path(study): Path<String>,
 ) -> Result<Json<StudyStatus>, ApiError> {
-    let service = state.service.clone();
-    let uid = study.clone();
-    let status = tokio::task::spawn_blocking(move || -> Result<_, crate::service::store::Error> {
-        let store = service.store();
-        Ok(StudyStatus {
-            instances: store.study_instances(&uid)?,
-            receiving: store.receiving_series(&uid)?,
-            jobs: store.study_jobs(&uid)?,
-            study_instance_uid: uid,
-        })
-    })
-    .await??;
-    if status.instances == 0 {
-        return Err(ApiError::NotFound(format!(
-            "nothing received for study {study}"
-        )));
-    }
-    Ok(Json(status))
+    let status = state.service.study_status(&study).await?;
+    status
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("nothing received for study {study}")))
 }
 
 /// The current reports of a study.
@@ -136,11 +108,7 @@ pub async fn analyze(
     Path(study): Path<String>,
     Query(query): Query<AnalyzeQuery>,
 ) -> Result<Response, ApiError> {
-    let service = state.service.clone();
-    let uid = study.clone();
-    let jobs =
-        tokio::task::spawn_blocking(move || service.analyze_now(&uid, query.priority)).await?;
-    let jobs = jobs.map_err(|err| ApiError::internal(&err))?;
+    let jobs = state.service.analyze_now(&study, query.priority).await?;
     if jobs.is_empty() {
         return Err(ApiError::NotFound(format!(
             "nothing received for study {study}"
@@ -198,12 +166,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let service = state.service.clone();
-    let (depth, pushes) = tokio::task::spawn_blocking(move || {
-        (service.store().queue_depth(), service.store().push_counts())
-    })
-    .await?;
-    if let Ok(counts) = pushes {
+    if let Ok(counts) = state.service.push_counts().await {
         let by_state: Vec<_> = counts
             .by_state
             .iter()
@@ -211,7 +174,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             .collect();
         crate::metrics::pushes(&by_state, counts.retries);
     }
-    if let Ok(depth) = depth {
+    if let Ok(depth) = state.service.queue_depth().await {
         for lane in [Lane::Stat, Lane::Routine, Lane::Research] {
             let jobs = depth
                 .iter()

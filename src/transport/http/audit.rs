@@ -1,6 +1,6 @@
 //! Writing the audit record of a request: the caller's name, the action (method and
-//! route), the studies it touched and the answer's status. Written off the async workers;
-//! a failure to write is logged, never answered.
+//! route), the studies it touched and the answer's status. Written by the service in the
+//! background; a failure to write is logged, never answered.
 
 use axum::http::Method;
 
@@ -30,8 +30,8 @@ pub fn record(
     tracing::info!(target: "pulmo::audit", caller = %caller.name, %action, studies = ?studies, status, "audit");
     let service = state.service.clone();
     let name = caller.name.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(err) = service.store().audit(&name, &action, &studies, status) {
+    tokio::spawn(async move {
+        if let Err(err) = service.audit(&name, &action, studies, status).await {
             tracing::error!(error = %crate::pipeline::error_chain(&err), "could not write an audit record");
         }
     });

@@ -17,9 +17,7 @@ const MAX_STUDIES: u32 = 1000;
 #[utoipa::path(get, path = "/dicomweb/studies", tag = "dicomweb",
     responses((status = 200, description = "DICOM JSON array of studies", content_type = "application/dicom+json")))]
 pub async fn search_studies(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let service = state.service.clone();
-    let studies =
-        tokio::task::spawn_blocking(move || service.store().result_studies(MAX_STUDIES)).await??;
+    let studies = state.service.result_studies(MAX_STUDIES).await?;
     let items = studies.iter().map(|s| {
         Dataset::new()
             .text(tag::STUDY_INSTANCE_UID, "UI", &s.study_uid)
@@ -103,9 +101,7 @@ pub async fn retrieve_instance(
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let service = state.service.clone();
-    let uid = instance.clone();
-    let row = tokio::task::spawn_blocking(move || service.store().result(&uid)).await??;
+    let row = state.service.result(&instance).await?;
     let row = row
         .filter(|r| r.study_uid == study && r.series_uid == series)
         .ok_or_else(|| {
@@ -138,9 +134,7 @@ fn wants_bare(headers: &HeaderMap) -> bool {
 }
 
 async fn results(state: &AppState, study: &str) -> Result<Vec<ResultRow>, ApiError> {
-    let service = state.service.clone();
-    let uid = study.to_owned();
-    let rows = tokio::task::spawn_blocking(move || service.store().results(&uid)).await??;
+    let rows = state.service.study_results(study).await?;
     if rows.is_empty() {
         return Err(ApiError::NotFound(format!("no results for study {study}")));
     }

@@ -51,8 +51,8 @@ impl ApiError {
     }
 }
 
-impl From<crate::service::store::Error> for ApiError {
-    fn from(err: crate::service::store::Error) -> ApiError {
+impl From<crate::service::Error> for ApiError {
+    fn from(err: crate::service::Error) -> ApiError {
         ApiError::internal(&err)
     }
 }

@@ -23,9 +23,7 @@ pub async fn pushes(
     State(state): State<AppState>,
     Query(query): Query<PushQuery>,
 ) -> Result<Json<Vec<Push>>, ApiError> {
-    let service = state.service.clone();
     let limit = query.limit.unwrap_or(100).min(1000);
-    let pushes =
-        tokio::task::spawn_blocking(move || service.store().pushes(query.state, limit)).await??;
+    let pushes = state.service.pushes(query.state, limit).await?;
     Ok(Json(pushes))
 }

@@ -167,13 +167,10 @@ async fn store(
 async fn admission(state: &AppState) -> Result<(), ApiError> {
     let service = state.service.clone();
     let limits = state.limits;
-    let checked = tokio::task::spawn_blocking(move || {
-        let free = fs4::available_space(&service.config().data_dir).unwrap_or(u64::MAX);
-        let queued = service.store().queued_jobs();
-        (free, queued)
+    let free = tokio::task::spawn_blocking(move || {
+        fs4::available_space(&service.config().data_dir).unwrap_or(u64::MAX)
     })
     .await?;
-    let (free, queued) = checked;
     if free < limits.min_free_bytes {
         crate::metrics::failure("receive", "disk");
         tracing::warn!(free, "refusing uploads: the data directory is nearly full");
@@ -182,7 +179,7 @@ async fn admission(state: &AppState) -> Result<(), ApiError> {
             retry_after: 60,
         });
     }
-    if queued? >= limits.max_queued_jobs {
+    if state.service.queued_jobs().await? >= limits.max_queued_jobs {
         crate::metrics::failure("receive", "queue");
         return Err(ApiError::Busy {
             reason: "the analysis queue is full".to_owned(),

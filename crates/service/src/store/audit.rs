@@ -1,11 +1,13 @@
-//! The audit log: who (a token's name) sent or read which study, when, and how it ended.
-//! Kept in the index beside the jobs; holds UIDs and names of tokens, never patient data.
+//! The `audit` table: who (a token's name) sent or read which study, when, and how it
+//! ended. Kept in the index beside the jobs; holds UIDs and names of tokens, never patient
+//! data.
 
 use rusqlite::params;
 
-use super::now;
-use super::store::{Result, Store};
+use super::{Result, Store};
+use crate::now;
 
+/// The `audit` table; created with the rest of the index.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
     at REAL NOT NULL,
@@ -19,7 +21,7 @@ CREATE INDEX IF NOT EXISTS audit_study ON audit(study_uid, at);
 
 /// One audit record.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
+pub struct AuditEntry {
     /// Seconds since the Unix epoch.
     pub at: f64,
     pub caller: String,
@@ -30,10 +32,19 @@ pub struct Entry {
     pub status: u16,
 }
 
-impl Store {
+/// The audit log: [`Store::audit`].
+pub struct Audit<'a>(pub(super) &'a Store);
+
+impl Audit<'_> {
     /// Appends records for one request: one per study it touched (or one without a study).
-    pub fn audit(&self, caller: &str, action: &str, studies: &[String], status: u16) -> Result<()> {
-        let mut db = self.db();
+    pub fn record(
+        &self,
+        caller: &str,
+        action: &str,
+        studies: &[String],
+        status: u16,
+    ) -> Result<()> {
+        let mut db = self.0.db();
         let tx = db.transaction()?;
         let at = now();
         let none = [None];
@@ -53,13 +64,13 @@ impl Store {
     }
 
     /// The records of one study, oldest first.
-    pub fn audit_of(&self, study_uid: &str) -> Result<Vec<Entry>> {
-        let db = self.db();
+    pub fn of_study(&self, study_uid: &str) -> Result<Vec<AuditEntry>> {
+        let db = self.0.db();
         let mut stmt = db.prepare_cached(
             "SELECT at, caller, action, study_uid, status FROM audit WHERE study_uid = ?1 ORDER BY at",
         )?;
         let rows = stmt.query_map([study_uid], |r| {
-            Ok(Entry {
+            Ok(AuditEntry {
                 at: r.get(0)?,
                 caller: r.get(1)?,
                 action: r.get(2)?,
@@ -68,5 +79,26 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::store;
+
+    #[test]
+    fn a_request_is_recorded_once_per_study_it_touched() {
+        let (_dir, store) = store();
+        let audit = store.audit();
+        let studies = ["1.2".to_owned(), "1.3".to_owned()];
+        audit.record("reader", "GET /x", &studies, 200).unwrap();
+        audit.record("reader", "GET /healthz", &[], 200).unwrap();
+        let entries = audit.of_study("1.2").unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            (entries[0].caller.as_str(), entries[0].status),
+            ("reader", 200)
+        );
+        assert_eq!(audit.of_study("1.3").unwrap().len(), 1);
     }
 }
