@@ -82,7 +82,11 @@ fn tch_is_reachable_only_through_the_inference_crate() {
         .into_iter()
         .filter(|m| normal[*m].iter().any(|d| d == "tch" || d == "torch-sys"))
         .collect();
-    assert_eq!(direct, ["pulmo-inference"], "only it names tch or torch-sys");
+    assert_eq!(
+        direct,
+        ["pulmo-inference"],
+        "only it names tch or torch-sys"
+    );
 }
 
 #[test]
@@ -91,7 +95,13 @@ fn the_crates_without_libtorch_test_without_it() {
     // that reaches torch-sys would link libtorch into their test binaries.
     let all = graph(&[None, Some("dev")]);
     let normal = graph(&[None]);
-    for member in ["pulmo-backend", "pulmo-core", "pulmo-dicom", "pulmo-metrics", "pulmo-service"] {
+    for member in [
+        "pulmo-backend",
+        "pulmo-core",
+        "pulmo-dicom",
+        "pulmo-metrics",
+        "pulmo-service",
+    ] {
         for dep in &all[member] {
             assert!(
                 !reaches(&normal, dep, "torch-sys"),

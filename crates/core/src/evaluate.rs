@@ -630,6 +630,7 @@ mod tests {
         TruthCase {
             series_instance_uid: uid.into(),
             nodules,
+            anatomy: None,
         }
     }
 
@@ -650,6 +651,7 @@ mod tests {
             ],
         };
         let scan = |findings| ScanResult {
+            operating_score: None,
             lung_rads: None,
             findings,
         };
@@ -721,5 +723,44 @@ mod tests {
     fn rate_keys_are_written_as_python_writes_floats() {
         let keys: Vec<String> = FP_RATES.iter().map(|&r| rate_key(r)).collect();
         assert_eq!(keys, ["0.125", "0.25", "0.5", "1.0", "2.0", "4.0", "8.0"]);
+    }
+
+    #[test]
+    fn false_calls_at_the_operating_point_are_counted_by_where_they_lie() {
+        let mut truth = Truth {
+            cases: vec![case("A", vec![nodule([0.0, 0.0, 0.0], 10.0)])],
+        };
+        truth.cases[0].anatomy = Some(
+            serde_json::from_str(r#"{"hilum": {"right": [-60, 0, 0], "left": [60, 0, 0]}}"#)
+                .unwrap(),
+        );
+        let reports = HashMap::from([(
+            "A".to_owned(),
+            ScanResult {
+                operating_score: Some(0.9),
+                lung_rads: None,
+                findings: vec![
+                    found([1.0, 0.0, 0.0], Some(9.0), 0.95),
+                    found([-65.0, 5.0, 0.0], Some(12.0), 0.97),
+                    found([100.0, 50.0, 0.0], Some(6.0), 0.91),
+                    found([-62.0, 0.0, 0.0], Some(12.0), 0.5),
+                ],
+            },
+        )]);
+        let result = evaluate_at(&truth, &reports, &[0.96]);
+        let own = result
+            .operating_point
+            .expect("the reports name their operating point");
+        assert_eq!((own.nodules, own.nodules_called), (1, 1));
+        assert_eq!(own.false_calls, 2);
+        assert_eq!(own.false_calls_per_scan, 2.0);
+        let places: Vec<(&str, usize)> = own
+            .false_calls_by_location
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(places, [("elsewhere", 1), ("hilum", 1)]);
+        let stricter = &result.operating_points[0];
+        assert_eq!((stricter.nodules_called, stricter.false_calls), (0, 1));
     }
 }

@@ -111,6 +111,7 @@ pub fn round_to(value: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::finding;
 
     #[test]
     fn empty_study_is_category_1_with_score_0() {
