@@ -148,7 +148,7 @@ fn a_diameter_range_changes_the_nodule_sizes_not_the_scan() {
 const NODULE_MEASURES: &str = r#"
 import json, pathlib, sys
 import numpy as np
-sys.path.insert(0, "scripts")
+sys.path.insert(0, "scripts/model")
 from fpr_series import to_grid
 from predict_reference import load_series
 nodules = json.load(open(sys.argv[1]))["cases"][0]["nodules"]

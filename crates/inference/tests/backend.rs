@@ -108,8 +108,7 @@ fn a_bundle_whose_classifier_answers_per_voxel_is_refused_at_start() {
         ..Options::default()
     };
     let err = pulmo_inference::start(&bundle, &options)
-        .err()
-        .expect("a wrong classifier must fail at start");
+        .expect_err("a wrong classifier must fail at start");
     let message = err.to_string();
     assert!(message.contains("model.pt gave wrong numbers"), "{message}");
     assert!(
