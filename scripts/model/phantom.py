@@ -681,8 +681,15 @@ def render_anatomy(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     blend(vol, np.broadcast_to(aorta, shape), 45.0)
     _render_bones(scene, grid, vol)
     lung = np.zeros(shape, np.float32)
-    box = _lung_box(scene, 2 * h)
-    sl = grid.sub(*box)
+    return _render_lungs(scene, grid, vol, lung)
+
+
+def _render_lungs(scene: Scene, grid: Grid, vol: np.ndarray, lung: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paints the lungs (parenchyma, texture, gravity gradient), the vessel trees, the airways
+    and the nodules over `vol`, the same for classic and varied anatomy; fills `lung` with
+    the lungs' occupancy. Returns the volume and the nodules' occupancy."""
+    h = grid.h
+    sl = grid.sub(*_lung_box(scene, 2 * h))
     if sl is not None:
         lx_, ly_, lz_ = grid.subgrid(sl).axes()
         lung[sl] = soft(scene.lung_sdf(lx_, ly_, lz_), h)
@@ -1801,20 +1808,7 @@ def _render_varied(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     blend(vol, render_tubes(V["central_painted"], grid), scene.vessel_hu)
     _render_bones(scene, grid, vol)
     lung = np.zeros(shape, np.float32)
-    sl = grid.sub(*_lung_box(scene, 2 * h))
-    if sl is not None:
-        lx_, ly_, lz_ = grid.subgrid(sl).axes()
-        lung[sl] = soft(scene.lung_sdf(lx_, ly_, lz_), h)
-        par = scene.lung_hu + scene.texture_at(lx_, ly_, lz_) + scene.gravity * (ly_ - scene.cy) / scene.cav_b
-        blend(vol[sl], lung[sl], par.astype(np.float32))
-    blend(vol, render_tubes(scene.roots, grid), scene.vessel_hu)
-    blend(vol, render_tubes(scene.vessels, grid) * np.clip(lung * 1.5, 0, 1), scene.vessel_hu)
-    blend(vol, render_tubes(scene.airways, grid, grow=0.6, scale=1.15), 10.0)
-    blend(vol, render_tubes(scene.airways, grid), -1000.0)
-    occ, core, nhu, chu = render_nodules(scene, grid)
-    blend(vol, occ, nhu)
-    blend(vol, core, chu)
-    return vol, occ
+    return _render_lungs(scene, grid, vol, lung)
 
 
 def sample_geometry_varied(seed: int) -> dict:
