@@ -10,9 +10,11 @@ no truth nodule's radius (the rule of scripts/evaluate.py's operating points; a 
 a nodule under 3 mm is no false call). Each one is placed by the first rule it meets:
 
     hilum         within 35 mm of a hilum point (which lies where the main pulmonary artery
-                  meets the lung, often a little outside the lung surface), or on a
-                  central/hilar vessel path (within its radius + 4 mm of the centre line)
-                  and no more than 15 mm outside the lungs
+                  meets the lung, often a little outside the lung surface), or on a hilar
+                  vessel path (within its radius + 4 mm of the centre line)
+    central vessel  on a central (mediastinal) vessel path: pulmonary trunk and main
+                  arteries, pulmonary veins to the left atrium, aorta, SVC (within its
+                  radius + 4 mm of the centre line), no more than 15 mm outside the lungs
     mediastinum   outside the lungs (lung surface farther than 3 mm) and inside the
                   mediastinum box, or within 15 mm of the heart ellipsoid's surface
     below dome    outside the lungs and lower than its side's dome apex + 5 mm
@@ -41,7 +43,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import phantom  # noqa: E402
 from evaluate import load_reports  # noqa: E402
 
-CATEGORIES = ("hilum", "heart border", "diaphragm", "mediastinum", "below dome", "outside lung", "chest wall",
+CATEGORIES = ("hilum", "central vessel", "heart border", "diaphragm", "mediastinum", "below dome", "outside lung", "chest wall",
               "parenchyma")
 
 
@@ -98,17 +100,20 @@ def place(p: np.ndarray, a: dict, scene) -> tuple[str, dict]:
         if scene is not None else float("nan")
     hila = [np.asarray(v, float) for v in a["hilum"].values()]
     d_hilum = min(float(np.linalg.norm(p - h)) for h in hila)
-    d_vessel = min((seg_dist(p, np.asarray(v["points"], float))[1] for v in a.get("vessels", [])), default=np.inf)
+    ves = [(seg_dist(p, np.asarray(v["points"], float))[1], v["name"], v["kind"]) for v in a.get("vessels", [])]
+    d_vessel, v_name, v_kind = min(ves, default=(np.inf, None, None))
     d_heart = heart_surface_dist(p, a["heart"])
     domes = [v for k, v in a["diaphragm"].items() if isinstance(v, dict) and "apex" in v]
     dome = min(domes, key=lambda v: abs(v["apex"][0] - p[0]))
     dz_dome = float(p[2] - dome["apex"][2])
     m = a["mediastinum"]
     in_med = abs(p[0] - m["center_xy"][0]) <= m["half_width_mm"] and abs(p[1] - m["center_xy"][1]) <= m["half_depth_mm"]
-    info = {"lung_sdf_mm": round(sdf, 1), "hilum_mm": round(d_hilum, 1), "vessel_wall_mm": round(float(d_vessel), 1),
+    info = {"lung_sdf_mm": round(sdf, 1), "hilum_mm": round(d_hilum, 1), "vessel_wall_mm": round(float(d_vessel), 1), "vessel": v_name,
             "heart_surface_mm": round(d_heart, 1), "above_dome_apex_mm": round(dz_dome, 1), "in_mediastinum_box": bool(in_med)}
-    if d_hilum <= 35 or (d_vessel <= 4 and not sdf > 15):
+    if d_hilum <= 35 or (d_vessel <= 4 and v_kind != "central" and not sdf > 15):
         return "hilum", info
+    if d_vessel <= 4 and not sdf > 15:
+        return "central vessel", info
     if sdf > 3:
         if in_med or d_heart <= 15:
             return "mediastinum", info
@@ -171,7 +176,7 @@ def main() -> None:
             d = r["diameter_mm"]
             print(f"  {r['seed']} {r['family']:<18} {r['category']:<12} score {r['score']:.3f} "
                   f"d {d if d is None else round(d, 1)} mm  sdf {r['lung_sdf_mm']} hilum {r['hilum_mm']} "
-                  f"vessel {r['vessel_wall_mm']} heart {r['heart_surface_mm']} dome {r['above_dome_apex_mm']}")
+                  f"vessel {r['vessel_wall_mm']} ({r['vessel']}) heart {r['heart_surface_mm']} dome {r['above_dome_apex_mm']}")
 
 
 if __name__ == "__main__":
