@@ -71,8 +71,18 @@ def main() -> None:
     ap.add_argument("--probability", type=float, default=None,
                     help="candidate threshold (default: the manifest's); lower gives the classifier fainter candidates too")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
+    ap.add_argument("--varied-anatomy", type=float, default=0.0, metavar="P",
+                    help="draw a chest with phantom.py's varied anatomy with probability P (default 0: classic only)")
+    ap.add_argument("--families", default="train", metavar="SPEC",
+                    help="the anatomy families of --varied-anatomy: train (0-3, default), all, heldout, or a comma list")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
+    try:
+        families = phantom.parse_families(args.families)
+    except ValueError as e:
+        ap.error(f"--families: {e}")
+    if not 0 <= args.varied_anatomy <= 1:
+        ap.error(f"--varied-anatomy {args.varied_anatomy}: a probability, needs 0 <= P <= 1")
     torch.set_num_threads(args.threads)
     manifest = tomllib.loads((args.model / "manifest.toml").read_text())
     dev = pick_device(args.device)
@@ -81,14 +91,22 @@ def main() -> None:
     spacing = float(inp["spacing_mm"][0])
     extra = [float(s[0]) for s in inp.get("extra_spacings_mm", [])]
     thr = float(th["probability"]) if args.probability is None else args.probability
-    crops, labels, feats, seeds = [], [], [], []
+    crops, labels, feats, seeds, fams = [], [], [], [], []
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()
         rng = np.random.default_rng([seed, 0xF9])
         acq = phantom.Acquisition(psf_xy=rng.uniform(0.35, 1.0), psf_z=rng.uniform(0.4, 2.2),
                                   noise=rng.uniform(4, 45), noise_corr=rng.uniform(0.4, 1.0))
         n_nod = int(rng.integers(0, 7)) if rng.random() < 0.15 else int(rng.integers(2, 7))
-        vol, _, scene, grid = phantom.training_case(seed, spacing, rng, acq, n_nod)
+        anatomy, family = "classic", None
+        if args.varied_anatomy > 0:
+            vr = np.random.default_rng([seed, 0xF9, 0xA7])  # its own stream: classic chests unchanged
+            if vr.random() < args.varied_anatomy:
+                anatomy, family = "varied", int(vr.choice(list(families)))
+                if vr.random() < 1 / 3:  # a sharp (lung) kernel: edge enhancement, finer noise
+                    acq.sharpen, acq.sharpen_mm, acq.noise_corr = vr.uniform(0.3, 1.0), vr.uniform(0.7, 1.5), vr.uniform(0.35, 0.55)
+        vol, _, scene, grid = phantom.training_case(seed, spacing, rng, acq, n_nod, anatomy=anatomy,
+                                                    families=None if family is None else [family])
         img = normalise(vol)
         origin = np.array([grid.zs[0], grid.ys[0], grid.xs[0]])
         truth = [(np.array([n.center[2], n.center[1], n.center[0]]), float(np.prod(n.radii)) ** (1 / 3))
@@ -112,6 +130,7 @@ def main() -> None:
             labels.append(int(near <= 1.0))
             feats.append([pk, d, k])
             seeds.append(seed)
+            fams.append(-1 if family is None else family)
             n_pos += near <= 1.0
             n_neg += near > 1.0
         for c, r in truth:
@@ -119,10 +138,12 @@ def main() -> None:
             labels.append(1)
             feats.append([np.nan, 2 * r, -1])
             seeds.append(seed)
+            fams.append(-1 if family is None else family)
         # Saved after every chest, so a long run can be stopped at any time and still be used.
         np.savez(args.out, crops=np.stack(crops), labels=np.array(labels, np.int8),
-                 feats=np.array(feats, np.float32), seeds=np.array(seeds))
-        print(f"seed {seed}: {len(cands)} candidates ({n_pos} on nodules, {n_neg} false), "
+                 feats=np.array(feats, np.float32), seeds=np.array(seeds),
+                 **({"family": np.array(fams, np.int8)} if args.varied_anatomy > 0 else {}))
+        print(f"seed {seed}{'' if family is None else f' (family {family})'}: {len(cands)} candidates ({n_pos} on nodules, {n_neg} false), "
               f"{len(truth)} nodules, {time.time() - t0:.1f} s; {args.out}: {len(labels)} crops, "
               f"{int(np.sum(labels))} positive", flush=True)
 
