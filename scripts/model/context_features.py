@@ -12,6 +12,9 @@ centre (1 mm isotropic, a sphere of radius R = max(20, 1.25 x long axis) mm), an
   exit voxels) towards the midline of the lungs and towards the feet, in [-1, 1];
 - `elongation`: sqrt of the largest over the smallest principal moment of the connected
   tissue inside 0.6 R (a vessel cut along its length is long; a nodule round);
+- `lung_depth_mm`: how far the centre lies inside (positive) or outside (negative) the lungs
+  as pulmo's lung mask draws them (air below -400 HU inside the body, largest components,
+  pleural bays closed at 10 mm, holes filled per slice), at 2.5 mm;
 - `label`: TP (the finding hits a truth nodule, LUNA16 rule) or FP.
 
     .venv/bin/python3 scripts/model/context_features.py --set SET --reports REPORTS --out features.csv
@@ -84,6 +87,24 @@ def features(vol: np.ndarray, geo: dict, centre: np.ndarray, long_axis: float, m
             "inferior": round(float(-mean[2]), 3), "elongation": round(elongation, 3)}
 
 
+def lung_depth_map(vol: np.ndarray, geo: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distance (mm, + inside) to pulmo-like lungs on a 2.5 mm grid, and that grid's step
+    in source voxels."""
+    step = np.maximum(np.floor(2.5 / geo["spacing"]).astype(int), 1)
+    coarse = vol[::step[0], ::step[1], ::step[2]]
+    sp = geo["spacing"] * step
+    lungs = pr.lung_mask(coarse, 0)
+    r = max(1, int(round(10.0 / max(sp[1], sp[2]))))
+    disk = np.zeros((1, 2 * r + 1, 2 * r + 1), bool)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk[0] = yy**2 + xx**2 <= r * r
+    lungs = ndimage.binary_closing(lungs, structure=disk)
+    lungs = np.stack([ndimage.binary_fill_holes(s) for s in lungs])
+    inside = ndimage.distance_transform_edt(lungs, sampling=sp)
+    outside = ndimage.distance_transform_edt(~lungs, sampling=sp)
+    return inside - outside, step
+
+
 def hits(nodule: dict, finding: dict) -> bool:
     d = np.linalg.norm(np.asarray(nodule["center_patient_mm"]) - np.asarray(finding["center_patient_mm"]))
     return d <= nodule["diameter_mm"] / 2
@@ -112,6 +133,7 @@ def main() -> None:
             found = [f for f in rep["findings"] if f["score"] >= args.min_score]
             if not found:
                 continue
+            depth, step = lung_depth_map(vol, geo)
             lungs = pr.lung_mask(vol, 0)
             ii = np.nonzero(lungs.any(axis=(0, 1)))[0]
             mid_i = (ii.min() + ii.max()) / 2 if ii.size else vol.shape[2] / 2
@@ -124,6 +146,9 @@ def main() -> None:
                        "label": "TP" if any(hits(n, f) for n in case["nodules"]) else "FP",
                        "x": centre[0], "y": centre[1], "z": centre[2]}
                 row |= features(vol, geo, centre, f["long_axis_mm"], midline_x)
+                k, j, i = np.clip(np.round(patient_to_index(geo, centre) / step).astype(int), 0,
+                                  np.array(depth.shape) - 1)
+                row["lung_depth_mm"] = round(float(depth[k, j, i]), 1)
                 rows.append(row)
                 print(row, flush=True)
     with args.out.open("w", newline="") as fh:

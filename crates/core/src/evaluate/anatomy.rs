@@ -1,5 +1,5 @@
 //! Where a false call lies, from the landmarks a phantom generator records in its truth
-//! (`"anatomy"`, schema `pulmo.anatomy/1`, see `scripts/phantom.py`): the places where lung
+//! (`"anatomy"`, schema `pulmo.anatomy/1`, see `scripts/model/phantom.py`): the places where lung
 //! CAD's classic false positives sit (hilar vessels, heart border, diaphragm dome,
 //! mediastinum) against everything else.
 //!

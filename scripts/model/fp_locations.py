@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where pulmo's false calls lie, relative to the phantom truth's anatomy landmarks.
 
-    .venv/bin/python3 scripts/fp_locations.py --truth SET/*/truth.json --reports REPORTS/ [--operating 0.93]
+    .venv/bin/python3 scripts/model/fp_locations.py --truth SET/*/truth.json --reports REPORTS/ [--operating 0.93]
         [--families heldout] [--list] [--json]
 
 A false call is a finding scoring at least the operating point (default: each report's
@@ -41,11 +41,20 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import phantom  # noqa: E402
-from evaluate import load_reports  # noqa: E402
 
 CATEGORIES = ("hilum", "central vessel", "heart border", "diaphragm", "mediastinum", "below dome", "outside lung", "chest wall",
               "parenchyma")
 
+
+
+def load_reports(folder: pathlib.Path) -> dict[str, dict]:
+    """Every pulmo.report/1 JSON in folder, keyed by series UID."""
+    out = {}
+    for p in sorted(folder.glob("*.json")):
+        rep = json.loads(p.read_text())
+        if rep.get("schema") == "pulmo.report/1":
+            out[rep["series_instance_uid"]] = rep
+    return out
 
 def seg_dist(p: np.ndarray, pts: np.ndarray) -> tuple[float, float]:
     """Distance from p to a polyline of [x, y, z, r] points, and that minus the radius there."""
