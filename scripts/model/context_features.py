@@ -32,6 +32,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import predict_reference as pr  # noqa: E402
+from reports import load_reports  # noqa: E402
 
 TISSUE_HU = -500.0
 
@@ -117,11 +118,7 @@ def main() -> None:
     ap.add_argument("--min-score", type=float, default=0.5)
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
-    reports = {}
-    for p in args.reports.glob("*.json"):
-        rep = json.loads(p.read_text())
-        if rep.get("schema") == "pulmo.report/1":
-            reports[rep["series_instance_uid"]] = rep
+    reports = load_reports(args.reports)
     rows = []
     for truth in sorted(args.set.rglob("truth.json")):
         for case in json.loads(truth.read_text())["cases"]:

@@ -41,20 +41,12 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import phantom  # noqa: E402
+from reports import load_reports  # noqa: E402
 
 CATEGORIES = ("hilum", "central vessel", "heart border", "diaphragm", "mediastinum", "below dome", "outside lung", "chest wall",
               "parenchyma")
 
 
-
-def load_reports(folder: pathlib.Path) -> dict[str, dict]:
-    """Every pulmo.report/1 JSON in folder, keyed by series UID."""
-    out = {}
-    for p in sorted(folder.glob("*.json")):
-        rep = json.loads(p.read_text())
-        if rep.get("schema") == "pulmo.report/1":
-            out[rep["series_instance_uid"]] = rep
-    return out
 
 def seg_dist(p: np.ndarray, pts: np.ndarray) -> tuple[float, float]:
     """Distance from p to a polyline of [x, y, z, r] points, and that minus the radius there."""

@@ -77,12 +77,7 @@ def main() -> None:
                     help="the anatomy families of --varied-anatomy: train (0-3, default), all, heldout, or a comma list")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
-    try:
-        families = phantom.parse_families(args.families)
-    except ValueError as e:
-        ap.error(f"--families: {e}")
-    if not 0 <= args.varied_anatomy <= 1:
-        ap.error(f"--varied-anatomy {args.varied_anatomy}: a probability, needs 0 <= P <= 1")
+    families = phantom.checked_anatomy_options(ap, args)
     torch.set_num_threads(args.threads)
     manifest = tomllib.loads((args.model / "manifest.toml").read_text())
     dev = pick_device(args.device)

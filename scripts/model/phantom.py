@@ -1133,6 +1133,18 @@ HELDOUT_FAMILIES = tuple(k for k, f in ANATOMY_FAMILIES.items() if f["split"] ==
 ANATOMY_SCHEMA = "pulmo.anatomy/1"
 
 
+def checked_anatomy_options(ap, args) -> tuple[int, ...]:
+    """For the training scripts' `--varied-anatomy P --families SPEC`: the families, with P
+    checked; a bad value is an argparse error that names the option."""
+    try:
+        families = parse_families(args.families)
+    except ValueError as e:
+        ap.error(f"--families: {e}")
+    if not 0 <= args.varied_anatomy <= 1:
+        ap.error(f"--varied-anatomy {args.varied_anatomy}: a probability, needs 0 <= P <= 1")
+    return families
+
+
 def parse_families(spec) -> tuple[int, ...]:
     """Family ids from 'all', 'train', 'heldout', or a comma list of ids or names (e.g. '0,2,broad-obese')."""
     if spec is None:

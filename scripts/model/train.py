@@ -295,12 +295,7 @@ def main() -> None:
     ap.add_argument("--val-cases", type=int, default=4)
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "models" / "pulmo-nodule-v1")
     args = ap.parse_args()
-    try:
-        families = phantom.parse_families(args.families)
-    except ValueError as e:
-        ap.error(f"--families: {e}")
-    if not 0 <= args.varied_anatomy <= 1:
-        ap.error(f"--varied-anatomy {args.varied_anatomy}: a probability, needs 0 <= P <= 1")
+    families = phantom.checked_anatomy_options(ap, args)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)

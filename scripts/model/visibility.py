@@ -29,18 +29,9 @@ import pathlib
 import numpy as np
 
 import predict_reference as pr
+from reports import load_reports
 
 MIN_DIAMETER = 3.0  # LUNA16: smaller nodules are not counted
-
-
-def load_reports(folder: pathlib.Path) -> dict[str, dict]:
-    """Every pulmo.report/1 JSON in folder, keyed by series UID."""
-    out = {}
-    for p in sorted(folder.glob("*.json")):
-        rep = json.loads(p.read_text())
-        if rep.get("schema") == "pulmo.report/1":
-            out[rep["series_instance_uid"]] = rep
-    return out
 
 
 def found_any(nodule: dict, findings: list[dict]) -> bool:
