@@ -38,7 +38,14 @@ fn the_samples_report_and_dicom_results_are_what_they_were() {
     let out = scratch("sample-outputs");
     succeeds(
         pulmo()
-            .args(["analyze", "--device", "cpu", "--precision", "float32", "--model"])
+            .args([
+                "analyze",
+                "--device",
+                "cpu",
+                "--precision",
+                "float32",
+                "--model",
+            ])
             .arg(repo("models/threshold-test"))
             .arg("--out")
             .arg(&*out)
