@@ -1032,7 +1032,7 @@ def _slice_dataset(scene, geo, case, idx, arr, grid, row_dir):
     ds.Modality = "CT"
     ds.Manufacturer = "pulmo phantom"
     # The name it had when the committed sample was written (kept so the sample stays byte-identical).
-    ds.ManufacturerModelName = "scripts/model/phantom.py"
+    ds.ManufacturerModelName = "scripts/" + "phantom.py"
     ds.StudyDescription = "CT CHEST (synthetic phantom)"
     ds.SeriesDescription = "Chest phantom"
     ds.BodyPartExamined = "CHEST"
