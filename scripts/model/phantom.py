@@ -653,6 +653,21 @@ def blend(base: np.ndarray, occ: np.ndarray, value) -> np.ndarray:
     return base
 
 
+def _table_and_body(scene: Scene, grid: Grid, fat_hu: float) -> np.ndarray:
+    """Air, the table (a curved carbon slab with foam above it) and the body's fat ellipse:
+    the start of every rendered volume, classic or varied."""
+    h = grid.h
+    x, y, _ = grid.axes()
+    shape = grid.shape
+    vol = np.full(shape, -1000.0, np.float32)
+    ty = scene.table_y + 0.0015 * (x - scene.cx) ** 2
+    blend(vol, np.broadcast_to(soft(np.abs(y - ty - 6) - 5, h), shape), -250.0)
+    blend(vol, np.broadcast_to(soft(np.abs(y - ty - 13) - 2, h), shape), 150.0)
+    body = soft(ellipse_sdf(x - scene.cx, y - scene.cy, scene.body_a, scene.body_b), h)
+    blend(vol, np.broadcast_to(body, shape), fat_hu)
+    return vol
+
+
 def render_anatomy(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free, PSF-free HU volume and nodule occupancy on the grid."""
     if scene.varied is not None:
@@ -660,13 +675,7 @@ def render_anatomy(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     h = grid.h
     x, y, z = grid.axes()
     shape = grid.shape
-    vol = np.full(shape, -1000.0, np.float32)
-    # table: a curved carbon slab with foam above it
-    ty = scene.table_y + 0.0015 * (x - scene.cx) ** 2
-    blend(vol, np.broadcast_to(soft(np.abs(y - ty - 6) - 5, h), shape), -250.0)
-    blend(vol, np.broadcast_to(soft(np.abs(y - ty - 13) - 2, h), shape), 150.0)
-    body = soft(ellipse_sdf(x - scene.cx, y - scene.cy, scene.body_a, scene.body_b), h)
-    blend(vol, np.broadcast_to(body, shape), -95.0)
+    vol = _table_and_body(scene, grid, -95.0)
     inner_a, inner_b = scene.body_a - scene.fat, scene.body_b - scene.fat
     blend(vol, np.broadcast_to(soft(ellipse_sdf(x - scene.cx, y - scene.cy, inner_a, inner_b), h), shape), 45.0)
     cav = soft(ellipse_sdf(x - scene.cx, y - scene.cy, scene.cav_a + 9, scene.cav_b + 9), h)
@@ -1767,12 +1776,7 @@ def _render_varied(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     h = grid.h
     x, y, z = grid.axes()
     shape = grid.shape
-    vol = np.full(shape, -1000.0, np.float32)
-    ty = scene.table_y + 0.0015 * (x - scene.cx) ** 2
-    blend(vol, np.broadcast_to(soft(np.abs(y - ty - 6) - 5, h), shape), -250.0)
-    blend(vol, np.broadcast_to(soft(np.abs(y - ty - 13) - 2, h), shape), 150.0)
-    body = soft(ellipse_sdf(x - scene.cx, y - scene.cy, scene.body_a, scene.body_b), h)
-    blend(vol, np.broadcast_to(body, shape), V["fat_hu"])
+    vol = _table_and_body(scene, grid, V["fat_hu"])
     inner_a, inner_b = scene.body_a - scene.fat, scene.body_b - scene.fat
     blend(vol, np.broadcast_to(soft(ellipse_sdf(x - scene.cx, y - scene.cy, inner_a, inner_b), h), shape), 45.0)
     cav = soft(ellipse_sdf(x - scene.cx, y - scene.cy, scene.cav_a + 9, scene.cav_b + 9), h)

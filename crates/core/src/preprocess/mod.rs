@@ -91,7 +91,7 @@ pub fn lung_tiles(
 
 /// The working grid's shape and, per axis, the interpolation taps: one plan for both
 /// resampling paths, so they sample exactly the same points.
-pub fn resample_plan(
+fn resample_plan(
     shape: [usize; 3],
     spacing: [f64; 3],
     target: [f64; 3],
