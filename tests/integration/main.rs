@@ -14,6 +14,7 @@ mod phantom;
 mod report_dicom;
 mod sample_outputs;
 mod serve;
+mod serve_hardening;
 mod serve_security;
 mod train;
 mod workspace;

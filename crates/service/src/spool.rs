@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{store::InstanceRow, Lane, Service};
+use super::store::{Filed, InstanceRow};
+use super::{Lane, Service};
 use pulmo_core::pipeline::error_chain;
 use pulmo_dicom::ingest::{self, SelectionRules};
 
@@ -130,6 +131,33 @@ fn check_and_store(
         );
         return Err(refuse(Refusal::DoesNotMatch, reason));
     }
+    let clash = |study_uid: &str, series_uid: &str| {
+        refuse(
+            Refusal::DoesNotMatch,
+            format!(
+                "SOP Instance UID {} is already stored in study {study_uid}, series {series_uid}; \
+                 an instance cannot move to another study or series (give it a new UID)",
+                instance.sop_instance_uid
+            ),
+        )
+    };
+    let indexing = |err: super::store::Error| {
+        tracing::error!(error = %error_chain(&err), "could not index a received instance");
+        refuse(
+            Refusal::OutOfResources,
+            "the server could not index it".to_owned(),
+        )
+    };
+    let filed = service
+        .store
+        .instances()
+        .filed_under(&instance.sop_instance_uid)
+        .map_err(indexing)?;
+    if let Some((study_uid, series_uid)) = filed {
+        if study_uid != key.study_instance_uid || series_uid != key.series_instance_uid {
+            return Err(clash(&study_uid, &series_uid));
+        }
+    }
     let dir = service
         .config
         .data_dir
@@ -152,13 +180,23 @@ fn check_and_store(
         path,
         bytes: size,
     };
-    let new = service.store.instances().put(&row, lane).map_err(|err| {
-        tracing::error!(error = %error_chain(&err), "could not index a received instance");
-        refuse(
-            Refusal::OutOfResources,
-            "the server could not index it".to_owned(),
-        )
-    })?;
+    let new = match service
+        .store
+        .instances()
+        .put(&row, lane)
+        .map_err(indexing)?
+    {
+        Filed::New => true,
+        Filed::Resent { .. } => false,
+        Filed::Elsewhere {
+            study_uid,
+            series_uid,
+        } => {
+            // Filed elsewhere between the check and now: this copy is not indexed.
+            let _ = std::fs::remove_file(&row.path);
+            return Err(clash(&study_uid, &series_uid));
+        }
+    };
     Ok(Accepted {
         bytes: row.bytes,
         sop_class_uid: row.sop_class_uid,

@@ -118,6 +118,7 @@ fn run(service: &Service, job: &Job) {
         Err(err) => {
             let reason = error_chain(&err);
             tracing::warn!(%reason, "analysis failed");
+            let reason = without_paths(&reason, &service.config.data_dir);
             pulmo_metrics::failure("analysis", "job");
             let ended = service
                 .store
@@ -194,6 +195,32 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     Ok(Ended::Done { findings })
 }
 
+/// A job's reason as API readers see it: spool files named by their instance
+/// (`instance 1.2.3`), any other path under the data directory relative to it. The
+/// server's own layout is not theirs to know; the log keeps the whole reason.
+fn without_paths(reason: &str, data_dir: &Path) -> String {
+    let data = data_dir.to_string_lossy();
+    let spool = format!("{data}/spool/");
+    let mut text = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(at) = rest.find(&spool) {
+        text.push_str(&rest[..at]);
+        let file = &rest[at + spool.len()..];
+        let mut end = file
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/'))
+            .unwrap_or(file.len());
+        if file[end..].starts_with("dcm") {
+            end += "dcm".len();
+        }
+        let name = file[..end].rsplit('/').next().unwrap_or_default();
+        text.push_str("instance ");
+        text.push_str(name.strip_suffix(".dcm").unwrap_or(name));
+        rest = &file[end..];
+    }
+    text.push_str(rest);
+    text.replace(&format!("{data}/"), "").replace(&*data, "")
+}
+
 /// Writes a file and syncs it, so the index never points at a file a crash could lose.
 fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), JobError> {
     let write = || -> std::io::Result<()> {
@@ -207,4 +234,24 @@ fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), JobError> {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_instances_not_server_paths() {
+        let data = Path::new("/srv/pulmo-data");
+        let reason = "could not decode frame 1 of /srv/pulmo-data/spool/1.2/1.2.3/1.2.3.4.dcm: \
+                      truncated; could not write /srv/pulmo-data/results/7/report.json";
+        let shown = without_paths(reason, data);
+        assert_eq!(
+            shown,
+            "could not decode frame 1 of instance 1.2.3.4: truncated; \
+             could not write results/7/report.json"
+        );
+        assert!(!shown.contains("/srv"), "{shown}");
+        assert_eq!(without_paths("no path here", data), "no path here");
+    }
 }

@@ -43,9 +43,25 @@ pub struct ServeArgs {
     /// are answered 503 with Retry-After.
     #[arg(long, default_value_t = 2048)]
     pub min_free_mib: u64,
-    /// With this many jobs queued, uploads are answered 503 until the queue drains.
+    /// With this many jobs queued, uploads and analyze requests are answered 503 until
+    /// the queue drains.
     #[arg(long, default_value_t = 200)]
     pub max_queued_jobs: u32,
+    /// A request's headers must arrive within this many seconds of the connection
+    /// opening (or of the last answer on a kept-alive connection), or it is closed.
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout_secs: u64,
+    /// An upload's body may pause this many seconds between reads before it is cut off
+    /// (408).
+    #[arg(long, default_value_t = 30)]
+    pub body_idle_timeout_secs: u64,
+    /// An upload slower than this many bytes per second on average (after the idle
+    /// timeout's grace) is cut off (408).
+    #[arg(long, default_value_t = 16384)]
+    pub min_upload_rate: u64,
+    /// Open connections from one client address; more are answered 503 and closed.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_client: usize,
     /// Do not make key images (DICOM Secondary Capture) beside SR and SEG.
     #[arg(long)]
     pub no_key_images: bool,
@@ -100,6 +116,12 @@ impl ServeArgs {
             max_uploads: self.max_uploads.max(1),
             min_free_bytes: self.min_free_mib << 20,
             max_queued_jobs: self.max_queued_jobs.max(1),
+            timeouts: http::Timeouts {
+                header: Duration::from_secs(self.header_timeout_secs.max(1)),
+                body_idle: Duration::from_secs(self.body_idle_timeout_secs.max(1)),
+                min_body_rate: self.min_upload_rate,
+            },
+            max_connections_per_client: self.max_connections_per_client.max(1),
         }
     }
 
@@ -187,9 +209,10 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%address, data = %data.display(), "listening");
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
-    let state = AppState::new(service.clone(), args.limits(), tokens);
+    let limits = args.limits();
+    let state = AppState::new(service.clone(), limits, tokens);
     let app = args.app(state)?;
-    let server = tokio::spawn(http::serve(listener, app, tls, stop.clone()));
+    let server = tokio::spawn(http::serve(listener, app, tls, limits, stop.clone()));
     let analyzer_config = args.engine.analyzer_config();
     let analyzer =
         tokio::task::spawn_blocking(move || crate::analyzer::start(&analyzer_config)).await?;

@@ -1,11 +1,12 @@
 //! pulmo's own API: jobs, study status, reports, analysing now; health and identity.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::params::{JobId, Uids};
 use super::{ApiError, AppState};
 use crate::report::{BuildInfo, ModelInfo};
 use crate::service::{Job, JobState, Lane, StudyStatus};
@@ -14,10 +15,7 @@ use crate::service::{Job, JobState, Lane, StudyStatus};
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "api",
     params(("id" = i64, Path, description = "Job id")),
     responses((status = 200, body = Job), (status = 404, description = "No such job")))]
-pub async fn job(
-    State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> Result<Json<Job>, ApiError> {
+pub async fn job(State(state): State<AppState>, JobId(id): JobId) -> Result<Json<Job>, ApiError> {
     let job = state.service.job(id).await?;
     job.map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
@@ -29,8 +27,9 @@ pub async fn job(
     responses((status = 200, body = StudyStatus), (status = 404, description = "Nothing received for this study")))]
 pub async fn study(
     State(state): State<AppState>,
-    Path(study): Path<String>,
+    uids: Uids<1>,
 ) -> Result<Json<StudyStatus>, ApiError> {
+    let [study] = uids.0;
     let status = state.service.study_status(&study).await?;
     status
         .map(Json)
@@ -54,9 +53,10 @@ pub struct StudyReports {
     responses((status = 200, body = StudyReports), (status = 404, description = "Nothing received for this study")))]
 pub async fn report(
     State(state): State<AppState>,
-    Path(study): Path<String>,
+    uids: Uids<1>,
 ) -> Result<Json<StudyReports>, ApiError> {
-    let Json(status) = self::study(State(state), Path(study)).await?;
+    let [study] = uids.0;
+    let Json(status) = self::study(State(state), Uids([study])).await?;
     let mut reports = Vec::new();
     let mut pending: Vec<String> = status.receiving.clone();
     let current = status
@@ -102,12 +102,15 @@ pub struct Queued {
 /// Analyses every series of a study now, without waiting for the quiet time.
 #[utoipa::path(post, path = "/api/v1/studies/{study}/analyze", tag = "api",
     params(("study" = String, Path, description = "Study Instance UID"), AnalyzeQuery),
-    responses((status = 202, body = Queued), (status = 404, description = "Nothing received for this study")))]
+    responses((status = 202, body = Queued), (status = 404, description = "Nothing received for this study"),
+              (status = 503, description = "The analysis queue is full; see Retry-After")))]
 pub async fn analyze(
     State(state): State<AppState>,
-    Path(study): Path<String>,
+    uids: Uids<1>,
     Query(query): Query<AnalyzeQuery>,
 ) -> Result<Response, ApiError> {
+    let [study] = uids.0;
+    super::queue_has_room(&state).await?;
     let jobs = state.service.analyze_now(&study, query.priority).await?;
     if jobs.is_empty() {
         return Err(ApiError::NotFound(format!(

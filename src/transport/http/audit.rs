@@ -1,6 +1,13 @@
 //! Writing the audit record of a request: the caller's name, the action (method and
 //! route), the studies it touched and the answer's status. Written by the service in the
 //! background; a failure to write is logged, never answered.
+//!
+//! What a stranger can make it write is bounded: an action is at most [`MAX_ACTION`]
+//! characters, and requests refused for want of a valid token are recorded at most
+//! [`Throttle`]'s rate; the rest are counted, and the count is recorded with the next one.
+
+use std::sync::Mutex;
+use std::time::Instant;
 
 use axum::http::Method;
 
@@ -11,7 +18,11 @@ use super::AppState;
 #[derive(Debug, Clone, Default)]
 pub struct StoredStudies(pub Vec<String>);
 
-/// Records one answered request.
+/// The longest action recorded; a longer path is cut (and marked with `…`).
+pub const MAX_ACTION: usize = 160;
+
+/// Records one answered request. `throttled` requests (refused before any token was
+/// recognised) go through `throttle`.
 pub fn record(
     state: &AppState,
     caller: &Caller,
@@ -26,7 +37,19 @@ pub fn record(
             studies.push(study.to_owned());
         }
     }
-    let action = format!("{method} {}", action_of(path));
+    let mut action = truncated(&format!("{method} {}", action_of(path)));
+    if caller.name == super::auth::UNAUTHENTICATED {
+        match state.audit_throttle.admit(Instant::now()) {
+            None => {
+                crate::metrics::failure("audit", "throttled");
+                return;
+            }
+            Some(0) => {}
+            Some(skipped) => action.push_str(&format!(
+                " (and {skipped} unauthenticated requests not recorded)"
+            )),
+        }
+    }
     tracing::info!(target: "pulmo::audit", caller = %caller.name, %action, studies = ?studies, status, "audit");
     let service = state.service.clone();
     let name = caller.name.clone();
@@ -35,6 +58,65 @@ pub fn record(
             tracing::error!(error = %crate::pipeline::error_chain(&err), "could not write an audit record");
         }
     });
+}
+
+/// `action` cut to [`MAX_ACTION`] characters.
+fn truncated(action: &str) -> String {
+    match action.char_indices().nth(MAX_ACTION) {
+        None => action.to_owned(),
+        Some((at, _)) => format!("{}…", &action[..at]),
+    }
+}
+
+/// A token bucket: `burst` records at once, refilled at `per_second`.
+#[derive(Debug)]
+pub struct Throttle {
+    per_second: f64,
+    burst: f64,
+    state: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Option<Instant>,
+    skipped: u64,
+}
+
+impl Throttle {
+    pub fn new(per_second: f64, burst: f64) -> Throttle {
+        Throttle {
+            per_second,
+            burst,
+            state: Mutex::new(Bucket {
+                tokens: burst,
+                at: None,
+                skipped: 0,
+            }),
+        }
+    }
+
+    /// `Some(skipped)`: record this one, and say how many were skipped since the last;
+    /// `None`: skip it.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut bucket = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = bucket.at.map_or(0.0, |at| (now - at).as_secs_f64());
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.at = Some(now);
+        if bucket.tokens < 1.0 {
+            bucket.skipped += 1;
+            return None;
+        }
+        bucket.tokens -= 1.0;
+        Some(std::mem::take(&mut bucket.skipped))
+    }
+}
+
+impl Default for Throttle {
+    /// 5 records a second, 50 at once.
+    fn default() -> Throttle {
+        Throttle::new(5.0, 50.0)
+    }
 }
 
 /// The Study Instance UID in a `/dicomweb/studies/{study}/...` or
@@ -76,5 +158,28 @@ mod tests {
             action_of("/api/v1/studies/1.2.3/report"),
             "/api/v1/studies/{uid}/report"
         );
+    }
+
+    #[test]
+    fn long_actions_are_cut() {
+        let long = format!("GET /api/v1/studies/{}/report", "a".repeat(60_000));
+        let cut = truncated(&long);
+        assert_eq!(cut.chars().count(), MAX_ACTION + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncated("GET /info"), "GET /info");
+    }
+
+    #[test]
+    fn the_throttle_lets_a_burst_through_then_counts_what_it_skips() {
+        let throttle = Throttle::new(1.0, 3.0);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(throttle.admit(t0), Some(0));
+        }
+        assert_eq!(throttle.admit(t0), None);
+        assert_eq!(throttle.admit(t0), None);
+        let later = t0 + std::time::Duration::from_millis(1500);
+        assert_eq!(throttle.admit(later), Some(2));
+        assert_eq!(throttle.admit(later), None);
     }
 }

@@ -78,6 +78,9 @@ struct Token {
     roles: Vec<Role>,
 }
 
+/// The caller name of a request refused for want of a valid token.
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+
 /// Who made a request: the token's name (never the token), for the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -237,7 +240,7 @@ fn authorise(state: &AppState, request: &Request) -> Result<Option<Caller>, (Api
         }));
     };
     let unknown = Caller {
-        name: "unauthenticated".to_owned(),
+        name: UNAUTHENTICATED.to_owned(),
         lane: None,
     };
     let token = bearer(request)

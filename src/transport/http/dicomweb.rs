@@ -2,11 +2,12 @@
 //! series and instances, and each SR, SEG or Secondary Capture as `application/dicom`.
 //! The instances pulmo received are not served back; the PACS has them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::dicom_json::{tag, Dataset};
+use super::params::Uids;
 use super::{ApiError, AppState};
 use crate::service::ResultRow;
 
@@ -44,8 +45,9 @@ pub async fn search_studies(State(state): State<AppState>) -> Result<Response, A
               (status = 404, description = "No results for this study")))]
 pub async fn search_series(
     State(state): State<AppState>,
-    Path(study): Path<String>,
+    uids: Uids<1>,
 ) -> Result<Response, ApiError> {
+    let [study] = uids.0;
     let rows = results(&state, &study).await?;
     let mut series: Vec<(&str, &str, u64)> = Vec::new();
     for row in &rows {
@@ -73,8 +75,9 @@ pub async fn search_series(
               (status = 404, description = "No results for this study")))]
 pub async fn search_instances(
     State(state): State<AppState>,
-    Path((study, series)): Path<(String, String)>,
+    uids: Uids<2>,
 ) -> Result<Response, ApiError> {
+    let [study, series] = uids.0;
     let rows = results(&state, &study).await?;
     let items = rows.iter().filter(|r| r.series_uid == series).map(|r| {
         Dataset::new()
@@ -98,9 +101,10 @@ pub async fn search_instances(
               (status = 404, description = "No such result instance")))]
 pub async fn retrieve_instance(
     State(state): State<AppState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
+    uids: Uids<3>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let [study, series, instance] = uids.0;
     let row = state.service.result(&instance).await?;
     let row = row
         .filter(|r| r.study_uid == study && r.series_uid == series)

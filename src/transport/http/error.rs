@@ -15,6 +15,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The client was too slow: a stalled upload.
+    #[error("{0}")]
+    Timeout(String),
     /// Overload: the client should come back after `retry_after` seconds.
     #[error("{reason}; retry later")]
     Busy { reason: String, retry_after: u32 },
@@ -43,6 +46,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Busy { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,

@@ -5,10 +5,12 @@
 mod api;
 mod audit;
 pub mod auth;
+pub mod connections;
 mod dicom_json;
 mod dicomweb;
 mod error;
 pub mod openapi;
+mod params;
 mod push;
 mod stow;
 
@@ -35,13 +37,18 @@ pub struct Limits {
     pub max_uploads: usize,
     /// Below this much free space in the data directory, uploads are answered 503.
     pub min_free_bytes: u64,
-    /// With this many jobs queued, uploads are answered 503 until the queue drains.
+    /// With this many jobs queued, uploads and analyze requests are answered 503 until
+    /// the queue drains.
     pub max_queued_jobs: u32,
+    /// How slow clients are cut off.
+    pub timeouts: Timeouts,
+    /// Open connections from one client address; one more is answered 503 and closed.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Limits {
     /// 1 GiB per instance (large Enhanced CT), 8 GiB per request, 16 uploads at once,
-    /// 2 GiB of free space kept, 200 queued jobs.
+    /// 2 GiB of free space kept, 200 queued jobs, 64 connections per client.
     fn default() -> Self {
         Limits {
             max_instance_bytes: 1 << 30,
@@ -49,6 +56,32 @@ impl Default for Limits {
             max_uploads: 16,
             min_free_bytes: 2 << 30,
             max_queued_jobs: 200,
+            timeouts: Timeouts::default(),
+            max_connections_per_client: 64,
+        }
+    }
+}
+
+/// When a connection or an upload that stalls is cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A request's headers must arrive within this time of the connection opening, or of
+    /// the previous answer on a kept-alive connection (idle connections close after it).
+    pub header: std::time::Duration,
+    /// An upload's body may pause this long between two reads.
+    pub body_idle: std::time::Duration,
+    /// An upload's body must arrive at this many bytes per second on average, after a
+    /// first `body_idle` of grace: a 1 byte/s trickle cannot hold an upload slot.
+    pub min_body_rate: u64,
+}
+
+impl Default for Timeouts {
+    /// 30 s for headers and between body reads, and at least 16 KiB/s per upload.
+    fn default() -> Self {
+        Timeouts {
+            header: std::time::Duration::from_secs(30),
+            body_idle: std::time::Duration::from_secs(30),
+            min_body_rate: 16 << 10,
         }
     }
 }
@@ -61,6 +94,8 @@ pub struct AppState {
     /// `None`: no authentication (only allowed on loopback, see `pulmo serve`).
     pub tokens: Option<Arc<Tokens>>,
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Bounds the audit records of requests without a valid token.
+    audit_throttle: Arc<audit::Throttle>,
 }
 
 impl AppState {
@@ -70,6 +105,7 @@ impl AppState {
             limits,
             tokens: tokens.map(Arc::new),
             uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads)),
+            audit_throttle: Arc::new(audit::Throttle::default()),
         }
     }
 }
@@ -115,6 +151,19 @@ fn routes() -> Router<AppState> {
         .route("/metrics", get(api::metrics))
 }
 
+/// Refuses new work while the analysis queue holds `max_queued_jobs`: 503 with
+/// Retry-After. Every way in (STOW-RS, analyze) asks before queueing.
+async fn queue_has_room(state: &AppState) -> Result<(), ApiError> {
+    if state.service.queued_jobs().await? >= state.limits.max_queued_jobs {
+        crate::metrics::failure("receive", "queue");
+        return Err(ApiError::Busy {
+            reason: "the analysis queue is full".to_owned(),
+            retry_after: 30,
+        });
+    }
+    Ok(())
+}
+
 /// Reads and drops (up to 16 MiB, for up to 5 s) the body of a request that is refused
 /// before it was read, so that a client still sending a modest body gets the answer
 /// rather than a broken pipe. A larger body is cut off when the connection closes.
@@ -145,13 +194,17 @@ pub fn cors(origins: &[axum::http::HeaderValue]) -> tower_http::cors::CorsLayer 
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` fires, then
-/// lets requests in flight finish.
+/// lets requests in flight finish. Connections are limited per client, and a connection
+/// whose request headers do not arrive within `limits.timeouts.header` (a new one, or an
+/// idle kept-alive one) is closed.
 pub async fn serve(
     listener: std::net::TcpListener,
     app: Router,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    limits: Limits,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum_server::tls_rustls::RustlsAcceptor;
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -160,18 +213,31 @@ pub async fn serve(
     });
     listener.set_nonblocking(true)?;
     let service = app.into_make_service();
+    let connections = connections::Connections::new(limits.max_connections_per_client);
+    let header = limits.timeouts.header;
+    let server = axum_server::from_tcp(listener)?
+        .handle(handle)
+        .first_request_timeout(header);
     match tls {
         Some(config) => {
-            axum_server::from_tcp_rustls(listener, config)?
-                .handle(handle)
-                .serve(service)
-                .await
+            let acceptor = RustlsAcceptor::new(config)
+                .handshake_timeout(header)
+                .acceptor(connections::LimitAcceptor::new(connections, false));
+            let mut server = server.acceptor(acceptor);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(header));
+            server.serve(service).await
         }
         None => {
-            axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(service)
-                .await
+            let acceptor = connections::LimitAcceptor::new(connections, true);
+            let mut server = server.acceptor(acceptor);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(header));
+            server.serve(service).await
         }
     }
 }

@@ -3,16 +3,18 @@
 //! stored and every refused instance.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use std::sync::{Arc, OnceLock};
 use tokio::io::AsyncWriteExt;
 
 use super::auth::Caller;
 use super::dicom_json::{tag, Dataset};
+use super::params::Uids;
 use super::{ApiError, AppState, StoredStudies};
 use crate::service::{Accepted, Lane, Refusal, Refused};
 
@@ -43,6 +45,9 @@ enum StowAnswers {
     /// An instance or the request is larger than allowed
     #[response(status = 413)]
     TooLarge,
+    /// The body stalled: a pause longer than the idle timeout, or slower than the minimum rate
+    #[response(status = 408)]
+    Stalled,
     /// Not multipart/related; type="application/dicom"
     #[response(status = 415)]
     WrongType,
@@ -83,11 +88,12 @@ pub async fn store_any(
 pub async fn store_study(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    Path(study): Path<String>,
+    uids: Uids<1>,
     Query(query): Query<StowQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let [study] = uids.0;
     let request = Request {
         study: Some(study),
         query,
@@ -137,14 +143,23 @@ async fn store(
             .whole_stream(limits.max_request_bytes)
             .per_field(limits.max_instance_bytes),
     );
-    let (stream, reader) = forward(body);
+    let (stream, reader, stalled) = forward(body, limits.timeouts);
     let multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
     let received = receive_all(&state, study.as_deref(), lane, multipart).await;
-    if received.is_err() {
-        // Stop reading a body that is refused; the connection closes.
-        reader.abort();
-    }
-    let outcome = received?;
+    let outcome = match received {
+        Ok(outcome) => outcome,
+        Err(refused) => {
+            // Stop reading a body that is refused; the connection closes. A stalled body
+            // is answered 408 with why.
+            reader.abort();
+            if let Some(why) = stalled.get() {
+                crate::metrics::failure("receive", "stalled");
+                tracing::info!(reason = %why, "upload cut off");
+                return Err(ApiError::Timeout(why.clone()));
+            }
+            return Err(refused);
+        }
+    };
     // Read what follows the closing boundary before answering: a client still sending it
     // when the connection closes would see a broken pipe instead of the answer.
     let _ = reader.await;
@@ -179,30 +194,42 @@ async fn admission(state: &AppState) -> Result<(), ApiError> {
             retry_after: 60,
         });
     }
-    if state.service.queued_jobs().await? >= limits.max_queued_jobs {
-        crate::metrics::failure("receive", "queue");
-        return Err(ApiError::Busy {
-            reason: "the analysis queue is full".to_owned(),
-            retry_after: 30,
-        });
-    }
-    Ok(())
+    super::queue_has_room(state).await
 }
 
 /// Feeds the request body to the multipart parser through a small channel, and once the
 /// parser has stopped, reads (at most 1 MiB of) the rest and drops it.
+///
+/// A body that pauses longer than `timeouts.body_idle`, or arrives slower than
+/// `timeouts.min_body_rate` on average, is cut off: the parser sees a read error and the
+/// reader answers why.
 fn forward(
     body: Body,
+    timeouts: super::Timeouts,
 ) -> (
     impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>>,
     tokio::task::JoinHandle<()>,
+    Arc<OnceLock<String>>,
 ) {
     const MAX_EPILOGUE: usize = 1 << 20;
     let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let stalled = Arc::new(OnceLock::new());
+    let why = stalled.clone();
     let reader = tokio::spawn(async move {
         let mut body = body.into_data_stream();
+        let mut pace = Pace::new(timeouts);
         let mut drained = 0;
-        while let Some(chunk) = body.next().await {
+        loop {
+            let chunk = match pace.next(&mut body).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return,
+                Err(stalled) => {
+                    let err = std::io::Error::new(std::io::ErrorKind::TimedOut, stalled.clone());
+                    let _ = why.set(stalled);
+                    let _ = sender.send(Err(err)).await;
+                    return;
+                }
+            };
             let chunk = chunk.map_err(std::io::Error::other);
             if sender.is_closed() {
                 drained += chunk.map_or(MAX_EPILOGUE, |c| c.len());
@@ -217,7 +244,61 @@ fn forward(
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });
-    (stream, reader)
+    (stream, reader, stalled)
+}
+
+/// How fast a body must come: no pause longer than the idle timeout, and on average at
+/// least the minimum rate once the first idle timeout's grace has passed.
+struct Pace {
+    timeouts: super::Timeouts,
+    started: tokio::time::Instant,
+    received: u64,
+}
+
+impl Pace {
+    fn new(timeouts: super::Timeouts) -> Pace {
+        Pace {
+            timeouts,
+            started: tokio::time::Instant::now(),
+            received: 0,
+        }
+    }
+
+    /// The latest moment the next bytes may arrive.
+    fn deadline(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let idle = now + self.timeouts.body_idle;
+        let rate = self.timeouts.min_body_rate.max(1) as f64;
+        let earned = std::time::Duration::from_secs_f64(self.received as f64 / rate);
+        idle.min(self.started + self.timeouts.body_idle + earned)
+    }
+
+    /// The next chunk, `None` at the end, or why the body was cut off.
+    async fn next<S, T, E>(&mut self, body: &mut S) -> Result<Option<Result<T, E>>, String>
+    where
+        S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+        T: AsRef<[u8]>,
+    {
+        match tokio::time::timeout_at(self.deadline(), body.next()).await {
+            Ok(chunk) => {
+                if let Some(Ok(bytes)) = &chunk {
+                    self.received += bytes.as_ref().len() as u64;
+                }
+                Ok(chunk)
+            }
+            Err(_) => Err(self.stalled()),
+        }
+    }
+
+    fn stalled(&self) -> String {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        format!(
+            "the upload stalled: {} bytes in {elapsed:.0} s (at least {} bytes/s, and no pause over {} s, are needed)",
+            self.received,
+            self.timeouts.min_body_rate,
+            self.timeouts.body_idle.as_secs()
+        )
+    }
 }
 
 /// Receives, writes and admits every part.

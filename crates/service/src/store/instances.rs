@@ -42,23 +42,57 @@ pub struct InstanceRow {
     pub bytes: u64,
 }
 
+/// What filing an instance did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filed {
+    /// A new instance: its series has news and is analysed once quiet.
+    New,
+    /// A re-send of a known instance. It is news (the series is analysed again) when its
+    /// bytes differ from the stored ones or the series' last analysis failed: a corrected
+    /// re-send repairs a failed series.
+    Resent { news: bool },
+    /// The SOP Instance UID is already filed under another study or series: nothing was
+    /// recorded (a UID names one instance; the sender must fix the clash).
+    Elsewhere {
+        study_uid: String,
+        series_uid: String,
+    },
+}
+
 /// Received instances and their series: [`Store::instances`].
 pub struct Instances<'a>(pub(super) &'a Store);
 
 impl Instances<'_> {
-    /// Records a stored instance and marks its series as having news. Returns false when
-    /// the instance was already known (a re-send), which does not start a new analysis.
-    pub fn put(&self, row: &InstanceRow, lane: Lane) -> Result<bool> {
+    /// Records a stored instance and, when it is news, marks its series as having news.
+    pub fn put(&self, row: &InstanceRow, lane: Lane) -> Result<Filed> {
         let mut db = self.0.db();
         let tx = db.transaction()?;
         let t = now();
-        let known: Option<String> = tx
+        let known: Option<(String, String, i64)> = tx
             .query_row(
-                "SELECT path FROM instances WHERE sop_instance_uid = ?1",
+                "SELECT study_uid, series_uid, bytes FROM instances WHERE sop_instance_uid = ?1",
                 [&row.sop_instance_uid],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
+        let filed = match known {
+            None => Filed::New,
+            Some((study_uid, series_uid, _))
+                if study_uid != row.study_uid || series_uid != row.series_uid =>
+            {
+                return Ok(Filed::Elsewhere {
+                    study_uid,
+                    series_uid,
+                });
+            }
+            Some((_, _, bytes)) => {
+                let changed = bytes != row.bytes as i64;
+                let failed = last_job_failed(&tx, &row.series_uid)?;
+                Filed::Resent {
+                    news: changed || failed,
+                }
+            }
+        };
         tx.execute(
             "INSERT INTO instances VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT(sop_instance_uid) DO UPDATE SET path = ?5, bytes = ?6",
@@ -72,7 +106,7 @@ impl Instances<'_> {
                 t
             ],
         )?;
-        let news = known.is_none();
+        let news = matches!(filed, Filed::New | Filed::Resent { news: true });
         tx.execute(
             "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(series_uid) DO UPDATE SET
@@ -80,7 +114,20 @@ impl Instances<'_> {
             params![row.series_uid, row.study_uid, lane as i64, t, news as i64],
         )?;
         tx.commit()?;
-        Ok(news)
+        Ok(filed)
+    }
+
+    /// The study and series an instance is filed under, when it is.
+    pub fn filed_under(&self, sop_instance_uid: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .0
+            .db()
+            .query_row(
+                "SELECT study_uid, series_uid FROM instances WHERE sop_instance_uid = ?1",
+                [sop_instance_uid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     /// The spool files of one series.
@@ -115,6 +162,18 @@ impl Instances<'_> {
     }
 }
 
+/// Whether the newest job of a series failed.
+fn last_job_failed(tx: &rusqlite::Transaction<'_>, series_uid: &str) -> Result<bool> {
+    let state: Option<String> = tx
+        .query_row(
+            "SELECT state FROM jobs WHERE series_uid = ?1 ORDER BY id DESC LIMIT 1",
+            [series_uid],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(state.as_deref() == Some("failed"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{instance, store};
@@ -124,15 +183,81 @@ mod tests {
     fn a_resent_instance_is_not_news() {
         let (_dir, store) = store();
         let instances = store.instances();
-        assert!(instances
-            .put(&instance("1.1", "1.2.3"), Lane::Routine)
-            .unwrap());
+        let put = |row| instances.put(&row, Lane::Routine).unwrap();
+        assert_eq!(put(instance("1.1", "1.2.3")), Filed::New);
         assert_eq!(store.jobs().queue_quiet(now() + 1.0).unwrap().len(), 1);
-        assert!(!instances
-            .put(&instance("1.1", "1.2.3"), Lane::Routine)
-            .unwrap());
+        assert_eq!(put(instance("1.1", "1.2.3")), Filed::Resent { news: false });
         assert!(store.jobs().queue_quiet(now() + 1.0).unwrap().is_empty());
         assert_eq!(instances.paths("1.2.3").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_changed_resend_is_news() {
+        let (_dir, store) = store();
+        let instances = store.instances();
+        instances
+            .put(&instance("1.1", "1.2.3"), Lane::Routine)
+            .unwrap();
+        assert_eq!(store.jobs().queue_quiet(now() + 1.0).unwrap().len(), 1);
+        let changed = InstanceRow {
+            bytes: 11,
+            ..instance("1.1", "1.2.3")
+        };
+        let filed = instances.put(&changed, Lane::Routine).unwrap();
+        assert_eq!(filed, Filed::Resent { news: true });
+        assert_eq!(store.jobs().queue_quiet(now() + 1.0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_resend_to_a_failed_series_is_news() {
+        let (_dir, store) = store();
+        let instances = store.instances();
+        instances
+            .put(&instance("1.1", "1.2.3"), Lane::Routine)
+            .unwrap();
+        store.jobs().queue_quiet(now() + 1.0).unwrap();
+        let job = store.jobs().claim().unwrap().unwrap();
+        store
+            .jobs()
+            .finish(job.id, crate::JobState::Failed, Some("bad slice"), 0)
+            .unwrap();
+        let filed = instances
+            .put(&instance("1.1", "1.2.3"), Lane::Routine)
+            .unwrap();
+        assert_eq!(filed, Filed::Resent { news: true });
+        assert_eq!(store.jobs().queue_quiet(now() + 1.0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_instance_uid_filed_elsewhere_is_not_recorded() {
+        let (_dir, store) = store();
+        let instances = store.instances();
+        instances
+            .put(&instance("1.1", "1.2.3"), Lane::Routine)
+            .unwrap();
+        let other_study = InstanceRow {
+            study_uid: "9.9".into(),
+            series_uid: "9.9.1".into(),
+            path: PathBuf::from("/spool/elsewhere.dcm"),
+            ..instance("1.1", "9.9.1")
+        };
+        let filed = instances.put(&other_study, Lane::Routine).unwrap();
+        assert_eq!(
+            filed,
+            Filed::Elsewhere {
+                study_uid: "1.2".into(),
+                series_uid: "1.2.3".into()
+            }
+        );
+        assert_eq!(instances.study_count("9.9").unwrap(), 0);
+        assert_eq!(
+            instances.paths("1.2.3").unwrap(),
+            [PathBuf::from("/spool/1.1.dcm")]
+        );
+        assert_eq!(
+            instances.filed_under("1.1").unwrap(),
+            Some(("1.2".into(), "1.2.3".into()))
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use audit::{Audit, AuditEntry};
-pub use instances::{InstanceRow, Instances};
+pub use instances::{Filed, InstanceRow, Instances};
 pub use jobs::{Job, JobState, Jobs};
 pub use pushes::Pushes;
 pub use results::{ResultRow, ResultStudy, Results};
