@@ -35,13 +35,16 @@ for p in paths:
     ds.save_as(dst / p.name)
 "#;
 
-/// The archive and the output of a first, complete run over it.
-struct Fixture {
+/// The archive and the output of a first, complete run over it (`evaluate_truth` scores it
+/// too).
+pub(crate) struct Fixture {
     archive: PathBuf,
-    first: PathBuf,
+    /// The output folder of the first run.
+    pub(crate) first: PathBuf,
     first_code: Option<i32>,
     first_stdout: String,
-    truth: PathBuf,
+    /// The truth of the archive's two good series, `pulmo.truth/1`.
+    pub(crate) truth: PathBuf,
     /// Holds the folder of all the above for the whole test binary.
     _dir: Scratch,
 }
@@ -57,7 +60,7 @@ fn rewrite(dst: &Path, suffix: &str, mode: &str) {
     );
 }
 
-fn fixture() -> &'static Fixture {
+pub(crate) fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = scratch("batch");
@@ -327,7 +330,7 @@ fn deidentified_outputs_carry_consistent_pseudonyms_and_no_original_uids() {
 }
 
 /// Runs `pulmo evaluate --json` with `extra` arguments.
-fn evaluation(truth: &Path, reports: &Path, extra: &[&str]) -> Value {
+pub(crate) fn evaluation(truth: &Path, reports: &Path, extra: &[&str]) -> Value {
     let out = crate::common::succeeds(
         pulmo()
             .args(["evaluate", "--json", "--truth"])

@@ -7,6 +7,7 @@ mod batch;
 mod cli;
 mod common;
 mod evaluate;
+mod evaluate_truth;
 mod ingest_malformed;
 mod ingest_reference;
 mod orthanc;

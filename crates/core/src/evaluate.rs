@@ -7,9 +7,11 @@
 //! nodule's radius of the nodule's centre; several hits on one nodule count once, with the
 //! best score; nodules under 3 mm are excluded, and a finding that hits only excluded
 //! nodules is neither a true nor a false positive. Every other finding is a false positive.
-//! A truth series without a report is a scan with no findings.
+//! A truth series without a report is a scan with no findings; which series are scans
+//! depends on the kind of truth ([`truth`]: pulmo's JSON, or LUNA16's annotations CSV).
 //!
-//! This module reads JSON files; it knows nothing of DICOM, tensors or how findings were made.
+//! This module reads JSON and CSV files; it knows nothing of DICOM, tensors or how findings
+//! were made.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::findings::{self, LungRads, NoduleType};
 
 pub mod anatomy;
+pub mod truth;
+
+pub use truth::{load_truth, load_truths, Truth, TruthCase, TruthNodule};
 
 /// False positives per scan at which sensitivity is reported (LUNA16).
 pub const FP_RATES: [f64; 7] = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
@@ -49,38 +54,29 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "{path}: no column {column} (a truth CSV has seriesuid,coordX,coordY,coordZ,diameter_mm)"
+    )]
+    CsvColumn { path: PathBuf, column: &'static str },
+    #[error("{path} line {line}: not a row of seriesuid,coordX,coordY,coordZ,diameter_mm")]
+    CsvRow {
+        path: PathBuf,
+        line: u64,
+        #[source]
+        source: csv::Error,
+    },
+    #[error("{path} line {line}: {reason}")]
+    CsvValue {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    #[error("no reports in {dir} (no pulmo.report/1 JSON in it, nor in {dir}/reports)")]
+    NoReports { dir: PathBuf },
 }
 
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Known nodules per series (`pulmo.truth/1`, as `scripts/model/phantom.py` writes it).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Truth {
-    pub cases: Vec<TruthCase>,
-}
-
-/// One series and its nodules.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TruthCase {
-    pub series_instance_uid: String,
-    #[serde(default)]
-    pub nodules: Vec<TruthNodule>,
-    /// Where the anatomy lies (`pulmo.anatomy/1`), when the generator recorded it: false
-    /// calls are then told apart by where they lie ([`anatomy::locate`]).
-    #[serde(default)]
-    pub anatomy: Option<anatomy::Anatomy>,
-}
-
-/// One known nodule.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TruthNodule {
-    pub center_patient_mm: [f64; 3],
-    pub diameter_mm: f64,
-    /// Composition; Lung-RADS agreement is computed only where it is known.
-    #[serde(default, rename = "type")]
-    pub nodule_type: Option<NoduleType>,
-}
 
 /// The parts of a `pulmo.report/1` that evaluation reads.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,23 +171,30 @@ pub struct OperatingPoint {
     pub category_lower: usize,
 }
 
-/// Reads a truth file.
-pub fn load_truth(path: &Path) -> Result<Truth> {
-    read_json(path)
-}
-
-/// Reads several truth files (the halves of one set, say) as one.
-pub fn load_truths(paths: &[PathBuf]) -> Result<Truth> {
-    let mut cases = Vec::new();
-    for path in paths {
-        cases.extend(load_truth(path)?.cases);
-    }
-    Ok(Truth { cases })
-}
-
-/// Every `pulmo.report/1` JSON directly in `dir`, keyed by series UID; other JSON files
-/// (other schemas) are passed over.
+/// Every `pulmo.report/1` JSON directly in `dir` (as `pulmo analyze --out` writes them), or
+/// where it has none, in `dir/reports` (as `pulmo batch --out` does), keyed by series UID;
+/// other JSON files (other schemas) are passed over. Finding none is an error: an empty set
+/// would score as if pulmo had found nothing.
 pub fn load_reports(dir: &Path) -> Result<HashMap<String, ScanResult>> {
+    let reports = reports_in(dir)?;
+    if !reports.is_empty() {
+        return Ok(reports);
+    }
+    let nested = dir.join("reports");
+    let reports = if nested.is_dir() {
+        reports_in(&nested)?
+    } else {
+        reports
+    };
+    if reports.is_empty() {
+        return Err(Error::NoReports {
+            dir: dir.to_owned(),
+        });
+    }
+    Ok(reports)
+}
+
+fn reports_in(dir: &Path) -> Result<HashMap<String, ScanResult>> {
     let read_dir = std::fs::read_dir(dir).map_err(|source| Error::Read {
         path: dir.to_owned(),
         source,
@@ -310,15 +313,16 @@ pub fn evaluate_at(
     result
 }
 
-/// The calls at `score` over every truth case.
+/// The calls at `score` over every scan ([`Truth::scans`]).
 pub fn operating_point(
     truth: &Truth,
     reports: &HashMap<String, ScanResult>,
     score: f64,
 ) -> OperatingPoint {
+    let scans = truth.scans(reports);
     let mut point = OperatingPoint {
         operating_score: score,
-        scans: truth.cases.len(),
+        scans: scans.len(),
         nodules: 0,
         nodules_called: 0,
         nodules_ge_6mm: 0,
@@ -331,7 +335,7 @@ pub fn operating_point(
         category_lower: 0,
     };
     let empty = ScanResult::default();
-    for case in &truth.cases {
+    for case in &scans {
         let scan = reports.get(&case.series_instance_uid).unwrap_or(&empty);
         let hits: Vec<Vec<usize>> = scan
             .findings
@@ -393,13 +397,14 @@ pub fn operating_point(
     point
 }
 
-/// The FROC summary of the truth cases given the reports, keyed by series UID.
+/// The FROC summary of the scans ([`Truth::scans`]) given the reports, keyed by series UID.
 pub fn evaluate(truth: &Truth, reports: &HashMap<String, ScanResult>) -> Evaluation {
+    let scans = truth.scans(reports);
     let empty = ScanResult::default();
     let mut counted = Vec::new();
     let mut fps = Vec::new();
     let mut scan_agreement = (0, 0);
-    for case in &truth.cases {
+    for case in &scans {
         let report = reports.get(&case.series_instance_uid);
         let scan = report.unwrap_or(&empty);
         let (best, false_positives) = match_scan(&case.nodules, &scan.findings);
@@ -418,7 +423,7 @@ pub fn evaluate(truth: &Truth, reports: &HashMap<String, ScanResult>) -> Evaluat
             scan_agreement.1 += usize::from(agrees);
         }
     }
-    summarize(truth.cases.len(), &counted, fps, scan_agreement)
+    summarize(scans.len(), &counted, fps, scan_agreement)
 }
 
 /// Whether the report's study category equals the truth's, when both are known.
@@ -631,6 +636,7 @@ mod tests {
             series_instance_uid: uid.into(),
             nodules,
             anatomy: None,
+            only_if_reported: false,
         }
     }
 
@@ -649,6 +655,7 @@ mod tests {
                 case("B", vec![nodule([10.0, 10.0, 10.0], 8.0)]),
                 case("C", vec![]),
             ],
+            ..Truth::default()
         };
         let scan = |findings| ScanResult {
             operating_score: None,
@@ -704,6 +711,25 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_truth_without_rows_for_a_reported_scan_scores_the_same() {
+        let (json, reports) = python_self_test();
+        // As an annotations CSV would give it: no row for C, which has no nodules.
+        let mut csv = json.clone();
+        csv.cases.retain(|c| !c.nodules.is_empty());
+        csv.cases.iter_mut().for_each(|c| c.only_if_reported = true);
+        csv.reports_are_scans = true;
+        // As JSON, so that NaN (nothing to compare) equals NaN.
+        let figures = |truth: &Truth| serde_json::to_value(evaluate(truth, &reports)).unwrap();
+        assert_eq!(figures(&csv), figures(&json));
+        // Rows of a series without a report are not scored; one in the JSON is a scan.
+        let mut fewer = reports.clone();
+        fewer.remove("B");
+        let r = evaluate(&csv, &fewer);
+        assert_eq!((r.scans, r.nodules), (2, 2));
+        assert_eq!(evaluate(&json, &fewer).scans, 3);
+    }
+
+    #[test]
     fn sizes_are_binned_and_lung_rads_compared() {
         let (truth, reports) = python_self_test();
         let r = evaluate(&truth, &reports);
@@ -729,6 +755,7 @@ mod tests {
     fn false_calls_at_the_operating_point_are_counted_by_where_they_lie() {
         let mut truth = Truth {
             cases: vec![case("A", vec![nodule([0.0, 0.0, 0.0], 10.0)])],
+            ..Truth::default()
         };
         truth.cases[0].anatomy = Some(
             serde_json::from_str(r#"{"hilum": {"right": [-60, 0, 0], "left": [60, 0, 0]}}"#)

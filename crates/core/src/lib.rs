@@ -12,7 +12,7 @@
 //! - [`findings`]: nodules, Lung-RADS; knows nothing of DICOM or networks.
 //! - [`report`]: JSON, DICOM SR, DICOM SEG, key images; knows nothing of HTTP.
 //! - [`pipeline`]: the one place where the stages are composed; every transport calls it.
-//! - [`evaluate`]: LUNA16 FROC of reports against truth; reads JSON only.
+//! - [`evaluate`]: LUNA16 FROC of reports against truth; reads pulmo's JSON and LUNA16's CSV.
 //! - [`morphology`]: connected components and hole filling, shared by pre- and postprocess.
 //! - [`testing`]: plain-Rust networks and volumes, for tests here and above.
 

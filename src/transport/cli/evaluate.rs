@@ -11,12 +11,17 @@ use crate::evaluate;
 /// Arguments of `pulmo evaluate`.
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// Known nodules per series (`pulmo.truth/1`, as `scripts/model/phantom.py` writes it); several
-    /// files are read as one set.
-    #[arg(long, required = true, num_args = 1..)]
+    /// Known nodules: `pulmo.truth/1` JSON (as `scripts/model/phantom.py` writes it), or a
+    /// LUNA16 `annotations.csv` (header `seriesuid,coordX,coordY,coordZ,diameter_mm`, one row
+    /// per nodule, patient (LPS) mm), read as CSV when named `.csv` or when its first line
+    /// starts with `seriesuid`. A CSV lists nodules, not scans: the scans scored are the
+    /// series with reports (no row: no nodules), and rows of series without a report are
+    /// left out. Several files are read as one set.
+    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
     pub truth: Vec<PathBuf>,
-    /// Folder of `pulmo.report/1` JSON files (`pulmo batch` writes them to `OUT/reports`).
-    #[arg(long)]
+    /// Folder of `pulmo.report/1` JSON files: `pulmo analyze --out DIR`'s DIR, or `pulmo batch
+    /// --out DIR`'s DIR (its `reports/` is read). A folder with no reports is an error.
+    #[arg(long, value_name = "DIR")]
     pub reports: PathBuf,
     /// Also report the calls at each of these scores (besides the reports' own operating
     /// point): nodules called, false calls per scan and where they lie, study categories.
@@ -30,7 +35,17 @@ pub struct EvaluateArgs {
 /// Runs `pulmo evaluate`.
 pub fn run(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
     let truth = evaluate::load_truths(&args.truth)?;
+    for warning in &truth.warnings {
+        tracing::warn!("{warning}");
+    }
     let reports = evaluate::load_reports(&args.reports)?;
+    if truth.names_no_reported_series(&reports) {
+        tracing::warn!(
+            reports = %args.reports.display(),
+            "no series with nodules in the truth CSV has a report: every scan is scored \
+             as without nodules"
+        );
+    }
     let result = evaluate::evaluate_at(&truth, &reports, &args.operating);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
