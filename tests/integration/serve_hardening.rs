@@ -1,4 +1,4 @@
-//! The defects an outside probe of `pulmo serve` found (issue 45, D1 and D3-D9), each
+//! The defects an outside probe of `pulmo serve` found (issue 45, D1-D9), each
 //! reproduced as the probe did it, against the real server over loopback.
 
 use std::io::{Read, Write};
@@ -94,6 +94,78 @@ fn an_instance_uid_already_filed_under_another_study_is_refused() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, original) = server.get_json(&format!("/api/v1/studies/{study}"));
     assert_eq!(original["instances"], 4);
+    let _ = std::fs::remove_dir_all(data);
+}
+
+/// D2: a part whose pixel data was cut short is refused (0xC000) while the rest of its
+/// series is stored and analysed; a slice that goes bad in the spool is left out of the
+/// next analysis with a warning naming the instance, not failing its series.
+#[test]
+fn d2_a_cut_slice_is_refused_and_its_series_analysed_without_it() {
+    let data = scratch("serve-d2");
+    let server = Server::start(&data, 0.5, &[]);
+    let (files, study) = sample();
+    let files = &files[..12];
+    let mut parts = dicom_parts(files);
+    let cut = parts[5].1.len() * 7 / 10;
+    parts[5].1.truncate(cut);
+    let answer = stow(&server, "/dicomweb/studies", multipart(&parts));
+    let status = answer.status();
+    let json: serde_json::Value = answer.json().unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    assert_eq!(items(&json, "00081199").len(), 11, "{json}");
+    let failed = items(&json, "00081198");
+    assert_eq!(failed.len(), 1, "{json}");
+    assert_eq!(failed[0]["00081197"]["Value"][0], 0xC000);
+    let sop = attribute(&files[5], tags::SOP_INSTANCE_UID);
+    assert_eq!(failed[0]["00081155"]["Value"][0], sop.as_str());
+    let comment = failed[0]["00000902"]["Value"][0].as_str().unwrap();
+    assert!(
+        comment.starts_with("part 6 has unusable pixel data: a Pixel Data fragment at byte"),
+        "{comment}"
+    );
+
+    let done = |after: i64| {
+        wait_for("the analysis", || {
+            let (_, status) = server.get_json(&format!("/api/v1/studies/{study}"));
+            let job = status["jobs"].as_array()?.last()?.clone();
+            let finished = job["state"] == "done" || job["state"] == "failed";
+            (finished && job["id"].as_i64()? > after).then_some(job)
+        })
+    };
+    let first = done(0);
+    assert_eq!(
+        (&first["state"], &first["instances"]),
+        (&"done".into(), &11.into()),
+        "{first}"
+    );
+    let warnings = report(&server, &study)["warnings"].to_string();
+    assert!(
+        warnings.contains("gap between slices") && warnings.contains("about 1 missing"),
+        "{warnings}"
+    );
+
+    // A stored slice cut short behind the server's back (a disk fault, say).
+    let series = attribute(&files[0], tags::SERIES_INSTANCE_UID);
+    let bad = attribute(&files[2], tags::SOP_INSTANCE_UID);
+    let path = data.join(format!("spool/{study}/{series}/{bad}.dcm"));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() * 7 / 10]).unwrap();
+    let analyze = server.url(&format!("/api/v1/studies/{study}/analyze"));
+    assert_eq!(
+        client().post(&analyze).send().unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    let second = done(first["id"].as_i64().unwrap());
+    assert_eq!(second["state"], "done", "{second}");
+    let warnings = report(&server, &study)["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!(
+            "a slice was left out: could not read instance {bad}"
+        )),
+        "{warnings}"
+    );
+    assert!(!warnings.contains(&*data.to_string_lossy()), "{warnings}");
     let _ = std::fs::remove_dir_all(data);
 }
 

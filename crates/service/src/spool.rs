@@ -12,6 +12,7 @@ use super::store::{Filed, InstanceRow};
 use super::{Lane, Service};
 use pulmo_core::pipeline::error_chain;
 use pulmo_dicom::ingest::{self, SelectionRules};
+use pulmo_dicom::volume::Instance;
 
 /// Why an instance was refused, as DICOM failure reasons (PS3.18 / PS3.4 status codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,12 +101,7 @@ fn check_and_store(
     // Header only, up to Pixel Data: a large multi-frame part is never read whole.
     let (key, instance) = ingest::read_file_header(name, tmp)
         .map_err(|err| refuse(Refusal::CannotUnderstand, error_chain(&err)))?;
-    let refuse = |refusal, reason: String| Refused {
-        sop_class_uid: Some(instance.sop_class_uid.clone()),
-        sop_instance_uid: Some(instance.sop_instance_uid.clone()),
-        refusal,
-        reason: format!("{name}: {reason}"),
-    };
+    let refuse = |refusal, reason: String| refused(&instance, refusal, format!("{name}: {reason}"));
     check_sop_class(
         &service.config.rules,
         &key.modality,
@@ -131,6 +127,10 @@ fn check_and_store(
         );
         return Err(refuse(Refusal::DoesNotMatch, reason));
     }
+    // Pixel Data's element headers (its value skipped): a part cut short, or one claiming
+    // more than it holds, is refused now rather than failing its whole series later.
+    ingest::check_pixel_data(name, tmp, &instance)
+        .map_err(|err| refused(&instance, Refusal::CannotUnderstand, error_chain(&err)))?;
     let clash = |study_uid: &str, series_uid: &str| {
         refuse(
             Refusal::DoesNotMatch,
@@ -205,6 +205,16 @@ fn check_and_store(
         series_instance_uid: row.series_uid,
         new,
     })
+}
+
+/// A refusal of `instance`, whose header was read, for `reason`.
+fn refused(instance: &Instance, refusal: Refusal, reason: String) -> Refused {
+    Refused {
+        sop_class_uid: Some(instance.sop_class_uid.clone()),
+        sop_instance_uid: Some(instance.sop_instance_uid.clone()),
+        refusal,
+        reason,
+    }
 }
 
 /// pulmo stores what it can analyse: the selection rules' modalities and SOP classes.

@@ -155,7 +155,12 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         let reason = format!("not analysed: {reason}");
         return Ok(Ended::Skipped { reason, instances });
     }
-    let analysis = analyzer.analyze_series(series, service.config.results)?;
+    let mut analysis =
+        analyzer.analyze_series(series, &service.config.rules, service.config.results)?;
+    // Warnings name slices left out by their spool path; readers see the instance.
+    for warning in &mut analysis.report.warnings {
+        *warning = without_paths(warning, &service.config.data_dir);
+    }
     for (stage, ms) in &analysis.report.timing_ms {
         if let Some(stage) = STAGES.iter().find(|s| **s == stage.as_str()) {
             pulmo_metrics::stage(stage, ms / 1e3);

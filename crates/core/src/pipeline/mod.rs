@@ -362,10 +362,17 @@ pub enum Outcome {
 impl Analyzer {
     /// Decodes a series into a volume and analyses it, timing the decode too; then, while
     /// the volume is still in memory (DICOM SR, SEG and key images need its pixels),
-    /// encodes the results `choice` asks for into [`Analysis::results`].
-    pub fn analyze_series(&self, series: &Series, choice: Choice) -> Result<Analysis> {
+    /// encodes the results `choice` asks for into [`Analysis::results`]. Slices whose pixels
+    /// do not decode are left out (with a warning in the report) as long as the `rules`'
+    /// minimum number of frames remains.
+    pub fn analyze_series(
+        &self,
+        series: &Series,
+        rules: &SelectionRules,
+        choice: Choice,
+    ) -> Result<Analysis> {
         let started = Instant::now();
-        let volume = volume::assemble(series)?;
+        let volume = volume::assemble_at_least(series, rules.min_frames)?;
         let decode = round_ms(started.elapsed().as_secs_f64() * 1e3);
         let mut analysis =
             self.analyze(&volume, BTreeMap::from([("decode".to_owned(), decode)]))?;
@@ -416,7 +423,7 @@ impl Analyzer {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
                     for (slot, series) in tasks.iter() {
-                        let mut outcome = self.outcome(series, choice);
+                        let mut outcome = self.outcome(series, rules, choice);
                         done(&outcome);
                         if let Outcome::Analyzed(analysis) = &mut outcome {
                             analysis.results = Vec::new();
@@ -434,8 +441,8 @@ impl Analyzer {
             .collect()
     }
 
-    fn outcome(&self, series: &Series, choice: Choice) -> Outcome {
-        match self.analyze_series(series, choice) {
+    fn outcome(&self, series: &Series, rules: &SelectionRules, choice: Choice) -> Outcome {
+        match self.analyze_series(series, rules, choice) {
             Ok(analysis) => Outcome::Analyzed(Box::new(analysis)),
             Err(err) => {
                 tracing::warn!(series = %series.series_instance_uid, error = %format!("{err:#}"), "series failed");

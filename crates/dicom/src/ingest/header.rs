@@ -129,6 +129,8 @@ fn pixel_format(obj: &InMemDicomObject, name: &str) -> Result<PixelFormat> {
         columns: uint(obj, tags::COLUMNS),
         number_of_frames: int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
         samples_per_pixel: uint(obj, tags::SAMPLES_PER_PIXEL).max(1) as u16,
+        chroma_422: text(obj, tags::PHOTOMETRIC_INTERPRETATION)
+            .is_some_and(|p| p.ends_with("_422")),
         bits_allocated: uint(obj, tags::BITS_ALLOCATED) as u16,
         bits_stored: uint(obj, tags::BITS_STORED) as u16,
         signed,

@@ -3,7 +3,8 @@
 //!
 //! [`scan`] reads every header once, up to Pixel Data and never into it, in parallel;
 //! files that are not DICOM are listed with the reason, not fatal. [`select`] applies
-//! [`SelectionRules`] to a study. Pixels are decoded later, by [`crate::volume::assemble`].
+//! [`SelectionRules`] to a study. Pixels are decoded later, by [`crate::volume::assemble`];
+//! [`check_pixel_data`] only asks `volume` whether a received file holds them all.
 //! This module knows DICOM headers; it does not know pixels or geometry.
 
 mod header;
@@ -18,6 +19,7 @@ use rayon::prelude::*;
 pub use header::{SeriesKey, MAX_FRAMES, MAX_MATRIX};
 pub use select::{select, Reason, Rejected, Selection, SelectionRules};
 
+use crate::error_chain;
 use crate::volume::{Instance, Series};
 
 /// What can go wrong while reading headers.
@@ -48,6 +50,12 @@ pub enum Error {
         rows: u32,
         columns: u32,
         frames: u32,
+    },
+    #[error("{name} has unusable pixel data")]
+    PixelData {
+        name: String,
+        #[source]
+        source: crate::volume::PixelDataError,
     },
     #[error("{name} repeats SOP instance {uid}, already read from {first}")]
     DuplicateInstance {
@@ -133,6 +141,16 @@ pub fn read_file_header(name: &str, path: &Path) -> Result<(SeriesKey, Instance)
     header::read_path_as(name, path)
 }
 
+/// Checks that the file at `path`, whose header [`read_file_header`] read as `instance`,
+/// holds all the Pixel Data that header describes, naming it `name` in errors. Only
+/// element headers are read, never the pixels themselves.
+pub fn check_pixel_data(name: &str, path: &Path, instance: &Instance) -> Result<()> {
+    crate::volume::check_pixel_data(path, instance).map_err(|source| Error::PixelData {
+        name: name.to_owned(),
+        source,
+    })
+}
+
 /// The one series to analyse in a scan: the given UID, or the one [`select`] chooses.
 ///
 /// More than one study with a passing series is an error, as is none; either error lists
@@ -180,17 +198,6 @@ fn describe(series: &Series) -> String {
     } else {
         format!("{uid} ({description})")
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    line
 }
 
 /// Every regular file under the given paths, sorted within each folder.
@@ -342,6 +349,7 @@ mod tests {
                     columns: 1,
                     number_of_frames: 1,
                     samples_per_pixel: 1,
+                    chroma_422: false,
                     bits_allocated: 16,
                     bits_stored: 16,
                     signed: false,

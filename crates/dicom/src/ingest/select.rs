@@ -258,6 +258,7 @@ mod tests {
                 columns: 2,
                 number_of_frames: 1,
                 samples_per_pixel: 1,
+                chroma_422: false,
                 bits_allocated: 16,
                 bits_stored: 16,
                 signed: true,

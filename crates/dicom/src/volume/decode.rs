@@ -394,6 +394,7 @@ mod tests {
             columns: 1,
             number_of_frames: 1,
             samples_per_pixel: 1,
+            chroma_422: false,
             bits_allocated: 16,
             bits_stored: 16,
             signed,

@@ -6,7 +6,9 @@
 //! memory. This walk reads only element headers (values are skipped, sequences and items
 //! entered) and refuses the first defined length that does not fit in its container or in
 //! what is left of the stream. Anything else unusual (an unknown VR, an early end) stops the
-//! walk quietly: the parser that follows reports it with its own words.
+//! walk quietly: the parser that follows reports it with its own words. On the way it notes
+//! what the image's Pixel Data looked like ([`PixelData`]), which admission checks against
+//! the header.
 
 use std::io::{BufReader, Cursor, ErrorKind, Read, Seek};
 
@@ -17,7 +19,8 @@ use dicom_dictionary_std::{tags, StandardDataDictionary};
 /// Deeper nesting than this is refused (hostile input; real objects nest a few levels).
 const MAX_DEPTH: u32 = 64;
 const UNDEFINED: u32 = u32::MAX;
-const ITEM: Tag = Tag(0xFFFE, 0xE000);
+/// An item: of a sequence, or a fragment of encapsulated pixel data.
+pub const ITEM: Tag = Tag(0xFFFE, 0xE000);
 const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
 const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
 
@@ -119,20 +122,54 @@ pub fn check_meta<R: Stream>(reader: &mut R, total: u64) -> Result<Meta, LengthE
     }
 }
 
+/// What the top-level Pixel Data of a walked data set looks like, from its headers alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelData {
+    /// A value of defined length, all of it within the stream.
+    Native { len: u32 },
+    /// Encapsulated: `items` items (the basic offset table, then the fragments), and
+    /// whether the sequence delimiter followed them inside the stream.
+    Encapsulated { items: u32, delimited: bool },
+    /// The data set was walked to its end and holds none.
+    Absent,
+    /// The stream ended inside an element header at byte `at`, before Pixel Data.
+    Cut { at: u64 },
+}
+
+/// What a walk of a data set found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walked {
+    /// Where the image's Pixel Data ends, when it was walked through.
+    pub pixels_end: Option<u64>,
+    /// The image's Pixel Data as its headers say; `None` when the walk stopped early on
+    /// something it leaves to the parser, or was told to stop before Pixel Data.
+    pub pixel_data: Option<PixelData>,
+}
+
 /// Walks a data set from the reader's position to the end of the stream (`total` bytes),
-/// up to and including Pixel Data, or only up to it when `header_only`. Returns where the
+/// up to and including Pixel Data, or only up to it when `header_only`. Says where the
 /// image's Pixel Data ends when it was walked through, so that the parser can be given
-/// the stream up to there and nothing after.
+/// the stream up to there and nothing after, and what that Pixel Data looked like.
 pub fn check_dataset<R: Stream>(
     reader: &mut R,
     encoding: Encoding,
     total: u64,
     header_only: bool,
-) -> Result<Option<u64>, LengthError> {
+) -> Result<Walked, LengthError> {
     let mut walk = Walk::new(reader, encoding)?;
     walk.header_only = header_only;
     walk.dataset(total, 0, true)?;
-    Ok(walk.pixels_end)
+    let pixel_data = match (walk.pixel_data, walk.cut_at) {
+        (Some(found), _) => Some(found),
+        (None, _) if header_only => None,
+        (None, Some(at)) => Some(PixelData::Cut { at }),
+        (None, None) if walk.pos >= total => Some(PixelData::Absent),
+        (None, None) => None,
+    };
+    Ok(Walked {
+        pixels_end: walk.pixels_end,
+        pixel_data,
+    })
 }
 
 struct Header {
@@ -158,6 +195,12 @@ struct Walk<'r, R> {
     header_only: bool,
     /// Where the top-level Pixel Data ends, once walked.
     pixels_end: Option<u64>,
+    /// What the top-level Pixel Data looked like, once walked.
+    pixel_data: Option<PixelData>,
+    /// Where the header being read started.
+    header_at: u64,
+    /// Where the header that the stream ended in the middle of started, if it did.
+    cut_at: Option<u64>,
 }
 
 impl<'r, R: Stream> Walk<'r, R> {
@@ -169,6 +212,9 @@ impl<'r, R: Stream> Walk<'r, R> {
             encoding,
             header_only: false,
             pixels_end: None,
+            pixel_data: None,
+            header_at: pos,
+            cut_at: None,
         })
     }
 
@@ -204,7 +250,7 @@ impl<'r, R: Stream> Walk<'r, R> {
                 };
                 let outer = std::mem::replace(&mut self.encoding, inner);
                 let walked = if fragments {
-                    self.fragments(end)
+                    self.fragments(end, pixels && top)
                 } else {
                     self.items(end, depth)
                 };
@@ -225,6 +271,7 @@ impl<'r, R: Stream> Walk<'r, R> {
             self.fits(&header, end)?;
             if pixels && top {
                 self.pixels_end = Some(self.pos + u64::from(header.len));
+                self.pixel_data = Some(PixelData::Native { len: header.len });
                 return Ok(End::Done);
             }
             if self.is_sequence(&header) {
@@ -269,21 +316,28 @@ impl<'r, R: Stream> Walk<'r, R> {
         Ok(true)
     }
 
-    /// Encapsulated pixel data: items of raw bytes up to the sequence delimiter.
-    fn fragments(&mut self, end: u64) -> Result<bool, LengthError> {
-        loop {
+    /// Encapsulated pixel data: items of raw bytes up to the sequence delimiter; false when
+    /// the delimiter was not reached. What was found is kept when `record`ing the image's.
+    fn fragments(&mut self, end: u64, record: bool) -> Result<bool, LengthError> {
+        let mut items = 0;
+        let delimited = loop {
             let Some(item) = self.item_header()? else {
-                return Ok(false);
+                break false;
             };
             match item.tag {
-                SEQUENCE_END => return Ok(true),
+                SEQUENCE_END => break true,
                 ITEM if item.len != UNDEFINED => {
                     self.fits(&item, end)?;
                     self.skip(item.len)?;
+                    items += 1;
                 }
-                _ => return Ok(false),
+                _ => break false,
             }
+        };
+        if record {
+            self.pixel_data = Some(PixelData::Encapsulated { items, delimited });
         }
+        Ok(delimited)
     }
 
     fn is_sequence(&self, header: &Header) -> bool {
@@ -393,6 +447,7 @@ impl<'r, R: Stream> Walk<'r, R> {
     }
 
     fn tag(&mut self) -> Result<Option<Tag>, LengthError> {
+        self.header_at = self.pos;
         let Some(group) = self.u16()? else {
             return Ok(None);
         };
@@ -422,7 +477,10 @@ impl<'r, R: Stream> Walk<'r, R> {
                 self.pos += buf.len() as u64;
                 Ok(Some(()))
             }
-            Err(err) if err.kind() == ErrorKind::UnexpectedEof => Ok(None),
+            Err(err) if err.kind() == ErrorKind::UnexpectedEof => {
+                self.cut_at.get_or_insert(self.header_at);
+                Ok(None)
+            }
             Err(err) => Err(LengthError::Io(err)),
         }
     }
@@ -514,14 +572,14 @@ mod tests {
             total,
             false,
         );
-        assert_eq!(walked.unwrap(), Some(pixels_end));
+        assert_eq!(walked.unwrap().pixels_end, Some(pixels_end));
         let scanned = check_dataset(
             &mut Cursor::new(&bytes[..]),
             Encoding::ExplicitLittle,
             total,
             true,
         );
-        assert_eq!(scanned.unwrap(), None);
+        assert_eq!(scanned.unwrap().pixels_end, None);
     }
 
     #[test]
@@ -557,6 +615,56 @@ mod tests {
         check(&bytes, Encoding::ExplicitLittle, true).unwrap();
         let err = check(&bytes, Encoding::ExplicitLittle, false).unwrap_err();
         assert!(err.to_string().starts_with("element (FFFE,E000)"), "{err}");
+    }
+
+    fn pixel_data(bytes: &[u8]) -> Option<PixelData> {
+        let total = bytes.len() as u64;
+        let walked = check_dataset(
+            &mut Cursor::new(bytes),
+            Encoding::ExplicitLittle,
+            total,
+            false,
+        );
+        walked.unwrap().pixel_data
+    }
+
+    #[test]
+    fn the_walk_says_what_the_image_pixel_data_looks_like() {
+        let modality = el(0x0008, 0x0060, b"CS", 2, b"CT");
+        let native = [modality.clone(), el(0x7FE0, 0x0010, b"OW", 8, &[0; 8])].concat();
+        assert_eq!(pixel_data(&native), Some(PixelData::Native { len: 8 }));
+        assert_eq!(
+            pixel_data(&well_formed()),
+            Some(PixelData::Encapsulated {
+                items: 2,
+                delimited: true
+            })
+        );
+        // Fragments that stop where the stream does, without their delimiter.
+        let open = [
+            el(0x7FE0, 0x0010, b"OB", UNDEFINED, &[]),
+            item(ITEM, 0, &[]),
+            item(ITEM, 4, &[1, 2, 3, 4]),
+        ]
+        .concat();
+        assert_eq!(
+            pixel_data(&open),
+            Some(PixelData::Encapsulated {
+                items: 2,
+                delimited: false
+            })
+        );
+        assert_eq!(pixel_data(&modality), Some(PixelData::Absent));
+        let cut = [modality.clone(), vec![0xE0, 0x7F, 0x10]].concat();
+        assert_eq!(pixel_data(&cut), Some(PixelData::Cut { at: 10 }));
+        // A header scan stops before Pixel Data and says nothing of it.
+        let scanned = check_dataset(
+            &mut Cursor::new(&native[..]),
+            Encoding::ExplicitLittle,
+            native.len() as u64,
+            true,
+        );
+        assert_eq!(scanned.unwrap().pixel_data, None);
     }
 
     #[test]

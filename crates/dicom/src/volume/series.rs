@@ -43,6 +43,10 @@ pub struct PixelFormat {
     pub columns: u32,
     pub number_of_frames: u32,
     pub samples_per_pixel: u16,
+    /// PhotometricInterpretation YBR_FULL_422 (or the retired YBR_PARTIAL_422): each pair
+    /// of pixels shares its chroma, so unencapsulated data holds two samples a pixel, not
+    /// three (PS3.3 C.7.6.3.1.2).
+    pub chroma_422: bool,
     pub bits_allocated: u16,
     pub bits_stored: u16,
     /// PixelRepresentation 1: two's complement samples.

@@ -160,7 +160,7 @@ fn process(
             let (tasks, events) = (tasks.clone(), events.clone());
             scope.spawn(move || {
                 for series in tasks {
-                    let event = analyse(analyzer, store, &series);
+                    let event = analyse(analyzer, store, rules, &series);
                     if events.send(event).is_err() {
                         return;
                     }
@@ -173,7 +173,7 @@ fn process(
 }
 
 /// Analyses one series and writes its report; any failure becomes a row.
-fn analyse(analyzer: &Analyzer, store: &Store, series: &Series) -> Event {
+fn analyse(analyzer: &Analyzer, store: &Store, rules: &SelectionRules, series: &Series) -> Event {
     let failed = |reason: String| {
         Event::Row(SeriesRow::without_report(
             &series.study_instance_uid,
@@ -184,7 +184,7 @@ fn analyse(analyzer: &Analyzer, store: &Store, series: &Series) -> Event {
     };
     // Malformed pixel data is an error from `volume` (decoder panics are caught there), so
     // a corrupt study costs one row, as it does in `pulmo analyze`.
-    let analysis = match analyzer.analyze_series(series, pipeline::Choice::NONE) {
+    let analysis = match analyzer.analyze_series(series, rules, pipeline::Choice::NONE) {
         Ok(analysis) => analysis,
         Err(err) => return failed(pipeline::error_chain(&err)),
     };
