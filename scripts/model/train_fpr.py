@@ -2,7 +2,10 @@
 """Train the false-positive-reduction classifier on candidate crops from scripts/fpr_data.py.
 
 A small 3-D CNN looks at a 32³ crop (1.25 mm voxels, 40 mm across) around each candidate
-the segmentation network found and says whether it is a nodule. Crops are augmented
+the segmentation network found and says whether it is a nodule. With `--context` it takes a
+64³ crop instead (80 mm across) and sees two channels: the central 32³ at full resolution and
+the whole crop averaged 2× (2.5 mm voxels), so that a vessel leaving the mediastinum or a
+dome's curve is seen as such (fpr_data.py `--size 72` or more is needed for it). Crops are augmented
 (random shifts of up to ±3 voxels, flips and transposes of all axes, HU scale and shift,
 noise); batches are half positive, half negative. The last `--val-seeds` seeds of the data
 are held back for validation (ROC AUC over the detector's own candidates). Writes the
@@ -37,10 +40,10 @@ def block(cin: int, cout: int) -> nn.Sequential:
 class CandidateNet(nn.Module):
     """32³ crop → one logit "this candidate is a nodule"."""
 
-    def __init__(self, w: int = 8):
+    def __init__(self, w: int = 8, channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
-            block(1, w), block(w, w), nn.MaxPool3d(2),            # 16³
+            block(channels, w), block(w, w), nn.MaxPool3d(2),            # 16³
             block(w, 2 * w), block(2 * w, 2 * w), nn.MaxPool3d(2),  # 8³
             block(2 * w, 4 * w), block(4 * w, 4 * w), nn.MaxPool3d(2),  # 4³
             block(4 * w, 8 * w))
@@ -53,22 +56,44 @@ class CandidateNet(nn.Module):
         return self.head(pooled)
 
 
+class ContextNet(nn.Module):
+    """64³ crop → one logit: CandidateNet over [centre 32³, whole crop averaged 2×]."""
+
+    def __init__(self, w: int = 8):
+        super().__init__()
+        self.net = CandidateNet(w, channels=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre = x[:, :, 16:48, 16:48, 16:48]
+        return self.net(torch.cat([centre, F.avg_pool3d(x, 2)], dim=1))
+
+    def start_from(self, plain: dict) -> None:
+        """Starts as the plain classifier `plain` (a CandidateNet state): the context channel's
+        first weights are zero, so the first logits are the plain ones."""
+        state = dict(plain)
+        w = state["features.0.0.weight"]
+        state["features.0.0.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
+        self.net.load_state_dict(state)
+
+
 def load(paths: list[pathlib.Path]) -> dict:
     parts = [np.load(p) for p in paths]
     return {k: np.concatenate([p[k] for p in parts]) for k in ("crops", "labels", "feats", "seeds")}
 
 
-def batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, train: bool) -> torch.Tensor:
+def batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, train: bool, crop: int = CROP) -> torch.Tensor:
     size = crops.shape[1]
-    out = np.empty((len(idx), 1, CROP, CROP, CROP), np.float32)
+    if size < crop:
+        sys.exit(f"train_fpr: the data's crops are {size}³ voxels; {crop}³ are needed (fpr_data.py --size)")
+    out = np.empty((len(idx), 1, crop, crop, crop), np.float32)
     for n, i in enumerate(idx):
         c = crops[i].astype(np.float32)
         if train:
-            lo = (size - CROP) // 2 + rng.integers(-3, 4, 3)
-            lo = np.clip(lo, 0, size - CROP)
+            lo = (size - crop) // 2 + rng.integers(-3, 4, 3)
+            lo = np.clip(lo, 0, size - crop)
         else:
-            lo = np.full(3, (size - CROP) // 2)
-        c = c[lo[0]:lo[0] + CROP, lo[1]:lo[1] + CROP, lo[2]:lo[2] + CROP]
+            lo = np.full(3, (size - crop) // 2)
+        c = c[lo[0]:lo[0] + crop, lo[1]:lo[1] + crop, lo[2]:lo[2] + crop]
         if train:
             for ax in range(3):
                 if rng.random() < 0.5:
@@ -90,13 +115,13 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def predict(model, crops, idx, rng) -> np.ndarray:
+def predict(model, crops, idx, rng, crop: int = CROP) -> np.ndarray:
     model.eval()
     dev = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for b in range(0, len(idx), 64):
-            out.append(model(batch(crops, idx[b:b + 64], rng, False).to(dev))[:, 0].float().cpu().numpy())
+            out.append(model(batch(crops, idx[b:b + 64], rng, False, crop).to(dev))[:, 0].float().cpu().numpy())
     model.train()
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -113,7 +138,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
-    ap.add_argument("--init", type=pathlib.Path, help="start from these weights (a classifier.pth) instead of at random")
+    ap.add_argument("--init", type=pathlib.Path, help="start from these weights (a classifier.pth) instead of at random; "
+                    "with --context, a plain classifier's weights are taken too (the context channel starts at zero)")
+    ap.add_argument("--context", action="store_true",
+                    help="a 64³ crop: the central 32³ and the whole averaged 2× as two channels (ContextNet)")
+    ap.add_argument("--positive-weight", type=float, default=1.0,
+                    help="weight of the positive crops' loss (above 1: losing a nodule costs more than keeping a false call)")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,10 +163,15 @@ def main() -> None:
                  "(more chests in fpr_data.py --cases, or a detector that finds something)")
     print(f"train: {len(train_pos)} positive, {len(train_neg)} negative crops from {len(seeds) - len(val_seeds)} "
           f"chests; validation: {len(val_idx)} candidates from {len(val_seeds)} chests", flush=True)
-    model = CandidateNet(args.width)
+    crop = 2 * CROP if args.context else CROP
+    model = ContextNet(args.width) if args.context else CandidateNet(args.width)
     if args.init:
-        model.load_state_dict(torch.load(args.init, map_location="cpu"))
-        s = predict(model, d["crops"], val_idx, rng)
+        state = torch.load(args.init, map_location="cpu")
+        if args.context and "features.0.0.weight" in state:
+            model.start_from(state)
+        else:
+            model.load_state_dict(state)
+        s = predict(model, d["crops"], val_idx, rng, crop)
         print(f"from {args.init}: validation AUC {auc(s, d['labels'][val_idx]):.3f}", flush=True)
     dev = pick_device(args.device)
     print(f"training on {dev}", flush=True)
@@ -151,25 +186,25 @@ def main() -> None:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac))
         half = args.batch // 2
         idx = np.concatenate([rng.choice(train_pos, half), rng.choice(train_neg, args.batch - half)])
-        x = batch(d["crops"], idx, rng, True).to(dev, non_blocking=True)
+        x = batch(d["crops"], idx, rng, True, crop).to(dev, non_blocking=True)
         y = torch.from_numpy(d["labels"][idx].astype(np.float32)).to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             logit = model(x)[:, 0]
-        loss = F.binary_cross_entropy_with_logits(logit.float(), y)
+        loss = F.binary_cross_entropy_with_logits(logit.float(), y, weight=1 + (args.positive_weight - 1) * y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
         step += 1
         if step % 200 == 0:
-            s = predict(model, d["crops"], val_idx, rng)
+            s = predict(model, d["crops"], val_idx, rng, crop)
             print(f"step {step} ({time.time() - t0:.0f} s): loss {np.mean(losses[-200:]):.3f}, "
                   f"validation AUC {auc(s, d['labels'][val_idx]):.3f}", flush=True)
     model.eval()
     model.to("cpu")  # saved, scripted and scored on the CPU, as pulmo loads it anywhere
-    s = predict(model, d["crops"], val_idx, rng)
+    s = predict(model, d["crops"], val_idx, rng, crop)
     det = d["feats"][val_idx, 0]
-    log = {"crop": CROP, "data": [str(p) for p in args.data], "steps": step, "batch": args.batch, "lr": args.lr,
+    log = {"crop": crop, "context": args.context, "positive_weight": args.positive_weight, "data": [str(p) for p in args.data], "steps": step, "batch": args.batch, "lr": args.lr,
            "minutes": args.minutes, "width": args.width, "seed": args.seed, "device": str(dev),
            "init": str(args.init) if args.init else None,
            "train_positive": int(len(train_pos)), "train_negative": int(len(train_neg)),

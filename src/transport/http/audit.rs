@@ -18,7 +18,8 @@ use super::AppState;
 #[derive(Debug, Clone, Default)]
 pub struct StoredStudies(pub Vec<String>);
 
-/// The longest action recorded; a longer path is cut (and marked with `…`).
+/// The longest action recorded, the count of skipped records included; a longer path is
+/// cut (and marked with `…`).
 pub const MAX_ACTION: usize = 160;
 
 /// Records one answered request. `throttled` requests (refused before any token was
@@ -37,7 +38,7 @@ pub fn record(
             studies.push(study.to_owned());
         }
     }
-    let mut action = truncated(&format!("{method} {}", action_of(path)));
+    let mut note = String::new();
     if caller.name == super::auth::UNAUTHENTICATED {
         match state.audit_throttle.admit(Instant::now()) {
             None => {
@@ -45,11 +46,13 @@ pub fn record(
                 return;
             }
             Some(0) => {}
-            Some(skipped) => action.push_str(&format!(
-                " (and {skipped} unauthenticated requests not recorded)"
-            )),
+            Some(skipped) => {
+                note = format!(" (and {skipped} unauthenticated requests not recorded)")
+            }
         }
     }
+    let room = MAX_ACTION.saturating_sub(note.chars().count());
+    let action = truncated(&format!("{method} {}", action_of(path)), room) + &note;
     tracing::info!(target: "pulmo::audit", caller = %caller.name, %action, studies = ?studies, status, "audit");
     let service = state.service.clone();
     let name = caller.name.clone();
@@ -60,9 +63,9 @@ pub fn record(
     });
 }
 
-/// `action` cut to [`MAX_ACTION`] characters.
-fn truncated(action: &str) -> String {
-    match action.char_indices().nth(MAX_ACTION) {
+/// `action` cut to `room` characters (and `…`).
+fn truncated(action: &str, room: usize) -> String {
+    match action.char_indices().nth(room) {
         None => action.to_owned(),
         Some((at, _)) => format!("{}…", &action[..at]),
     }
@@ -163,10 +166,10 @@ mod tests {
     #[test]
     fn long_actions_are_cut() {
         let long = format!("GET /api/v1/studies/{}/report", "a".repeat(60_000));
-        let cut = truncated(&long);
+        let cut = truncated(&long, MAX_ACTION);
         assert_eq!(cut.chars().count(), MAX_ACTION + 1);
         assert!(cut.ends_with('…'));
-        assert_eq!(truncated("GET /info"), "GET /info");
+        assert_eq!(truncated("GET /info", MAX_ACTION), "GET /info");
     }
 
     #[test]
