@@ -16,6 +16,7 @@ TorchScript classifier, its weights and a training log into --out.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import pathlib
 import sys
@@ -65,7 +66,11 @@ class ContextNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centre = x[:, :, 16:48, 16:48, 16:48]
-        return self.net(torch.cat([centre, F.avg_pool3d(x, 2)], dim=1))
+        # 2x average pooling by reshape and mean: avg_pool3d has no bfloat16 kernel on the
+        # CPU, which is how pulmo runs the classifier there.
+        b, c = x.shape[0], x.shape[1]
+        whole = x.reshape(b, c, 32, 2, 32, 2, 32, 2).mean(dim=[3, 5, 7])
+        return self.net(torch.cat([centre, whole], dim=1))
 
     def start_from(self, plain: dict) -> None:
         """Starts as the plain classifier `plain` (a CandidateNet state): the context channel's
@@ -216,6 +221,10 @@ def main() -> None:
     np.savez(args.out / "val.npz", classifier=s, detector=det, labels=d["labels"][val_idx],
              diameter=d["feats"][val_idx, 1], seeds=d["seeds"][val_idx])
     scripted = torch.jit.script(model)
+    # pulmo runs the classifier in bfloat16 on CPUs that have it: every operation must too.
+    with torch.no_grad():
+        torch.jit.script(copy.deepcopy(model)).to(torch.bfloat16)(
+            torch.zeros(2, 1, crop, crop, crop, dtype=torch.bfloat16))
     scripted.save(str(args.out / "classifier.pt"))
     (args.out / "classifier-log.json").write_text(json.dumps(log, indent=1) + "\n")
 

@@ -107,10 +107,21 @@ impl Analyzer {
                 ));
                 return Ok(self.finish(volume, false, Vec::new(), warnings, clock, started));
             }
-            passes.push(self.pass(volume, &prepared, &mut clock)?);
+            let tiles = prepared.tiles();
+            let preprocess::Prepared {
+                image,
+                lungs,
+                scale,
+                grid,
+            } = prepared;
+            // Only the classifier's crops need the image again; a later pass frees its
+            // (larger) image before its maps are made.
             if first.is_none() && self.backend.classifier.is_some() {
-                first = Some((prepared.image, prepared.scale));
+                first = Some((image, scale));
+            } else {
+                drop(image);
             }
+            passes.push(self.pass(volume, tiles, &grid, &lungs, scale, &mut clock)?);
         }
         let mut found = postprocess::merge_passes(passes);
         if let Some((image, scale)) = &first {
@@ -144,24 +155,21 @@ impl Analyzer {
         preprocess::prepare(volume.hu.view(), volume.geometry.spacing, &options)
     }
 
-    /// One pass: the detector on the prepared tiles (and their mirrors, when the manifest
-    /// asks for test-time mirroring), stitched, and the candidates measured on the source grid.
+    /// One pass: the detector on a pass's `tiles` (and their mirrors, when the manifest
+    /// asks for test-time mirroring), stitched on the working grid, and the candidates
+    /// measured on the source grid.
     fn pass(
         &self,
         volume: &Volume,
-        prepared: &preprocess::Prepared,
+        tiles: Vec<Vec<f32>>,
+        grid: &preprocess::TileGrid,
+        lungs: &preprocess::LungMask,
+        scale: [f64; 3],
         clock: &mut Clock,
     ) -> Result<Vec<postprocess::Measured>> {
         let manifest = &self.bundle.manifest;
-        let patch = prepared.grid.patch;
-        let tiles = prepared
-            .grid
-            .origins
-            .iter()
-            .map(|o| preprocess::extract_tile(prepared.image.view(), *o, patch, 0.0))
-            .collect();
         let detector = self.backend.detector.as_ref();
-        let outputs = infer_mirrored(detector, tiles, patch, &manifest.input.mirror_axes)?;
+        let outputs = infer_mirrored(detector, tiles, grid.patch, &manifest.input.mirror_axes)?;
         clock.lap("inference");
         let logits = manifest.output.kind == OutputKind::Logits;
         let empty = if logits {
@@ -169,23 +177,16 @@ impl Analyzer {
         } else {
             0.0
         };
-        let shape = prepared.image.dim().into();
-        let stitched = postprocess::stitch(shape, patch, &prepared.grid.origins, &outputs, empty);
-        let (prob, logit_map) = postprocess::probabilities_and_logits(stitched, logits);
+        let stitched = postprocess::stitch(grid.shape, grid.patch, &grid.origins, &outputs, empty);
+        drop(outputs);
         let t = &manifest.thresholds;
         let thresholds = Thresholds {
             probability: t.probability,
             min_score: t.min_score,
             min_diameter_mm: t.min_diameter_mm,
         };
-        let measured = postprocess::measure_candidates(
-            prob.view(),
-            logit_map.view(),
-            prepared.scale,
-            &prepared.lungs,
-            volume,
-            &thresholds,
-        );
+        let measured =
+            postprocess::measure_candidates(stitched, logits, scale, lungs, volume, &thresholds);
         clock.lap("postprocess");
         Ok(measured)
     }

@@ -8,7 +8,7 @@
 use ndarray::{s, Array3, ArrayView3};
 use rayon::prelude::*;
 
-use super::stitch::sample;
+use super::stitch::{into_probabilities, logit, probability, sample};
 use crate::findings::{self, Finding, Laterality, NoduleType};
 use crate::morphology::{self, Component};
 use crate::preprocess::LungMask;
@@ -46,34 +46,42 @@ pub struct Thresholds {
     pub min_diameter_mm: f64,
 }
 
-/// Finds, measures and ranks the nodules in a working-grid probability map.
+/// Finds, measures and ranks the nodules in a stitched working-grid map, which holds
+/// logits when `logits` is set and probabilities otherwise.
 ///
-/// `logits` is the same map before the sigmoid, which ranks the findings (see [`score`]);
-/// `scale[a]` converts working to source indices; `lungs` is on the working grid.
+/// Each candidate's peak logit ranks the findings (see [`score`]); `scale[a]` converts
+/// working to source indices; `lungs` is on the working grid. The map is turned into
+/// probabilities in place once the peaks are known, so that one working-grid map (with the
+/// labels) is all this holds: on a fine pass, the largest arrays of an analysis.
 pub fn measure_candidates(
-    prob: ArrayView3<f32>,
-    logits: ArrayView3<f32>,
+    map: Array3<f32>,
+    logits: bool,
     scale: [f64; 3],
     lungs: &LungMask,
     volume: &Volume,
     thresholds: &Thresholds,
 ) -> Vec<Measured> {
-    let mask = prob.map(|p| *p >= thresholds.probability);
-    let (labels, components) = morphology::label(mask.view());
-    let midline = midline_x(lungs, scale, volume);
-    let found: Vec<Measured> = components
+    let (labels, components) = {
+        let mask = map.map(|v| probability(*v, logits) >= thresholds.probability);
+        morphology::label(mask.view())
+    };
+    let candidates: Vec<(&Component, f32)> = components
         .par_iter()
         .filter(|c| {
             (0..3).all(|a| {
                 (c.bounds[1][a] - c.bounds[0][a] + 1) as f64 * lungs.spacing[a] <= MAX_EXTENT_MM
             })
         })
-        .filter_map(|c| {
-            let peak = peak(logits, labels.view(), c);
-            if sigmoid(f64::from(peak)) < thresholds.min_score {
-                return None;
-            }
-            let (finding, segment) = measure(prob, scale, volume, c, thresholds.probability)?;
+        .map(|c| (c, peak(map.view(), logits, labels.view(), c)))
+        .filter(|(_, peak)| sigmoid(f64::from(*peak)) >= thresholds.min_score)
+        .collect();
+    let prob = into_probabilities(map, logits);
+    let midline = midline_x(lungs, scale, volume);
+    let found: Vec<Measured> = candidates
+        .into_par_iter()
+        .filter_map(|(c, peak)| {
+            let (finding, segment) =
+                measure(prob.view(), scale, volume, c, thresholds.probability)?;
             let finding = Finding {
                 score: findings::round_to(score(peak), 4),
                 laterality: side(finding.center_patient_mm[0], midline),
@@ -158,15 +166,15 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// The highest value of `map` inside a component.
-fn peak(map: ArrayView3<f32>, labels: ArrayView3<u32>, c: &Component) -> f32 {
+/// The highest logit of a stitched `map` (see [`measure_candidates`]) inside a component.
+fn peak(map: ArrayView3<f32>, logits: bool, labels: ArrayView3<u32>, c: &Component) -> f32 {
     let [lo, hi] = c.bounds;
     let region = s![lo[0]..=hi[0], lo[1]..=hi[1], lo[2]..=hi[2]];
     let (p, l) = (map.slice(region), labels.slice(region));
     p.iter()
         .zip(l.iter())
         .filter(|(_, l)| **l == c.label)
-        .map(|(p, _)| *p)
+        .map(|(v, _)| logit(*v, logits))
         .fold(f32::NEG_INFINITY, f32::max)
 }
 

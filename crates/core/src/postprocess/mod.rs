@@ -11,4 +11,4 @@ mod measure;
 mod stitch;
 
 pub use measure::{measure_candidates, merge_passes, rank, rescore, Measured, Segment, Thresholds};
-pub use stitch::{probabilities_and_logits, sample, stitch, EMPTY_LOGIT};
+pub use stitch::{into_probabilities, logit, probability, sample, stitch, EMPTY_LOGIT};

@@ -38,20 +38,33 @@ pub fn stitch(
 /// Logit given to voxels no tile covered: a probability of about 1e-13.
 pub const EMPTY_LOGIT: f32 = -30.0;
 
-/// The probability map and the logit map of stitched network outputs, which are logits
-/// when `logits` is set and probabilities otherwise.
-pub fn probabilities_and_logits(stitched: Array3<f32>, logits: bool) -> (Array3<f32>, Array3<f32>) {
-    let mut other = stitched.clone();
+/// The probability of one voxel of a stitched map, which holds logits when `logits` is set
+/// and probabilities otherwise.
+pub fn probability(value: f32, logits: bool) -> f32 {
     if logits {
-        other.par_mapv_inplace(|l| 1.0 / (1.0 + (-l).exp()));
-        (other, stitched)
+        1.0 / (1.0 + (-value).exp())
     } else {
-        other.par_mapv_inplace(|p| {
-            let p = p.clamp(1e-12, 1.0 - 1e-7);
-            (p / (1.0 - p)).ln()
-        });
-        (stitched, other)
+        value
     }
+}
+
+/// The logit of one voxel of a stitched map (see [`probability`]); a probability of 1.0
+/// still has a finite logit, so the order of confident voxels is kept.
+pub fn logit(value: f32, logits: bool) -> f32 {
+    if logits {
+        value
+    } else {
+        let p = value.clamp(1e-12, 1.0 - 1e-7);
+        (p / (1.0 - p)).ln()
+    }
+}
+
+/// A stitched map turned into probabilities in place (see [`probability`]).
+pub fn into_probabilities(mut map: Array3<f32>, logits: bool) -> Array3<f32> {
+    if logits {
+        map.par_mapv_inplace(|l| probability(l, true));
+    }
+    map
 }
 
 /// Per-voxel weights of one patch: a separable Gaussian, floored so edges still count.
@@ -122,12 +135,13 @@ mod tests {
     #[test]
     fn logits_and_probabilities_map_to_each_other() {
         let logits = Array3::from_shape_vec((1, 1, 3), vec![-30.0, 0.0, 40.0]).unwrap();
-        let (prob, kept) = probabilities_and_logits(logits.clone(), true);
-        assert_eq!(kept, logits);
+        assert_eq!(logits.map(|l| logit(*l, true)), logits);
+        let prob = into_probabilities(logits.clone(), true);
         assert!(prob[(0, 0, 0)] < 1e-12 && prob[(0, 0, 1)] == 0.5 && prob[(0, 0, 2)] == 1.0);
+        assert_eq!(prob, logits.map(|l| probability(*l, true)));
         // From probabilities, 1.0 has a finite logit and the order is kept.
-        let (same, logit) = probabilities_and_logits(prob.clone(), false);
-        assert_eq!(same, prob);
+        assert_eq!(into_probabilities(prob.clone(), false), prob);
+        let logit = prob.map(|p| logit(*p, false));
         assert!(logit[(0, 0, 0)] < logit[(0, 0, 1)] && logit[(0, 0, 1)] < logit[(0, 0, 2)]);
         assert!(logit[(0, 0, 2)].is_finite() && logit[(0, 0, 1)].abs() < 1e-6);
     }

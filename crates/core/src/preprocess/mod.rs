@@ -30,6 +30,17 @@ pub struct Prepared {
     pub grid: TileGrid,
 }
 
+impl Prepared {
+    /// The network's input: one tile of the image per grid origin, in the grid's order.
+    pub fn tiles(&self) -> Vec<Vec<f32>> {
+        self.grid
+            .origins
+            .iter()
+            .map(|o| extract_tile(self.image.view(), *o, self.grid.patch, 0.0))
+            .collect()
+    }
+}
+
 /// Options for [`prepare`], from the model manifest.
 #[derive(Debug, Clone, Copy)]
 pub struct PrepareOptions<'a> {
