@@ -187,7 +187,7 @@ fn near_lungs(f: &Finding, scale: [f64; 3], lungs: &LungMask) -> bool {
     let reach_mm = 3.0 + f.long_axis_mm / 4.0;
     let lo = std::array::from_fn(|a| (centre[a] - reach_mm / lungs.spacing[a]).max(0.0) as usize);
     let hi = std::array::from_fn(|a| (centre[a] + reach_mm / lungs.spacing[a]).ceil() as usize + 1);
-    lungs.counter.count(lo, hi) > 0
+    lungs.any_in(lo, hi)
 }
 
 /// Drops candidates whose centre lies inside a higher-scoring one (input sorted by score).

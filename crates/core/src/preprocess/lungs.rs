@@ -14,12 +14,20 @@ const AIR_HU: f32 = -400.0;
 const MIN_COMPONENT_ML: f64 = 50.0;
 
 /// The lungs on the working grid.
+///
+/// The mask is held on the coarse grid it was found on (every `step` working voxels per
+/// axis): a working voxel is lung when its coarse cell is. On a fine pass a working-grid
+/// mask and its box counts would be the largest arrays after the image itself.
 #[derive(Debug, Clone)]
 pub struct LungMask {
-    pub mask: Array3<bool>,
-    /// Box counts over `mask`, for choosing tiles.
-    pub counter: BoxCounter,
-    /// Voxel spacing of the grid the mask is on, mm.
+    coarse: Array3<bool>,
+    /// Box counts over `coarse`.
+    counter: BoxCounter,
+    /// Working voxels per coarse cell, per axis.
+    step: [usize; 3],
+    /// Shape of the working grid.
+    shape: [usize; 3],
+    /// Voxel spacing of the working grid, mm.
     pub spacing: [f64; 3],
     /// Total lung volume in millilitres.
     pub volume_ml: f64,
@@ -31,6 +39,25 @@ impl LungMask {
     /// Whether the volume plausibly shows a chest: enough aerated lung in view.
     pub fn looks_like_chest(&self) -> bool {
         self.volume_ml >= 300.0
+    }
+
+    /// Whether working voxel `[k, j, i]` is lung (outside the grid: no).
+    pub fn contains(&self, index: [usize; 3]) -> bool {
+        (0..3).all(|a| index[a] < self.shape[a])
+            && self.coarse[[0, 1, 2].map(|a| index[a] / self.step[a])]
+    }
+
+    /// Whether any lung voxel lies in the half-open working box `[lo, hi)`, clipped to
+    /// the grid. Every coarse cell between `lo / step` and `ceil(hi / step)` shares
+    /// working voxels with the clipped box, so the coarse count answers exactly.
+    pub fn any_in(&self, lo: [usize; 3], hi: [usize; 3]) -> bool {
+        let hi: [usize; 3] = std::array::from_fn(|a| hi[a].min(self.shape[a]));
+        if (0..3).any(|a| lo[a] >= hi[a]) {
+            return false;
+        }
+        let coarse_lo = std::array::from_fn(|a| lo[a] / self.step[a]);
+        let coarse_hi = std::array::from_fn(|a| hi[a].div_ceil(self.step[a]));
+        self.counter.count(coarse_lo, coarse_hi) > 0
     }
 }
 
@@ -53,25 +80,29 @@ pub fn find_lungs(hu: ArrayView3<f32>, spacing: [f64; 3]) -> LungMask {
     let coarse = hu.slice(ndarray::s![..;step[0], ..;step[1], ..;step[2]]);
     let coarse_spacing = std::array::from_fn(|a| spacing[a] * step[a] as f64);
     let (coarse_mask, coarse_bounds) = lungs_on(coarse, coarse_spacing);
-    let shape = hu.dim();
-    let mask = Array3::from_shape_fn(shape, |(k, j, i)| {
-        coarse_mask[(k / step[0], j / step[1], i / step[2])]
-    });
+    let shape: [usize; 3] = hu.dim().into();
     let bounds = coarse_bounds.map(|[lo, hi]| {
-        let full = [shape.0, shape.1, shape.2];
         [
             std::array::from_fn(|a| lo[a] * step[a]),
-            std::array::from_fn(|a| ((hi[a] + 1) * step[a]).min(full[a]) - 1),
+            std::array::from_fn(|a| ((hi[a] + 1) * step[a]).min(shape[a]) - 1),
         ]
     });
+    // Working voxels of coarse cell `c` along axis `a` (the last cells may be cut short).
+    let cell = |a: usize, c: usize| ((c + 1) * step[a]).min(shape[a]) - c * step[a];
+    let voxels: usize = coarse_mask
+        .indexed_iter()
+        .filter(|(_, m)| **m)
+        .map(|((k, j, i), _)| cell(0, k) * cell(1, j) * cell(2, i))
+        .sum();
     let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
-    let volume_ml = mask.iter().filter(|m| **m).count() as f64 * voxel_ml;
-    let counter = BoxCounter::new(mask.view());
+    let counter = BoxCounter::new(coarse_mask.view());
     LungMask {
-        mask,
-        spacing,
+        coarse: coarse_mask,
         counter,
-        volume_ml,
+        step,
+        shape,
+        spacing,
+        volume_ml: voxels as f64 * voxel_ml,
         bounds,
     }
 }
@@ -144,12 +175,55 @@ pub(crate) mod tests {
             lungs.volume_ml
         );
         assert!(
-            lungs.mask[(20, 55, 85)],
+            lungs.contains([20, 55, 85]),
             "the nodule is inside the lung mask"
         );
-        assert!(!lungs.mask[(20, 50, 60)], "the mediastinum is not lung");
-        assert!(!lungs.mask[(20, 2, 2)], "room air is not lung");
+        assert!(!lungs.contains([20, 50, 60]), "the mediastinum is not lung");
+        assert!(!lungs.contains([20, 2, 2]), "room air is not lung");
         assert!(lungs.looks_like_chest());
+    }
+
+    proptest::proptest! {
+        /// The coarse mask answers exactly what the working-grid mask it stands for would.
+        #[test]
+        fn coarse_answers_match_the_working_grid_mask(
+            cells in proptest::collection::vec(proptest::bool::weighted(0.2), 27),
+            step in [1usize..4, 1..4, 1..4],
+            cut in [0usize..3, 0..3, 0..3],
+            lo in [0usize..12, 0..12, 0..12],
+            size in [0usize..8, 0..8, 0..8],
+        ) {
+            let coarse = Array3::from_shape_vec((3, 3, 3), cells).unwrap();
+            // The last coarse cell may be cut short, as when the grid is not a multiple.
+            let shape: [usize; 3] = std::array::from_fn(|a| 3 * step[a] - cut[a].min(step[a] - 1));
+            let full = Array3::from_shape_fn(shape, |(k, j, i)| {
+                coarse[(k / step[0], j / step[1], i / step[2])]
+            });
+            let cell = |a: usize, c: usize| ((c + 1) * step[a]).min(shape[a]) - c * step[a];
+            let voxels: usize = coarse
+                .indexed_iter()
+                .filter(|(_, m)| **m)
+                .map(|((k, j, i), _)| cell(0, k) * cell(1, j) * cell(2, i))
+                .sum();
+            proptest::prop_assert_eq!(voxels, full.iter().filter(|m| **m).count());
+            let lungs = LungMask {
+                counter: BoxCounter::new(coarse.view()),
+                coarse,
+                step,
+                shape,
+                spacing: [1.0; 3],
+                volume_ml: 0.0,
+                bounds: None,
+            };
+            let hi: [usize; 3] = std::array::from_fn(|a| lo[a] + size[a]);
+            let brute = full.indexed_iter().any(|((k, j, i), m)| {
+                *m && (0..3).all(|a| (lo[a]..hi[a]).contains(&[k, j, i][a]))
+            });
+            proptest::prop_assert_eq!(lungs.any_in(lo, hi), brute);
+            for (index, m) in full.indexed_iter() {
+                proptest::prop_assert_eq!(lungs.contains(index.into()), *m);
+            }
+        }
     }
 
     #[test]

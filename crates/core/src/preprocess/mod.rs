@@ -97,7 +97,7 @@ pub fn lung_tiles(
         }
         None => TileGrid::new(shape, patch, overlap),
     };
-    grid.touching(&lungs.counter, margin)
+    grid.touching(|lo, hi| lungs.any_in(lo, hi), margin)
 }
 
 /// The working grid's shape and, per axis, the interpolation taps: one plan for both

@@ -2,8 +2,6 @@
 
 use ndarray::ArrayView3;
 
-use crate::morphology::BoxCounter;
-
 /// Tile origins over a volume; every voxel lies in at least one tile of the full grid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TileGrid {
@@ -54,13 +52,18 @@ impl TileGrid {
         }
     }
 
-    /// Keeps the tiles with a set voxel of `mask` within `margin` voxels of them.
-    pub fn touching(mut self, mask: &BoxCounter, margin: [usize; 3]) -> TileGrid {
+    /// Keeps the tiles with a set voxel of a mask within `margin` voxels of them;
+    /// `any_in(lo, hi)` says whether the half-open box `[lo, hi)` holds one.
+    pub fn touching(
+        mut self,
+        any_in: impl Fn([usize; 3], [usize; 3]) -> bool,
+        margin: [usize; 3],
+    ) -> TileGrid {
         let patch = self.patch;
         self.origins.retain(|o| {
             let lo = std::array::from_fn(|a| o[a].saturating_sub(margin[a]));
             let hi = std::array::from_fn(|a| o[a] + patch[a] + margin[a]);
-            mask.count(lo, hi) > 0
+            any_in(lo, hi)
         });
         self
     }
@@ -139,6 +142,7 @@ pub fn mirror(tile: &[f32], patch: [usize; 3], axis: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::morphology::BoxCounter;
     use ndarray::Array3;
     use proptest::prelude::*;
 
@@ -256,9 +260,11 @@ mod tests {
         let mut mask = Array3::from_elem((8, 32, 32), false);
         mask[(4, 2, 2)] = true;
         let counter = BoxCounter::new(mask.view());
-        let grid = TileGrid::new([8, 32, 32], [8, 8, 8], 0.0).touching(&counter, [0, 0, 0]);
+        let grid = TileGrid::new([8, 32, 32], [8, 8, 8], 0.0)
+            .touching(|lo, hi| counter.count(lo, hi) > 0, [0, 0, 0]);
         assert_eq!(grid.origins, vec![[0, 0, 0]]);
-        let grid = TileGrid::new([8, 32, 32], [8, 8, 8], 0.0).touching(&counter, [0, 7, 7]);
+        let grid = TileGrid::new([8, 32, 32], [8, 8, 8], 0.0)
+            .touching(|lo, hi| counter.count(lo, hi) > 0, [0, 7, 7]);
         assert_eq!(grid.origins.len(), 4);
     }
 
