@@ -5,7 +5,7 @@ use axum::http::Method;
 use axum::Json;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::auth::required_role;
@@ -49,16 +49,16 @@ impl Modify for Guarded {
         for (path, item) in doc.paths.paths.iter_mut() {
             let operations = [(Method::GET, &mut item.get), (Method::POST, &mut item.post)];
             for (method, operation) in operations {
-                if let Some(operation) = operation {
-                    if required_role(&method, path).is_some() {
-                        guard(operation);
-                    }
+                let Some(operation) = operation else { continue };
+                if required_role(&method, path).is_some() {
+                    guard(operation);
                 }
             }
         }
     }
 }
 
+/// One operation behind the guard: the bearer scheme, and its 401 and 403.
 fn guard(operation: &mut Operation) {
     let no_scopes: [&str; 0] = [];
     operation.security = Some(vec![SecurityRequirement::new(BEARER, no_scopes)]);
@@ -78,12 +78,9 @@ fn guard(operation: &mut Operation) {
 }
 
 /// A refusal answered with the JSON error body.
-fn refusal(description: &str) -> utoipa::openapi::response::ResponseBuilder {
-    let body = ContentBuilder::new()
-        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-            ErrorBody::name(),
-        ))))
-        .build();
+fn refusal(description: &str) -> ResponseBuilder {
+    let schema = Ref::from_schema_name(ErrorBody::name());
+    let body = ContentBuilder::new().schema(Some(schema)).build();
     ResponseBuilder::new()
         .description(description)
         .content("application/json", body)
