@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything pulmo needs on a fresh Debian machine that has Rust and Python 3:
 #   - the project's own virtualenv (.venv/) with torch (libtorch for tch) and the Python tools,
-#   - with --test, the Debian packages the tests start (real DICOM peers: dcmtk, dicom3tools...).
+#   - with --test, the Python tools only the tests use (requirements-test.txt: schemathesis)
+#     and the Debian packages the tests start (real DICOM peers: dcmtk, dicom3tools...).
 # Idempotent: a re-run only checks what is already there.
 #
 # usage: scripts/setup/setup.sh [--test]
@@ -11,6 +12,8 @@ cd "$(dirname "$0")/../.."
 VENV=.venv
 REQ=requirements.txt
 STAMP="$VENV/.pulmo-requirements.sha256"
+TEST_REQ=requirements-test.txt
+TEST_STAMP="$VENV/.pulmo-test-requirements.sha256"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 apt_updated=0
@@ -35,6 +38,19 @@ else
     log "installing $REQ into $VENV (torch pulls the CUDA runtime wheels: a few GB)"
     "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$REQ"
     echo "$want" > "$STAMP"
+fi
+
+# The tests' own Python tools, pinned together with requirements.txt (as constraints) so that
+# none of the main pins moves; a stamp of both files makes a re-run a no-op.
+if [ "${1:-}" = "--test" ]; then
+    want_test=$(cat "$REQ" "$TEST_REQ" | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$TEST_STAMP" 2>/dev/null)" = "$want_test" ]; then
+        log "test tools in $VENV are up to date"
+    else
+        log "installing $TEST_REQ into $VENV"
+        "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$TEST_REQ" -c "$REQ"
+        echo "$want_test" > "$TEST_STAMP"
+    fi
 fi
 
 # tch's build finds libtorch through this link (see .cargo/config.toml); the binaries get

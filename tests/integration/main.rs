@@ -14,6 +14,7 @@ mod orthanc;
 mod phantom;
 mod report_dicom;
 mod sample_outputs;
+mod schemathesis;
 mod serve;
 mod serve_hardening;
 mod serve_security;

@@ -1,12 +1,13 @@
 //! pulmo's own API: jobs, study status, reports, analysing now; health and identity.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::params::{JobId, Uids};
+use super::error::ErrorBody;
+use super::params::{JobId, Query, Uid, Uids};
 use super::{ApiError, AppState};
 use crate::report::{BuildInfo, ModelInfo};
 use crate::service::{Job, JobState, Lane, StudyStatus};
@@ -14,7 +15,9 @@ use crate::service::{Job, JobState, Lane, StudyStatus};
 /// One job.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "api",
     params(("id" = i64, Path, description = "Job id")),
-    responses((status = 200, body = Job), (status = 404, description = "No such job")))]
+    responses((status = 200, body = Job),
+              (status = 400, description = "The id is not a number", body = ErrorBody),
+              (status = 404, description = "No such job", body = ErrorBody)))]
 pub async fn job(State(state): State<AppState>, JobId(id): JobId) -> Result<Json<Job>, ApiError> {
     let job = state.service.job(id).await?;
     job.map(Json)
@@ -23,8 +26,10 @@ pub async fn job(State(state): State<AppState>, JobId(id): JobId) -> Result<Json
 
 /// The status of each series of a study.
 #[utoipa::path(get, path = "/api/v1/studies/{study}", tag = "api",
-    params(("study" = String, Path, description = "Study Instance UID")),
-    responses((status = 200, body = StudyStatus), (status = 404, description = "Nothing received for this study")))]
+    params(("study" = Uid, Path, description = "Study Instance UID")),
+    responses((status = 200, body = StudyStatus),
+              (status = 400, description = "The UID is not a DICOM UID", body = ErrorBody),
+              (status = 404, description = "Nothing received for this study", body = ErrorBody)))]
 pub async fn study(
     State(state): State<AppState>,
     uids: Uids<1>,
@@ -49,8 +54,10 @@ pub struct StudyReports {
 
 /// The JSON reports of a study: the newest finished analysis of each series.
 #[utoipa::path(get, path = "/api/v1/studies/{study}/report", tag = "api",
-    params(("study" = String, Path, description = "Study Instance UID")),
-    responses((status = 200, body = StudyReports), (status = 404, description = "Nothing received for this study")))]
+    params(("study" = Uid, Path, description = "Study Instance UID")),
+    responses((status = 200, body = StudyReports),
+              (status = 400, description = "The UID is not a DICOM UID", body = ErrorBody),
+              (status = 404, description = "Nothing received for this study", body = ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
     uids: Uids<1>,
@@ -88,6 +95,8 @@ pub async fn report(
 
 /// Query parameters of `analyze`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+// In the query, so an absent value is left out, never sent as null.
+#[into_params(parameter_in = Query)]
 pub struct AnalyzeQuery {
     /// Priority lane (default: the lane the instances were sent with).
     pub priority: Option<Lane>,
@@ -101,9 +110,12 @@ pub struct Queued {
 
 /// Analyses every series of a study now, without waiting for the quiet time.
 #[utoipa::path(post, path = "/api/v1/studies/{study}/analyze", tag = "api",
-    params(("study" = String, Path, description = "Study Instance UID"), AnalyzeQuery),
-    responses((status = 202, body = Queued), (status = 404, description = "Nothing received for this study"),
-              (status = 503, description = "The analysis queue is full; see Retry-After")))]
+    params(("study" = Uid, Path, description = "Study Instance UID"), AnalyzeQuery),
+    responses((status = 202, body = Queued),
+              (status = 400, description = "The UID is not a DICOM UID, or the priority is not a lane", body = ErrorBody),
+              (status = 404, description = "Nothing received for this study", body = ErrorBody),
+              (status = 503, description = "The analysis queue is full", body = ErrorBody,
+               headers(("Retry-After" = u32, description = "Seconds to wait before asking again")))))]
 pub async fn analyze(
     State(state): State<AppState>,
     uids: Uids<1>,
@@ -122,14 +134,17 @@ pub async fn analyze(
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: the model is loaded and warmed up, so uploads will be analysed.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready"), (status = 503, description = "The model is still loading")))]
+    responses((status = 200, description = "Ready", body = String, content_type = "text/plain"),
+              (status = 503, description = "The model is still loading", body = ErrorBody,
+               headers(("Retry-After" = u32, description = "Seconds to wait before asking again")))))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     match state.service.analyzer() {
         Some(_) => Ok("ready\n"),
@@ -167,7 +182,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
 
 /// Prometheus metrics (text format).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     if let Ok(counts) = state.service.push_counts().await {
         let by_state: Vec<_> = counts

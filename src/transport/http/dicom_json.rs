@@ -1,6 +1,11 @@
-//! DICOM JSON (PS3.18 F.2) for the few attributes pulmo's DICOMweb answers carry.
+//! DICOM JSON (PS3.18 F.2) for the few attributes pulmo's DICOMweb answers carry, and its
+//! shape in the OpenAPI document.
+
+use std::borrow::Cow;
 
 use serde_json::{json, Map, Value};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 /// One DICOM JSON dataset, built attribute by attribute.
 #[derive(Debug, Default)]
@@ -46,6 +51,39 @@ impl Dataset {
 
     pub fn into_value(self) -> Value {
         Value::Object(self.0)
+    }
+}
+
+/// The shape of every dataset: attributes keyed by tag, each with a VR and maybe values.
+impl utoipa::PartialSchema for Dataset {
+    fn schema() -> RefOr<Schema> {
+        let text = |pattern: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern))
+        };
+        let attribute = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("vr", text("^[A-Z]{2}$"))
+            .required("vr")
+            .property("Value", ArrayBuilder::new())
+            .description(Some(
+                "One attribute: its VR and, unless empty, its values (sequence items are datasets)",
+            ));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(text("^[0-9A-F]{8}$")))
+            .additional_properties(Some(attribute))
+            .description(Some(
+                "A DICOM JSON dataset (PS3.18 F.2): attributes keyed by tag, eight hexadecimal digits",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Dataset {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("DicomDataset")
     }
 }
 

@@ -7,7 +7,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::dicom_json::{tag, Dataset};
-use super::params::Uids;
+use super::error::ErrorBody;
+use super::params::{Uid, Uids};
 use super::{ApiError, AppState};
 use crate::service::ResultRow;
 
@@ -16,7 +17,8 @@ const MAX_STUDIES: u32 = 1000;
 
 /// Studies that have results (QIDO-RS), newest first.
 #[utoipa::path(get, path = "/dicomweb/studies", tag = "dicomweb",
-    responses((status = 200, description = "DICOM JSON array of studies", content_type = "application/dicom+json")))]
+    responses((status = 200, description = "DICOM JSON array of studies", body = Vec<Dataset>,
+               content_type = "application/dicom+json")))]
 pub async fn search_studies(State(state): State<AppState>) -> Result<Response, ApiError> {
     let studies = state.service.result_studies(MAX_STUDIES).await?;
     let items = studies.iter().map(|s| {
@@ -40,9 +42,11 @@ pub async fn search_studies(State(state): State<AppState>) -> Result<Response, A
 
 /// The result series of a study (QIDO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series", tag = "dicomweb",
-    params(("study" = String, Path, description = "Study Instance UID")),
-    responses((status = 200, description = "DICOM JSON array of series", content_type = "application/dicom+json"),
-              (status = 404, description = "No results for this study")))]
+    params(("study" = Uid, Path, description = "Study Instance UID")),
+    responses((status = 200, description = "DICOM JSON array of series", body = Vec<Dataset>,
+               content_type = "application/dicom+json"),
+              (status = 400, description = "The UID is not a DICOM UID", body = ErrorBody),
+              (status = 404, description = "No results for this study", body = ErrorBody)))]
 pub async fn search_series(
     State(state): State<AppState>,
     uids: Uids<1>,
@@ -69,10 +73,12 @@ pub async fn search_series(
 
 /// The result instances of one series (QIDO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances", tag = "dicomweb",
-    params(("study" = String, Path, description = "Study Instance UID"),
-           ("series" = String, Path, description = "Series Instance UID")),
-    responses((status = 200, description = "DICOM JSON array of instances", content_type = "application/dicom+json"),
-              (status = 404, description = "No results for this study")))]
+    params(("study" = Uid, Path, description = "Study Instance UID"),
+           ("series" = Uid, Path, description = "Series Instance UID")),
+    responses((status = 200, description = "DICOM JSON array of instances", body = Vec<Dataset>,
+               content_type = "application/dicom+json"),
+              (status = 400, description = "A UID is not a DICOM UID", body = ErrorBody),
+              (status = 404, description = "No results for this study", body = ErrorBody)))]
 pub async fn search_instances(
     State(state): State<AppState>,
     uids: Uids<2>,
@@ -94,11 +100,13 @@ pub async fn search_instances(
 /// One result instance (WADO-RS): `multipart/related; type="application/dicom"` as the
 /// standard says, or the bare Part 10 file when the client accepts only `application/dicom`.
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}", tag = "dicomweb",
-    params(("study" = String, Path, description = "Study Instance UID"),
-           ("series" = String, Path, description = "Series Instance UID"),
-           ("instance" = String, Path, description = "SOP Instance UID")),
-    responses((status = 200, description = "The DICOM instance", content_type = "application/dicom"),
-              (status = 404, description = "No such result instance")))]
+    params(("study" = Uid, Path, description = "Study Instance UID"),
+           ("series" = Uid, Path, description = "Series Instance UID"),
+           ("instance" = Uid, Path, description = "SOP Instance UID")),
+    responses((status = 200, description = "The DICOM instance: one part of multipart/related, or bare when only application/dicom is accepted",
+               content(("multipart/related; type=\"application/dicom\""), ("application/dicom"))),
+              (status = 400, description = "A UID is not a DICOM UID", body = ErrorBody),
+              (status = 404, description = "No such result instance", body = ErrorBody)))]
 pub async fn retrieve_instance(
     State(state): State<AppState>,
     uids: Uids<3>,

@@ -34,6 +34,12 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The body of every refusal: what was wrong, in one sentence that names no internals.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
 impl ApiError {
     /// A server fault, logged with its whole cause chain.
     pub fn internal(err: &dyn std::error::Error) -> ApiError {
@@ -74,7 +80,9 @@ impl IntoResponse for ApiError {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "request failed"),
             other => tracing::info!(status = status.as_u16(), error = %other, "request refused"),
         }
-        let body = serde_json::json!({ "error": self.to_string() });
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
         let mut response = (status, Json(body)).into_response();
         let retry_after = match self {
             ApiError::Busy { retry_after, .. } => Some(retry_after),

@@ -1,9 +1,16 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document, generated from the handlers' annotations; what the guard in front
+//! of every handler adds (bearer tokens, 401 and 403) is added here from the same rule.
 
+use axum::http::Method;
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::{api, dicomweb, push, stow};
+use super::auth::required_role;
+use super::error::ErrorBody;
+use super::{api, dicomweb, params, push, stow};
 
 /// pulmo's HTTP API.
 #[derive(OpenApi)]
@@ -16,6 +23,9 @@ use super::{api, dicomweb, push, stow};
         api::job, api::study, api::report, api::analyze, push::pushes,
         api::healthz, api::readyz, api::info, api::metrics,
     ),
+    // Path parameters name their schema by reference; utoipa collects only bodies' schemas.
+    components(schemas(params::Uid)),
+    modifiers(&Guarded),
     tags(
         (name = "dicomweb", description = "STOW-RS in; QIDO-RS and WADO-RS over pulmo's results"),
         (name = "api", description = "Jobs, study status and reports"),
@@ -23,6 +33,58 @@ use super::{api, dicomweb, push, stow};
     )
 )]
 pub struct ApiDoc;
+
+/// The name of the bearer token scheme in the document.
+const BEARER: &str = "bearer";
+
+/// Marks every operation the guard checks as needing a bearer token, and documents the
+/// guard's refusals: 401 (no token, or an unknown one) and 403 (a token without the role).
+struct Guarded;
+
+impl Modify for Guarded {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [(Method::GET, &mut item.get), (Method::POST, &mut item.post)];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                if required_role(&method, path).is_some() {
+                    guard(operation);
+                }
+            }
+        }
+    }
+}
+
+/// One operation behind the guard: the bearer scheme, and its 401 and 403.
+fn guard(operation: &mut Operation) {
+    let no_scopes: [&str; 0] = [];
+    operation.security = Some(vec![SecurityRequirement::new(BEARER, no_scopes)]);
+    let responses = &mut operation.responses.responses;
+    let unauthorized = refusal("No token, or one that is not configured")
+        .header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(String::schema())
+                .description(Some("`Bearer`"))
+                .build(),
+        )
+        .build();
+    responses.insert("401".to_owned(), RefOr::T(unauthorized));
+    let forbidden = refusal("The token lacks the role: `send` for POST, `read` otherwise").build();
+    responses.insert("403".to_owned(), RefOr::T(forbidden));
+}
+
+/// A refusal answered with the JSON error body.
+fn refusal(description: &str) -> ResponseBuilder {
+    let schema = Ref::from_schema_name(ErrorBody::name());
+    let body = ContentBuilder::new().schema(Some(schema)).build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", body)
+}
 
 /// `GET /openapi.json`.
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {

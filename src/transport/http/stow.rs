@@ -3,7 +3,7 @@
 //! stored and every refused instance.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -14,53 +14,73 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth::Caller;
 use super::dicom_json::{tag, Dataset};
-use super::params::Uids;
+use super::error::ErrorBody;
+use super::params::{Query, Uid, Uids};
 use super::{ApiError, AppState, StoredStudies};
 use crate::service::{Accepted, Lane, Refusal, Refused};
 
 /// Query parameters of STOW-RS.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+// In the query, so an absent value is left out, never sent as null.
+#[into_params(parameter_in = Query)]
 pub struct StowQuery {
-    /// Priority lane of the analyses this upload starts (default `routine`; also taken
-    /// from the `X-Pulmo-Priority` header).
+    /// Priority lane of the analyses this upload starts (default: the sender's lane, else
+    /// `routine`; also taken from the `X-Pulmo-Priority` header).
     pub priority: Option<Lane>,
+}
+
+/// The header that may name the lane instead of the query, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct PriorityHeader {
+    /// Priority lane, when the query names none.
+    #[param(rename = "X-Pulmo-Priority", value_type = Lane, required = false)]
+    x_pulmo_priority: Option<Lane>,
 }
 
 /// The answers of STOW-RS (PS3.18 10.5.3), for the OpenAPI document.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 enum StowAnswers {
-    /// Every instance stored (DICOM JSON)
-    #[response(status = 200)]
-    Stored,
-    /// Some instances stored, some refused (DICOM JSON)
-    #[response(status = 202)]
-    Partly,
-    /// No instance stored (DICOM JSON)
-    #[response(status = 409)]
-    NoneStored,
-    /// Malformed multipart body
+    /// Every instance stored: Referenced SOP Sequence
+    #[response(status = 200, content_type = "application/dicom+json")]
+    Stored(Dataset),
+    /// Some instances stored, some refused: Referenced and Failed SOP Sequences
+    #[response(status = 202, content_type = "application/dicom+json")]
+    Partly(Dataset),
+    /// No instance stored: Failed SOP Sequence, each with its Failure Reason
+    #[response(status = 409, content_type = "application/dicom+json")]
+    NoneStored(Dataset),
+    /// Malformed multipart body, no boundary, or an unknown priority
     #[response(status = 400)]
-    Malformed,
+    Malformed(ErrorBody),
     /// An instance or the request is larger than allowed
     #[response(status = 413)]
-    TooLarge,
+    TooLarge(ErrorBody),
     /// The body stalled: a pause longer than the idle timeout, or slower than the minimum rate
     #[response(status = 408)]
-    Stalled,
+    Stalled(ErrorBody),
     /// Not multipart/related; type="application/dicom"
     #[response(status = 415)]
-    WrongType,
-    /// Too many uploads, a full disk or a full queue; see Retry-After
-    #[response(status = 503)]
-    Busy,
+    WrongType(ErrorBody),
+    /// Too many uploads, a full disk or a full queue
+    #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait before sending again")))]
+    Busy(ErrorBody),
 }
+
+/// A STOW-RS body, for the OpenAPI document: `multipart/related` parts of
+/// `application/dicom`, one instance each, with the boundary in the Content-Type.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct StowBody(Vec<u8>);
 
 /// Stores instances of any study.
 #[utoipa::path(
     post, path = "/dicomweb/studies", tag = "dicomweb",
-    params(StowQuery),
-    request_body(content = Vec<u8>, content_type = "multipart/related; type=\"application/dicom\""),
+    params(StowQuery, PriorityHeader),
+    request_body(content = StowBody, content_type = "multipart/related; type=\"application/dicom\""),
     responses(StowAnswers)
 )]
 pub async fn store_any(
@@ -81,8 +101,8 @@ pub async fn store_any(
 /// Stores instances of one study; an instance of another study is refused.
 #[utoipa::path(
     post, path = "/dicomweb/studies/{study}", tag = "dicomweb",
-    params(("study" = String, Path, description = "Study Instance UID"), StowQuery),
-    request_body(content = Vec<u8>, content_type = "multipart/related; type=\"application/dicom\""),
+    params(("study" = Uid, Path, description = "Study Instance UID"), StowQuery, PriorityHeader),
+    request_body(content = StowBody, content_type = "multipart/related; type=\"application/dicom\""),
     responses(StowAnswers)
 )]
 pub async fn store_study(
