@@ -226,10 +226,14 @@ impl<'r, R: Stream> Walk<'r, R> {
             let Some(header) = self.header()? else {
                 return Ok(End::Done);
             };
+            // An item or a sequence delimiter where an element belongs is, to dicom-parser,
+            // an element like any other (with a 32-bit length), and so it is here: stopping
+            // would leave the lengths after it unchecked while the parser reads on (found by
+            // fuzzing). An item delimiter closes the item it is in, and outside any sequence
+            // the parser passes over it.
             match header.tag {
+                ITEM_END if top => continue,
                 ITEM_END => return Ok(End::ItemEnd),
-                // An item or a sequence end where an element belongs: the parser's to judge.
-                ITEM | SEQUENCE_END => return Ok(End::Done),
                 _ => {}
             }
             // Encapsulated pixel data holds fragments, not data sets, at any depth (an
@@ -596,6 +600,32 @@ mod tests {
             err.to_string(),
             "element (7FE0,0010) at byte 10 claims 4026531840 bytes, but only 16 are left"
         );
+    }
+
+    /// Found by the `decode` fuzz target: an item header where an element belongs stopped
+    /// the walk, dicom-parser read it as an element and went on to reserve and zero-fill
+    /// the 4 GiB a later element claimed (2.4 GiB of memory for a 2 KB file).
+    #[test]
+    fn the_lengths_after_a_stray_item_or_delimiter_are_still_checked() {
+        let huge = el(0x0009, 0x1001, b"OB", 0xFFFF_FFF0, &[0; 16]);
+        let modality = el(0x0008, 0x0060, b"CS", 2, b"CT");
+        let strays = [
+            item(ITEM, 4, b"abcd"),
+            item(SEQUENCE_END, 0, &[]),
+            item(ITEM_END, 0, &[]),
+        ];
+        for stray in strays {
+            let bytes = [modality.clone(), stray, huge.clone()].concat();
+            let err = check(&bytes, Encoding::ExplicitLittle, true).unwrap_err();
+            assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
+        }
+        // Inside an item, where the fuzzer found it.
+        let inner = [modality.clone(), item(ITEM, 4, b"abcd")].concat();
+        let items = item(ITEM, inner.len() as u32, &inner);
+        let sequence = el(0x0008, 0x1115, b"SQ", items.len() as u32, &items);
+        let bytes = [sequence, huge].concat();
+        let err = check(&bytes, Encoding::ExplicitLittle, true).unwrap_err();
+        assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
     }
 
     #[test]
