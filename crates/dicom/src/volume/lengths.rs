@@ -172,6 +172,35 @@ pub fn check_dataset<R: Stream>(
     })
 }
 
+/// How much of a defined-length value dicom-parser reads: all of it, except for binary
+/// numbers, of which it reads only whole ones. A US of length 3 is one number, and its
+/// third byte is read as the first of the next element's tag; the walk follows, so that
+/// the lengths it checks are those the parser will reserve (found by fuzzing).
+fn parsed_len(header: &Header) -> u32 {
+    let vr = header.vr.unwrap_or_else(|| implicit_vr(header.tag));
+    let size = match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::AT | VR::UL | VR::SL | VR::OL | VR::FL | VR::OF => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    };
+    header.len - header.len % size
+}
+
+/// The VR dicom-encoding gives an element read without one (implicit VR, or an item or
+/// delimiter): OW for pixel and overlay data, the dictionary's (relaxed), else UN.
+fn implicit_vr(tag: Tag) -> VR {
+    if tag == tags::PIXEL_DATA || (tag.group() >> 8 == 0x60 && tag.element() == 0x3000) {
+        return VR::OW;
+    }
+    if tag.group() == 0xFFFE {
+        return VR::UN;
+    }
+    StandardDataDictionary
+        .by_tag(tag)
+        .map_or(VR::UN, |entry| entry.vr().relaxed())
+}
+
 struct Header {
     tag: Tag,
     vr: Option<VR>,
@@ -287,7 +316,7 @@ impl<'r, R: Stream> Walk<'r, R> {
                     return Ok(End::Done);
                 }
             } else {
-                self.skip(header.len)?;
+                self.skip(parsed_len(&header))?;
             }
         }
         Ok(End::Done)
@@ -624,6 +653,23 @@ mod tests {
         let items = item(ITEM, inner.len() as u32, &inner);
         let sequence = el(0x0008, 0x1115, b"SQ", items.len() as u32, &items);
         let bytes = [sequence, huge].concat();
+        let err = check(&bytes, Encoding::ExplicitLittle, true).unwrap_err();
+        assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
+    }
+
+    /// Found by the `part10` and `decode` fuzz targets: a bare implicit VR data set whose
+    /// (0000,0000) UL has length 1. dicom-parser reads no number from it and takes the byte
+    /// for the next tag; the walk skipped it, lost step with the parser, and let it reserve
+    /// the 4 GiB an element it never saw claimed.
+    #[test]
+    fn the_walk_reads_binary_numbers_as_the_parser_does() {
+        let bytes = include_bytes!("../../../../tests/data/fuzz/implicit-ul-of-length-1.dcm");
+        let err = check(bytes, Encoding::ImplicitLittle, true).unwrap_err();
+        assert!(err.to_string().starts_with("element (FFFF,0000)"), "{err}");
+        // The same in explicit VR: a US of length 3 ends one byte into the next tag.
+        let huge = el(0x0009, 0x1001, b"OB", 0xFFFF_FFF0, &[0; 16]);
+        let mut bytes = el(0x0028, 0x0010, b"US", 3, &[0x40, 0x00, 0x09]);
+        bytes.extend_from_slice(&huge[1..]);
         let err = check(&bytes, Encoding::ExplicitLittle, true).unwrap_err();
         assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
     }
