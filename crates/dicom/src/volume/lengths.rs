@@ -266,12 +266,14 @@ impl<'r, R: Stream> Walk<'r, R> {
                 _ => {}
             }
             // Encapsulated pixel data holds fragments, not data sets, at any depth (an
-            // icon image's too), as does any undefined-length OB or OW. The scan of a
-            // header stops before the image's own pixels, decoding right after them (the
-            // parser reads no further: trailing padding or junk is not the image's).
+            // icon image's too). Any other undefined-length value, OB and OW included, is
+            // a sequence to dicom-parser, and so it is walked (taking it for fragments let
+            // the parser read the items' elements unchecked: found by fuzzing). The scan
+            // of a header stops before the image's own pixels, decoding right after them
+            // (the parser reads no further: trailing padding or junk is not the image's).
             let pixels = header.tag == tags::PIXEL_DATA;
             let stop = pixels && top && self.header_only;
-            let fragments = pixels || matches!(header.vr, Some(VR::OB | VR::OW));
+            let fragments = pixels;
             if header.len == UNDEFINED {
                 if stop {
                     return Ok(End::Done);
@@ -671,6 +673,17 @@ mod tests {
         let mut bytes = el(0x0028, 0x0010, b"US", 3, &[0x40, 0x00, 0x09]);
         bytes.extend_from_slice(&huge[1..]);
         let err = check(&bytes, Encoding::ExplicitLittle, true).unwrap_err();
+        assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
+    }
+
+    /// Found by the `part10` fuzz target: (7F00,0010) OB of undefined length, walked as
+    /// fragments, read by dicom-parser as a sequence whose item claimed 900 MB.
+    #[test]
+    fn an_undefined_length_value_other_than_pixel_data_is_walked_as_a_sequence() {
+        let claim = el(0x0009, 0x1001, b"OB", 0xFFFF_FFF0, &[]);
+        let items = [item(ITEM, claim.len() as u32, &claim), vec![0; 16]].concat();
+        let bytes = el(0x7F00, 0x0010, b"OB", UNDEFINED, &items);
+        let err = check(&bytes, Encoding::ExplicitLittle, false).unwrap_err();
         assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
     }
 
