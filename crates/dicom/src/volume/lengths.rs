@@ -144,6 +144,21 @@ pub struct Walked {
     /// The image's Pixel Data as its headers say; `None` when the walk stopped early on
     /// something it leaves to the parser, or was told to stop before Pixel Data.
     pub pixel_data: Option<PixelData>,
+    /// Where the walk lost the structure (an item where none can be, an item whose
+    /// elements do not end with it, fragments without their delimiter), if it did.
+    pub lost_at: Option<u64>,
+}
+
+impl Walked {
+    /// How far the parser may read a stream of `total` bytes: to the end of the image's
+    /// Pixel Data, and never past where the walk lost the structure. dicom-parser reads on
+    /// where the walk could not follow, and would reserve lengths nobody checked (found by
+    /// fuzzing, in several shapes); what it is given stops there, and it reports the rest
+    /// as missing or cut short.
+    pub fn parser_end(&self, total: u64) -> u64 {
+        let pixels_end = self.pixels_end.unwrap_or(total);
+        pixels_end.min(self.lost_at.unwrap_or(total))
+    }
 }
 
 /// Walks a data set from the reader's position to the end of the stream (`total` bytes),
@@ -169,6 +184,7 @@ pub fn check_dataset<R: Stream>(
     Ok(Walked {
         pixels_end: walk.pixels_end,
         pixel_data,
+        lost_at: walk.lost_at,
     })
 }
 
@@ -230,6 +246,8 @@ struct Walk<'r, R> {
     header_at: u64,
     /// Where the header that the stream ended in the middle of started, if it did.
     cut_at: Option<u64>,
+    /// Where the walk first lost the structure, if it did.
+    lost_at: Option<u64>,
 }
 
 impl<'r, R: Stream> Walk<'r, R> {
@@ -244,6 +262,7 @@ impl<'r, R: Stream> Walk<'r, R> {
             pixel_data: None,
             header_at: pos,
             cut_at: None,
+            lost_at: None,
         })
     }
 
@@ -315,6 +334,7 @@ impl<'r, R: Stream> Walk<'r, R> {
                     return Ok(End::Done);
                 }
                 if self.pos != item_end {
+                    self.lost(self.pos.min(item_end));
                     return Ok(End::Done);
                 }
             } else {
@@ -334,6 +354,7 @@ impl<'r, R: Stream> Walk<'r, R> {
                 SEQUENCE_END => return Ok(true),
                 ITEM if item.len == UNDEFINED => {
                     if !matches!(self.dataset(end, depth + 1, false)?, End::ItemEnd) {
+                        self.lost(self.pos);
                         return Ok(false);
                     }
                 }
@@ -342,10 +363,14 @@ impl<'r, R: Stream> Walk<'r, R> {
                     let item_end = self.pos + u64::from(item.len);
                     self.dataset(item_end, depth + 1, false)?;
                     if self.pos != item_end {
+                        self.lost(self.pos.min(item_end));
                         return Ok(false);
                     }
                 }
-                _ => return Ok(false),
+                _ => {
+                    self.lost(item.at);
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
@@ -366,13 +391,24 @@ impl<'r, R: Stream> Walk<'r, R> {
                     self.skip(item.len)?;
                     items += 1;
                 }
-                _ => break false,
+                _ => {
+                    self.lost(item.at);
+                    break false;
+                }
             }
         };
         if record {
             self.pixel_data = Some(PixelData::Encapsulated { items, delimited });
         }
         Ok(delimited)
+    }
+
+    /// Notes that the structure was lost at byte `at` (the first time counts); nothing
+    /// when the stream ended there, which the parser finds for itself.
+    fn lost(&mut self, at: u64) {
+        if self.cut_at.is_none() {
+            self.lost_at.get_or_insert(at);
+        }
     }
 
     fn is_sequence(&self, header: &Header) -> bool {
@@ -685,6 +721,39 @@ mod tests {
         let bytes = el(0x7F00, 0x0010, b"OB", UNDEFINED, &items);
         let err = check(&bytes, Encoding::ExplicitLittle, false).unwrap_err();
         assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
+    }
+
+    /// Found by the `part10` fuzz target: an item delimiter among Pixel Data's fragments
+    /// stopped the walk, and dicom-parser, taking it for the end of the fragments, read the
+    /// elements after it and reserved 3.3 GB for one.
+    #[test]
+    fn the_parser_is_given_nothing_past_where_the_walk_lost_the_structure() {
+        let modality = el(0x0008, 0x0060, b"CS", 2, b"CT");
+        let fragments = [item(ITEM, 0, &[]), item(ITEM, 4, b"abcd")].concat();
+        let stray = item(ITEM_END, 0, &[]);
+        let huge = el(0x0009, 0x1001, b"OB", 0xFFFF_FFF0, &[0; 16]);
+        let pixels = el(0x7FE0, 0x0010, b"OB", UNDEFINED, &fragments);
+        let bytes = [modality.clone(), pixels.clone(), stray, huge].concat();
+        let walked = check_dataset(
+            &mut Cursor::new(&bytes[..]),
+            Encoding::ExplicitLittle,
+            bytes.len() as u64,
+            false,
+        )
+        .unwrap();
+        let lost = (modality.len() + pixels.len()) as u64;
+        assert_eq!(walked.lost_at, Some(lost));
+        assert_eq!(walked.parser_end(bytes.len() as u64), lost);
+        // A stream that merely ends early is the parser's to report, not lost.
+        let cut = &bytes[..modality.len() + pixels.len() - 6];
+        let walked = check_dataset(
+            &mut Cursor::new(cut),
+            Encoding::ExplicitLittle,
+            cut.len() as u64,
+            false,
+        )
+        .unwrap();
+        assert_eq!(walked.lost_at, None);
     }
 
     #[test]

@@ -242,7 +242,7 @@ fn open_part10<S: Stream>(
     if let Some((at, encoding)) = data_set {
         stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
         let walked = lengths::check_dataset(&mut stream, encoding, total, header_only)?;
-        end = walked.pixels_end.unwrap_or(total);
+        end = walked.parser_end(total);
     }
     stream.seek(SeekFrom::Start(skip)).map_err(OpenError::Io)?;
     let options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
@@ -271,9 +271,8 @@ fn open_deflated<S: Stream>(
     let data_set = inflate(stream)?;
     let len = data_set.len() as u64;
     let mut walked = Cursor::new(&data_set[..]);
-    let end = lengths::check_dataset(&mut walked, Encoding::ExplicitLittle, len, false)?
-        .pixels_end
-        .unwrap_or(len);
+    let end =
+        lengths::check_dataset(&mut walked, Encoding::ExplicitLittle, len, false)?.parser_end(len);
     let syntax = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
     let obj = InMemDicomObject::read_dataset_with_ts(&data_set[..end as usize], &syntax)?;
     Ok(obj.with_exact_meta(meta))
@@ -317,12 +316,12 @@ fn open_bare_at<S: Stream>(
     encoding: Encoding,
 ) -> Result<DefaultDicomObject, OpenError> {
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
-    let end = lengths::check_dataset(&mut stream, encoding, total, false)?.pixels_end;
+    let end = lengths::check_dataset(&mut stream, encoding, total, false)?.parser_end(total);
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
     let syntax = TransferSyntaxRegistry
         .get(syntax)
         .expect("a bare data set's syntax is a registered one. This is a bug.");
-    open_bare(stream.take(end.unwrap_or(total) - at), syntax)
+    open_bare(stream.take(end - at), syntax)
 }
 
 fn open_bare(stream: impl Read, syntax: &TransferSyntax) -> Result<DefaultDicomObject, OpenError> {
