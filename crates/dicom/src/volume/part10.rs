@@ -36,6 +36,8 @@ use super::lengths::{self, Encoding, LengthError, PixelData, Stream};
 const PREAMBLE: usize = 128;
 const MAGIC: &[u8; 4] = b"DICM";
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+/// The header of (0002,0000) FileMetaInformationGroupLength: UL, 4 bytes.
+const GROUP_LENGTH: [u8; 8] = [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00];
 
 /// The most bytes a deflated data set may inflate to (the STOW-RS default limit on one
 /// instance); a larger one is refused as it inflates, not held.
@@ -181,7 +183,13 @@ fn layout<S: Stream>(stream: &mut S, total: u64) -> Result<Layout, OpenError> {
     }
     stream.seek(SeekFrom::Start(start)).map_err(OpenError::Io)?;
     let meta = lengths::check_meta(stream, total)?;
-    let has_group_length = first.starts_with(&[0x02, 0x00, 0x00, 0x00]);
+    // A group length that does not end where the group does would have the parser start
+    // the data set elsewhere than the walk checked it (found by fuzzing: 8 bytes off, and
+    // the parser reserved 2.4 GB), so such a group is read as one without its length.
+    let has_group_length = first == GROUP_LENGTH
+        && group_length(stream, start)?
+            .zip(meta.dataset_at)
+            .is_some_and(|(len, end)| start + 12 + u64::from(len) == end);
     let names_syntax = meta.transfer_syntax_uid.is_some();
     let (Some(skip), true, true) = (magic_at, has_group_length, names_syntax) else {
         // A meta group without its group length (0002,0000) or its transfer syntax, or
@@ -289,6 +297,19 @@ fn inflate(compressed: impl Read) -> Result<Vec<u8>, OpenError> {
         return Err(OpenError::Inflated);
     }
     Ok(inflated)
+}
+
+/// The value of the group length element (0002,0000) whose header starts at `at`.
+fn group_length<S: Stream>(stream: &mut S, at: u64) -> Result<Option<u32>, OpenError> {
+    stream
+        .seek(SeekFrom::Start(at + 8))
+        .map_err(OpenError::Io)?;
+    let mut value = [0; 4];
+    match stream.read_exact(&mut value) {
+        Ok(()) => Ok(Some(u32::from_le_bytes(value))),
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(err) => Err(OpenError::Io(err)),
+    }
 }
 
 /// The (up to) 8 bytes at `at`: an element's tag and what follows it.
@@ -543,6 +564,25 @@ mod tests {
             matches!(err, OpenError::Inflate(_) | OpenError::Part10(_)),
             "{err}"
         );
+    }
+
+    /// Found by the `decode` fuzz target: a group length 8 bytes too long had dicom-object
+    /// read the data set's first 8 bytes as meta and the rest out of step with the walk.
+    #[test]
+    fn a_meta_group_whose_length_is_wrong_is_read_as_one_without_it() {
+        let group = [
+            explicit(0x0002, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+            explicit(0x0002, 0x0003, b"UI", b"1.2.3.4\0"),
+            explicit(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.1\0"),
+        ]
+        .concat();
+        for wrong in [group.len() + 8, group.len() - 8] {
+            let length = explicit(0x0002, 0x0000, b"UL", &(wrong as u32).to_le_bytes());
+            let head = [&[0u8; PREAMBLE][..], MAGIC, &length, &group].concat();
+            let bytes = [head, identity()].concat();
+            let obj = open(Cursor::new(&bytes[..]), true).expect("read after the meta group");
+            assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
+        }
     }
 
     #[test]
