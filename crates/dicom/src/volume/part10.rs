@@ -62,6 +62,8 @@ pub enum OpenError {
     },
     #[error("it has no file meta information, and its data set has no usable SOPClassUID and SOPInstanceUID")]
     BareIdentity(#[source] Box<dicom_object::WithMetaError>),
+    #[error("it has `DICM`, but neither a file meta group nor a data set after it")]
+    NoMeta,
     #[error("its file meta group could not be read")]
     Meta(#[source] Box<dicom_object::meta::Error>),
     #[error("its deflated data set could not be inflated")]
@@ -101,8 +103,11 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
             syntax,
             encoding,
         } => open_bare_at(stream, at, total, syntax, encoding),
+        // `DICM` and then nothing the walk can follow: dicom-object would read a meta group
+        // whose lengths nobody checked (found by fuzzing: it reserved 4 GiB).
+        Layout::Unknown { magic: true } => Err(OpenError::NoMeta),
         // Not DICOM as far as anyone can tell: the parser says so in its words.
-        Layout::Unknown => {
+        Layout::Unknown { magic: false } => {
             stream.rewind().map_err(OpenError::Io)?;
             Ok(OpenFileOptions::new().from_reader(stream)?)
         }
@@ -127,9 +132,9 @@ pub fn pixel_data<S: Stream>(mut stream: S) -> Result<Option<PixelData>, OpenErr
             ..
         } => data_set,
         Layout::Bare { at, encoding, .. } => (at, encoding),
-        Layout::Part10 { data_set: None, .. } | Layout::Deflated { .. } | Layout::Unknown => {
-            return Ok(None)
-        }
+        Layout::Part10 { data_set: None, .. }
+        | Layout::Deflated { .. }
+        | Layout::Unknown { .. } => return Ok(None),
     };
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
     Ok(lengths::check_dataset(&mut stream, encoding, total, false)?.pixel_data)
@@ -152,8 +157,8 @@ enum Layout {
         syntax: &'static str,
         encoding: Encoding,
     },
-    /// Not DICOM as far as anyone can tell.
-    Unknown,
+    /// Not DICOM as far as anyone can tell, with or without `DICM` where it belongs.
+    Unknown { magic: bool },
 }
 
 /// How the instance in `stream` (of `total` bytes) is laid out; see the module docs.
@@ -179,7 +184,10 @@ fn layout<S: Stream>(stream: &mut S, total: u64) -> Result<Layout, OpenError> {
         // No meta group: a bare data set, alone or (as pydicom writes a read file back with
         // an empty file meta, and dcmtk reads with "Found Preamble but no Meta Information
         // Header") after `DICM`.
-        return Ok(bare_at(start, &first).unwrap_or(Layout::Unknown));
+        let unknown = Layout::Unknown {
+            magic: magic_at.is_some(),
+        };
+        return Ok(bare_at(start, &first).unwrap_or(unknown));
     }
     stream.seek(SeekFrom::Start(start)).map_err(OpenError::Io)?;
     let meta = lengths::check_meta(stream, total)?;
@@ -583,6 +591,17 @@ mod tests {
             let obj = open(Cursor::new(&bytes[..]), true).expect("read after the meta group");
             assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
         }
+    }
+
+    /// Found by the `part10` fuzz target: `DICM`, then a (0002,0000) without a VR; the
+    /// parser read it as a meta group and reserved the 4 GiB an element of it claimed.
+    #[test]
+    fn dicm_followed_by_nothing_readable_is_refused_without_the_parser() {
+        let mut bytes = [&[0u8; PREAMBLE][..], MAGIC].concat();
+        bytes.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+        bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, 0xF0, 0xFF, 0xFF, 0xFF]);
+        let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
+        assert!(matches!(err, OpenError::NoMeta), "{err}");
     }
 
     #[test]
