@@ -74,7 +74,7 @@ impl Encoding {
         match uid.trim_end_matches(['\0', ' ']) {
             "1.2.840.10008.1.2" => Some(Encoding::ImplicitLittle),
             "1.2.840.10008.1.2.2" => Some(Encoding::ExplicitBig),
-            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => None,
+            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" | "1.2.840.10008.1.2.4.205" => None,
             _ => Some(Encoding::ExplicitLittle),
         }
     }

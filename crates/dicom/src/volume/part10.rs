@@ -35,7 +35,13 @@ use super::lengths::{self, Encoding, LengthError, PixelData, Stream};
 
 const PREAMBLE: usize = 128;
 const MAGIC: &[u8; 4] = b"DICM";
-const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+/// Deflated Explicit VR Little Endian, and the two JPIP syntaxes whose data set is
+/// deflated the same way (dicom-object inflates all three as it reads).
+const DEFLATED: [&str; 3] = [
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.95",
+    "1.2.840.10008.1.2.4.205",
+];
 /// The header of (0002,0000) FileMetaInformationGroupLength: UL, 4 bytes.
 const GROUP_LENGTH: [u8; 8] = [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00];
 
@@ -224,7 +230,9 @@ fn layout<S: Stream>(stream: &mut S, total: u64) -> Result<Layout, OpenError> {
         };
     };
     let uid = meta.transfer_syntax_uid.as_deref().unwrap_or_default();
-    if let (DEFLATED, Some(at)) = (uid.trim_end_matches(['\0', ' ']), meta.dataset_at) {
+    // Trimmed as dicom-object trims it, so that both see the same syntax.
+    let trimmed = uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0');
+    if let (true, Some(at)) = (DEFLATED.contains(&trimmed), meta.dataset_at) {
         let skip = skip as u64;
         return Ok(Layout::Deflated { skip, at });
     }
@@ -504,13 +512,18 @@ mod tests {
         }
     }
 
-    /// A Part 10 file whose data set is `data_set`, deflated (Deflated Explicit VR Little Endian).
+    /// A Part 10 file whose data set is `data_set`, deflated, in the first deflated syntax.
     fn deflated(data_set: &[u8]) -> Vec<u8> {
+        deflated_in(DEFLATED[0], data_set)
+    }
+
+    /// A Part 10 file in `syntax` whose data set is `data_set`, deflated.
+    fn deflated_in(syntax: &str, data_set: &[u8]) -> Vec<u8> {
         use std::io::Write;
         let group = [
             explicit(0x0002, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
             explicit(0x0002, 0x0003, b"UI", b"1.2.3.4\0"),
-            explicit(0x0002, 0x0010, b"UI", DEFLATED.as_bytes()),
+            explicit(0x0002, 0x0010, b"UI", syntax.as_bytes()),
         ]
         .concat();
         let length = explicit(0x0002, 0x0000, b"UL", &(group.len() as u32).to_le_bytes());
@@ -534,7 +547,7 @@ mod tests {
         let bytes = deflated(&identity());
         for header_only in [true, false] {
             let obj = open(Cursor::new(&bytes[..]), header_only).unwrap();
-            assert_eq!(obj.meta().transfer_syntax(), DEFLATED);
+            assert_eq!(obj.meta().transfer_syntax(), DEFLATED[0]);
             assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
         }
     }
@@ -547,19 +560,22 @@ mod tests {
         let mut claim = vec![0x09, 0x00, 0x01, 0x10, b'O', b'B', 0, 0];
         claim.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
         claim.extend_from_slice(&[0; 16]);
-        let bytes = deflated(&[identity(), claim].concat());
-        let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OpenError::Length(LengthError::TooLong {
-                    claimed: 0xFFFF_FFF0,
-                    left: 16,
-                    ..
-                })
-            ),
-            "{err}"
-        );
+        // The JPIP syntaxes deflate their data sets too (found by fuzzing, as 1.2.840.10008.1.2.4.95).
+        for syntax in DEFLATED {
+            let bytes = deflated_in(syntax, &[identity(), claim.clone()].concat());
+            let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    OpenError::Length(LengthError::TooLong {
+                        claimed: 0xFFFF_FFF0,
+                        left: 16,
+                        ..
+                    })
+                ),
+                "{syntax}: {err}"
+            );
+        }
     }
 
     #[test]
