@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod evaluate;
 mod evaluate_truth;
+mod fuzz_corpus;
 mod ingest_malformed;
 mod ingest_reference;
 mod orthanc;

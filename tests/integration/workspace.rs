@@ -60,11 +60,12 @@ fn reaches(graph: &HashMap<String, Vec<String>>, from: &str, to: &str) -> bool {
     false
 }
 
-const MEMBERS: [&str; 7] = [
+const MEMBERS: [&str; 8] = [
     "pulmo",
     "pulmo-backend",
     "pulmo-core",
     "pulmo-dicom",
+    "pulmo-dicomweb",
     "pulmo-inference",
     "pulmo-metrics",
     "pulmo-service",
@@ -99,6 +100,7 @@ fn the_crates_without_libtorch_test_without_it() {
         "pulmo-backend",
         "pulmo-core",
         "pulmo-dicom",
+        "pulmo-dicomweb",
         "pulmo-metrics",
         "pulmo-service",
     ] {

@@ -6,9 +6,12 @@
 //! - [`volume`]: order a series' frames by geometry, decode their pixels (rayon), and apply
 //!   the rescale to Hounsfield units; Part 10 files in every layout real toolkits write.
 //!
+//! - [`fuzz`]: the entry points of the fuzz targets in `tests/fuzz`, which the tests replay.
+//!
 //! `ingest` builds the instance types of `volume::series`, and `volume::assemble` reads
 //! them, so imports point down only: `ingest -> volume`.
 
+pub mod fuzz;
 pub mod ingest;
 pub mod volume;
 

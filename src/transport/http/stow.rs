@@ -1,6 +1,7 @@
 //! STOW-RS (PS3.18 10.5): `multipart/related; type="application/dicom"` in, part by part
 //! to disk, each part admitted by the service, and a DICOM JSON answer listing every
-//! stored and every refused instance.
+//! stored and every refused instance. The content type and the multipart framing are
+//! `pulmo_dicomweb`'s; this module paces the body, writes the parts and answers.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -8,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
+use pulmo_dicomweb::{ContentTypeError, DicomPart, Part, Parts, ReadError};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 use tokio::io::AsyncWriteExt;
@@ -157,15 +159,13 @@ async fn store(
         }
     };
     let study = request.study;
-    let limits = &state.limits;
-    let constraints = multer::Constraints::new().size_limit(
-        multer::SizeLimit::new()
-            .whole_stream(limits.max_request_bytes)
-            .per_field(limits.max_instance_bytes),
-    );
-    let (stream, reader, stalled) = forward(body, limits.timeouts);
-    let multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
-    let received = receive_all(&state, study.as_deref(), lane, multipart).await;
+    let limits = pulmo_dicomweb::Limits {
+        max_request_bytes: state.limits.max_request_bytes,
+        max_instance_bytes: state.limits.max_instance_bytes,
+    };
+    let (stream, reader, stalled) = forward(body, state.limits.timeouts);
+    let parts = Parts::new(stream, boundary, limits);
+    let received = receive_all(&state, study.as_deref(), lane, parts).await;
     let outcome = match received {
         Ok(outcome) => outcome,
         Err(refused) => {
@@ -326,28 +326,29 @@ async fn receive_all(
     state: &AppState,
     study: Option<&str>,
     lane: Lane,
-    mut multipart: multer::Multipart<'static>,
+    mut parts: Parts,
 ) -> Result<Outcome, ApiError> {
     let mut outcome = Outcome::default();
     let mut part = 0;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+    while let Some(next) = parts.next().await.map_err(read_error)? {
         part += 1;
         let name = format!("part {part}");
-        if !is_dicom_part(field.content_type()) {
-            let found = field
-                .content_type()
-                .map_or("none".to_owned(), |m| m.to_string());
-            crate::metrics::failure("receive", Refusal::CannotUnderstand.label());
-            outcome.refused.push(Refused {
-                sop_class_uid: None,
-                sop_instance_uid: None,
-                refusal: Refusal::CannotUnderstand,
-                reason: format!("{name}: content type {found}, not application/dicom"),
-            });
-            continue;
-        }
+        let dicom = match next {
+            Part::Dicom(dicom) => dicom,
+            Part::Other { content_type } => {
+                let found = content_type.unwrap_or_else(|| "none".to_owned());
+                crate::metrics::failure("receive", Refusal::CannotUnderstand.label());
+                outcome.refused.push(Refused {
+                    sop_class_uid: None,
+                    sop_instance_uid: None,
+                    refusal: Refusal::CannotUnderstand,
+                    reason: format!("{name}: content type {found}, not application/dicom"),
+                });
+                continue;
+            }
+        };
         let tmp = state.service.temporary_path();
-        receive(field, &tmp).await?;
+        receive(dicom, &tmp).await?;
         let service = state.service.clone();
         let study = study.map(str::to_owned);
         let admitted =
@@ -371,12 +372,12 @@ async fn receive_all(
 }
 
 /// Writes one part to `tmp` and syncs it; removes it when the body breaks off.
-async fn receive(mut field: multer::Field<'_>, tmp: &std::path::Path) -> Result<(), ApiError> {
+async fn receive(mut part: DicomPart, tmp: &std::path::Path) -> Result<(), ApiError> {
     let mut file = tokio::fs::File::create(tmp)
         .await
         .map_err(|err| ApiError::internal(&err))?;
     let written = async {
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        while let Some(chunk) = part.chunk().await.map_err(read_error)? {
             file.write_all(&chunk)
                 .await
                 .map_err(|err| ApiError::internal(&err))?;
@@ -398,25 +399,10 @@ fn boundary(headers: &HeaderMap) -> Result<String, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let unsupported = || {
-        ApiError::UnsupportedMediaType(format!(
-            "content type {content_type:?} is not multipart/related; type=\"application/dicom\""
-        ))
-    };
-    let mime: mime::Mime = content_type.parse().map_err(|_| unsupported())?;
-    if mime.type_() != mime::MULTIPART || mime.subtype() != "related" {
-        return Err(unsupported());
-    }
-    if let Some(kind) = mime.get_param("type") {
-        if !kind.as_str().eq_ignore_ascii_case("application/dicom") {
-            return Err(unsupported());
-        }
-    }
-    mime.get_param(mime::BOUNDARY)
-        .map(|b| b.as_str().to_owned())
-        .ok_or_else(|| {
-            ApiError::BadRequest("the multipart content type has no boundary".to_owned())
-        })
+    pulmo_dicomweb::boundary(content_type).map_err(|err| match err {
+        ContentTypeError::Unsupported(_) => ApiError::UnsupportedMediaType(err.to_string()),
+        ContentTypeError::NoBoundary => ApiError::BadRequest(err.to_string()),
+    })
 }
 
 /// The request's lane: its query, its header, its sender's default, then `routine`.
@@ -437,19 +423,14 @@ fn lane(request: &Request, headers: &HeaderMap) -> Result<Lane, ApiError> {
     }
 }
 
-fn is_dicom_part(content_type: Option<&mime::Mime>) -> bool {
-    content_type.is_some_and(|m| m.essence_str().eq_ignore_ascii_case("application/dicom"))
-}
-
-fn multipart_error(err: multer::Error) -> ApiError {
+fn read_error(err: ReadError) -> ApiError {
     match err {
-        multer::Error::StreamSizeExceeded { limit } => {
-            ApiError::TooLarge(format!("the request is larger than {limit} bytes"))
+        ReadError::RequestTooLarge { .. } | ReadError::InstanceTooLarge { .. } => {
+            ApiError::TooLarge(err.to_string())
         }
-        multer::Error::FieldSizeExceeded { limit, .. } => {
-            ApiError::TooLarge(format!("an instance is larger than {limit} bytes"))
+        ReadError::Malformed(source) => {
+            ApiError::BadRequest(format!("malformed multipart body: {source}"))
         }
-        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
     }
 }
 

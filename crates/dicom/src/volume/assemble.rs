@@ -145,6 +145,7 @@ fn is_pixel_fault(err: &Error) -> bool {
             | Error::NoPixelData { .. }
             | Error::Decode { .. }
             | Error::Jpeg12 { .. }
+            | Error::JpegSize { .. }
             | Error::Rle { .. }
             | Error::DecoderPanic { .. }
             | Error::ShortPixelData { .. }

@@ -18,7 +18,7 @@ use dicom_transfer_syntax_registry::entries;
 use ndarray::ArrayViewMut2;
 
 use super::series::{FrameHeader, Instance, ModalityLut, PixelFormat, Source};
-use super::{jpeg12, part10, rle};
+use super::{jpeg, jpeg12, part10, rle};
 use super::{Error, Result};
 
 /// Hounsfield value written for padding pixels (air).
@@ -62,6 +62,7 @@ fn decode_frame(
     if let Some(done) = decode_own(instance, obj, frame, target.view_mut()) {
         return done;
     }
+    check_jpeg_size(instance, obj, frame)?;
     // Some codecs in dicom-pixeldata index out of bounds on inconsistent input (frames
     // whose data do not match Rows/Columns); that is bad data, not a crash.
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -121,6 +122,43 @@ fn ow_in_big_endian(instance: &Instance, obj: &DefaultDicomObject) -> bool {
         && obj
             .element(tags::PIXEL_DATA)
             .is_ok_and(|e| e.vr() == dicom_core::VR::OW)
+}
+
+/// JPEG and JPEG-LS syntaxes whose frames dicom-pixeldata decodes.
+const JPEG_SYNTAXES: [&str; 6] = [
+    uids::JPEG_BASELINE8_BIT,
+    uids::JPEG_EXTENDED12_BIT,
+    uids::JPEG_LOSSLESS,
+    uids::JPEG_LOSSLESS_SV1,
+    uids::JPEGLS_LOSSLESS,
+    uids::JPEGLS_NEAR_LOSSLESS,
+];
+
+/// Refuses a JPEG frame whose own frame header claims another size than Rows × Columns,
+/// before the decoder allocates what it claims ([`jpeg`]). A frame whose fragments the
+/// decoder finds through the offset table is left to it.
+fn check_jpeg_size(instance: &Instance, obj: &DefaultDicomObject, frame: u32) -> Result<()> {
+    if !JPEG_SYNTAXES.contains(&instance.transfer_syntax_uid.as_str()) {
+        return Ok(());
+    }
+    let Some(bytes) = encapsulated_frame(instance, obj, frame) else {
+        return Ok(());
+    };
+    let Some((stream_rows, stream_columns)) = jpeg::frame_size(&bytes) else {
+        return Ok(());
+    };
+    let (rows, columns) = (instance.pixel.rows, instance.pixel.columns);
+    if (u32::from(stream_rows), u32::from(stream_columns)) == (rows, columns) {
+        return Ok(());
+    }
+    Err(Error::JpegSize {
+        name: instance.source.name(),
+        frame,
+        rows,
+        columns,
+        stream_rows,
+        stream_columns,
+    })
 }
 
 /// The codecs pulmo runs itself instead of dicom-pixeldata's.
@@ -377,6 +415,22 @@ fn interpret(raw: u32, bits: u32, signed: bool) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `decode` fuzz target: a 32 × 32 JPEG baseline slice whose JPEG frame
+    /// header claims 64544 × 16160; jpeg-decoder allocated 1 GB and took half a minute.
+    #[test]
+    fn a_jpeg_frame_of_another_size_than_the_header_is_refused_before_decoding() {
+        let bytes =
+            include_bytes!("../../../../tests/data/fuzz/jpeg-frame-claiming-64544x16160.dcm");
+        let (_, instance) =
+            crate::ingest::read_header("slice.dcm", std::sync::Arc::from(&bytes[..])).unwrap();
+        let mut hu = ndarray::Array2::<f32>::zeros((32, 32));
+        let err = decode_into(&instance, vec![(0, hu.view_mut())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "frame 0 of slice.dcm is a JPEG image of 64544×16160 where the header says 32×32"
+        );
+    }
 
     #[test]
     fn twelve_bit_signed_samples_sign_extend_from_bit_11() {

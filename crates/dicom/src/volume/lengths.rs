@@ -74,7 +74,7 @@ impl Encoding {
         match uid.trim_end_matches(['\0', ' ']) {
             "1.2.840.10008.1.2" => Some(Encoding::ImplicitLittle),
             "1.2.840.10008.1.2.2" => Some(Encoding::ExplicitBig),
-            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => None,
+            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" | "1.2.840.10008.1.2.4.205" => None,
             _ => Some(Encoding::ExplicitLittle),
         }
     }
@@ -144,6 +144,21 @@ pub struct Walked {
     /// The image's Pixel Data as its headers say; `None` when the walk stopped early on
     /// something it leaves to the parser, or was told to stop before Pixel Data.
     pub pixel_data: Option<PixelData>,
+    /// Where the walk lost the structure (an item where none can be, an item whose
+    /// elements do not end with it, fragments without their delimiter), if it did.
+    pub lost_at: Option<u64>,
+}
+
+impl Walked {
+    /// How far the parser may read a stream of `total` bytes: to the end of the image's
+    /// Pixel Data, and never past where the walk lost the structure. dicom-parser reads on
+    /// where the walk could not follow, and would reserve lengths nobody checked (found by
+    /// fuzzing, in several shapes); what it is given stops there, and it reports the rest
+    /// as missing or cut short.
+    pub fn parser_end(&self, total: u64) -> u64 {
+        let pixels_end = self.pixels_end.unwrap_or(total);
+        pixels_end.min(self.lost_at.unwrap_or(total))
+    }
 }
 
 /// Walks a data set from the reader's position to the end of the stream (`total` bytes),
@@ -169,7 +184,37 @@ pub fn check_dataset<R: Stream>(
     Ok(Walked {
         pixels_end: walk.pixels_end,
         pixel_data,
+        lost_at: walk.lost_at,
     })
+}
+
+/// How much of a defined-length value dicom-parser reads: all of it, except for binary
+/// numbers, of which it reads only whole ones. A US of length 3 is one number, and its
+/// third byte is read as the first of the next element's tag; the walk follows, so that
+/// the lengths it checks are those the parser will reserve (found by fuzzing).
+fn parsed_len(header: &Header) -> u32 {
+    let vr = header.vr.unwrap_or_else(|| implicit_vr(header.tag));
+    let size = match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::AT | VR::UL | VR::SL | VR::OL | VR::FL | VR::OF => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    };
+    header.len - header.len % size
+}
+
+/// The VR dicom-encoding gives an element read without one (implicit VR, or an item or
+/// delimiter): OW for pixel and overlay data, the dictionary's (relaxed), else UN.
+fn implicit_vr(tag: Tag) -> VR {
+    if tag == tags::PIXEL_DATA || (tag.group() >> 8 == 0x60 && tag.element() == 0x3000) {
+        return VR::OW;
+    }
+    if tag.group() == 0xFFFE {
+        return VR::UN;
+    }
+    StandardDataDictionary
+        .by_tag(tag)
+        .map_or(VR::UN, |entry| entry.vr().relaxed())
 }
 
 struct Header {
@@ -201,6 +246,8 @@ struct Walk<'r, R> {
     header_at: u64,
     /// Where the header that the stream ended in the middle of started, if it did.
     cut_at: Option<u64>,
+    /// Where the walk first lost the structure, if it did.
+    lost_at: Option<u64>,
 }
 
 impl<'r, R: Stream> Walk<'r, R> {
@@ -215,6 +262,7 @@ impl<'r, R: Stream> Walk<'r, R> {
             pixel_data: None,
             header_at: pos,
             cut_at: None,
+            lost_at: None,
         })
     }
 
@@ -226,19 +274,25 @@ impl<'r, R: Stream> Walk<'r, R> {
             let Some(header) = self.header()? else {
                 return Ok(End::Done);
             };
+            // An item or a sequence delimiter where an element belongs is, to dicom-parser,
+            // an element like any other (with a 32-bit length), and so it is here: stopping
+            // would leave the lengths after it unchecked while the parser reads on (found by
+            // fuzzing). An item delimiter closes the item it is in, and outside any sequence
+            // the parser passes over it.
             match header.tag {
+                ITEM_END if top => continue,
                 ITEM_END => return Ok(End::ItemEnd),
-                // An item or a sequence end where an element belongs: the parser's to judge.
-                ITEM | SEQUENCE_END => return Ok(End::Done),
                 _ => {}
             }
             // Encapsulated pixel data holds fragments, not data sets, at any depth (an
-            // icon image's too), as does any undefined-length OB or OW. The scan of a
-            // header stops before the image's own pixels, decoding right after them (the
-            // parser reads no further: trailing padding or junk is not the image's).
+            // icon image's too). Any other undefined-length value, OB and OW included, is
+            // a sequence to dicom-parser, and so it is walked (taking it for fragments let
+            // the parser read the items' elements unchecked: found by fuzzing). The scan
+            // of a header stops before the image's own pixels, decoding right after them
+            // (the parser reads no further: trailing padding or junk is not the image's).
             let pixels = header.tag == tags::PIXEL_DATA;
             let stop = pixels && top && self.header_only;
-            let fragments = pixels || matches!(header.vr, Some(VR::OB | VR::OW));
+            let fragments = pixels;
             if header.len == UNDEFINED {
                 if stop {
                     return Ok(End::Done);
@@ -280,10 +334,11 @@ impl<'r, R: Stream> Walk<'r, R> {
                     return Ok(End::Done);
                 }
                 if self.pos != item_end {
+                    self.lost(self.pos.min(item_end));
                     return Ok(End::Done);
                 }
             } else {
-                self.skip(header.len)?;
+                self.skip(parsed_len(&header))?;
             }
         }
         Ok(End::Done)
@@ -299,6 +354,7 @@ impl<'r, R: Stream> Walk<'r, R> {
                 SEQUENCE_END => return Ok(true),
                 ITEM if item.len == UNDEFINED => {
                     if !matches!(self.dataset(end, depth + 1, false)?, End::ItemEnd) {
+                        self.lost(self.pos);
                         return Ok(false);
                     }
                 }
@@ -307,10 +363,14 @@ impl<'r, R: Stream> Walk<'r, R> {
                     let item_end = self.pos + u64::from(item.len);
                     self.dataset(item_end, depth + 1, false)?;
                     if self.pos != item_end {
+                        self.lost(self.pos.min(item_end));
                         return Ok(false);
                     }
                 }
-                _ => return Ok(false),
+                _ => {
+                    self.lost(item.at);
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
@@ -331,13 +391,24 @@ impl<'r, R: Stream> Walk<'r, R> {
                     self.skip(item.len)?;
                     items += 1;
                 }
-                _ => break false,
+                _ => {
+                    self.lost(item.at);
+                    break false;
+                }
             }
         };
         if record {
             self.pixel_data = Some(PixelData::Encapsulated { items, delimited });
         }
         Ok(delimited)
+    }
+
+    /// Notes that the structure was lost at byte `at` (the first time counts); nothing
+    /// when the stream ended there, which the parser finds for itself.
+    fn lost(&mut self, at: u64) {
+        if self.cut_at.is_none() {
+            self.lost_at.get_or_insert(at);
+        }
     }
 
     fn is_sequence(&self, header: &Header) -> bool {
@@ -596,6 +667,93 @@ mod tests {
             err.to_string(),
             "element (7FE0,0010) at byte 10 claims 4026531840 bytes, but only 16 are left"
         );
+    }
+
+    /// Found by the `decode` fuzz target: an item header where an element belongs stopped
+    /// the walk, dicom-parser read it as an element and went on to reserve and zero-fill
+    /// the 4 GiB a later element claimed (2.4 GiB of memory for a 2 KB file).
+    #[test]
+    fn the_lengths_after_a_stray_item_or_delimiter_are_still_checked() {
+        let huge = el(0x0009, 0x1001, b"OB", 0xFFFF_FFF0, &[0; 16]);
+        let modality = el(0x0008, 0x0060, b"CS", 2, b"CT");
+        let strays = [
+            item(ITEM, 4, b"abcd"),
+            item(SEQUENCE_END, 0, &[]),
+            item(ITEM_END, 0, &[]),
+        ];
+        for stray in strays {
+            let bytes = [modality.clone(), stray, huge.clone()].concat();
+            let err = check(&bytes, Encoding::ExplicitLittle, true).unwrap_err();
+            assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
+        }
+        // Inside an item, where the fuzzer found it.
+        let inner = [modality.clone(), item(ITEM, 4, b"abcd")].concat();
+        let items = item(ITEM, inner.len() as u32, &inner);
+        let sequence = el(0x0008, 0x1115, b"SQ", items.len() as u32, &items);
+        let bytes = [sequence, huge].concat();
+        let err = check(&bytes, Encoding::ExplicitLittle, true).unwrap_err();
+        assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
+    }
+
+    /// Found by the `part10` and `decode` fuzz targets: a bare implicit VR data set whose
+    /// (0000,0000) UL has length 1. dicom-parser reads no number from it and takes the byte
+    /// for the next tag; the walk skipped it, lost step with the parser, and let it reserve
+    /// the 4 GiB an element it never saw claimed.
+    #[test]
+    fn the_walk_reads_binary_numbers_as_the_parser_does() {
+        let bytes = include_bytes!("../../../../tests/data/fuzz/implicit-ul-of-length-1.dcm");
+        let err = check(bytes, Encoding::ImplicitLittle, true).unwrap_err();
+        assert!(err.to_string().starts_with("element (FFFF,0000)"), "{err}");
+        // The same in explicit VR: a US of length 3 ends one byte into the next tag.
+        let huge = el(0x0009, 0x1001, b"OB", 0xFFFF_FFF0, &[0; 16]);
+        let mut bytes = el(0x0028, 0x0010, b"US", 3, &[0x40, 0x00, 0x09]);
+        bytes.extend_from_slice(&huge[1..]);
+        let err = check(&bytes, Encoding::ExplicitLittle, true).unwrap_err();
+        assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
+    }
+
+    /// Found by the `part10` fuzz target: (7F00,0010) OB of undefined length, walked as
+    /// fragments, read by dicom-parser as a sequence whose item claimed 900 MB.
+    #[test]
+    fn an_undefined_length_value_other_than_pixel_data_is_walked_as_a_sequence() {
+        let claim = el(0x0009, 0x1001, b"OB", 0xFFFF_FFF0, &[]);
+        let items = [item(ITEM, claim.len() as u32, &claim), vec![0; 16]].concat();
+        let bytes = el(0x7F00, 0x0010, b"OB", UNDEFINED, &items);
+        let err = check(&bytes, Encoding::ExplicitLittle, false).unwrap_err();
+        assert!(err.to_string().starts_with("element (0009,1001)"), "{err}");
+    }
+
+    /// Found by the `part10` fuzz target: an item delimiter among Pixel Data's fragments
+    /// stopped the walk, and dicom-parser, taking it for the end of the fragments, read the
+    /// elements after it and reserved 3.3 GB for one.
+    #[test]
+    fn the_parser_is_given_nothing_past_where_the_walk_lost_the_structure() {
+        let modality = el(0x0008, 0x0060, b"CS", 2, b"CT");
+        let fragments = [item(ITEM, 0, &[]), item(ITEM, 4, b"abcd")].concat();
+        let stray = item(ITEM_END, 0, &[]);
+        let huge = el(0x0009, 0x1001, b"OB", 0xFFFF_FFF0, &[0; 16]);
+        let pixels = el(0x7FE0, 0x0010, b"OB", UNDEFINED, &fragments);
+        let bytes = [modality.clone(), pixels.clone(), stray, huge].concat();
+        let walked = check_dataset(
+            &mut Cursor::new(&bytes[..]),
+            Encoding::ExplicitLittle,
+            bytes.len() as u64,
+            false,
+        )
+        .unwrap();
+        let lost = (modality.len() + pixels.len()) as u64;
+        assert_eq!(walked.lost_at, Some(lost));
+        assert_eq!(walked.parser_end(bytes.len() as u64), lost);
+        // A stream that merely ends early is the parser's to report, not lost.
+        let cut = &bytes[..modality.len() + pixels.len() - 6];
+        let walked = check_dataset(
+            &mut Cursor::new(cut),
+            Encoding::ExplicitLittle,
+            cut.len() as u64,
+            false,
+        )
+        .unwrap();
+        assert_eq!(walked.lost_at, None);
     }
 
     #[test]

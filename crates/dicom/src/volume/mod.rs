@@ -13,6 +13,7 @@ mod assemble;
 mod decode;
 pub mod export;
 mod geometry;
+mod jpeg;
 mod jpeg12;
 pub mod lengths;
 pub mod order;
@@ -28,7 +29,7 @@ pub use geometry::Geometry;
 pub use series::{
     FrameHeader, Instance, ModalityLut, PixelFormat, Series, Source, SourceAttributes,
 };
-pub use stored::{check_pixel_data, PixelDataError};
+pub use stored::{check_pixel_data, check_pixel_data_bytes, PixelDataError};
 
 use ndarray::Array3;
 
@@ -101,6 +102,18 @@ pub enum Error {
         frame: u32,
         #[source]
         source: rle::RleError,
+    },
+    #[error(
+        "frame {frame} of {name} is a JPEG image of {stream_rows}×{stream_columns} where the header \
+         says {rows}×{columns}"
+    )]
+    JpegSize {
+        name: String,
+        frame: u32,
+        rows: u32,
+        columns: u32,
+        stream_rows: u16,
+        stream_columns: u16,
     },
     #[error("frame {frame} of {name} is inconsistent with its header: the decoder failed on it")]
     DecoderPanic { name: String, frame: u32 },

