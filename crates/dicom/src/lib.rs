@@ -16,7 +16,7 @@ pub mod ingest;
 pub mod volume;
 
 /// An error and its causes on one line, as `a: b: c`.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -476,17 +476,7 @@ fn no_series(study: &Study, selection: &ingest::Selection<'_>) -> Outcome {
     }
 }
 
-/// An error and its causes on one line, as `a: b: c`.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use pulmo_dicom::error_chain;
 
 #[cfg(test)]
 mod tests {
