@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 
 use dicom_dictionary_std::{tags, uids};
+use dicom_encoding::adapters::PixelDataObject;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::entries;
@@ -63,6 +64,7 @@ fn decode_frame(
         return done;
     }
     check_jpeg_size(instance, obj, frame)?;
+    check_jpeg_ls_end(instance, obj, frame)?;
     // Some codecs in dicom-pixeldata index out of bounds on inconsistent input (frames
     // whose data do not match Rows/Columns); that is bad data, not a crash.
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -158,6 +160,31 @@ fn check_jpeg_size(instance: &Instance, obj: &DefaultDicomObject, frame: u32) ->
         columns,
         stream_rows,
         stream_columns,
+    })
+}
+
+/// Refuses a JPEG-LS frame that does not end with its EOI marker, before CharLS sees it.
+///
+/// CharLS 2.4.5 (charls-sys) decodes a stream that runs out of bits mid-scan by reading
+/// zero bits past the end of its buffer until a 32-bit bit counter wraps round: about 6 s
+/// of one core for a crafted 2 KB frame (found by fuzzing). A marker before the buffer's
+/// end stops it at once with an error, and every complete JPEG-LS image ends with EOI.
+/// The bytes checked are the ones dicom-pixeldata hands to CharLS.
+fn check_jpeg_ls_end(instance: &Instance, obj: &DefaultDicomObject, frame: u32) -> Result<()> {
+    let syntax = instance.transfer_syntax_uid.as_str();
+    if syntax != uids::JPEGLS_LOSSLESS && syntax != uids::JPEGLS_NEAR_LOSSLESS {
+        return Ok(());
+    }
+    // No such frame: dicom-pixeldata reports it.
+    let Some(bytes) = obj.frame_pixel_data(frame) else {
+        return Ok(());
+    };
+    if jpeg::ends_with_eoi(&bytes) {
+        return Ok(());
+    }
+    Err(Error::JpegLsCutShort {
+        name: instance.source.name(),
+        frame,
     })
 }
 
@@ -429,6 +456,20 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "frame 0 of slice.dcm is a JPEG image of 64544×16160 where the header says 32×32"
+        );
+    }
+
+    #[test]
+    fn a_jpeg_ls_frame_cut_short_is_refused_before_charls() {
+        // A fuzzed near-lossless frame whose stream stops mid-scan: CharLS spent 6 s on it.
+        let bytes = include_bytes!("../../../../tests/data/fuzz/jpeg-ls-frame-without-eoi.dcm");
+        let (_, instance) =
+            crate::ingest::read_header("slice.dcm", std::sync::Arc::from(&bytes[..])).unwrap();
+        let mut hu = ndarray::Array2::<f32>::zeros((32, 32));
+        let err = decode_into(&instance, vec![(0, hu.view_mut())]).unwrap_err();
+        assert!(
+            matches!(err, Error::JpegLsCutShort { frame: 0, .. }),
+            "{err}"
         );
     }
 

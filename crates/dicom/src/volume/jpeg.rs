@@ -51,6 +51,19 @@ pub fn frame_size(stream: &[u8]) -> Option<(u16, u16)> {
     }
 }
 
+/// End of image.
+const EOI: u8 = 0xD9;
+
+/// Whether `stream` ends with an EOI marker, after the padding that makes a fragment's
+/// length even (a 00h, or an FFh fill byte).
+pub fn ends_with_eoi(stream: &[u8]) -> bool {
+    let end = stream
+        .iter()
+        .rposition(|&b| b != 0x00 && b != 0xFF)
+        .map_or(0, |last| last + 1);
+    stream[..end].ends_with(&[0xFF, EOI])
+}
+
 /// SOF0 to SOF15 (but DHT, JPG and DAC, which share the range) and JPEG-LS's SOF55.
 fn is_frame_header(marker: u8) -> bool {
     matches!(marker, 0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC)) || marker == SOF55
@@ -68,6 +81,17 @@ mod tests {
         s.extend_from_slice(&columns.to_be_bytes());
         s.extend_from_slice(&[1, 1, 0x11, 0]);
         s
+    }
+
+    #[test]
+    fn a_stream_ends_with_eoi_before_its_padding_or_not_at_all() {
+        assert!(ends_with_eoi(&[0xFF, SOI, 1, 2, 0xFF, EOI]));
+        assert!(ends_with_eoi(&[0xFF, SOI, 1, 0xFF, EOI, 0x00]));
+        assert!(ends_with_eoi(&[0xFF, SOI, 1, 0xFF, EOI, 0xFF]));
+        assert!(!ends_with_eoi(&[0xFF, SOI, 1, 2, 3, 0x00]));
+        assert!(!ends_with_eoi(&[0xFF, SOI, 0xFF, EOI, 7]));
+        assert!(!ends_with_eoi(&[]));
+        assert!(!ends_with_eoi(&[0xFF, 0xFF]));
     }
 
     #[test]

@@ -115,6 +115,10 @@ pub enum Error {
         stream_rows: u16,
         stream_columns: u16,
     },
+    #[error(
+        "frame {frame} of {name} is a JPEG-LS stream without its end (EOI marker): cut short?"
+    )]
+    JpegLsCutShort { name: String, frame: u32 },
     #[error("frame {frame} of {name} is inconsistent with its header: the decoder failed on it")]
     DecoderPanic { name: String, frame: u32 },
     #[error("frame {frame} of {name} decoded to {found} bytes, {expected} expected")]
