@@ -9,8 +9,6 @@
 //! statically). Sample interpretation is ours: mask to BitsStored, sign-extend when
 //! PixelRepresentation is 1, `stored * slope + intercept`, and padding pixels become air.
 
-use std::borrow::Cow;
-
 use dicom_dictionary_std::{tags, uids};
 use dicom_encoding::adapters::PixelDataObject;
 use dicom_object::DefaultDicomObject;
@@ -137,13 +135,15 @@ const JPEG_SYNTAXES: [&str; 6] = [
 ];
 
 /// Refuses a JPEG frame whose own frame header claims another size than Rows × Columns,
-/// before the decoder allocates what it claims ([`jpeg`]). A frame whose fragments the
-/// decoder finds through the offset table is left to it.
+/// before the decoder allocates what it claims ([`jpeg`]).
 fn check_jpeg_size(instance: &Instance, obj: &DefaultDicomObject, frame: u32) -> Result<()> {
     if !JPEG_SYNTAXES.contains(&instance.transfer_syntax_uid.as_str()) {
         return Ok(());
     }
-    let Some(bytes) = encapsulated_frame(instance, obj, frame) else {
+    // The bytes the decoder will be given: its own fragment, the fragments of a single
+    // frame joined, or those the offset table gives a frame of a multi-frame image. None
+    // (no such frame): dicom-pixeldata reports it.
+    let Some(bytes) = obj.frame_pixel_data(frame) else {
         return Ok(());
     };
     let Some((stream_rows, stream_columns)) = jpeg::frame_size(&bytes) else {
@@ -206,22 +206,6 @@ impl OwnCodec {
     }
 }
 
-/// The compressed bytes of `frame`: its own fragment when there is one per frame, all
-/// fragments joined for a single-frame image. `None` for other layouts (dicom-pixeldata,
-/// which reads the offset tables, decodes or reports those).
-fn encapsulated_frame<'a>(
-    instance: &Instance,
-    obj: &'a DefaultDicomObject,
-    frame: u32,
-) -> Option<Cow<'a, [u8]>> {
-    let fragments = obj.element(tags::PIXEL_DATA).ok()?.value().fragments()?;
-    let frames = instance.pixel.number_of_frames as usize;
-    if fragments.len() == frames {
-        return fragments.get(frame as usize).map(|f| Cow::Borrowed(&f[..]));
-    }
-    (frames == 1 && frame == 0).then(|| Cow::Owned(fragments.concat()))
-}
-
 /// Decodes `frame` with one of pulmo's own codecs into `target`, if one applies.
 fn decode_own(
     instance: &Instance,
@@ -230,7 +214,7 @@ fn decode_own(
     target: ArrayViewMut2<'_, f32>,
 ) -> Option<Result<()>> {
     let codec = OwnCodec::for_instance(instance)?;
-    let bytes = encapsulated_frame(instance, obj, frame)?;
+    let bytes = obj.frame_pixel_data(frame)?;
     let lut = Lut::new(
         &instance.pixel,
         &instance.frames[frame as usize],
@@ -456,6 +440,22 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "frame 0 of slice.dcm is a JPEG image of 64544×16160 where the header says 32×32"
+        );
+    }
+
+    #[test]
+    fn a_jpeg_frame_of_a_multi_frame_image_is_checked_in_the_fragments_the_offset_table_gives_it() {
+        // Two frames of two fragments each, found through the basic offset table.
+        let bytes = include_bytes!(
+            "../../../../tests/data/fuzz/jpeg-two-frames-in-four-fragments-claiming-64544x16160.dcm"
+        );
+        let (_, instance) =
+            crate::ingest::read_header("frames.dcm", std::sync::Arc::from(&bytes[..])).unwrap();
+        let mut hu = ndarray::Array2::<f32>::zeros((32, 32));
+        let err = decode_into(&instance, vec![(1, hu.view_mut())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "frame 1 of frames.dcm is a JPEG image of 64544×16160 where the header says 32×32"
         );
     }
 
