@@ -16,7 +16,8 @@ const SOS: u8 = 0xDA;
 const SOF55: u8 = 0xF7;
 
 /// The (rows, columns) of the first frame header in `stream`, if it has one before its
-/// first scan and the markers up to it are well formed.
+/// first scan and the segments up to it have lengths (bytes between segments are skipped,
+/// as the decoders do).
 pub fn frame_size(stream: &[u8]) -> Option<(u16, u16)> {
     let mut at = 2;
     if stream.get(..at)? != [0xFF, SOI] {
@@ -24,7 +25,10 @@ pub fn frame_size(stream: &[u8]) -> Option<(u16, u16)> {
     }
     loop {
         if *stream.get(at)? != 0xFF {
-            return None;
+            // jpeg-decoder skips whatever lies between segments up to the next marker, and
+            // finds a frame header behind it (found by fuzzing): so does this walk.
+            at += stream.get(at..)?.iter().position(|&b| b == 0xFF)?;
+            continue;
         }
         let marker = *stream.get(at + 1)?;
         if marker == 0xFF {
@@ -99,6 +103,14 @@ mod tests {
         assert_eq!(frame_size(&stream(0xC0, 512, 256)), Some((512, 256)));
         assert_eq!(frame_size(&stream(0xC3, 32, 64)), Some((32, 64)));
         assert_eq!(frame_size(&stream(SOF55, 7, 9)), Some((7, 9)));
+    }
+
+    #[test]
+    fn a_frame_header_behind_bytes_between_segments_is_found() {
+        // An APP0 segment, garbage (no 0xFF), then the frame header: jpeg-decoder finds it.
+        let mut garbage_first = stream(0xC3, 32288, 160);
+        garbage_first.splice(8..8, [0x00, 0x30, 0x34, 0x12]);
+        assert_eq!(frame_size(&garbage_first), Some((32288, 160)));
     }
 
     #[test]
