@@ -86,19 +86,31 @@ def load(paths: list[pathlib.Path]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in ("crops", "labels", "feats", "seeds")}
 
 
-def batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, train: bool, crop: int = CROP) -> torch.Tensor:
+def batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator, train: bool, crop: int = CROP,
+          scale: float = 0.0) -> torch.Tensor:
+    """The crops `idx`, `crop`³ each; augmented when `train`. `scale` > 0 also zooms each
+    training crop by a factor drawn from [1 / (1 + scale), 1 + scale] (a region of
+    `crop / factor` voxels, resampled to `crop`³; no larger than the stored crop), so that
+    the classifier does not learn what a nodule is from how thick the vessels around it are."""
     size = crops.shape[1]
     if size < crop:
         sys.exit(f"train_fpr: the data's crops are {size}³ voxels; {crop}³ are needed (fpr_data.py --size)")
     out = np.empty((len(idx), 1, crop, crop, crop), np.float32)
     for n, i in enumerate(idx):
         c = crops[i].astype(np.float32)
+        side = crop
+        if train and scale > 0:
+            factor = float(np.exp(rng.uniform(-np.log1p(scale), np.log1p(scale))))
+            side = int(np.clip(round(crop / factor), 8, size))
         if train:
-            lo = (size - crop) // 2 + rng.integers(-3, 4, 3)
-            lo = np.clip(lo, 0, size - crop)
+            lo = (size - side) // 2 + rng.integers(-3, 4, 3)
+            lo = np.clip(lo, 0, size - side)
         else:
             lo = np.full(3, (size - crop) // 2)
-        c = c[lo[0]:lo[0] + crop, lo[1]:lo[1] + crop, lo[2]:lo[2] + crop]
+        c = c[lo[0]:lo[0] + side, lo[1]:lo[1] + side, lo[2]:lo[2] + side]
+        if side != crop:
+            c = F.interpolate(torch.from_numpy(np.ascontiguousarray(c))[None, None], size=(crop,) * 3,
+                              mode="trilinear", align_corners=False)[0, 0].numpy()
         if train:
             for ax in range(3):
                 if rng.random() < 0.5:
@@ -149,6 +161,9 @@ def main() -> None:
                     help="a 64³ crop: the central 32³ and the whole averaged 2× as two channels (ContextNet)")
     ap.add_argument("--positive-weight", type=float, default=1.0,
                     help="weight of the positive crops' loss (above 1: losing a nodule costs more than keeping a false call)")
+    ap.add_argument("--scale-aug", type=float, default=0.0, metavar="R",
+                    help="zoom training crops by a factor from [1/(1+R), 1+R] (0: off; the crops must be larger "
+                         "than the network's input for the zoom-out half)")
     ap.add_argument("--out", type=pathlib.Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -191,7 +206,7 @@ def main() -> None:
             g["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * frac))
         half = args.batch // 2
         idx = np.concatenate([rng.choice(train_pos, half), rng.choice(train_neg, args.batch - half)])
-        x = batch(d["crops"], idx, rng, True, crop).to(dev, non_blocking=True)
+        x = batch(d["crops"], idx, rng, True, crop, args.scale_aug).to(dev, non_blocking=True)
         y = torch.from_numpy(d["labels"][idx].astype(np.float32)).to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             logit = model(x)[:, 0]
@@ -209,7 +224,7 @@ def main() -> None:
     model.to("cpu")  # saved, scripted and scored on the CPU, as pulmo loads it anywhere
     s = predict(model, d["crops"], val_idx, rng, crop)
     det = d["feats"][val_idx, 0]
-    log = {"crop": crop, "context": args.context, "positive_weight": args.positive_weight, "data": [str(p) for p in args.data], "steps": step, "batch": args.batch, "lr": args.lr,
+    log = {"crop": crop, "context": args.context, "positive_weight": args.positive_weight, "scale_aug": args.scale_aug, "data": [str(p) for p in args.data], "steps": step, "batch": args.batch, "lr": args.lr,
            "minutes": args.minutes, "width": args.width, "seed": args.seed, "device": str(dev),
            "init": str(args.init) if args.init else None,
            "train_positive": int(len(train_pos)), "train_negative": int(len(train_neg)),
