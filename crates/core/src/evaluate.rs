@@ -71,6 +71,11 @@ pub enum Error {
         line: u64,
         reason: String,
     },
+    #[error(
+        "the report of series {series} has findings without logits (written before pulmo \
+         reported them): it cannot be scored with another classifier weight"
+    )]
+    NoLogits { series: String },
     #[error("no reports in {dir} (no pulmo.report/1 JSON in it, nor in {dir}/reports)")]
     NoReports { dir: PathBuf },
 }
@@ -100,6 +105,10 @@ pub struct Detection {
     pub diameter_mm: Option<f64>,
     #[serde(default)]
     pub lung_rads: Option<LungRads>,
+    /// The network outputs its score was made from (absent from reports written before
+    /// 2026-12-07).
+    #[serde(default)]
+    pub logits: Option<findings::Logits>,
 }
 
 /// Sensitivity in one size bin at [`SIZE_OPERATING_POINT`].
@@ -294,6 +303,26 @@ struct Counted<'a> {
     diameter_mm: f64,
     nodule_type: Option<NoduleType>,
     hit: Option<&'a Detection>,
+}
+
+/// Scores every finding of `reports` again from its logits with the classifier weighted
+/// `weight` instead of the bundle's (see [`findings::Logits`]), so that a weight can be
+/// chosen on a tuning set without analysing it again. Fails, naming the series, on a
+/// finding whose report has no logits.
+pub fn reweigh(reports: &mut HashMap<String, ScanResult>, weight: f64) -> Result<()> {
+    for (series, scan) in reports.iter_mut() {
+        for detection in &mut scan.findings {
+            let Some(logits) = detection.logits else {
+                return Err(Error::NoLogits {
+                    series: series.clone(),
+                });
+            };
+            let score =
+                crate::postprocess::combined_score(logits.detector, logits.classifier, weight);
+            detection.score = findings::round_to(score, 4);
+        }
+    }
+    Ok(())
 }
 
 /// The FROC summary of the truth cases given the reports, keyed by series UID, with the
@@ -628,6 +657,7 @@ mod tests {
             score,
             diameter_mm: diameter,
             lung_rads: diameter.map(|d| findings::categorize(NoduleType::Solid, d, None)),
+            logits: None,
         }
     }
 
@@ -701,6 +731,42 @@ mod tests {
         assert!((r.sensitivity_ge_6mm_at_1fp - 1.0).abs() < 1e-9);
         assert!((r.median_abs_diameter_error_mm - 0.75).abs() < 1e-9);
         assert!((r.cpm - (5.0 * 2.0 / 3.0) / 7.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn findings_are_scored_again_from_their_logits_with_another_classifier_weight() {
+        let (truth, mut reports) = python_self_test();
+        let logits = |detector, classifier| {
+            Some(findings::Logits {
+                detector,
+                classifier: Some(classifier),
+            })
+        };
+        // A's hit on its 10 mm nodule: the detector is sure, the classifier doubts.
+        let a = reports.get_mut("A").unwrap();
+        a.findings[0].logits = logits(24.0, -4.0);
+        let others: Vec<_> = reports.keys().cloned().collect();
+        let untouched = |reports: &HashMap<String, ScanResult>| reports["B"].findings[0].score;
+        let before = untouched(&reports);
+        // No logits in B and C: refused, naming the series.
+        let err = reweigh(&mut reports.clone(), 0.5).unwrap_err();
+        assert!(matches!(err, Error::NoLogits { .. }), "{err}");
+        for uid in &others {
+            for d in &mut reports.get_mut(uid).unwrap().findings {
+                d.logits.get_or_insert(findings::Logits {
+                    detector: 0.0,
+                    classifier: Some(0.0),
+                });
+            }
+        }
+        reweigh(&mut reports, 0.5).unwrap();
+        // sigmoid(24 / 8 - 0.5 × 4) = sigmoid(1); the others sigmoid(0).
+        assert_eq!(reports["A"].findings[0].score, 0.7311);
+        assert_eq!(untouched(&reports), 0.5);
+        assert_ne!(before, 0.5);
+        reweigh(&mut reports, 0.0).unwrap();
+        assert_eq!(reports["A"].findings[0].score, 0.9526);
+        let _ = evaluate(&truth, &reports);
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub fn finding(score: f64, category: LungRads) -> Finding {
         score,
         lung_rads: category,
         laterality: Laterality::Left,
+        logits: None,
     }
 }
 

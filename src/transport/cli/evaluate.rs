@@ -27,6 +27,12 @@ pub struct EvaluateArgs {
     /// point): nodules called, false calls per scan and where they lie, study categories.
     #[arg(long, num_args = 1.., value_name = "SCORE")]
     pub operating: Vec<f64>,
+    /// Score every finding again from the logits in its report with the candidate
+    /// classifier's logit weighted W (the bundle's `[classifier] weight` gave the reported
+    /// scores): `sigmoid(detector / 8 + W × classifier)`. For choosing a weight on a tuning
+    /// set without analysing it again.
+    #[arg(long, value_name = "W")]
+    pub classifier_weight: Option<f64>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -38,7 +44,10 @@ pub fn run(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
     for warning in &truth.warnings {
         tracing::warn!("{warning}");
     }
-    let reports = evaluate::load_reports(&args.reports)?;
+    let mut reports = evaluate::load_reports(&args.reports)?;
+    if let Some(weight) = args.classifier_weight {
+        evaluate::reweigh(&mut reports, weight)?;
+    }
     if truth.names_no_reported_series(&reports) {
         tracing::warn!(
             reports = %args.reports.display(),
@@ -50,6 +59,9 @@ pub fn run(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
+        if let Some(weight) = args.classifier_weight {
+            println!("scores from the reports' logits with classifier weight {weight}");
+        }
         print!("{}", result.to_text());
     }
     Ok(ExitCode::SUCCESS)

@@ -57,6 +57,21 @@ pub struct Finding {
     pub score: f64,
     pub lung_rads: LungRads,
     pub laterality: Laterality,
+    /// The network outputs the score was made from, for researchers who weigh them again
+    /// (`pulmo evaluate --classifier-weight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logits: Option<Logits>,
+}
+
+/// A finding's network outputs: its score is `sigmoid(detector / 8 + weight × classifier)`,
+/// with the bundle's `[classifier] weight`, or `sigmoid(detector / 8)` without a classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Logits {
+    /// The segmentation network's highest logit inside the finding (over all passes).
+    pub detector: f64,
+    /// The candidate classifier's logit for the crop around it, when the bundle has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<f64>,
 }
 
 impl Finding {

@@ -648,12 +648,28 @@ mod tests {
                 (same.center_patient_mm, same.diameter_mm)
             );
         }
-        // Weight 0: the detector's order and scores.
+        // Weight 0: the detector's order and scores; the classifier's logits are reported
+        // all the same, and the detector's are the plain analysis's.
         let zero = classifier_analyzer(0.0)
             .analyze(&volume, BTreeMap::new())
             .unwrap()
             .report;
-        assert_eq!(zero.findings, plain.findings);
+        let without_classifier = |findings: &[findings::Finding]| {
+            let mut findings = findings.to_vec();
+            for f in &mut findings {
+                f.logits.as_mut().unwrap().classifier = None;
+            }
+            findings
+        };
+        assert!(zero
+            .findings
+            .iter()
+            .all(|f| f.logits.unwrap().classifier.is_some()));
+        assert!(plain
+            .findings
+            .iter()
+            .all(|f| f.logits.unwrap().classifier.is_none()));
+        assert_eq!(without_classifier(&zero.findings), plain.findings);
     }
 
     /// The threshold test model with an operating point in its manifest.

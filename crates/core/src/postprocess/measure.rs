@@ -36,6 +36,8 @@ pub struct Measured {
     pub segment: Segment,
     /// The highest logit inside it (over all passes), which its score is made from.
     pub peak_logit: f32,
+    /// The candidate classifier's logit, once [`rescore`]d.
+    pub classifier_logit: Option<f32>,
 }
 
 /// Decision thresholds (from the model manifest).
@@ -91,6 +93,7 @@ pub fn measure_candidates(
                 finding,
                 segment,
                 peak_logit: peak,
+                classifier_logit: None,
             })
         })
         .filter(|m| m.finding.diameter_mm >= thresholds.min_diameter_mm)
@@ -130,18 +133,32 @@ pub fn merge_passes(passes: Vec<Vec<Measured>>) -> Vec<Measured> {
 /// `sigmoid(peak logit / 8 + weight * classifier logit)`.
 pub fn rescore(found: &mut [Measured], classifier_logits: &[f32], weight: f64) {
     for (m, c) in found.iter_mut().zip(classifier_logits) {
-        let z = f64::from(m.peak_logit) / SCORE_TEMPERATURE + weight * f64::from(*c);
-        m.finding.score = findings::round_to(sigmoid(z), 4);
+        let score = combined_score(f64::from(m.peak_logit), Some(f64::from(*c)), weight);
+        m.finding.score = findings::round_to(score, 4);
+        m.classifier_logit = Some(*c);
     }
 }
 
-/// Sorts by score, drops candidates inside better ones, and numbers the rest from 1.
+/// A score from the detector's peak logit and the classifier's logit, if any:
+/// `sigmoid(detector / 8 + weight × classifier)`.
+pub fn combined_score(detector: f64, classifier: Option<f64>, weight: f64) -> f64 {
+    sigmoid(detector / SCORE_TEMPERATURE + weight * classifier.unwrap_or(0.0))
+}
+
+/// Sorts by score, drops candidates inside better ones, and numbers the rest from 1; each
+/// keeps the logits its score was made from.
 pub fn rank(mut found: Vec<Measured>) -> Vec<Measured> {
     found.sort_by(|a, b| b.finding.score.total_cmp(&a.finding.score));
     let mut kept = suppress_overlaps(found);
     for (n, m) in kept.iter_mut().enumerate() {
         m.finding.id = n as u32 + 1;
         m.segment.finding_id = m.finding.id;
+        m.finding.logits = Some(findings::Logits {
+            detector: findings::round_to(f64::from(m.peak_logit), 3),
+            classifier: m
+                .classifier_logit
+                .map(|c| findings::round_to(f64::from(c), 3)),
+        });
     }
     kept
 }
@@ -301,6 +318,7 @@ fn measure(
         score: 0.0,
         lung_rads: findings::categorize(nodule_type, diameter, solid_core_mm),
         laterality: Laterality::Left,
+        logits: None,
     };
     let segment = Segment {
         finding_id: 0,
@@ -458,6 +476,7 @@ mod tests {
             finding,
             segment,
             peak_logit,
+            classifier_logit: None,
         }
     }
 
@@ -520,6 +539,10 @@ mod tests {
         assert!(rescored
             .iter()
             .all(|m| m.segment.finding_id == m.finding.id));
+        // Each keeps the logits its score came from, and they give the score back.
+        let logits = rescored[0].finding.logits.unwrap();
+        assert_eq!(logits.classifier, Some(4.0));
+        assert!((combined_score(logits.detector, logits.classifier, 1.0) - 0.9975).abs() < 1e-4);
         // Weight 0: the order and scores of the peaks.
         let mut same = rescored;
         rescore(&mut same, &[9.0, 0.0, -9.0], 0.0);

@@ -10,5 +10,7 @@
 mod measure;
 mod stitch;
 
-pub use measure::{measure_candidates, merge_passes, rank, rescore, Measured, Segment, Thresholds};
+pub use measure::{
+    combined_score, measure_candidates, merge_passes, rank, rescore, Measured, Segment, Thresholds,
+};
 pub use stitch::{into_probabilities, logit, probability, sample, stitch, EMPTY_LOGIT};
