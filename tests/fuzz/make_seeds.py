@@ -8,14 +8,20 @@ sample-dicom/phantom-4242/CT0001.dcm in every transfer syntax pulmo decodes and 
 layout it reads, re-encoded by dcmtk (dcmconv, dcmcrle, dcmcjpeg, dcmcjpls), GDCM
 (gdcmconv, JPEG 2000) and OpenJPH (ojph_compress, HTJ2K), from the Debian packages and the
 venv that scripts/setup/setup.sh --test installs; a tool that is missing is skipped. And
-OUTDIR/stow/ (for `stow`): STOW-RS requests, a Content-Type line and then the body.
+OUTDIR/stow/ (for `stow`): STOW-RS requests, a Content-Type line and then the body. And
+OUTDIR/dimse/ (for `dimse`): what dcmtk's echoscu and storescu send in whole associations
+(A-ASSOCIATE-RQ, P-DATA with C-ECHO or C-STORE of the crops, A-RELEASE-RQ), recorded by a
+proxy in front of dcmtk's storescp, which answers them.
 Small on purpose: the fuzzer mutates every byte, and libFuzzer runs with -max_len=65536.
 """
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import numpy as np
 import pydicom
@@ -125,12 +131,82 @@ def stow_seeds(out):
         f.write((typed + "abc\n").encode() + part(b"abc", dcm, dicom)[:300])
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def record_association(scp_port, tool, flags, files, path):
+    """Runs one dcmtk SCU through a proxy to storescp on `scp_port` and writes what the SCU sent."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    sent = bytearray()
+
+    def pump(src, dst, keep):
+        while chunk := src.recv(65536):
+            if keep:
+                sent.extend(chunk)
+            dst.sendall(chunk)
+        dst.shutdown(socket.SHUT_WR)
+
+    def proxy():
+        client, _ = listener.accept()
+        server = socket.create_connection(("127.0.0.1", scp_port))
+        back = threading.Thread(target=pump, args=(server, client, False))
+        back.start()
+        try:
+            pump(client, server, True)
+        except OSError:
+            pass
+        back.join(10)
+
+    thread = threading.Thread(target=proxy)
+    thread.start()
+    port = listener.getsockname()[1]
+    subprocess.run([tool, "-aec", "PULMO", *flags, "127.0.0.1", str(port), *files],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    thread.join(30)
+    listener.close()
+    with open(path, "wb") as f:
+        f.write(bytes(sent))
+
+
+def dimse_seeds(out):
+    dicom = os.path.join(out, "..", "dicom")
+    if shutil.which("storescp") is None or shutil.which("storescu") is None:
+        print("skipped (no dcmtk): dimse seeds", file=sys.stderr)
+        return
+    port = free_port()
+    with tempfile.TemporaryDirectory() as received:
+        scp = subprocess.Popen(["storescp", "-aet", "PULMO", "-od", received, "+xa", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1)
+            record_association(port, "echoscu", [], [], os.path.join(out, "echo"))
+            # storescu proposes every storage class it knows (a 10 KB A-ASSOCIATE-RQ) unless
+            # -R: once that way, then only the file's own class.
+            for name, flags in [("explicit_le.dcm", []), ("implicit_le.dcm", ["-R", "-xi"]),
+                                ("jpeg_lossless_sv1.dcm", ["-R", "-xs"]), ("jpegls_lossless.dcm", ["-R", "-xt"]),
+                                ("j2k_lossless.dcm", ["-R", "-xv"]), ("rle.dcm", ["-R", "-xr"]),
+                                ("deflated.dcm", ["-R", "-xd"])]:
+                path = os.path.join(dicom, name)
+                if os.path.exists(path):
+                    stem = os.path.splitext(name)[0]
+                    record_association(port, "storescu", flags, [path], os.path.join(out, f"store_{stem}"))
+        finally:
+            scp.terminate()
+            scp.wait()
+
+
 def main():
     out = sys.argv[1]
-    for sub in ("dicom", "stow"):
+    for sub in ("dicom", "stow", "dimse"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     dicom_seeds(os.path.join(out, "dicom"))
     stow_seeds(os.path.join(out, "stow"))
+    dimse_seeds(os.path.join(out, "dimse"))
 
 
 if __name__ == "__main__":
