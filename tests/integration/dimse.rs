@@ -430,3 +430,103 @@ fn kill_9_during_a_storescu_association_loses_no_acknowledged_instance() {
         "the restart cleared what was half-written"
     );
 }
+
+/// A port that was free a moment ago (storescp cannot take port 0).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// dcmtk's storescp as the PACS (AE `PACS`), writing what it receives into `dir`.
+struct StoreScp(std::process::Child);
+
+impl StoreScp {
+    fn start(dir: &Path, port: u16) -> StoreScp {
+        let child = Command::new("storescp")
+            .env("TCP_NODELAY", "1")
+            .args(["-aet", "PACS", "-od"])
+            .arg(dir)
+            .arg(port.to_string())
+            .spawn()
+            .expect("storescp runs");
+        wait_for("storescp to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+        });
+        StoreScp(child)
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The job of `study` once its C-STORE push has left `pending` and `sending`.
+fn pushed_job(server: &Server, study: &str) -> serde_json::Value {
+    wait_for("the C-STORE push to end", || {
+        let (_, status) = server.get_json(&format!("/api/v1/studies/{study}"));
+        let job = status["jobs"].as_array()?.first()?.clone();
+        let state = job["dimse"]["state"].as_str()?;
+        (state == "done" || state == "dead").then_some(job)
+    })
+}
+
+#[test]
+fn results_are_pushed_back_by_c_store_to_a_storage_scp() {
+    let data = scratch("dimse-push");
+    let received = scratch("dimse-push-pacs");
+    let pacs_port = free_port();
+    let _pacs = StoreScp::start(&received, pacs_port);
+    let destination = format!("PACS@127.0.0.1:{pacs_port}");
+    let (server, port) = start(&data, 0.5, &["--push-dimse", &destination]);
+    let (files, study) = sample();
+    let sent = storescu(port, &["-xr"], &files);
+    assert!(sent.status.success(), "{}", text(&sent));
+    let job = pushed_job(&server, &study);
+    assert_eq!(job["dimse"]["state"], "done", "{job}");
+    assert_eq!(job["dimse"]["attempts"], 1);
+    let mut modalities: Vec<String> = std::fs::read_dir(&*received)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            assert_eq!(attribute(&path, tags::STUDY_INSTANCE_UID), study);
+            attribute(&path, tags::MODALITY)
+        })
+        .collect();
+    modalities.sort();
+    modalities.dedup();
+    assert!(modalities.contains(&"SR".to_owned()), "{modalities:?}");
+    assert!(modalities.contains(&"SEG".to_owned()), "{modalities:?}");
+    assert!(
+        modalities.len() >= 3,
+        "SR, SEG and key images: {modalities:?}"
+    );
+}
+
+#[test]
+fn a_storage_scp_that_is_not_there_gets_bounded_attempts_and_the_push_ends_dead() {
+    let data = scratch("dimse-push-dead");
+    let destination = format!("PACS@127.0.0.1:{}", free_port());
+    let extra = [
+        "--push-dimse",
+        &destination,
+        "--push-max-attempts",
+        "2",
+        "--push-backoff-seconds",
+        "0.1",
+    ];
+    let (server, port) = start(&data, 0.5, &extra);
+    let (files, study) = sample();
+    let sent = storescu(port, &["-xr"], &files);
+    assert!(sent.status.success(), "{}", text(&sent));
+    let job = pushed_job(&server, &study);
+    assert_eq!(job["dimse"]["state"], "dead", "{job}");
+    assert_eq!(job["dimse"]["attempts"], 2);
+    let error = job["dimse"]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("could not associate with PACS@127.0.0.1"),
+        "{error}"
+    );
+}

@@ -1,7 +1,7 @@
 //! DICOM networking (DIMSE over the DICOM upper layer, PS3.7 and PS3.8) for pulmo: who may
 //! associate ([`peers`]), which presentation contexts are accepted ([`contexts`]), the
 //! command sets of C-ECHO and C-STORE ([`command`]), the Storage and Verification SCP that
-//! runs one association ([`scp`]).
+//! runs one association ([`scp`]), and the Storage SCU that pushes results ([`scu`]).
 //!
 //! PDUs are read and written by dicom-rs's `dicom-ul`; this crate decides what to answer.
 //! It knows nothing of pulmo's spool, index or pipeline: the SCP hands each received
@@ -14,6 +14,7 @@ pub mod contexts;
 pub mod fuzz;
 pub mod peers;
 pub mod scp;
+pub mod scu;
 
 pub use peers::{Peer, Peers, PeersError, Policy, Rejection};
 pub use scp::{Config, Ended, Outcome, Received, Status, Storage};

@@ -108,7 +108,7 @@ impl ServeArgs {
                 images: false,
                 capture: !self.no_key_images,
             },
-            push: self.push.config()?,
+            push: self.push.config(&self.dimse.ae_title)?,
             rules: self.selection.rules()?,
             ..ServiceConfig::new(&self.data)
         })
