@@ -530,3 +530,20 @@ fn a_storage_scp_that_is_not_there_gets_bounded_attempts_and_the_push_ends_dead(
         "{error}"
     );
 }
+
+#[test]
+fn a_full_disk_is_answered_out_of_resources_at_once_and_nothing_is_kept() {
+    let data = scratch("dimse-full");
+    let (server, port) = start(&data, 60.0, &["--min-free-mib", "1000000000"]);
+    let work = scratch("dimse-full-files");
+    let (sop, dataset) = plain_dataset(&work);
+    let (mut association, context) = associate(port);
+    let refused = store(&mut association, context, &sop, &dataset);
+    assert_eq!(refused.status, Some(0xA700), "{refused:?}");
+    let comment = refused.error_comment.unwrap_or_default();
+    assert!(comment.contains("disk space"), "{comment}");
+    association.release().unwrap();
+    let (_, study) = sample();
+    assert_eq!(study_instances(&server, &study), None);
+    assert_eq!(temporaries(&data), 0);
+}

@@ -158,6 +158,28 @@ impl Orthanc {
         found
     }
 
+    /// Waits until the study holds SR, SEG and key images (OT) besides its CT, within
+    /// `limit`, and checks that it holds nothing else.
+    fn wait_for_results(&self, study: &str, limit: Duration) {
+        let modalities = wait_for("SR, SEG and key images in Orthanc", limit, || {
+            let found = self.modalities(study);
+            // Orthanc files the pushed instances one by one: wait for all three kinds.
+            let all = ["SR", "SEG", "OT"]
+                .iter()
+                .all(|k| found.iter().any(|m| m == k));
+            all.then_some(found)
+        });
+        assert_eq!(modalities, ["CT", "OT", "SEG", "SR"], "{}", self.log_tail());
+    }
+
+    /// The Study Instance UID of Orthanc's study `study`.
+    fn study_uid(&self, study: &str) -> String {
+        self.get(&format!("/studies/{study}")).unwrap()["MainDicomTags"]["StudyInstanceUID"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -200,38 +222,15 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
     );
     let orthanc = Orthanc::start_on(&dir, orthanc_http, &format!("{}/dicomweb", pulmo.base));
     let files = sample().0;
-    let mut study = String::new();
-    for file in &files {
-        study = orthanc.upload(file)["ParentStudy"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    }
+    let study = upload_sample(&orthanc);
     let uploaded = Instant::now();
     let uploaded_at = unix_now();
     let limit = Duration::from_secs(120);
-    let modalities = wait_for("SR, SEG and key images in Orthanc", limit, || {
-        let found = orthanc.modalities(&study);
-        // Orthanc files the pushed instances one by one: wait for all three kinds.
-        let all = ["SR", "SEG", "OT"]
-            .iter()
-            .all(|k| found.iter().any(|m| m == k));
-        all.then_some(found)
-    });
+    orthanc.wait_for_results(&study, limit);
     let elapsed = uploaded.elapsed();
-    assert_eq!(
-        modalities,
-        ["CT", "OT", "SEG", "SR"],
-        "{}",
-        orthanc.log_tail()
-    );
 
     // pulmo analysed the series once and shows its push done at the first attempt.
-    let study_uid = orthanc.get(&format!("/studies/{study}")).unwrap()["MainDicomTags"]
-        ["StudyInstanceUID"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let study_uid = orthanc.study_uid(&study);
     // Orthanc can show the last instance before its answer to the STOW request has reached
     // pulmo, so wait for pulmo to file the push's outcome before reading it.
     let status = wait_for("pulmo to file the push's outcome", limit, || {
@@ -437,24 +436,8 @@ fn orthanc_forwards_a_ct_series_to_pulmo_by_c_store_and_gets_the_results_back_by
     let orthanc = Orthanc::start_with(&dir, orthanc_http, &config, ROUTE_DIMSE_LUA);
     let study = upload_sample(&orthanc);
     let limit = Duration::from_secs(120);
-    let modalities = wait_for("SR, SEG and key images in Orthanc", limit, || {
-        let found = orthanc.modalities(&study);
-        let all = ["SR", "SEG", "OT"]
-            .iter()
-            .all(|k| found.iter().any(|m| m == k));
-        all.then_some(found)
-    });
-    assert_eq!(
-        modalities,
-        ["CT", "OT", "SEG", "SR"],
-        "{}",
-        orthanc.log_tail()
-    );
-    let study_uid = orthanc.get(&format!("/studies/{study}")).unwrap()["MainDicomTags"]
-        ["StudyInstanceUID"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    orthanc.wait_for_results(&study, limit);
+    let study_uid = orthanc.study_uid(&study);
     let status = wait_for("pulmo to file the push's outcome", limit, || {
         let status = pulmo.get_json(&format!("/api/v1/studies/{study_uid}")).1;
         (status["jobs"][0]["dimse"]["state"] == "done").then_some(status)

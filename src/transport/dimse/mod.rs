@@ -4,6 +4,9 @@
 //! each association leaves one audit record (peer AE title and address, what it stored,
 //! the studies, how it ended) and one log line.
 //!
+//! Rejected associations are recorded at most 5 a second (bursts of 50), as HTTP requests
+//! without a token are: a stranger cannot grow the audit table or the log without bound.
+//!
 //! At most `max_associations` run at once. One more is still read, and rejected
 //! (transient, "local limit exceeded") within the ARTIM timeout; beyond as many again,
 //! connections are closed unread.
@@ -19,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::service::Service;
+use crate::transport::http::Throttle;
 use storage::Spool;
 
 pub use storage::lane;
@@ -46,6 +50,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let settings = Arc::new(settings);
+    let throttle = Arc::new(Throttle::default());
     let limit = settings.config.max_associations.max(1);
     let (slots, rejections) = (
         Arc::new(Semaphore::new(limit)),
@@ -75,10 +80,14 @@ pub async fn serve(
                 Err(_) => continue,
             },
         };
-        let (service, settings) = (service.clone(), settings.clone());
+        let (service, settings, throttle) = (service.clone(), settings.clone(), throttle.clone());
         running.spawn(async move {
-            association(stream, address, service, settings, busy).await;
+            let outcome = association(stream, address, &service, settings, busy).await;
             drop(permit);
+            let Some(skipped) = admitted(&outcome, &throttle) else {
+                return;
+            };
+            record(&service, address, &outcome.0, outcome.1, skipped).await;
         });
     }
     tracing::info!(
@@ -88,24 +97,43 @@ pub async fn serve(
     while running.join_next().await.is_some() {}
 }
 
-/// Runs one association and records it.
+/// Runs one association; returns how it went and the studies it stored.
 async fn association(
     stream: tokio::net::TcpStream,
     address: SocketAddr,
-    service: Arc<Service>,
+    service: &Arc<Service>,
     settings: Arc<Settings>,
     busy: bool,
-) {
+) -> (Outcome, Vec<String>) {
     let started = std::time::Instant::now();
     let spool = Spool::new(service.clone(), settings.clone());
     let outcome = pulmo_dimse::scp::serve(stream, address, &settings.config, &spool, busy).await;
     crate::metrics::stage("dimse_association", started.elapsed().as_secs_f64());
-    record(&service, address, &outcome, spool.studies()).await;
+    (outcome, spool.studies())
+}
+
+/// Whether to record an association: `Some(rejections skipped since the last one)`, or
+/// `None` for a rejection beyond the throttle's rate.
+fn admitted(outcome: &(Outcome, Vec<String>), throttle: &Throttle) -> Option<u64> {
+    if !matches!(outcome.0.ended, Ended::Rejected(_)) {
+        return Some(0);
+    }
+    let admitted = throttle.admit(std::time::Instant::now());
+    if admitted.is_none() {
+        crate::metrics::failure("audit", "throttled");
+    }
+    admitted
 }
 
 /// Logs the association and appends its audit record. A connection that never sent an
 /// association request (a port scan) is logged only.
-async fn record(service: &Service, address: SocketAddr, outcome: &Outcome, studies: Vec<String>) {
+async fn record(
+    service: &Service,
+    address: SocketAddr,
+    outcome: &Outcome,
+    studies: Vec<String>,
+    skipped: u64,
+) {
     let calling = outcome.calling_ae_title.as_deref().unwrap_or("-");
     let called = outcome.called_ae_title.as_deref().unwrap_or("-");
     let ended = ended(&outcome.ended);
@@ -125,10 +153,13 @@ async fn record(service: &Service, address: SocketAddr, outcome: &Outcome, studi
         return;
     }
     let caller = format!("dimse:{calling}@{}", address.ip());
-    let action = format!(
+    let mut action = format!(
         "DIMSE association to {called}: {} stored, {} refused, {} echoes; {ended}",
         outcome.stored, outcome.refused, outcome.echoes
     );
+    if skipped > 0 {
+        action += &format!(" (and {skipped} rejected associations not recorded)");
+    }
     let action: String = action.chars().take(160).collect();
     let status = match outcome.ended {
         Ended::Rejected(_) => 403,
