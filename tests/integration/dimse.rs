@@ -1,5 +1,6 @@
 //! `pulmo serve --dimse-listen` with real DICOM network peers over loopback: dcmtk's
-//! `echoscu` and `storescu` (RLE, uncompressed and JPEG lossless), and a raw SCU built
+//! `echoscu`, `storescu` (RLE, uncompressed, JPEG lossless, JPEG-LS, deflated) and
+//! `storescp` (the PACS that results are pushed back to), and a raw SCU built
 //! on dicom-ul for what dcmtk will not send (a corrupt data set, an abort mid-instance,
 //! an association held open). Nothing acknowledged is lost across `kill -9`.
 
@@ -58,15 +59,20 @@ fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
 
-/// Copies of `files` made by a dcmtk tool (`dcmdrle`: uncompressed; `dcmcjpeg`: JPEG lossless).
-fn converted(tool: &str, files: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
+/// Copies of `files` made by a dcmtk tool and its options (`dcmdrle`: uncompressed;
+/// `dcmcjpeg`: JPEG lossless SV1; `dcmcjpls`: JPEG-LS lossless; `dcmconv +td`: deflated).
+fn converted(tool: &[&str], files: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
     files
         .iter()
         .map(|file| {
             let out = dir.join(file.file_name().unwrap());
-            let done = Command::new(tool).arg(file).arg(&out).status().unwrap();
-            assert!(done.success(), "{tool} {}", file.display());
+            let done = Command::new(tool[0])
+                .args(&tool[1..])
+                .arg(file)
+                .arg(&out)
+                .status();
+            assert!(done.unwrap().success(), "{tool:?} {}", file.display());
             out
         })
         .collect()
@@ -139,34 +145,49 @@ fn an_echo_and_a_series_sent_by_storescu_become_a_report() {
 }
 
 #[test]
-fn uncompressed_and_jpeg_lossless_instances_are_stored_as_sent() {
+fn a_series_in_five_transfer_syntaxes_partly_over_stow_rs_is_stored_as_sent_and_analysed() {
     let data = scratch("dimse-syntaxes");
-    let (server, port) = start(&data, 60.0, &[]);
+    let (server, port) = start(&data, 1.0, &[]);
     let (files, study) = sample();
     let work = scratch("dimse-syntaxes-files");
-    let plain = converted("dcmdrle", &files[..3], &work.join("plain"));
-    let jpeg = converted(
-        "dcmcjpeg",
-        &converted("dcmdrle", &files[3..6], &work.join("p2")),
-        &work.join("jpeg"),
+    let plain = converted(&["dcmdrle"], &files[..100], &work.join("plain"));
+    let jpeg_ls = converted(&["dcmcjpls"], &plain[..36], &work.join("jpeg-ls"));
+    let deflated = converted(&["dcmconv", "+td"], &plain[36..72], &work.join("deflated"));
+    let jpeg = converted(&["dcmcjpeg"], &plain[90..100], &work.join("jpeg"));
+    for (args, part) in [
+        (&["-xt"][..], &jpeg_ls[..]),
+        (&["-xd"], &deflated),
+        (&[], &plain[72..90]),
+        (&["-xs"], &jpeg),
+    ] {
+        let sent = storescu(port, args, part);
+        assert!(sent.status.success(), "{args:?}: {}", text(&sent));
+    }
+    // The last 8 slices, RLE as they are, come over STOW-RS into the same series.
+    let response = stow(
+        &server,
+        "/dicomweb/studies",
+        multipart(&dicom_parts(&files[100..])),
     );
-    let sent = storescu(port, &[], &plain);
-    assert!(sent.status.success(), "{}", text(&sent));
-    let sent = storescu(port, &["-xs"], &jpeg);
-    assert!(sent.status.success(), "{}", text(&sent));
-    assert_eq!(study_instances(&server, &study), Some(6));
-    let mut syntaxes: Vec<String> = spooled(&data).into_iter().map(|(_, ts)| ts).collect();
-    syntaxes.sort();
+    assert_eq!(response.status(), StatusCode::OK);
+    let count = |ts: &str| spooled(&data).iter().filter(|(_, t)| t == ts).count();
+    assert_eq!(count("1.2.840.10008.1.2.4.80"), 36, "JPEG-LS lossless");
+    assert_eq!(count("1.2.840.10008.1.2.1.99"), 36, "deflated");
     assert_eq!(
-        syntaxes,
-        [
-            "1.2.840.10008.1.2.1",
-            "1.2.840.10008.1.2.1",
-            "1.2.840.10008.1.2.1",
-            "1.2.840.10008.1.2.4.70",
-            "1.2.840.10008.1.2.4.70",
-            "1.2.840.10008.1.2.4.70",
-        ]
+        count("1.2.840.10008.1.2.1"),
+        18,
+        "explicit VR little endian"
+    );
+    assert_eq!(count("1.2.840.10008.1.2.4.70"), 10, "JPEG lossless SV1");
+    assert_eq!(count("1.2.840.10008.1.2.5"), 8, "RLE by STOW-RS");
+    report(&server, &study);
+    let (_, status) = server.get_json(&format!("/api/v1/studies/{study}"));
+    let job = &status["jobs"][0];
+    assert_eq!(job["state"], "done", "{status}");
+    assert_eq!(
+        job["instances"],
+        files.len(),
+        "every slice decoded: {status}"
     );
 }
 
@@ -213,7 +234,7 @@ fn other_sop_classes_are_refused_at_association_and_not_stored() {
     let (server, port) = start(&data, 60.0, &[]);
     let (files, study) = sample();
     let work = scratch("dimse-sop-class-files");
-    let mr = converted("dcmdrle", &files[..1], &work);
+    let mr = converted(&["dcmdrle"], &files[..1], &work);
     let modified = Command::new("dcmodify")
         .args(["-nb", "-m", "(0008,0016)=1.2.840.10008.5.1.4.1.1.4"])
         .arg(&mr[0])
@@ -278,7 +299,7 @@ fn store(
 /// set's bytes (what follows the file meta group).
 fn plain_dataset(work: &Scratch) -> (String, Vec<u8>) {
     let (files, _) = sample();
-    let plain = converted("dcmdrle", &files[..1], work);
+    let plain = converted(&["dcmdrle"], &files[..1], work);
     let bytes = std::fs::read(&plain[0]).unwrap();
     let group = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
     (
