@@ -568,3 +568,20 @@ fn a_full_disk_is_answered_out_of_resources_at_once_and_nothing_is_kept() {
     assert_eq!(study_instances(&server, &study), None);
     assert_eq!(temporaries(&data), 0);
 }
+
+#[test]
+fn an_instance_over_the_size_limit_is_refused_and_dropped() {
+    let data = scratch("dimse-large");
+    let (server, port) = start(&data, 60.0, &["--max-instance-mib", "0"]);
+    let work = scratch("dimse-large-files");
+    let (sop, dataset) = plain_dataset(&work);
+    let (mut association, context) = associate(port);
+    let refused = store(&mut association, context, &sop, &dataset);
+    assert_eq!(refused.status, Some(0xA700), "{refused:?}");
+    let comment = refused.error_comment.unwrap_or_default();
+    assert!(comment.contains("larger than pulmo takes"), "{comment}");
+    association.release().unwrap();
+    let (_, study) = sample();
+    assert_eq!(study_instances(&server, &study), None);
+    assert_eq!(temporaries(&data), 0);
+}

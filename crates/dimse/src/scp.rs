@@ -36,6 +36,9 @@ pub struct Config {
     pub max_associations: usize,
     /// The largest P-DATA PDU pulmo receives (its Maximum Length), in bytes.
     pub max_pdu: u32,
+    /// The largest data set one C-STORE may carry; a larger one is refused (0xA700) and
+    /// the rest of it read and dropped.
+    pub max_instance_bytes: u64,
     /// How long the A-ASSOCIATE-RQ may take to arrive after the connection opens.
     pub artim: Duration,
     /// How long an association may wait between two PDUs before it is aborted.
@@ -43,12 +46,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: 16 associations at once, 256 KiB PDUs, a 30 s ARTIM timeout, 120 s idle.
+    /// Defaults: 16 associations at once, 256 KiB PDUs, 1 GiB instances, a 30 s ARTIM
+    /// timeout, 120 s idle.
     pub fn new(policy: Policy) -> Config {
         Config {
             policy,
             max_associations: 16,
             max_pdu: 256 << 10,
+            max_instance_bytes: 1 << 30,
             artim: Duration::from_secs(30),
             idle: Duration::from_secs(120),
         }
@@ -221,6 +226,7 @@ where
         peer,
         address,
         peer_max_pdu: peer_max_pdu(&request),
+        max_instance_bytes: config.max_instance_bytes,
         command: Vec::new(),
         receiving: None,
         outcome,
@@ -371,6 +377,8 @@ struct Receiving<K> {
     /// `None` once refused (the rest of the data set is read and dropped).
     sink: Option<K>,
     refusal: Option<Status>,
+    /// Data set bytes received so far.
+    received: u64,
 }
 
 /// An accepted association.
@@ -381,6 +389,7 @@ struct Association<'a, S, H: Storage> {
     peer: Peer,
     address: SocketAddr,
     peer_max_pdu: u32,
+    max_instance_bytes: u64,
     /// The command set being assembled from its fragments.
     command: Vec<u8>,
     receiving: Option<Receiving<H::Sink>>,
@@ -522,6 +531,7 @@ where
             transfer_syntax,
             sink: None,
             refusal,
+            received: 0,
         };
         if receiving.refusal.is_none() {
             match self.open(&receiving).await {
@@ -557,14 +567,26 @@ where
         if receiving.context != value.presentation_context_id {
             return Err("a data set fragment on another presentation context".to_owned());
         }
-        if let Some(sink) = receiving.sink.as_mut() {
-            if sink.write_all(&value.data).await.is_err() {
-                let sink = receiving.sink.take().expect("checked just above");
+        receiving.received += value.data.len() as u64;
+        let refusal = if receiving.received > self.max_instance_bytes {
+            let limit = self.max_instance_bytes >> 20;
+            Some(format!(
+                "the instance is larger than pulmo takes ({limit} MiB)"
+            ))
+        } else if let Some(sink) = receiving.sink.as_mut() {
+            let written = sink.write_all(&value.data).await;
+            written
+                .err()
+                .map(|_| "pulmo could not write the instance".to_owned())
+        } else {
+            None
+        };
+        if let Some(comment) = refusal {
+            if let Some(sink) = receiving.sink.take() {
                 self.storage.discard(sink).await;
-                receiving.refusal = Some(Status::failure(
-                    status::OUT_OF_RESOURCES,
-                    "pulmo could not write the instance",
-                ));
+            }
+            if receiving.refusal.is_none() {
+                receiving.refusal = Some(Status::failure(status::OUT_OF_RESOURCES, comment));
             }
         }
         if !value.is_last {

@@ -33,7 +33,7 @@ pub struct ServeArgs {
     /// A series is complete, and analysed, once nothing of it has arrived for this long (seconds).
     #[arg(long, env = "PULMO_QUIET_SECONDS", default_value_t = 3.0)]
     pub quiet_seconds: f64,
-    /// Largest accepted instance, in MiB.
+    /// Largest accepted instance (a STOW-RS part or a C-STORE data set), in MiB.
     #[arg(long, default_value_t = 1024)]
     pub max_instance_mib: u64,
     /// Largest accepted STOW-RS request, in MiB.
@@ -198,10 +198,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.service_config()?;
     let tokens = args.tokens()?;
-    let dimse = args.dimse.settings(dimse::Watermarks {
+    let watermarks = dimse::Watermarks {
         min_free_bytes: args.min_free_mib << 20,
         max_queued_jobs: args.max_queued_jobs.max(1),
-    })?;
+    };
+    let dimse = args.dimse.settings(watermarks)?.map(|mut settings| {
+        settings.config.max_instance_bytes = args.max_instance_mib << 20;
+        settings
+    });
     let tls = args.tls().await?;
     crate::metrics::install();
     let data = config.data_dir.clone();
