@@ -552,17 +552,18 @@ fn a_storage_scp_that_is_not_there_gets_bounded_attempts_and_the_push_ends_dead(
     );
 }
 
-#[test]
-fn a_full_disk_is_answered_out_of_resources_at_once_and_nothing_is_kept() {
-    let data = scratch("dimse-full");
-    let (server, port) = start(&data, 60.0, &["--min-free-mib", "1000000000"]);
-    let work = scratch("dimse-full-files");
+/// A server started with `limit` refuses a whole sample slice with 0xA700 and a comment
+/// holding `why`, and keeps nothing of it.
+fn out_of_resources(name: &str, limit: &[&str], why: &str) {
+    let data = scratch(name);
+    let (server, port) = start(&data, 60.0, limit);
+    let work = scratch(&format!("{name}-files"));
     let (sop, dataset) = plain_dataset(&work);
     let (mut association, context) = associate(port);
     let refused = store(&mut association, context, &sop, &dataset);
     assert_eq!(refused.status, Some(0xA700), "{refused:?}");
     let comment = refused.error_comment.unwrap_or_default();
-    assert!(comment.contains("disk space"), "{comment}");
+    assert!(comment.contains(why), "{comment}");
     association.release().unwrap();
     let (_, study) = sample();
     assert_eq!(study_instances(&server, &study), None);
@@ -570,18 +571,19 @@ fn a_full_disk_is_answered_out_of_resources_at_once_and_nothing_is_kept() {
 }
 
 #[test]
+fn a_full_disk_is_answered_out_of_resources_at_once_and_nothing_is_kept() {
+    out_of_resources(
+        "dimse-full",
+        &["--min-free-mib", "1000000000"],
+        "disk space",
+    );
+}
+
+#[test]
 fn an_instance_over_the_size_limit_is_refused_and_dropped() {
-    let data = scratch("dimse-large");
-    let (server, port) = start(&data, 60.0, &["--max-instance-mib", "0"]);
-    let work = scratch("dimse-large-files");
-    let (sop, dataset) = plain_dataset(&work);
-    let (mut association, context) = associate(port);
-    let refused = store(&mut association, context, &sop, &dataset);
-    assert_eq!(refused.status, Some(0xA700), "{refused:?}");
-    let comment = refused.error_comment.unwrap_or_default();
-    assert!(comment.contains("larger than pulmo takes"), "{comment}");
-    association.release().unwrap();
-    let (_, study) = sample();
-    assert_eq!(study_instances(&server, &study), None);
-    assert_eq!(temporaries(&data), 0);
+    out_of_resources(
+        "dimse-large",
+        &["--max-instance-mib", "0"],
+        "larger than pulmo takes",
+    );
 }

@@ -49,33 +49,12 @@ mod tests {
     use super::*;
     use crate::command;
     use crate::contexts::{IMPLICIT_VR_LE, VERIFICATION};
-    use dicom_ul::pdu::{
-        AssociationRQ, PDataValue, PDataValueType, Pdu, PresentationContextProposed,
-        UserVariableItem,
-    };
+    use crate::testing::bytes_of;
+    use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
     use proptest::prelude::*;
 
-    fn bytes_of(pdus: &[Pdu]) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        for pdu in pdus {
-            dicom_ul::write_pdu(&mut bytes, pdu).unwrap();
-        }
-        bytes
-    }
-
     fn request(called: &str) -> Pdu {
-        Pdu::AssociationRQ(AssociationRQ {
-            protocol_version: 1,
-            calling_ae_title: "SCU".into(),
-            called_ae_title: called.into(),
-            application_context_name: "1.2.840.10008.3.1.1.1".into(),
-            presentation_contexts: vec![PresentationContextProposed {
-                id: 1,
-                abstract_syntax: VERIFICATION.into(),
-                transfer_syntaxes: vec![IMPLICIT_VR_LE.into()],
-            }],
-            user_variables: vec![UserVariableItem::MaxLength(16384)],
-        })
+        crate::testing::request(called, VERIFICATION, IMPLICIT_VR_LE)
     }
 
     fn echo() -> Pdu {

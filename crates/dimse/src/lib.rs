@@ -36,6 +36,37 @@ pub fn is_ae_title(text: &str) -> bool {
             .all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
 }
 
+/// What the crate's tests share: an SCU's side of an association, as bytes.
+#[cfg(test)]
+pub(crate) mod testing {
+    use dicom_ul::pdu::{AssociationRQ, Pdu, PresentationContextProposed, UserVariableItem};
+
+    /// An A-ASSOCIATE-RQ from `SCU` to `called` with one presentation context (id 1).
+    pub fn request(called: &str, abstract_syntax: &str, transfer_syntax: &str) -> Pdu {
+        Pdu::AssociationRQ(AssociationRQ {
+            protocol_version: 1,
+            calling_ae_title: "SCU".into(),
+            called_ae_title: called.into(),
+            application_context_name: "1.2.840.10008.3.1.1.1".into(),
+            presentation_contexts: vec![PresentationContextProposed {
+                id: 1,
+                abstract_syntax: abstract_syntax.into(),
+                transfer_syntaxes: vec![transfer_syntax.into()],
+            }],
+            user_variables: vec![UserVariableItem::MaxLength(16384)],
+        })
+    }
+
+    /// The PDUs, written one after the other.
+    pub fn bytes_of(pdus: &[Pdu]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for pdu in pdus {
+            dicom_ul::write_pdu(&mut bytes, pdu).unwrap();
+        }
+        bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -693,3 +693,130 @@ fn part10_header<K>(receiving: &Receiving<K>, calling: &str) -> Result<Vec<u8>, 
     })?;
     Ok(header)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contexts::{CT_IMAGE_STORAGE, EXPLICIT_VR_LE};
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::InMemDicomObject;
+    use std::sync::Mutex;
+
+    /// Keeps what it is given, and refuses everything while `full`.
+    #[derive(Default)]
+    struct Memory {
+        stored: Mutex<Vec<Vec<u8>>>,
+        full: bool,
+    }
+
+    impl Storage for Memory {
+        type Sink = Vec<u8>;
+
+        async fn room(&self) -> Result<(), Status> {
+            match self.full {
+                true => Err(Status::failure(status::OUT_OF_RESOURCES, "full")),
+                false => Ok(()),
+            }
+        }
+
+        async fn open(&self) -> std::io::Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+
+        async fn store(&self, sink: Vec<u8>, _instance: Received<'_>) -> Status {
+            self.stored.lock().unwrap().push(sink);
+            Status::success()
+        }
+
+        async fn discard(&self, _sink: Vec<u8>) {}
+    }
+
+    fn value(value_type: PDataValueType, data: Vec<u8>) -> Pdu {
+        Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: 1,
+                value_type,
+                is_last: true,
+                data,
+            }],
+        }
+    }
+
+    /// An SCU's side of one C-STORE of a tiny data set, then a release, as bytes.
+    fn one_store() -> Vec<u8> {
+        let request = crate::testing::request("PULMO", CT_IMAGE_STORAGE, EXPLICIT_VR_LE);
+        let dataset = InMemDicomObject::from_element_iter([DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.3.4"),
+        )]);
+        let mut data = Vec::new();
+        let ts = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        dataset.write_dataset_with_ts(&mut data, &ts).unwrap();
+        let command = command::store_request(9, CT_IMAGE_STORAGE, "1.2.3.4");
+        crate::testing::bytes_of(&[
+            request,
+            value(PDataValueType::Command, command),
+            value(PDataValueType::Data, data),
+            Pdu::ReleaseRQ,
+        ])
+    }
+
+    /// Runs the SCP on `bytes`; returns how it ended and the C-STORE-RSP's status.
+    async fn run(bytes: &[u8], storage: &Memory) -> (Ended, Option<u16>) {
+        let mut stream = tokio::io::join(bytes, Vec::new());
+        let config = Config::new(Policy {
+            ae_title: "PULMO".into(),
+            peers: None,
+        });
+        let address = SocketAddr::from(([127, 0, 0, 1], 4000));
+        let outcome = serve(&mut stream, address, &config, storage, false).await;
+        let answers = stream.into_inner().1;
+        let mut rest = &answers[..];
+        let mut status = None;
+        while let Ok(Some(pdu)) = dicom_ul::read_pdu(&mut rest, 1 << 20, false) {
+            if let Pdu::PData { data } = pdu {
+                status = command::read(&data[0].data).unwrap().status;
+            }
+        }
+        (outcome.ended, status)
+    }
+
+    #[tokio::test]
+    async fn a_stored_instance_is_a_part10_file_answered_success() {
+        let storage = Memory::default();
+        let (ended, status) = run(&one_store(), &storage).await;
+        assert_eq!((ended, status), (Ended::Released, Some(status::SUCCESS)));
+        let file = storage.stored.lock().unwrap().remove(0);
+        assert_eq!(&file[128..132], b"DICM");
+        let object = dicom_object::OpenFileOptions::new()
+            .from_reader(&file[128..])
+            .unwrap();
+        assert_eq!(object.meta().transfer_syntax(), EXPLICIT_VR_LE);
+        assert_eq!(
+            object.meta().media_storage_sop_class_uid(),
+            CT_IMAGE_STORAGE
+        );
+        let sop = object
+            .element(tags::SOP_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert_eq!(sop.trim_end_matches('\0'), "1.2.3.4");
+    }
+
+    #[tokio::test]
+    async fn no_room_is_answered_out_of_resources_after_the_data_set() {
+        let storage = Memory {
+            full: true,
+            ..Memory::default()
+        };
+        let (ended, status) = run(&one_store(), &storage).await;
+        assert_eq!(
+            (ended, status),
+            (Ended::Released, Some(status::OUT_OF_RESOURCES))
+        );
+        assert!(storage.stored.lock().unwrap().is_empty());
+    }
+}
