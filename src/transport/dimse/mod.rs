@@ -41,8 +41,8 @@ pub struct Settings {
     pub watermarks: Watermarks,
 }
 
-/// Serves associations on `listener` until `stop`, then waits for the running ones (each
-/// ends by itself within the idle timeout).
+/// Serves associations on `listener` until `stop`, then lets the running ones finish for
+/// up to [`STOP_GRACE`] and cuts off the rest.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
@@ -94,8 +94,21 @@ pub async fn serve(
         associations = running.len(),
         "no longer accepting DIMSE associations"
     );
-    while running.join_next().await.is_some() {}
+    let finished = tokio::time::timeout(STOP_GRACE, async {
+        while running.join_next().await.is_some() {}
+    });
+    if finished.await.is_err() {
+        // What they had acknowledged is stored; the rest their senders will send again.
+        tracing::warn!(
+            associations = running.len(),
+            "aborting DIMSE associations still open"
+        );
+        running.abort_all();
+    }
 }
+
+/// How long running associations may go on after a stop before they are cut off.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs one association; returns how it went and the studies it stored.
 async fn association(
