@@ -2,11 +2,11 @@
 //!
 //! DICOM goes in, a LibTorch CNN runs on a CUDA GPU or the CPU, and structured reports
 //! come out. The work lives in the library crates under `crates/`, along the data flow;
-//! this crate holds the transports (CLI and HTTP) and the one place where the libtorch
+//! this crate holds the transports (CLI, HTTP and DIMSE) and the one place where the libtorch
 //! backend meets the pipeline ([`analyzer`]). Imports point one way only:
 //!
 //! ```text
-//! transport (cli, http) -> service -> pipeline -> ingest -> volume -> preprocess
+//! transport (cli, http, dimse) -> service -> pipeline -> ingest -> volume -> preprocess
 //!                                              -> (backend: inference) -> postprocess
 //!                                              -> findings -> report (json, sr, seg, images)
 //! ```
@@ -19,7 +19,7 @@
 //! | [`preprocess`], [`postprocess`], [`findings`], [`report`], [`evaluate`], [`pipeline`] | `pulmo-core` | the analysis, behind the `Network` trait |
 //! | [`service`] | `pulmo-service` | spool, store, workers, pushes |
 //! | [`metrics`] | `pulmo-metrics` | every Prometheus metric |
-//! | [`transport`], [`analyzer`], [`build_info`] | this crate | CLI and HTTP |
+//! | [`transport`], [`analyzer`], [`build_info`] | this crate | CLI, HTTP and DIMSE (its protocol in `pulmo-dimse`) |
 //!
 //! `docs/ARCHITECTURE.md` holds the picture and the threading model.
 

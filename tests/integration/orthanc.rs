@@ -1,8 +1,10 @@
 //! pulmo beside a real PACS: Orthanc (Debian's `orthanc` and `orthanc-dicomweb`) routes
 //! each stable CT series to `pulmo serve` over STOW-RS, and pulmo pushes its SR, SEG and
 //! key images back into the same study in Orthanc. The configuration generated here is the
-//! one `docs/pacs-integration.md` shows. Then a PACS that only fails: the push ends dead
-//! after the configured attempts while the webhook gets the report.
+//! one `docs/pacs-integration.md` shows. The same round trip over DIMSE: Orthanc sends the
+//! series to pulmo as a DICOM modality (C-STORE) and pulmo pushes the results back to
+//! Orthanc's DICOM port. Then a PACS that only fails: the push ends dead after the
+//! configured attempts while the webhook gets the report.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::scratch;
 use crate::common::server::{client, sample, Server};
+use crate::common::Scratch;
 use serde_json::{json, Value};
 
 const ORTHANC: &str = "Orthanc";
@@ -82,16 +85,23 @@ struct Orthanc {
 impl Orthanc {
     /// Starts Orthanc with its REST API on `http` and waits until it answers.
     fn start_on(dir: &Path, http: u16, pulmo_dicomweb: &str) -> Orthanc {
+        let config = orthanc_config(dir, http, free_port(), pulmo_dicomweb);
+        Orthanc::start_with(dir, http, &config, ROUTE_LUA)
+    }
+
+    /// Starts Orthanc with `config` (REST API on `http`) and `lua` as its `route.lua`.
+    fn start_with(dir: &Path, http: u16, config: &Value, lua: &str) -> Orthanc {
         assert!(
             Path::new(DICOMWEB_PLUGIN).exists(),
             "{DICOMWEB_PLUGIN} is missing: install orthanc-dicomweb (scripts/setup/setup.sh --test)"
         );
-        let config = orthanc_config(dir, http, free_port(), pulmo_dicomweb);
-        std::fs::write(dir.join("route.lua"), ROUTE_LUA).unwrap();
+        std::fs::write(dir.join("route.lua"), lua).unwrap();
         let config_path = dir.join("orthanc.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        std::fs::write(&config_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let log = dir.join("orthanc.log");
+        // Orthanc's DICOM client (dcmtk) leaves Nagle on unless told.
         let child = Command::new(ORTHANC)
+            .env("TCP_NODELAY", "1")
             .arg(&config_path)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::from(
@@ -148,6 +158,28 @@ impl Orthanc {
         found
     }
 
+    /// Waits until the study holds SR, SEG and key images (OT) besides its CT, within
+    /// `limit`, and checks that it holds nothing else.
+    fn wait_for_results(&self, study: &str, limit: Duration) {
+        let modalities = wait_for("SR, SEG and key images in Orthanc", limit, || {
+            let found = self.modalities(study);
+            // Orthanc files the pushed instances one by one: wait for all three kinds.
+            let all = ["SR", "SEG", "OT"]
+                .iter()
+                .all(|k| found.iter().any(|m| m == k));
+            all.then_some(found)
+        });
+        assert_eq!(modalities, ["CT", "OT", "SEG", "SR"], "{}", self.log_tail());
+    }
+
+    /// The Study Instance UID of Orthanc's study `study`.
+    fn study_uid(&self, study: &str) -> String {
+        self.get(&format!("/studies/{study}")).unwrap()["MainDicomTags"]["StudyInstanceUID"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -190,38 +222,15 @@ fn orthanc_routes_a_ct_series_to_pulmo_and_gets_sr_and_seg_back_in_the_same_stud
     );
     let orthanc = Orthanc::start_on(&dir, orthanc_http, &format!("{}/dicomweb", pulmo.base));
     let files = sample().0;
-    let mut study = String::new();
-    for file in &files {
-        study = orthanc.upload(file)["ParentStudy"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    }
+    let study = upload_sample(&orthanc);
     let uploaded = Instant::now();
     let uploaded_at = unix_now();
     let limit = Duration::from_secs(120);
-    let modalities = wait_for("SR, SEG and key images in Orthanc", limit, || {
-        let found = orthanc.modalities(&study);
-        // Orthanc files the pushed instances one by one: wait for all three kinds.
-        let all = ["SR", "SEG", "OT"]
-            .iter()
-            .all(|k| found.iter().any(|m| m == k));
-        all.then_some(found)
-    });
+    orthanc.wait_for_results(&study, limit);
     let elapsed = uploaded.elapsed();
-    assert_eq!(
-        modalities,
-        ["CT", "OT", "SEG", "SR"],
-        "{}",
-        orthanc.log_tail()
-    );
 
     // pulmo analysed the series once and shows its push done at the first attempt.
-    let study_uid = orthanc.get(&format!("/studies/{study}")).unwrap()["MainDicomTags"]
-        ["StudyInstanceUID"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let study_uid = orthanc.study_uid(&study);
     // Orthanc can show the last instance before its answer to the STOW request has reached
     // pulmo, so wait for pulmo to file the push's outcome before reading it.
     let status = wait_for("pulmo to file the push's outcome", limit, || {
@@ -357,4 +366,87 @@ fn a_pacs_that_keeps_failing_gets_a_bounded_number_of_attempts_and_the_push_ends
     assert_eq!(reports[0].0, "POST /hooks/pulmo HTTP/1.1");
     let report: Value = serde_json::from_slice(&reports[0].1).unwrap();
     assert_eq!(report["model"]["id"], "threshold-test");
+}
+
+/// Forwards each stable CT series to the DICOM modality `pulmo` by C-STORE (Lua's
+/// `SendToModality` takes an instance, so a series goes through the REST route).
+const ROUTE_DIMSE_LUA: &str = r#"
+function OnStableSeries(seriesId, tags, metadata)
+  if tags['Modality'] == 'CT' then
+    local answer = RestApiPost('/modalities/pulmo/store', seriesId)
+    if answer == nil then
+      print('pulmo route: sending series ' .. seriesId .. ' failed')
+    end
+  end
+end
+"#;
+
+/// The upload of the sample series into Orthanc's REST API; returns Orthanc's study id.
+fn upload_sample(orthanc: &Orthanc) -> String {
+    let mut study = String::new();
+    for file in &sample().0 {
+        study = orthanc.upload(file)["ParentStudy"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    study
+}
+
+/// pulmo over DIMSE with Orthanc (AE `ORTHANC`) as its only peer, pushing back by C-STORE
+/// to Orthanc's DICOM port; returns it and its DIMSE port.
+fn pulmo_over_dimse(dir: &Scratch, orthanc_dicom: u16) -> (Server, u16) {
+    let peers = dir.join("peers.toml");
+    std::fs::write(
+        &peers,
+        "[[peer]]\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let push = format!("ORTHANC@127.0.0.1:{orthanc_dicom}");
+    let mut pulmo = Server::spawn(
+        &dir.join("pulmo-data"),
+        1.0,
+        &[
+            "--dimse-listen",
+            "127.0.0.1:0",
+            "--dimse-peers",
+            peers.to_str().unwrap(),
+            "--push-dimse",
+            &push,
+            "--push-backoff-seconds",
+            "0.5",
+        ],
+    );
+    let line = pulmo.next_line();
+    let port = line
+        .strip_prefix("pulmo DIMSE listening on 127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected DIMSE line {line:?}"));
+    (pulmo, port)
+}
+
+#[test]
+fn orthanc_forwards_a_ct_series_to_pulmo_by_c_store_and_gets_the_results_back_by_c_store() {
+    let dir = scratch("orthanc-dimse");
+    let (orthanc_http, orthanc_dicom) = (free_port(), free_port());
+    let (pulmo, pulmo_dicom) = pulmo_over_dimse(&dir, orthanc_dicom);
+    let mut config = orthanc_config(&dir, orthanc_http, orthanc_dicom, "http://127.0.0.1:9");
+    config["DicomAet"] = json!("ORTHANC");
+    config["DicomModalities"] = json!({ "pulmo": ["PULMO", "127.0.0.1", pulmo_dicom] });
+    let orthanc = Orthanc::start_with(&dir, orthanc_http, &config, ROUTE_DIMSE_LUA);
+    let study = upload_sample(&orthanc);
+    let limit = Duration::from_secs(120);
+    orthanc.wait_for_results(&study, limit);
+    let study_uid = orthanc.study_uid(&study);
+    let status = wait_for("pulmo to file the push's outcome", limit, || {
+        let status = pulmo.get_json(&format!("/api/v1/studies/{study_uid}")).1;
+        (status["jobs"][0]["dimse"]["state"] == "done").then_some(status)
+    });
+    let jobs = status["jobs"].as_array().unwrap();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "one analysis of the forwarded series: {status}"
+    );
+    assert_eq!(status["instances"], sample().0.len());
 }

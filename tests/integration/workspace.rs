@@ -60,12 +60,13 @@ fn reaches(graph: &HashMap<String, Vec<String>>, from: &str, to: &str) -> bool {
     false
 }
 
-const MEMBERS: [&str; 8] = [
+const MEMBERS: [&str; 9] = [
     "pulmo",
     "pulmo-backend",
     "pulmo-core",
     "pulmo-dicom",
     "pulmo-dicomweb",
+    "pulmo-dimse",
     "pulmo-inference",
     "pulmo-metrics",
     "pulmo-service",
@@ -101,6 +102,7 @@ fn the_crates_without_libtorch_test_without_it() {
         "pulmo-core",
         "pulmo-dicom",
         "pulmo-dicomweb",
+        "pulmo-dimse",
         "pulmo-metrics",
         "pulmo-service",
     ] {

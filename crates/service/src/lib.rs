@@ -34,7 +34,9 @@ use store::Store;
 use pulmo_core::pipeline::{results::Choice, Analyzer};
 use pulmo_dicom::ingest::SelectionRules;
 
-pub use push::{Auth, Destination, Push, PushConfig, PushCounts, PushState, Target};
+pub use push::{
+    Auth, Destination, DimseDestination, Push, PushConfig, PushCounts, PushState, Target,
+};
 pub use spool::{is_uid, Accepted, Refusal, Refused};
 pub use store::{AuditEntry, Job, JobState, ResultRow, ResultStudy};
 

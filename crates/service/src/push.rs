@@ -1,5 +1,5 @@
-//! Pushing results back: where they go (a DICOMweb STOW-RS destination, a webhook), the
-//! retry policy, and what a push is. The durable queue of pushes is the index's `pushes`
+//! Pushing results back: where they go (a DICOMweb STOW-RS destination, a Storage SCP by
+//! C-STORE, a webhook), the retry policy, and what a push is. The durable queue of pushes is the index's `pushes`
 //! table ([`crate::store::Pushes`]).
 //!
 //! Each finished job gets one push per configured destination, written in the same
@@ -21,6 +21,8 @@ pub enum Target {
     Stow,
     /// A URL that receives the JSON report.
     Webhook,
+    /// The PACS's Storage SCP: SR, SEG and key images by C-STORE over one association.
+    Dimse,
 }
 
 impl Target {
@@ -29,12 +31,14 @@ impl Target {
         match self {
             Target::Stow => "stow",
             Target::Webhook => "webhook",
+            Target::Dimse => "dimse",
         }
     }
 
     pub(crate) fn parse(text: &str) -> Target {
         match text {
             "webhook" => Target::Webhook,
+            "dimse" => Target::Dimse,
             _ => Target::Stow,
         }
     }
@@ -115,6 +119,13 @@ pub struct Destination {
     pub auth: Auth,
 }
 
+/// A Storage SCP that receives results by C-STORE, and the AE title pulmo calls it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DimseDestination {
+    pub destination: pulmo_dimse::scu::Destination,
+    pub calling_ae_title: String,
+}
+
 /// Where results go and how hard pulmo tries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushConfig {
@@ -122,6 +133,8 @@ pub struct PushConfig {
     pub stow: Option<Destination>,
     /// A URL that receives each job's JSON report.
     pub webhook: Option<Destination>,
+    /// The PACS's Storage SCP, for SR, SEG and key images by C-STORE.
+    pub dimse: Option<DimseDestination>,
     /// Attempts per push before it is dead.
     pub max_attempts: u32,
     /// The wait after the first failed attempt; it doubles with each further one.
@@ -138,6 +151,7 @@ impl Default for PushConfig {
         PushConfig {
             stow: None,
             webhook: None,
+            dimse: None,
             max_attempts: 8,
             backoff: Duration::from_secs(5),
             backoff_cap: Duration::from_secs(600),
@@ -156,14 +170,18 @@ impl PushConfig {
         if self.webhook.is_some() {
             targets.push(Target::Webhook);
         }
+        if self.dimse.is_some() {
+            targets.push(Target::Dimse);
+        }
         targets
     }
 
-    /// The destination of `target`, when configured.
+    /// The HTTP destination of `target`, when configured (none for C-STORE).
     pub fn destination(&self, target: Target) -> Option<&Destination> {
         match target {
             Target::Stow => self.stow.as_ref(),
             Target::Webhook => self.webhook.as_ref(),
+            Target::Dimse => None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The pusher: one async task that takes due pushes from the index and sends them, the
-//! results of a job as one STOW-RS request to the PACS, or its JSON report to a webhook.
+//! results of a job as one STOW-RS request to the PACS or by C-STORE over one association
+//! to its Storage SCP, or its JSON report to a webhook.
 //!
-//! Files are read and bodies built off the async workers; the request itself is async.
+//! Files are read and bodies built off the async workers; the HTTP request itself is
+//! async, a C-STORE association (dicom-ul's blocking SCU) runs off the async workers too.
 //! Logs name the job, the push and the study's UID, never a URL (it may hold a password)
 //! or anything the destination answered beyond its status.
 
@@ -45,6 +47,10 @@ enum Error {
     },
     #[error("the destination stored only some of the instances (202)")]
     Partial,
+    #[error(transparent)]
+    Dimse(#[from] pulmo_dimse::scu::Error),
+    #[error("the C-STORE association panicked")]
+    Panicked(#[source] tokio::task::JoinError),
 }
 
 impl Error {
@@ -56,6 +62,8 @@ impl Error {
                 status,
                 retry_after,
             } => (!retryable(*status), *retry_after),
+            Error::Dimse(err) => (err.is_permanent(), None),
+            Error::Panicked(_) => (false, None),
             _ => (true, None),
         };
         Failure {
@@ -174,6 +182,9 @@ struct Request {
 
 /// Builds the request from the job's files and sends it; returns the study's UID.
 async fn send(service: &Arc<Service>, client: &Client, push: &Push) -> Result<String, Error> {
+    if push.target == Target::Dimse {
+        return send_dimse(service, push.job_id).await;
+    }
     let destination = service
         .config
         .push
@@ -191,8 +202,8 @@ async fn send(service: &Arc<Service>, client: &Client, push: &Push) -> Result<St
         source: std::io::Error::other(err.to_string()),
     })??;
     let url = match target {
-        Target::Stow => format!("{}/studies", destination.url.trim_end_matches('/')),
         Target::Webhook => destination.url.clone(),
+        _ => format!("{}/studies", destination.url.trim_end_matches('/')),
     };
     let builder = client
         .post(url)
@@ -207,6 +218,36 @@ async fn send(service: &Arc<Service>, client: &Client, push: &Push) -> Result<St
         .map_err(|err| Error::Request(err.without_url()))?;
     check(target, response.status(), response.headers())?;
     Ok(request.study)
+}
+
+/// Sends the job's result files by C-STORE; returns the study's UID.
+async fn send_dimse(service: &Arc<Service>, job_id: i64) -> Result<String, Error> {
+    let peer = service
+        .config
+        .push
+        .dimse
+        .clone()
+        .ok_or(Error::NoDestination(Target::Dimse))?;
+    let options = pulmo_dimse::scu::Options {
+        calling_ae_title: peer.calling_ae_title.clone(),
+        timeout: service.config.push.timeout,
+    };
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || {
+        let job = service
+            .store
+            .jobs()
+            .get(job_id)?
+            .ok_or(Error::NoJob(job_id))?;
+        let paths = service.store.results().paths_of_job(job_id)?;
+        if paths.is_empty() {
+            return Err(Error::NothingToPush(job_id));
+        }
+        pulmo_dimse::scu::store(&peer.destination, &options, &paths)?;
+        Ok(job.study_instance_uid)
+    })
+    .await
+    .map_err(Error::Panicked)?
 }
 
 fn authenticated(builder: RequestBuilder, destination: &Destination) -> RequestBuilder {
@@ -259,7 +300,7 @@ fn build(service: &Service, job_id: i64, target: Target) -> Result<Request, Erro
                 body: read(path)?,
             })
         }
-        Target::Stow => {
+        Target::Stow | Target::Dimse => {
             let paths = service.store.results().paths_of_job(job_id)?;
             if paths.is_empty() {
                 return Err(Error::NothingToPush(job_id));

@@ -4,6 +4,7 @@
 
 mod analyze;
 mod batch;
+mod dimse;
 mod evaluate;
 mod push;
 mod results;

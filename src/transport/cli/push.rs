@@ -1,12 +1,13 @@
-//! `pulmo serve`'s options for pushing results back: the PACS's STOW-RS URL, its
-//! credentials, a webhook, and the retry policy; checked once into a `PushConfig`.
+//! `pulmo serve`'s options for pushing results back: the PACS's STOW-RS URL and its
+//! credentials, its Storage SCP (C-STORE), a webhook, and the retry policy; checked once
+//! into a `PushConfig`.
 
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use clap::Args;
 
-use crate::service::{Auth, Destination, PushConfig};
+use crate::service::{Auth, Destination, DimseDestination, PushConfig};
 
 /// Where results go once a job is done.
 #[derive(Debug, Args)]
@@ -24,6 +25,10 @@ pub struct PushArgs {
     /// Bearer token for the PACS (instead of basic authentication).
     #[arg(long, env = "PULMO_PUSH_TOKEN", hide_env_values = true)]
     pub push_token: Option<String>,
+    /// The PACS's Storage SCP that receives each job's SR, SEG and key images by C-STORE,
+    /// as AET@HOST:PORT (called with --ae-title as the calling AE title).
+    #[arg(long, env = "PULMO_PUSH_DIMSE")]
+    pub push_dimse: Option<pulmo_dimse::scu::Destination>,
     /// URL that receives each job's JSON report (POST, application/json).
     #[arg(long, env = "PULMO_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
@@ -42,8 +47,8 @@ pub struct PushArgs {
 }
 
 impl PushArgs {
-    /// The checked configuration.
-    pub fn config(&self) -> anyhow::Result<PushConfig> {
+    /// The checked configuration; C-STORE pushes call with `ae_title`.
+    pub fn config(&self, ae_title: &str) -> anyhow::Result<PushConfig> {
         ensure!(
             self.push_max_attempts >= 1,
             "--push-max-attempts must be at least 1"
@@ -62,9 +67,14 @@ impl PushArgs {
             }),
             None => None,
         };
+        let dimse = self.push_dimse.clone().map(|destination| DimseDestination {
+            destination,
+            calling_ae_title: ae_title.trim().to_owned(),
+        });
         Ok(PushConfig {
             stow,
             webhook,
+            dimse,
             max_attempts: self.push_max_attempts,
             backoff: seconds(self.push_backoff_seconds, "--push-backoff-seconds", true)?,
             backoff_cap: seconds(
@@ -126,7 +136,7 @@ mod tests {
     fn config(args: &[&str]) -> anyhow::Result<PushConfig> {
         Cli::try_parse_from([&["pulmo"], args].concat())?
             .push
-            .config()
+            .config("PULMO")
     }
 
     #[test]
@@ -146,5 +156,16 @@ mod tests {
         assert!(config(&["--push-url", "ftp://pacs/"]).is_err());
         assert!(config(&["--webhook-url", "not a url"]).is_err());
         assert!(config(&[]).unwrap().targets().is_empty());
+    }
+
+    #[test]
+    fn a_storage_scp_is_aet_at_host_colon_port() {
+        let dimse = config(&["--push-dimse", "ORTHANC@127.0.0.1:4242"])
+            .unwrap()
+            .dimse
+            .unwrap();
+        assert_eq!(dimse.destination.to_string(), "ORTHANC@127.0.0.1:4242");
+        assert_eq!(dimse.calling_ae_title, "PULMO");
+        assert!(config(&["--push-dimse", "127.0.0.1:4242"]).is_err());
     }
 }

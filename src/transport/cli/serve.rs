@@ -1,4 +1,5 @@
-//! `pulmo serve`: the DICOMweb service a PACS forwards studies to.
+//! `pulmo serve`: the service a PACS forwards studies to, over DICOMweb and, with
+//! `--dimse-listen`, over DIMSE (C-STORE).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +11,12 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::dimse::DimseArgs;
 use super::push::PushArgs;
 use super::EngineArgs;
 use crate::pipeline::results::Choice;
 use crate::service::{self, Service, ServiceConfig};
+use crate::transport::dimse;
 use crate::transport::http::auth::Role;
 use crate::transport::http::{self, AppState, Limits, Tokens};
 use axum_server::tls_rustls::RustlsConfig;
@@ -30,7 +33,7 @@ pub struct ServeArgs {
     /// A series is complete, and analysed, once nothing of it has arrived for this long (seconds).
     #[arg(long, env = "PULMO_QUIET_SECONDS", default_value_t = 3.0)]
     pub quiet_seconds: f64,
-    /// Largest accepted instance, in MiB.
+    /// Largest accepted instance (a STOW-RS part or a C-STORE data set), in MiB.
     #[arg(long, default_value_t = 1024)]
     pub max_instance_mib: u64,
     /// Largest accepted STOW-RS request, in MiB.
@@ -82,6 +85,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
+    pub dimse: DimseArgs,
+    #[command(flatten)]
     pub push: PushArgs,
     #[command(flatten)]
     pub selection: super::SelectionArgs,
@@ -103,7 +108,7 @@ impl ServeArgs {
                 images: false,
                 capture: !self.no_key_images,
             },
-            push: self.push.config()?,
+            push: self.push.config(&self.dimse.ae_title)?,
             rules: self.selection.rules()?,
             ..ServiceConfig::new(&self.data)
         })
@@ -193,6 +198,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.service_config()?;
     let tokens = args.tokens()?;
+    let watermarks = dimse::Watermarks {
+        min_free_bytes: args.min_free_mib << 20,
+        max_queued_jobs: args.max_queued_jobs.max(1),
+    };
+    let dimse = args.dimse.settings(watermarks)?.map(|mut settings| {
+        settings.config.max_instance_bytes = args.max_instance_mib << 20;
+        settings
+    });
     let tls = args.tls().await?;
     crate::metrics::install();
     let data = config.data_dir.clone();
@@ -213,6 +226,10 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(service.clone(), limits, tokens);
     let app = args.app(state)?;
     let server = tokio::spawn(http::serve(listener, app, tls, limits, stop.clone()));
+    let dimse = match dimse {
+        Some(settings) => Some(listen_dimse(args, &service, settings, &stop).await?),
+        None => None,
+    };
     let analyzer_config = args.engine.analyzer_config();
     let analyzer =
         tokio::task::spawn_blocking(move || crate::analyzer::start(&analyzer_config)).await?;
@@ -226,12 +243,42 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let mut workers = service::start(service, analyzer, stop.clone());
     tracing::info!("ready");
     server.await?.context("the HTTP server failed")?;
+    if let Some(dimse) = dimse {
+        dimse.await?;
+    }
     tracing::info!("no longer accepting requests; finishing running jobs");
     while let Some(done) = workers.join_next().await {
         done?;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the DIMSE listener, prints its address (after the HTTP one) and serves it.
+async fn listen_dimse(
+    args: &ServeArgs,
+    service: &Arc<Service>,
+    settings: dimse::Settings,
+    stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let address = args
+        .dimse
+        .dimse_listen
+        .expect("settings exist only with an address");
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("could not listen for DIMSE on {address}"))?;
+    let bound = listener.local_addr()?;
+    let ae_title = settings.config.policy.ae_title.clone();
+    // Tests and supervisors read this line to learn the port.
+    println!("pulmo DIMSE listening on {bound} as {ae_title}");
+    tracing::info!(address = %bound, ae_title, "listening for DIMSE");
+    Ok(tokio::spawn(dimse::serve(
+        listener,
+        service.clone(),
+        settings,
+        stop.clone(),
+    )))
 }
 
 async fn stop_on_signal(stop: CancellationToken) {

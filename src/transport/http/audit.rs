@@ -101,7 +101,7 @@ impl Throttle {
 
     /// `Some(skipped)`: record this one, and say how many were skipped since the last;
     /// `None`: skip it.
-    fn admit(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn admit(&self, now: Instant) -> Option<u64> {
         let mut bucket = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = bucket.at.map_or(0.0, |at| (now - at).as_secs_f64());
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);

@@ -21,6 +21,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 pub use audit::StoredStudies;
+pub(crate) use audit::Throttle;
 pub use auth::Tokens;
 pub use error::ApiError;
 

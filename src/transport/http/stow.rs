@@ -200,21 +200,20 @@ async fn store(
 /// Refuses new uploads while the disk is nearly full or the queue is long: 503, and what
 /// was already accepted is unaffected.
 async fn admission(state: &AppState) -> Result<(), ApiError> {
-    let service = state.service.clone();
     let limits = state.limits;
-    let free = tokio::task::spawn_blocking(move || {
-        fs4::available_space(&service.config().data_dir).unwrap_or(u64::MAX)
-    })
+    let room = crate::transport::room(
+        &state.service,
+        limits.min_free_bytes,
+        limits.max_queued_jobs,
+    )
     .await?;
-    if free < limits.min_free_bytes {
-        crate::metrics::failure("receive", "disk");
-        tracing::warn!(free, "refusing uploads: the data directory is nearly full");
-        return Err(ApiError::Busy {
-            reason: "the server is short of disk space".to_owned(),
-            retry_after: 60,
-        });
-    }
-    super::queue_has_room(state).await
+    room.map_err(|full| ApiError::Busy {
+        reason: full.reason().to_owned(),
+        retry_after: match full {
+            crate::transport::Full::Disk { .. } => 60,
+            crate::transport::Full::Queue => 30,
+        },
+    })
 }
 
 /// Feeds the request body to the multipart parser through a small channel, and once the

@@ -61,6 +61,14 @@ impl Server {
         }
     }
 
+    /// The next line the server prints (after the HTTP address: the DIMSE one, when
+    /// `--dimse-listen` was given).
+    pub fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self._stdout.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -103,6 +103,9 @@ pub struct Job {
     /// Sending the report to the webhook, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Push>,
+    /// Sending the results to the PACS by C-STORE, when a Storage SCP is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimse: Option<Push>,
     #[serde(skip)]
     pub report_path: Option<PathBuf>,
 }
@@ -284,6 +287,7 @@ impl Jobs<'_> {
             match push.target {
                 Target::Stow => job.push = Some(push),
                 Target::Webhook => job.webhook = Some(push),
+                Target::Dimse => job.dimse = Some(push),
             }
         }
         Ok(job)
@@ -329,6 +333,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         report_path: r.get::<_, Option<String>>(12)?.map(PathBuf::from),
         push: None,
         webhook: None,
+        dimse: None,
     })
 }
 
