@@ -41,3 +41,10 @@ fn the_decode_corpus_replays() {
 fn the_stow_corpus_replays() {
     replay("stow", pulmo_dicomweb::fuzz::stow);
 }
+
+#[test]
+fn the_dimse_corpus_replays() {
+    replay("dimse", |data| {
+        pulmo_dimse::fuzz::association(data);
+    });
+}

@@ -47,6 +47,17 @@ pub enum CommandError {
     Missing(&'static str),
     #[error("the command set is longer than {MAX_COMMAND_BYTES} bytes")]
     TooLong,
+    #[error(
+        "command set element ({group:04X},{element:04X}) at byte {at} claims {length} bytes \
+         where {left} are left"
+    )]
+    Length {
+        group: u16,
+        element: u16,
+        at: usize,
+        length: u32,
+        left: usize,
+    },
 }
 
 /// One command, as far as pulmo reads it.
@@ -69,6 +80,7 @@ pub fn read(bytes: &[u8]) -> Result<Command, CommandError> {
     if bytes.len() > MAX_COMMAND_BYTES {
         return Err(CommandError::TooLong);
     }
+    check_lengths(bytes)?;
     let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let set = InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(CommandError::Read)?;
     let int = |tag| set.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
@@ -91,6 +103,34 @@ pub fn read(bytes: &[u8]) -> Result<Command, CommandError> {
         status: int(tags::STATUS),
         error_comment: text(tags::ERROR_COMMENT),
     })
+}
+
+/// Checks that every element of a command set (Implicit VR Little Endian: tag, then a 32-bit
+/// length) fits in what is left of it, before dicom-parser, which reserves whatever an
+/// element claims (a 1 KB association made it reserve 2 GiB; found by fuzzing). A command
+/// set has no sequences, so an undefined length is refused with the rest.
+fn check_lengths(bytes: &[u8]) -> Result<(), CommandError> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(header) = bytes.get(at..at + 8) else {
+            // A few bytes that make no element header: dicom-parser says so.
+            return Ok(());
+        };
+        let word = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]);
+        let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let left = bytes.len() - at - 8;
+        if length as usize > left {
+            return Err(CommandError::Length {
+                group: word(0),
+                element: word(2),
+                at,
+                length,
+                left,
+            });
+        }
+        at += 8 + length as usize;
+    }
+    Ok(())
 }
 
 /// A C-STORE-RQ (medium priority) for one instance; its data set follows.
@@ -192,6 +232,29 @@ fn encode(elements: Vec<Element>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_element_claiming_more_than_is_left_is_refused_before_the_parser() {
+        let mut bytes = echo_request(1);
+        let good = bytes.len();
+        // (0000,0800) US claiming 2 GiB: dicom-parser would reserve it.
+        bytes.extend_from_slice(&[0x00, 0x00, 0x00, 0x08, 0xF0, 0xFF, 0xFF, 0x7F, 1, 0]);
+        let err = read(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CommandError::Length {
+                    group: 0,
+                    element: 0x0800,
+                    length: 0x7FFF_FFF0,
+                    left: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(check_lengths(&bytes[..good]).ok(), Some(()));
+    }
 
     #[test]
     fn a_store_request_reads_back_and_its_response_answers_it() {
