@@ -6,6 +6,7 @@ mod analyze;
 mod batch;
 mod cli;
 mod common;
+mod dicomweb;
 mod evaluate;
 mod evaluate_truth;
 mod fuzz_corpus;

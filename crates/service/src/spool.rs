@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::store::{Filed, InstanceRow};
+use super::store::{Attributes, Filed, InstanceRow};
 use super::{Lane, Service};
 use pulmo_core::pipeline::error_chain;
 use pulmo_dicom::ingest::{self, SelectionRules};
@@ -172,6 +172,17 @@ fn check_and_store(
             "the server could not store it".to_owned(),
         )
     })?;
+    // Catalogued before it is filed: searches see only filed instances, so a crash
+    // between the two leaves an invisible row that the re-send replaces.
+    let attributes = super::catalog::read(&path).unwrap_or_else(|_| Attributes {
+        sop_instance_uid: instance.sop_instance_uid.clone(),
+        sop_class_uid: instance.sop_class_uid.clone(),
+        study_uid: key.study_instance_uid.clone(),
+        series_uid: key.series_instance_uid.clone(),
+        modality: key.modality.clone(),
+        ..Attributes::default()
+    });
+    service.store.catalog().put(&attributes).map_err(indexing)?;
     let row = InstanceRow {
         sop_instance_uid: instance.sop_instance_uid.clone(),
         sop_class_uid: instance.sop_class_uid.clone(),

@@ -184,6 +184,9 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
             path,
         });
     }
+    for row in &rows {
+        catalogue_result(service, row);
+    }
     let findings = analysis.report.findings.len() as u32;
     let targets = service.config.push.targets();
     let superseded =
@@ -198,6 +201,23 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         let _ = std::fs::remove_file(path);
     }
     Ok(Ended::Done { findings })
+}
+
+/// Records a result object's attributes for DICOMweb searches; one that cannot be read
+/// back is served but not found by searches, which the log says.
+fn catalogue_result(service: &Service, row: &ResultRow) {
+    let filed = super::catalog::read(&row.path)
+        .map_err(|err| error_chain(&err))
+        .and_then(|a| {
+            service
+                .store
+                .catalog()
+                .put(&a)
+                .map_err(|err| error_chain(&err))
+        });
+    if let Err(error) = filed {
+        tracing::error!(%error, sop_instance_uid = %row.sop_instance_uid, "could not catalogue a result object");
+    }
 }
 
 /// A job's reason as API readers see it: spool files named by their instance

@@ -37,6 +37,9 @@ impl utoipa::ToSchema for Uid {
     }
 }
 
+/// The path parameters that are UIDs.
+const UID_PARAMS: [&str; 3] = ["study", "series", "instance"];
+
 /// The UIDs of a route's path, in order (`{study}`, `{series}`, `{instance}`).
 #[derive(Debug)]
 pub struct Uids<const N: usize>(pub [String; N]);
@@ -50,6 +53,7 @@ impl<S: Send + Sync, const N: usize> FromRequestParts<S> for Uids<N> {
             .map_err(|_| ApiError::BadRequest("the path is not valid UTF-8".to_owned()))?;
         let uids = params
             .iter()
+            .filter(|(name, _)| UID_PARAMS.contains(name))
             .map(|(name, value)| checked(name, value))
             .collect::<Result<Vec<_>, _>>()?;
         let found = uids.len();
@@ -68,6 +72,130 @@ fn checked(name: &str, value: &str) -> Result<String, ApiError> {
     Err(ApiError::BadRequest(format!(
         "the {name} UID in the path is not a DICOM UID (digits and dots, at most 64 characters)"
     )))
+}
+
+/// The frame numbers of a WADO-RS frames path (`{frames}`): 1-based, comma-separated.
+#[derive(Debug)]
+pub struct Frames(pub Vec<u32>);
+
+/// The most frames one request may name.
+const MAX_FRAMES: usize = 1024;
+
+impl<S: Send + Sync> FromRequestParts<S> for Frames {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let bad = || {
+            ApiError::BadRequest(format!(
+                "the frames in the path are not a list of frame numbers (1, 2, ...; \
+                 comma-separated, at most {MAX_FRAMES})"
+            ))
+        };
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad())?;
+        let (_, list) = params
+            .iter()
+            .find(|(n, _)| *n == "frames")
+            .ok_or_else(bad)?;
+        let frames: Vec<u32> = list
+            .split(',')
+            .map(|f| f.trim().parse().ok().filter(|n| *n >= 1))
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        if frames.len() > MAX_FRAMES {
+            return Err(bad());
+        }
+        Ok(Frames(frames))
+    }
+}
+
+/// A frame list in a path, for the OpenAPI document.
+pub struct FrameList;
+
+impl utoipa::PartialSchema for FrameList {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*$"))
+            .max_length(Some(4096))
+            .examples(["1", "1,3"])
+            .description(Some("1-based frame numbers, comma-separated"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for FrameList {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("FrameList")
+    }
+}
+
+/// Where a bulk data value lies in an instance (`{path}`): a tag (eight hex digits), or
+/// sequence tag, item index and tag, dot-separated, as the metadata's BulkDataURIs name it.
+#[derive(Debug)]
+pub struct BulkPath(pub Vec<(u32, Option<usize>)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for BulkPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let bad = || {
+            ApiError::BadRequest(
+                "the bulk data path is not one a metadata answer names (tag, or tag.item.tag)"
+                    .to_owned(),
+            )
+        };
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad())?;
+        let (_, path) = params.iter().find(|(n, _)| *n == "path").ok_or_else(bad)?;
+        parse_bulk_path(path).map(BulkPath).ok_or_else(bad)
+    }
+}
+
+/// `gggg_eeee[.item.gggg_eeee]*` as (tag, item index into it) steps; the last has no item.
+fn parse_bulk_path(path: &str) -> Option<Vec<(u32, Option<usize>)>> {
+    let fields: Vec<&str> = path.split('.').collect();
+    if fields.len() % 2 == 0 || fields.len() > 15 {
+        return None;
+    }
+    let tag = |t: &str| {
+        (t.len() == 8)
+            .then(|| u32::from_str_radix(t, 16).ok())
+            .flatten()
+    };
+    let mut steps = Vec::new();
+    for pair in fields.chunks(2) {
+        let item = match pair.get(1) {
+            Some(i) => Some(i.parse().ok()?),
+            None => None,
+        };
+        steps.push((tag(pair[0])?, item));
+    }
+    Some(steps)
+}
+
+/// A bulk data path, for the OpenAPI document.
+pub struct BulkPathSchema;
+
+impl utoipa::PartialSchema for BulkPathSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[0-9A-Fa-f]{8}(\.[0-9]{1,6}\.[0-9A-Fa-f]{8}){0,7}$"))
+            .examples(["7FE00010"])
+            .description(Some(
+                "A tag, or sequence tag, item index and tag, dot-separated",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for BulkPathSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("BulkPath")
+    }
 }
 
 /// A job id from the path.
@@ -106,6 +234,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_paths_alternate_tags_and_items() {
+        assert_eq!(parse_bulk_path("7FE00010"), Some(vec![(0x7FE0_0010, None)]));
+        assert_eq!(
+            parse_bulk_path("00880200.0.7fe00010"),
+            Some(vec![(0x0088_0200, Some(0)), (0x7FE0_0010, None)])
+        );
+        for bad in [
+            "",
+            "7FE0001",
+            "00880200.0",
+            "00880200.x.7FE00010",
+            "zzzzzzzz",
+        ] {
+            assert_eq!(parse_bulk_path(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn a_bad_uid_is_named_not_echoed() {
