@@ -363,7 +363,7 @@ fn rendered_images_are_png_or_jpeg_of_the_frame(f: &Fixture, instance: &str) {
         let decoded = image::load_from_memory(&bytes).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (256, 256), "{path}");
     }
-    let bad = f.get(&format!("{instance}/rendered?window=1,0"), None);
+    let bad = f.get(&format!("{instance}/rendered?window=1,x"), None);
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 

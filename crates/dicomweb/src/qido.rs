@@ -99,6 +99,9 @@ pub const MAX_SHOWN: usize = 64;
 /// The most answers one search returns, whatever `limit` says.
 pub const MAX_LIMIT: usize = 1000;
 
+/// The largest `limit` or `offset` accepted.
+pub const MAX_NUMBER: usize = 1_000_000_000;
+
 /// Why a query string is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
@@ -246,7 +249,7 @@ pub fn lookup(name: &str) -> Option<Attribute> {
 }
 
 fn include(include: &mut Include, value: &str) -> Result<(), QueryError> {
-    for field in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+    for field in value.split(',') {
         if field == "all" {
             *include = Include::All;
             continue;
@@ -283,7 +286,7 @@ fn matcher(attribute: Attribute, value: &str) -> Result<Option<Match>, QueryErro
     Ok(Some(match attribute.kind {
         Uid => {
             let uids: Vec<String> = value.split([',', '\\']).map(str::to_owned).collect();
-            if !uids.iter().all(|u| is_uid(u)) {
+            if !uids.iter().all(|u| is_uid_like(u)) {
                 return Err(bad(
                     "a list of UIDs (digits and dots, at most 64 characters)",
                 ));
@@ -306,7 +309,7 @@ fn matcher(attribute: Attribute, value: &str) -> Result<Option<Match>, QueryErro
             Match::Dates(from.map(str::to_owned), to.map(str::to_owned))
         }
         Text | PersonName => {
-            if value.len() > 256 {
+            if value.chars().count() > MAX_TEXT {
                 return Err(bad("at most 256 characters long"));
             }
             Match::Pattern {
@@ -318,10 +321,15 @@ fn matcher(attribute: Attribute, value: &str) -> Result<Option<Match>, QueryErro
 }
 
 fn number(name: &str, value: &str) -> Result<usize, QueryError> {
-    value.parse().map_err(|_| QueryError::BadValue {
-        name: name.to_owned(),
-        expected: "a whole number",
-    })
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| value.parse().ok())
+        .flatten()
+        .filter(|n| *n <= MAX_NUMBER)
+        .ok_or_else(|| QueryError::BadValue {
+            name: name.to_owned(),
+            expected: "a whole number up to 1000000000",
+        })
 }
 
 fn boolean(name: &str, value: &str) -> Result<bool, QueryError> {
@@ -355,14 +363,28 @@ fn is_date(text: &str) -> bool {
     text.len() == 8 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters.
-pub fn is_uid(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
-        && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && !text.starts_with('.')
-        && !text.ends_with('.')
-        && !text.contains("..")
+/// Digits and dots with no empty component, as a UID is (a longer one than a UID may be
+/// just matches nothing).
+fn is_uid_like(text: &str) -> bool {
+    text.split('.')
+        .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The longest text value a search matches with.
+pub const MAX_TEXT: usize = 256;
+
+/// The pattern of a list of UIDs in a query, for API descriptions.
+pub const UID_LIST_PATTERN: &str = r"^(\*|[0-9]+(\.[0-9]+)*([,\\][0-9]+(\.[0-9]+)*)*)?$";
+
+/// The pattern of a date or date range in a query, for API descriptions.
+pub const DATE_PATTERN: &str = r"^(\*|[0-9]{8}|[0-9]{8}-|-[0-9]{8}|[0-9]{8}-[0-9]{8})?$";
+
+/// The pattern of `includefield`, for API descriptions: `all`, tags and known keywords,
+/// comma-separated.
+pub fn includefield_pattern() -> String {
+    let keywords: Vec<&str> = ATTRIBUTES.iter().map(|a| a.keyword).collect();
+    let field = format!("(all|[0-9A-Fa-f]{{8}}|{})", keywords.join("|"));
+    format!("^{field}(,{field})*$")
 }
 
 /// Whether `value` matches `pattern`, where `*` is any run of characters and `?` any one.
@@ -451,6 +473,7 @@ mod tests {
         assert!(filter(&q).matches(&["1.4"]));
         assert!(!filter(&q).matches(&["1.5"]));
         assert!(query(Study, &[("StudyInstanceUID", "1.2,x")]).is_err());
+        assert!(query(Study, &[("StudyInstanceUID", "1..2")]).is_err());
     }
 
     #[test]
@@ -482,7 +505,12 @@ mod tests {
             query(Study, &[("limit", "99999")]).unwrap().limit,
             MAX_LIMIT
         );
-        assert!(query(Study, &[("limit", "-1")]).is_err());
+        for bad in ["-1", "+1", "", "1000000001", "99999999999999999999999"] {
+            assert!(query(Study, &[("limit", bad)]).is_err(), "{bad}");
+        }
+        for bad in ["", "PatientID,", " PatientID"] {
+            assert!(query(Study, &[("includefield", bad)]).is_err(), "{bad:?}");
+        }
         assert!(query(Study, &[("includefield", "NoSuchKeyword")]).is_err());
     }
 

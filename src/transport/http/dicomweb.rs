@@ -13,7 +13,7 @@ use pulmo_dicomweb::qido::{self, Level, Query as Search};
 
 use super::dicom_json::{tag, Dataset};
 use super::error::ErrorBody;
-use super::params::{Query, Uid, Uids};
+use super::params::{Query, SeriesPath, StudyPath, Uids};
 use super::{ApiError, AppState};
 use crate::service::{Attributes, Scope, Summary};
 
@@ -94,7 +94,7 @@ pub async fn search_studies(
 
 /// The series of a study (QIDO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"), SearchParams),
+    params(StudyPath, SearchParams),
     responses((status = 200, description = "DICOM JSON array of series", body = Vec<Dataset>,
                content_type = "application/dicom+json"),
               (status = 400, description = "The UID is not a DICOM UID, or a query parameter is unknown or malformed", body = ErrorBody),
@@ -152,8 +152,7 @@ async fn series_in(
 
 /// The instances of one series (QIDO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID"), SearchParams),
+    params(SeriesPath, SearchParams),
     responses((status = 200, description = "DICOM JSON array of instances", body = Vec<Dataset>,
                content_type = "application/dicom+json"),
               (status = 400, description = "A UID is not a DICOM UID, or a query parameter is unknown or malformed", body = ErrorBody),
@@ -365,35 +364,75 @@ pub(super) fn dicom_json(items: Vec<serde_json::Value>) -> Response {
 }
 
 /// The query parameters of a search, for the OpenAPI document. Any matching key of the
-/// level (keyword or tag) may be given; these are the common ones.
+/// level (keyword or tag) may be given; these are the common ones. Each schema says
+/// exactly what the parser takes.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct SearchParams {
-    /// The most answers (at most 1000).
-    #[param(minimum = 0)]
+    /// The most answers (at most 1000 are given).
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     limit: Option<u32>,
     /// Answers to skip.
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     offset: Option<u32>,
     /// More attributes to answer with: keywords or tags, comma-separated, or `all`.
+    #[param(value_type = Option<IncludeField>)]
     includefield: Option<String>,
     /// Accepted; person names match case-insensitively either way.
     fuzzymatching: Option<bool>,
     /// Study Instance UIDs, comma-separated.
-    #[param(rename = "StudyInstanceUID")]
+    #[param(rename = "StudyInstanceUID", value_type = Option<UidList>)]
     study_instance_uid: Option<String>,
     /// Patient ID, `*` and `?` as wildcards.
-    #[param(rename = "PatientID")]
+    #[param(rename = "PatientID", max_length = 256)]
     patient_id: Option<String>,
     /// Patient name, wildcards allowed, case-insensitive.
-    #[param(rename = "PatientName")]
+    #[param(rename = "PatientName", max_length = 256)]
     patient_name: Option<String>,
     /// A date (`YYYYMMDD`) or range (`YYYYMMDD-YYYYMMDD`, either end open).
-    #[param(rename = "StudyDate")]
+    #[param(rename = "StudyDate", value_type = Option<DateRange>)]
     study_date: Option<String>,
-    #[param(rename = "AccessionNumber")]
+    /// Accession number, wildcards allowed.
+    #[param(rename = "AccessionNumber", max_length = 256)]
     accession_number: Option<String>,
-    #[param(rename = "ModalitiesInStudy")]
+    /// A modality of the study's series, wildcards allowed.
+    #[param(rename = "ModalitiesInStudy", max_length = 256)]
     modalities_in_study: Option<String>,
 }
+
+/// A string schema with a pattern, for the OpenAPI document.
+macro_rules! pattern_schema {
+    ($name:ident, $pattern:expr, $description:expr) => {
+        #[doc = $description]
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some($pattern))
+                    .description(Some($description))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+pattern_schema!(
+    UidList,
+    qido::UID_LIST_PATTERN,
+    "UIDs, separated by commas or backslashes"
+);
+pattern_schema!(
+    DateRange,
+    qido::DATE_PATTERN,
+    "A date (YYYYMMDD) or a range with either end open"
+);
+pattern_schema!(
+    IncludeField,
+    qido::includefield_pattern(),
+    "`all`, or tags and keywords, comma-separated"
+);

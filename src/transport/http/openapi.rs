@@ -28,7 +28,10 @@ use super::{api, dicomweb, params, push, rendered, stow, wado};
         api::healthz, api::readyz, api::info, api::metrics,
     ),
     // Path parameters name their schema by reference; utoipa collects only bodies' schemas.
-    components(schemas(params::Uid, params::FrameList, params::BulkPathSchema)),
+    components(schemas(
+        params::Uid, params::FrameList, params::FrameNumber, params::BulkPathSchema,
+        dicomweb::UidList, dicomweb::DateRange, dicomweb::IncludeField,
+    )),
     modifiers(&Guarded),
     tags(
         (name = "dicomweb", description = "STOW-RS in; QIDO-RS and WADO-RS over the received instances and pulmo's results"),

@@ -13,7 +13,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 
 use super::ApiError;
-use crate::service::is_uid;
+use crate::service::{is_uid, Scope};
 
 /// A DICOM UID in a path, for the OpenAPI document: its pattern says what `is_uid` checks
 /// (digits and dots, no empty component, at most 64 characters).
@@ -64,6 +64,57 @@ impl<S: Send + Sync, const N: usize> FromRequestParts<S> for Uids<N> {
     }
 }
 
+impl<const N: usize> Uids<N> {
+    /// The study, series and instance these UIDs name, in that order.
+    pub fn scope(&self) -> Scope<'_> {
+        let mut uids = self.0.iter().map(String::as_str);
+        Scope {
+            study: uids.next(),
+            series: uids.next(),
+            instance: uids.next(),
+        }
+    }
+}
+
+/// The path of a study's resources, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct StudyPath {
+    /// Study Instance UID
+    #[param(value_type = Uid)]
+    study: String,
+}
+
+/// The path of a series' resources, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SeriesPath {
+    /// Study Instance UID
+    #[param(value_type = Uid)]
+    study: String,
+    /// Series Instance UID
+    #[param(value_type = Uid)]
+    series: String,
+}
+
+/// The path of an instance's resources, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct InstancePath {
+    /// Study Instance UID
+    #[param(value_type = Uid)]
+    study: String,
+    /// Series Instance UID
+    #[param(value_type = Uid)]
+    series: String,
+    /// SOP Instance UID
+    #[param(value_type = Uid)]
+    instance: String,
+}
+
 /// `value` when it is a UID; otherwise a 400 that names `name` but not the value.
 fn checked(name: &str, value: &str) -> Result<String, ApiError> {
     if is_uid(value) {
@@ -78,18 +129,15 @@ fn checked(name: &str, value: &str) -> Result<String, ApiError> {
 #[derive(Debug)]
 pub struct Frames(pub Vec<u32>);
 
-/// The most frames one request may name.
-const MAX_FRAMES: usize = 1024;
-
 impl<S: Send + Sync> FromRequestParts<S> for Frames {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let bad = || {
-            ApiError::BadRequest(format!(
-                "the frames in the path are not a list of frame numbers (1, 2, ...; \
-                 comma-separated, at most {MAX_FRAMES})"
-            ))
+            ApiError::BadRequest(
+                "the frames in the path are not frame numbers (1, 2, ...), comma-separated"
+                    .to_owned(),
+            )
         };
         let params = RawPathParams::from_request_parts(parts, state)
             .await
@@ -98,15 +146,45 @@ impl<S: Send + Sync> FromRequestParts<S> for Frames {
             .iter()
             .find(|(n, _)| *n == "frames")
             .ok_or_else(bad)?;
-        let frames: Vec<u32> = list
-            .split(',')
-            .map(|f| f.trim().parse().ok().filter(|n| *n >= 1))
-            .collect::<Option<_>>()
-            .ok_or_else(bad)?;
-        if frames.len() > MAX_FRAMES {
+        if list.len() > MAX_FRAME_LIST {
             return Err(bad());
         }
-        Ok(Frames(frames))
+        list.split(',')
+            .map(frame_number)
+            .collect::<Option<_>>()
+            .map(Frames)
+            .ok_or_else(bad)
+    }
+}
+
+/// The longest frame list in a path, in characters.
+const MAX_FRAME_LIST: usize = 4096;
+
+/// A frame number as the path schemas allow it: 1 to 9 digits, no leading zero.
+fn frame_number(text: &str) -> Option<u32> {
+    let digits = (1..=9).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !text.starts_with('0');
+    digits.then(|| text.parse().ok()).flatten()
+}
+
+/// One frame number in a path, for the OpenAPI document.
+pub struct FrameNumber;
+
+impl utoipa::PartialSchema for FrameNumber {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[1-9][0-9]{0,8}$"))
+            .examples(["1"])
+            .description(Some("A 1-based frame number"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for FrameNumber {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("FrameNumber")
     }
 }
 
@@ -118,7 +196,7 @@ impl utoipa::PartialSchema for FrameList {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .pattern(Some(r"^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*$"))
-            .max_length(Some(4096))
+            .max_length(Some(MAX_FRAME_LIST))
             .examples(["1", "1,3"])
             .description(Some("1-based frame numbers, comma-separated"))
             .into()
@@ -154,24 +232,27 @@ impl<S: Send + Sync> FromRequestParts<S> for BulkPath {
     }
 }
 
-/// `gggg_eeee[.item.gggg_eeee]*` as (tag, item index into it) steps; the last has no item.
+/// `ggggeeee[.item.ggggeeee]*` as (tag, item index into it) steps; the last has no item.
 fn parse_bulk_path(path: &str) -> Option<Vec<(u32, Option<usize>)>> {
     let fields: Vec<&str> = path.split('.').collect();
     if fields.len() % 2 == 0 || fields.len() > 15 {
         return None;
     }
     let tag = |t: &str| {
-        (t.len() == 8)
-            .then(|| u32::from_str_radix(t, 16).ok())
-            .flatten()
+        let hex = t.len() == 8 && t.bytes().all(|b| b.is_ascii_hexdigit());
+        hex.then(|| u32::from_str_radix(t, 16).ok()).flatten()
+    };
+    let item = |i: &str| {
+        let digits = (1..=6).contains(&i.len()) && i.bytes().all(|b| b.is_ascii_digit());
+        digits.then(|| i.parse().ok()).flatten()
     };
     let mut steps = Vec::new();
     for pair in fields.chunks(2) {
-        let item = match pair.get(1) {
-            Some(i) => Some(i.parse().ok()?),
+        let index = match pair.get(1) {
+            Some(i) => Some(item(i)?),
             None => None,
         };
-        steps.push((tag(pair[0])?, item));
+        steps.push((tag(pair[0])?, index));
     }
     Some(steps)
 }
@@ -250,6 +331,14 @@ mod tests {
             "zzzzzzzz",
         ] {
             assert_eq!(parse_bulk_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn frame_numbers_are_digits_without_a_leading_zero() {
+        assert_eq!(frame_number("12"), Some(12));
+        for bad in ["", "0", "01", "+1", " 1", "1234567890"] {
+            assert_eq!(frame_number(bad), None, "{bad:?}");
         }
     }
 

@@ -15,10 +15,9 @@ use serde::Deserialize;
 
 use super::dicomweb::accept;
 use super::error::ErrorBody;
-use super::params::{FrameList, Frames, Query, Uid, Uids};
+use super::params::{FrameNumber, Frames, InstancePath, Query, Uids};
 use super::wado::{not_acceptable, one, open};
 use super::{ApiError, AppState};
-use crate::service::Scope;
 use pulmo_core::report::images::{grey, WINDOW};
 
 /// The query of a rendered image.
@@ -27,7 +26,10 @@ use pulmo_core::report::images::{grey, WINDOW};
 #[serde(deny_unknown_fields)]
 pub struct RenderParams {
     /// `centre,width` in modality units, then optionally `linear` (the default) or `sigmoid`.
-    #[param(example = "-600,1500,linear")]
+    #[param(
+        example = "-600,1500,linear",
+        pattern = r"^-?[0-9]{1,6}(\.[0-9]{1,6})?,[0-9]{1,6}(\.[0-9]{1,6})?(,(linear|linear-exact|sigmoid))?$"
+    )]
     window: Option<String>,
     /// JPEG quality, 1 to 100 (default 90).
     #[param(minimum = 1, maximum = 100)]
@@ -44,12 +46,10 @@ struct Window {
 
 /// The first frame of an instance, rendered (WADO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID"),
-           ("instance" = Uid, Path, description = "SOP Instance UID"), RenderParams),
+    params(InstancePath, RenderParams),
     responses((status = 200, description = "The frame as an image", content(("image/png"), ("image/jpeg"))),
-              (status = 400, description = "A UID or the query is malformed, or the instance is no image pulmo renders", body = ErrorBody),
-              (status = 404, description = "No such instance is served", body = ErrorBody),
+              (status = 400, description = "A UID or the query is malformed", body = ErrorBody),
+              (status = 404, description = "No such instance is served, or it has no image pulmo renders", body = ErrorBody),
               (status = 406, description = "The Accept header takes neither PNG nor JPEG", body = ErrorBody)))]
 pub async fn render_instance(
     state: State<AppState>,
@@ -62,13 +62,10 @@ pub async fn render_instance(
 
 /// One frame of an instance, rendered (WADO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID"),
-           ("instance" = Uid, Path, description = "SOP Instance UID"),
-           ("frames" = FrameList, Path, description = "One 1-based frame number"), RenderParams),
+    params(InstancePath, ("frames" = FrameNumber, Path, description = "One 1-based frame number"), RenderParams),
     responses((status = 200, description = "The frame as an image", content(("image/png"), ("image/jpeg"))),
-              (status = 400, description = "A UID, the frame or the query is malformed, or the instance is no image pulmo renders", body = ErrorBody),
-              (status = 404, description = "No such instance or frame", body = ErrorBody),
+              (status = 400, description = "A UID, the frame or the query is malformed", body = ErrorBody),
+              (status = 404, description = "No such instance or frame, or no image pulmo renders", body = ErrorBody),
               (status = 406, description = "The Accept header takes neither PNG nor JPEG", body = ErrorBody)))]
 pub async fn render_frame(
     state: State<AppState>,
@@ -92,19 +89,16 @@ async fn render(
     headers: HeaderMap,
     Query(params): Query<RenderParams>,
 ) -> Result<Response, ApiError> {
-    let [study, series, instance] = uids.0;
     let offers = [Offer::single("image/png"), Offer::single("image/jpeg")];
     let jpeg = negotiate(accept(&headers), &offers)
         .ok_or_else(|| not_acceptable("rendered images are image/png or image/jpeg"))?
         == 1;
     let asked = params.window.as_deref().map(parse_window).transpose()?;
-    let quality = params.quality.unwrap_or(90).clamp(1, 100);
-    let scope = Scope {
-        study: Some(&study),
-        series: Some(&series),
-        instance: Some(&instance),
-    };
-    let file = one(&state, scope).await?;
+    let quality = params.quality.unwrap_or(90);
+    if !(1..=100).contains(&quality) {
+        return Err(ApiError::BadRequest("quality is not 1 to 100".to_owned()));
+    }
+    let file = one(&state, uids.scope()).await?;
     let obj = open(file.path.clone(), true).await?;
     let frame = frames[0];
     let image = tokio::task::spawn_blocking(move || {
@@ -120,21 +114,19 @@ async fn render(
     Ok(([(header::CONTENT_TYPE, media)], bytes).into_response())
 }
 
-/// `centre,width[,function]`.
+/// `centre,width[,function]`: decimal numbers of up to six digits before and after the
+/// point (the width without a sign), as the OpenAPI pattern says.
 fn parse_window(text: &str) -> Result<Window, ApiError> {
     let bad = || {
         ApiError::BadRequest(
-            "window is not centre,width[,linear|sigmoid] with a positive width".to_owned(),
+            "window is not centre,width[,linear|linear-exact|sigmoid] (decimal numbers)".to_owned(),
         )
     };
-    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-    let number = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f32>().ok())
-            .filter(|v| v.is_finite())
-    };
-    let (Some(centre), Some(width)) = (number(0), number(1)) else {
+    let fields: Vec<&str> = text.split(',').collect();
+    let (Some(centre), Some(width)) = (
+        fields.first().and_then(|f| decimal(f, true)),
+        fields.get(1).and_then(|f| decimal(f, false)),
+    ) else {
         return Err(bad());
     };
     let sigmoid = match fields.get(2).copied() {
@@ -142,7 +134,7 @@ fn parse_window(text: &str) -> Result<Window, ApiError> {
         Some("sigmoid") => true,
         Some(_) => return Err(bad()),
     };
-    if fields.len() > 3 || width <= 0.0 {
+    if fields.len() > 3 {
         return Err(bad());
     }
     Ok(Window {
@@ -150,6 +142,20 @@ fn parse_window(text: &str) -> Result<Window, ApiError> {
         width,
         sigmoid,
     })
+}
+
+/// `[-]digits[.digits]`, up to six digits each side.
+fn decimal(text: &str, signed: bool) -> Option<f32> {
+    let unsigned = if signed {
+        text.strip_prefix('-').unwrap_or(text)
+    } else {
+        text
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "1"));
+    let digits = |d: &str| (1..=6).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit());
+    (digits(whole) && digits(fraction))
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 /// The instance's first WindowCenter and WindowWidth, when it has both.
@@ -213,7 +219,7 @@ fn rgb(path: &std::path::Path, index: u32) -> Result<DynamicImage, ApiError> {
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         obj.decode_pixel_data_frame(index)
     }))
-    .map_err(|_| ApiError::BadRequest("the frame could not be decoded".to_owned()))?
+    .map_err(|_| ApiError::NotFound("the frame could not be decoded".to_owned()))?
     .map_err(|err| cannot_render(&err))?;
     let (rows, columns) = (decoded.rows(), decoded.columns());
     let data = decoded.data();
@@ -234,9 +240,10 @@ fn rgb(path: &std::path::Path, index: u32) -> Result<DynamicImage, ApiError> {
     Ok(DynamicImage::ImageRgb8(image))
 }
 
+/// An instance without an image pulmo can render has no rendered resource: 404.
 fn cannot_render(err: &dyn std::error::Error) -> ApiError {
-    ApiError::BadRequest(format!(
-        "the instance is not an image pulmo renders: {}",
+    ApiError::NotFound(format!(
+        "the instance has no image pulmo renders: {}",
         crate::pipeline::error_chain(err)
     ))
 }
@@ -265,15 +272,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn windows_need_a_centre_and_a_positive_width() {
+    fn windows_are_a_centre_and_a_width_in_decimals() {
         let w = parse_window("-600,1500").unwrap();
         assert_eq!((w.centre, w.width, w.sigmoid), (-600.0, 1500.0, false));
         assert!(parse_window("40,400,sigmoid").unwrap().sigmoid);
+        assert_eq!(parse_window("0.5,0").unwrap().width, 0.0);
         for bad in [
             "",
             "1",
-            "1,0",
             "1,-5",
+            "1.,2",
+            "+1,2",
+            "1e3,2",
+            "1234567,1",
             "a,b",
             "1,2,cubic",
             "1,2,linear,4",

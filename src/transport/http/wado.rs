@@ -18,7 +18,9 @@ use pulmo_dicomweb::accept::{multipart_type, negotiate, part_head, part_tail, Of
 
 use super::dicomweb::{accept, base_url, dicom_json};
 use super::error::ErrorBody;
-use super::params::{BulkPath, BulkPathSchema, FrameList, Frames, Uid, Uids};
+use super::params::{
+    BulkPath, BulkPathSchema, FrameList, Frames, InstancePath, SeriesPath, StudyPath, Uids,
+};
 use super::{frames, metadata, ApiError, AppState};
 use crate::service::{Scope, Served};
 
@@ -27,7 +29,7 @@ const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
 /// Every file of a study (WADO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID")),
+    params(StudyPath),
     responses((status = 200, description = "The study's instances, as stored",
                content_type = "multipart/related; type=\"application/dicom\""),
               (status = 400, description = "The UID is not a DICOM UID", body = ErrorBody),
@@ -38,14 +40,12 @@ pub async fn retrieve_study(
     uids: Uids<1>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let [study] = uids.0;
-    retrieve(&state, scope(&study, None, None), &headers, false).await
+    retrieve(&state, uids.scope(), &headers, false).await
 }
 
 /// Every file of a series (WADO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID")),
+    params(SeriesPath),
     responses((status = 200, description = "The series' instances, as stored",
                content_type = "multipart/related; type=\"application/dicom\""),
               (status = 400, description = "A UID is not a DICOM UID", body = ErrorBody),
@@ -56,16 +56,13 @@ pub async fn retrieve_series(
     uids: Uids<2>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let [study, series] = uids.0;
-    retrieve(&state, scope(&study, Some(&series), None), &headers, false).await
+    retrieve(&state, uids.scope(), &headers, false).await
 }
 
 /// One instance (WADO-RS): `multipart/related; type="application/dicom"` as the standard
 /// says, or the bare Part 10 file when the client accepts only `application/dicom`.
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID"),
-           ("instance" = Uid, Path, description = "SOP Instance UID")),
+    params(InstancePath),
     responses((status = 200, description = "The DICOM instance: one part of multipart/related, or bare when only application/dicom is accepted",
                content(("multipart/related; type=\"application/dicom\""), ("application/dicom"))),
               (status = 400, description = "A UID is not a DICOM UID", body = ErrorBody),
@@ -76,14 +73,12 @@ pub async fn retrieve_instance(
     uids: Uids<3>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let [study, series, instance] = uids.0;
-    let scope = scope(&study, Some(&series), Some(&instance));
-    retrieve(&state, scope, &headers, true).await
+    retrieve(&state, uids.scope(), &headers, true).await
 }
 
 /// The metadata of every instance of a study (WADO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/metadata", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID")),
+    params(StudyPath),
     responses((status = 200, description = "DICOM JSON array, one data set per instance", body = Vec<super::dicom_json::Dataset>,
                content_type = "application/dicom+json"),
               (status = 400, description = "The UID is not a DICOM UID", body = ErrorBody),
@@ -94,14 +89,12 @@ pub async fn study_metadata(
     uids: Uids<1>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let [study] = uids.0;
-    metadata_of(&state, scope(&study, None, None), &headers).await
+    metadata_of(&state, uids.scope(), &headers).await
 }
 
 /// The metadata of every instance of a series (WADO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/metadata", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID")),
+    params(SeriesPath),
     responses((status = 200, description = "DICOM JSON array, one data set per instance", body = Vec<super::dicom_json::Dataset>,
                content_type = "application/dicom+json"),
               (status = 400, description = "A UID is not a DICOM UID", body = ErrorBody),
@@ -112,15 +105,12 @@ pub async fn series_metadata(
     uids: Uids<2>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let [study, series] = uids.0;
-    metadata_of(&state, scope(&study, Some(&series), None), &headers).await
+    metadata_of(&state, uids.scope(), &headers).await
 }
 
 /// The metadata of one instance (WADO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID"),
-           ("instance" = Uid, Path, description = "SOP Instance UID")),
+    params(InstancePath),
     responses((status = 200, description = "DICOM JSON array of one data set", body = Vec<super::dicom_json::Dataset>,
                content_type = "application/dicom+json"),
               (status = 400, description = "A UID is not a DICOM UID", body = ErrorBody),
@@ -131,17 +121,12 @@ pub async fn instance_metadata(
     uids: Uids<3>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let [study, series, instance] = uids.0;
-    let scope = scope(&study, Some(&series), Some(&instance));
-    metadata_of(&state, scope, &headers).await
+    metadata_of(&state, uids.scope(), &headers).await
 }
 
 /// One bulk data value that an instance's metadata names (WADO-RS).
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulk/{path}", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID"),
-           ("instance" = Uid, Path, description = "SOP Instance UID"),
-           ("path" = BulkPathSchema, Path, description = "Where the value lies, as the BulkDataURI names it")),
+    params(InstancePath, ("path" = BulkPathSchema, Path, description = "Where the value lies, as the BulkDataURI names it")),
     responses((status = 200, description = "The value's bytes (little endian); encapsulated Pixel Data as one part per fragment",
                content(("multipart/related; type=\"application/octet-stream\""), ("application/octet-stream"))),
               (status = 400, description = "A UID or the path is malformed", body = ErrorBody),
@@ -153,8 +138,8 @@ pub async fn bulk_data(
     path: BulkPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let [study, series, instance] = uids.0;
-    let file = one(&state, scope(&study, Some(&series), Some(&instance))).await?;
+    let file = one(&state, uids.scope()).await?;
+    let instance = file.sop_instance_uid.clone();
     let offers = [
         Offer::multipart("application/octet-stream"),
         Offer::single("application/octet-stream"),
@@ -185,10 +170,7 @@ pub async fn bulk_data(
 /// VR little endian samples) by default, or in the stored compressed syntax's media type
 /// when `Accept` asks for it.
 #[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", tag = "dicomweb",
-    params(("study" = Uid, Path, description = "Study Instance UID"),
-           ("series" = Uid, Path, description = "Series Instance UID"),
-           ("instance" = Uid, Path, description = "SOP Instance UID"),
-           ("frames" = FrameList, Path, description = "1-based frame numbers, comma-separated")),
+    params(InstancePath, ("frames" = FrameList, Path, description = "1-based frame numbers, comma-separated")),
     responses((status = 200, description = "One part per frame",
                content(("multipart/related; type=\"application/octet-stream\""),
                        ("multipart/related; type=\"image/jpeg\""), ("multipart/related; type=\"image/jls\""),
@@ -203,8 +185,8 @@ pub async fn retrieve_frames(
     Frames(wanted): Frames,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let [study, series, instance] = uids.0;
-    let file = one(&state, scope(&study, Some(&series), Some(&instance))).await?;
+    let file = one(&state, uids.scope()).await?;
+    let instance = file.sop_instance_uid;
     let obj = open(file.path, false).await?;
     let syntax = obj
         .meta()
@@ -239,15 +221,6 @@ pub async fn retrieve_frames(
             other => ApiError::NotAcceptable(format!("instance {instance}: {other}")),
         })?;
     Ok(multipart(parts, media))
-}
-
-/// The study, series and instance to look in.
-fn scope<'a>(study: &'a str, series: Option<&'a str>, instance: Option<&'a str>) -> Scope<'a> {
-    Scope {
-        study: Some(study),
-        series,
-        instance,
-    }
 }
 
 /// The files in `scope`, or a 404 that names what was looked for.
