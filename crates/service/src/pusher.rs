@@ -356,6 +356,7 @@ mod tests {
             series_uid: "1.2.3".into(),
             path: dir.join("ct.dcm"),
             bytes: 10,
+            attributes: None,
         };
         let store = &service.store;
         store.instances().put(&row, Lane::Routine).unwrap();

@@ -172,8 +172,7 @@ fn check_and_store(
             "the server could not store it".to_owned(),
         )
     })?;
-    // Catalogued before it is filed: searches see only filed instances, so a crash
-    // between the two leaves an invisible row that the re-send replaces.
+    // Filed with its attributes in one transaction: what is stored is found by searches.
     let attributes = super::catalog::read(&path).unwrap_or_else(|_| Attributes {
         sop_instance_uid: instance.sop_instance_uid.clone(),
         sop_class_uid: instance.sop_class_uid.clone(),
@@ -182,7 +181,6 @@ fn check_and_store(
         modality: key.modality.clone(),
         ..Attributes::default()
     });
-    service.store.catalog().put(&attributes).map_err(indexing)?;
     let row = InstanceRow {
         sop_instance_uid: instance.sop_instance_uid.clone(),
         sop_class_uid: instance.sop_class_uid.clone(),
@@ -190,6 +188,7 @@ fn check_and_store(
         series_uid: key.series_instance_uid.clone(),
         path,
         bytes: size,
+        attributes: Some(attributes),
     };
     let new = match service
         .store

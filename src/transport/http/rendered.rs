@@ -240,12 +240,11 @@ fn rgb(path: &std::path::Path, index: u32) -> Result<DynamicImage, ApiError> {
     Ok(DynamicImage::ImageRgb8(image))
 }
 
-/// An instance without an image pulmo can render has no rendered resource: 404.
+/// An instance without an image pulmo can render has no rendered resource: 404. The
+/// cause names server paths, so it goes to the log only.
 fn cannot_render(err: &dyn std::error::Error) -> ApiError {
-    ApiError::NotFound(format!(
-        "the instance has no image pulmo renders: {}",
-        crate::pipeline::error_chain(err)
-    ))
+    tracing::info!(error = %crate::pipeline::error_chain(err), "no rendered image");
+    ApiError::NotFound("the instance has no image pulmo renders".to_owned())
 }
 
 fn encode(

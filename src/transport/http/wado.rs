@@ -140,8 +140,12 @@ pub async fn bulk_data(
 ) -> Result<Response, ApiError> {
     let file = one(&state, uids.scope()).await?;
     let instance = file.sop_instance_uid.clone();
+    // Values are little endian, as explicit VR little endian has them.
     let offers = [
-        Offer::multipart("application/octet-stream"),
+        Offer {
+            transfer_syntax: Some(EXPLICIT_LE),
+            ..Offer::multipart("application/octet-stream")
+        },
         Offer::single("application/octet-stream"),
     ];
     let chosen = negotiate(accept(&headers), &offers)

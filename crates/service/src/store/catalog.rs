@@ -137,38 +137,7 @@ pub struct Catalog<'a>(pub(super) &'a Store);
 impl Catalog<'_> {
     /// Records (or replaces) the attributes of one instance.
     pub fn put(&self, a: &Attributes) -> Result<()> {
-        self.0.db().execute(
-            &format!(
-                "INSERT OR REPLACE INTO catalog ({COLUMNS}) VALUES
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-                  ?18, ?19, ?20, ?21, ?22)"
-            ),
-            params![
-                a.sop_instance_uid,
-                a.study_uid,
-                a.series_uid,
-                a.sop_class_uid,
-                a.modality,
-                a.patient_id,
-                a.patient_name,
-                a.patient_birth_date,
-                a.patient_sex,
-                a.study_date,
-                a.study_time,
-                a.accession_number,
-                a.study_id,
-                a.study_description,
-                a.referring_physician_name,
-                a.series_number,
-                a.series_description,
-                a.instance_number,
-                a.rows,
-                a.columns,
-                a.frames,
-                a.bits_allocated
-            ],
-        )?;
-        Ok(())
+        insert(&self.0.db(), a)
     }
 
     /// Served instances in `scope`, by series and instance number.
@@ -256,6 +225,43 @@ impl Catalog<'_> {
     }
 }
 
+/// Records (or replaces) the attributes of one instance, on a connection or within an
+/// open transaction (admission files an instance and its attributes as one).
+pub(super) fn insert(db: &rusqlite::Connection, a: &Attributes) -> Result<()> {
+    db.execute(
+        &format!(
+            "INSERT OR REPLACE INTO catalog ({COLUMNS}) VALUES
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+              ?18, ?19, ?20, ?21, ?22)"
+        ),
+        params![
+            a.sop_instance_uid,
+            a.study_uid,
+            a.series_uid,
+            a.sop_class_uid,
+            a.modality,
+            a.patient_id,
+            a.patient_name,
+            a.patient_birth_date,
+            a.patient_sex,
+            a.study_date,
+            a.study_time,
+            a.accession_number,
+            a.study_id,
+            a.study_description,
+            a.referring_physician_name,
+            a.series_number,
+            a.series_description,
+            a.instance_number,
+            a.rows,
+            a.columns,
+            a.frames,
+            a.bits_allocated
+        ],
+    )?;
+    Ok(())
+}
+
 fn attributes(r: &Row<'_>) -> rusqlite::Result<Attributes> {
     Ok(Attributes {
         sop_instance_uid: r.get(0)?,
@@ -287,6 +293,7 @@ fn attributes(r: &Row<'_>) -> rusqlite::Result<Attributes> {
 mod tests {
     use super::super::tests::{instance, store};
     use super::*;
+    use crate::store::InstanceRow;
     use crate::Lane;
 
     fn attributes_of(sop: &str, series: &str, modality: &str) -> Attributes {
@@ -299,6 +306,18 @@ mod tests {
             study_date: "20200102".into(),
             ..Attributes::default()
         }
+    }
+
+    #[test]
+    fn an_instance_filed_with_its_attributes_is_found() {
+        let (_dir, store) = store();
+        let row = InstanceRow {
+            attributes: Some(attributes_of("1.1", "1.2.3", "CT")),
+            ..instance("1.1", "1.2.3")
+        };
+        store.instances().put(&row, Lane::Routine).unwrap();
+        let found = store.catalog().instances(Scope::default()).unwrap();
+        assert_eq!(found, [attributes_of("1.1", "1.2.3", "CT")]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{Result, Store};
+use super::{catalog, Attributes, Result, Store};
 use crate::{now, Lane};
 
 /// The `instances` and `series` tables; created with the rest of the index.
@@ -40,6 +40,8 @@ pub struct InstanceRow {
     pub series_uid: String,
     pub path: PathBuf,
     pub bytes: u64,
+    /// What DICOMweb searches match, filed with the row in one transaction when given.
+    pub attributes: Option<Attributes>,
 }
 
 /// What filing an instance did.
@@ -106,6 +108,9 @@ impl Instances<'_> {
                 t
             ],
         )?;
+        if let Some(attributes) = &row.attributes {
+            catalog::insert(&tx, attributes)?;
+        }
         let news = matches!(filed, Filed::New | Filed::Resent { news: true });
         tx.execute(
             "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5)

@@ -149,6 +149,7 @@ mod tests {
             series_uid: series.into(),
             path: PathBuf::from(format!("/spool/{sop}.dcm")),
             bytes: 10,
+            attributes: None,
         }
     }
 
