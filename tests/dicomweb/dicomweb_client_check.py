@@ -1,5 +1,5 @@
 """PyPI's dicomweb-client against a running `pulmo serve`: searches with filters, then the
-metadata and frames of the source series, compared with the files sent (read by pydicom).
+source series, its metadata and frames, compared with the files sent (read by pydicom).
 
 usage: dicomweb_client_check.py URL TOKEN STUDY_UID SENT_DIR
 Prints `dicomweb-client: ok` when everything matched; fails with the first mismatch.
@@ -34,6 +34,15 @@ def main(url, token, study, sent_dir):
     assert len(series) == 1, series
     series_uid = series[0]["0020000E"]["Value"][0]
     assert series_uid == first.SeriesInstanceUID
+
+    retrieved = client.retrieve_series(study, series_uid)
+    assert {ds.SOPInstanceUID for ds in retrieved} == sent.keys()
+    for ds in retrieved:
+        original = sent[ds.SOPInstanceUID]
+        assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        assert ds.PixelData == original.PixelData, ds.SOPInstanceUID
+    study_instances = client.retrieve_study(study)
+    assert len(study_instances) > len(sent), "the results are in the study too"
 
     metadata = client.retrieve_study_metadata(study)
     source = {}
