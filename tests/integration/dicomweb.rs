@@ -411,7 +411,7 @@ fn dicomweb_client_from_pypi_searches_and_retrieves() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "dicomweb-client (pip install -r requirements-test.txt):\n{stdout}\n{}",
+        "dicomweb-client (requirements.txt):\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("dicomweb-client: ok"), "{stdout}");

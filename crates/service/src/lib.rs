@@ -4,7 +4,7 @@
 //!
 //! Transports (`transport::http` today, DIMSE later) hand it instance files and read
 //! jobs and results back through [`Service`]'s async methods ([`Service::job`],
-//! [`Service::study_status`], [`Service::study_results`], ...), which run each call on the
+//! [`Service::study_status`], [`Service::summaries`], [`Service::files`], ...), which run each call on the
 //! index off the async workers; they never open the [`store`] or touch the pipeline
 //! themselves. This module knows files, the index and the pipeline; it knows nothing of
 //! HTTP.
@@ -40,9 +40,7 @@ use pulmo_dicom::ingest::SelectionRules;
 
 pub use push::{Auth, Destination, Push, PushConfig, PushCounts, PushState, Target};
 pub use spool::{is_uid, Accepted, Refusal, Refused};
-pub use store::{
-    Attributes, AuditEntry, Job, JobState, ResultRow, ResultStudy, Scope, Served, Summary,
-};
+pub use store::{Attributes, AuditEntry, Job, JobState, ResultRow, Scope, Served, Summary};
 
 /// What can stop the service from starting or from doing one piece of work.
 #[derive(Debug, thiserror::Error)]
@@ -292,23 +290,6 @@ impl Service {
     /// How many jobs wait in each lane (lanes without any left out).
     pub async fn queue_depth(&self) -> Result<Vec<(Lane, u32)>> {
         self.blocking(|s| s.jobs().depth()).await
-    }
-
-    /// Studies that have results, newest first, at most `limit`.
-    pub async fn result_studies(&self, limit: u32) -> Result<Vec<ResultStudy>> {
-        self.blocking(move |s| s.results().studies(limit)).await
-    }
-
-    /// The current result objects of a study, by series.
-    pub async fn study_results(&self, study: &str) -> Result<Vec<ResultRow>> {
-        let uid = study.to_owned();
-        self.blocking(move |s| s.results().of_study(&uid)).await
-    }
-
-    /// One current result object, by SOP Instance UID.
-    pub async fn result(&self, sop_instance_uid: &str) -> Result<Option<ResultRow>> {
-        let uid = sop_instance_uid.to_owned();
-        self.blocking(move |s| s.results().get(&uid)).await
     }
 
     /// Studies (`by_series` false) or series with a served instance (received or result)

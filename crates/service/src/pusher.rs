@@ -372,6 +372,7 @@ mod tests {
             series_uid: "5".into(),
             job_id: job.id,
             path: sr,
+            attributes: None,
         };
         store
             .jobs()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Job, JobState, ResultRow};
+use super::store::{Attributes, Job, JobState, ResultRow};
 use super::{now, Service};
 use pulmo_dicom::ingest;
 
@@ -181,11 +181,9 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
             study_uid: job.study_instance_uid.clone(),
             series_uid: ids.series_instance_uid,
             job_id: job.id,
+            attributes: catalogue(&path),
             path,
         });
-    }
-    for row in &rows {
-        catalogue_result(service, row);
     }
     let findings = analysis.report.findings.len() as u32;
     let targets = service.config.push.targets();
@@ -203,21 +201,14 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     Ok(Ended::Done { findings })
 }
 
-/// Records a result object's attributes for DICOMweb searches; one that cannot be read
-/// back is served but not found by searches, which the log says.
-fn catalogue_result(service: &Service, row: &ResultRow) {
-    let filed = super::catalog::read(&row.path)
-        .map_err(|err| error_chain(&err))
-        .and_then(|a| {
-            service
-                .store
-                .catalog()
-                .put(&a)
-                .map_err(|err| error_chain(&err))
-        });
-    if let Err(error) = filed {
-        tracing::error!(%error, sop_instance_uid = %row.sop_instance_uid, "could not catalogue a result object");
-    }
+/// A result object's attributes for DICOMweb searches, read back from its file; one that
+/// cannot be read is served but not found by searches, which the log says.
+fn catalogue(path: &Path) -> Option<Attributes> {
+    super::catalog::read(path)
+        .inspect_err(|err| {
+            tracing::error!(error = %error_chain(err), "could not catalogue a result object");
+        })
+        .ok()
 }
 
 /// A job's reason as API readers see it: spool files named by their instance

@@ -137,7 +137,7 @@ pub struct Catalog<'a>(pub(super) &'a Store);
 impl Catalog<'_> {
     /// Records (or replaces) the attributes of one instance.
     pub fn put(&self, a: &Attributes) -> Result<()> {
-        insert(&self.0.db(), a)
+        Ok(insert(&self.0.db(), a)?)
     }
 
     /// Served instances in `scope`, by series and instance number.
@@ -227,7 +227,7 @@ impl Catalog<'_> {
 
 /// Records (or replaces) the attributes of one instance, on a connection or within an
 /// open transaction (admission files an instance and its attributes as one).
-pub(super) fn insert(db: &rusqlite::Connection, a: &Attributes) -> Result<()> {
+pub(super) fn insert(db: &rusqlite::Connection, a: &Attributes) -> rusqlite::Result<()> {
     db.execute(
         &format!(
             "INSERT OR REPLACE INTO catalog ({COLUMNS}) VALUES

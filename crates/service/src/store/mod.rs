@@ -39,7 +39,7 @@ pub use catalog::{Attributes, Catalog, Scope, Served, Summary};
 pub use instances::{Filed, InstanceRow, Instances};
 pub use jobs::{Job, JobState, Jobs};
 pub use pushes::Pushes;
-pub use results::{ResultRow, ResultStudy, Results};
+pub use results::{ResultRow, Results};
 
 /// What can go wrong with the index.
 #[derive(Debug, thiserror::Error)]
