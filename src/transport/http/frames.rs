@@ -18,7 +18,12 @@ pub enum Error {
     Inconsistent,
     #[error("frame {frame} could not be decoded to uncompressed samples")]
     Decode { frame: u32 },
+    #[error("the frames asked for come to more than {MAX_ANSWER_BYTES} bytes; ask for fewer")]
+    TooLarge,
 }
+
+/// The most bytes of frames one answer holds (it is built in memory).
+pub const MAX_ANSWER_BYTES: usize = 512 << 20;
 
 /// The media type of a compressed transfer syntax's frames (PS3.18 Table 8.7.3-2), or
 /// `None` for a native one.
@@ -50,24 +55,25 @@ pub fn extract(
         return Err(Error::NoFrame { frame, count });
     }
     let pixels = obj.get(tags::PIXEL_DATA).ok_or(Error::NoPixelData)?;
-    match pixels.value() {
-        DicomValue::Primitive(value) => {
-            let bytes = value.to_bytes();
-            wanted.iter().map(|f| native(obj, &bytes, f - 1)).collect()
-        }
-        DicomValue::PixelSequence(_) if decode => {
-            wanted.iter().map(|f| decoded(obj, f - 1)).collect()
-        }
+    let frame = |index: u32| match pixels.value() {
+        DicomValue::Primitive(value) => native(obj, &value.to_bytes(), index),
+        DicomValue::PixelSequence(_) if decode => decoded(obj, index),
         DicomValue::PixelSequence(seq) => {
-            let fragments = seq.fragments();
-            let table = seq.offset_table();
-            wanted
-                .iter()
-                .map(|f| encapsulated(fragments, table, count, f - 1))
-                .collect()
+            encapsulated(seq.fragments(), seq.offset_table(), count, index)
         }
         DicomValue::Sequence(_) => Err(Error::NoPixelData),
+    };
+    let mut total = 0;
+    let mut frames = Vec::with_capacity(wanted.len());
+    for &number in wanted {
+        let bytes = frame(number - 1)?;
+        total += bytes.len();
+        if total > MAX_ANSWER_BYTES {
+            return Err(Error::TooLarge);
+        }
+        frames.push(bytes);
     }
+    Ok(frames)
 }
 
 /// Frame `index` (0-based) of native Pixel Data.

@@ -180,7 +180,7 @@ pub async fn bulk_data(
                        ("multipart/related; type=\"image/jpeg\""), ("multipart/related; type=\"image/jls\""),
                        ("multipart/related; type=\"image/jp2\""), ("multipart/related; type=\"image/jphc\""),
                        ("multipart/related; type=\"image/dicom-rle\""))),
-              (status = 400, description = "A UID or the frame list is malformed", body = ErrorBody),
+              (status = 400, description = "A UID or the frame list is malformed, or the frames come to more than 512 MiB", body = ErrorBody),
               (status = 404, description = "No such instance, or it has no such frame", body = ErrorBody),
               (status = 406, description = "The Accept header takes no media type these frames are offered in", body = ErrorBody)))]
 pub async fn retrieve_frames(
@@ -222,6 +222,7 @@ pub async fn retrieve_frames(
             frames::Error::NoFrame { .. } | frames::Error::NoPixelData => {
                 ApiError::NotFound(format!("instance {instance}: {err}"))
             }
+            frames::Error::TooLarge => ApiError::BadRequest(format!("instance {instance}: {err}")),
             other => ApiError::NotAcceptable(format!("instance {instance}: {other}")),
         })?;
     Ok(multipart(parts, media))
