@@ -254,6 +254,8 @@ fn searches_match_each_filter(f: &Fixture) {
         f.count(&format!("/dicomweb/instances?SOPInstanceUID={sop}")),
         1
     );
+    let study_instances = f.count(&format!("/dicomweb/studies/{study}/instances?Modality=CT"));
+    assert_eq!(study_instances, f.files.len());
 
     // Unknown keys and malformed values are refused, without echoing what was sent.
     let long = "X".repeat(5000);

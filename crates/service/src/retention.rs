@@ -4,7 +4,10 @@
 //! A series is purged when its newest job ended `done` or `skipped`, nothing of it is
 //! queued, running or waiting for its quiet time, and its last instance arrived longer
 //! ago than the retention time. The check, the forgetting and the audit record (caller
-//! `retention`) are one transaction; the files go after it.
+//! `retention`) are one transaction; the files go after it. An instance of the series
+//! re-sent in the moment between that transaction and the removal of its file (same SOP
+//! Instance UID, so the same spool path) would lose its file: a month-old series re-sent
+//! at that instant; its new job then fails and a re-send repairs it.
 
 use std::sync::Arc;
 use std::time::Duration;

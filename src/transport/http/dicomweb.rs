@@ -165,7 +165,25 @@ pub async fn search_instances(
     pairs: Pairs,
 ) -> Result<Response, ApiError> {
     let [study, series] = uids.0;
-    instances_in(state, Some((study, series)), headers, pairs).await
+    instances_in(state, (Some(study), Some(series)), headers, pairs).await
+}
+
+/// The instances of one study, every series (QIDO-RS).
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/instances", tag = "dicomweb",
+    params(StudyPath, SearchParams),
+    responses((status = 200, description = "DICOM JSON array of instances", body = Vec<Dataset>,
+               content_type = "application/dicom+json"),
+              (status = 400, description = "The UID is not a DICOM UID, or a query parameter is unknown or malformed", body = ErrorBody),
+              (status = 404, description = "Nothing of this study is served", body = ErrorBody),
+              (status = 406, description = "The Accept header takes no DICOM JSON", body = ErrorBody)))]
+pub async fn search_study_instances(
+    state: State<AppState>,
+    uids: Uids<1>,
+    headers: HeaderMap,
+    pairs: Pairs,
+) -> Result<Response, ApiError> {
+    let [study] = uids.0;
+    instances_in(state, (Some(study), None), headers, pairs).await
 }
 
 /// Instances of every study (QIDO-RS).
@@ -180,25 +198,27 @@ pub async fn search_all_instances(
     headers: HeaderMap,
     pairs: Pairs,
 ) -> Result<Response, ApiError> {
-    instances_in(state, None, headers, pairs).await
+    instances_in(state, (None, None), headers, pairs).await
 }
 
+/// Instances within a study and series, when given.
 async fn instances_in(
     State(state): State<AppState>,
-    within: Option<(String, String)>,
+    (study, series): (Option<String>, Option<String>),
     headers: HeaderMap,
     Query(pairs): Pairs,
 ) -> Result<Response, ApiError> {
     let search = parse(Level::Instance, &pairs, &headers)?;
     let scope = Scope {
-        study: within.as_ref().map(|w| w.0.as_str()),
-        series: within.as_ref().map(|w| w.1.as_str()),
+        study: study.as_deref(),
+        series: series.as_deref(),
         instance: None,
     };
     let instances = state.service.instances(scope).await?;
-    if let (Some((study, series)), true) = (&within, instances.is_empty()) {
+    if let (Some(study), true) = (&study, instances.is_empty()) {
+        let series = series.map_or(String::new(), |s| format!("series {s} of "));
         return Err(ApiError::NotFound(format!(
-            "nothing of series {series} of study {study} is served"
+            "nothing of {series}study {study} is served"
         )));
     }
     let base = base_url(&state, &headers);

@@ -155,6 +155,10 @@ fn routes() -> Router<AppState> {
             get(dicomweb::search_series),
         )
         .route(
+            "/dicomweb/studies/{study}/instances",
+            get(dicomweb::search_study_instances),
+        )
+        .route(
             "/dicomweb/studies/{study}/series/{series}",
             get(wado::retrieve_series),
         )

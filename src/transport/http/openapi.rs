@@ -19,7 +19,7 @@ use super::{api, dicomweb, params, push, rendered, stow, wado};
     paths(
         stow::store_any, stow::store_study,
         dicomweb::search_studies, dicomweb::search_series, dicomweb::search_instances,
-        dicomweb::search_all_series, dicomweb::search_all_instances,
+        dicomweb::search_study_instances, dicomweb::search_all_series, dicomweb::search_all_instances,
         wado::retrieve_study, wado::retrieve_series, wado::retrieve_instance,
         wado::study_metadata, wado::series_metadata, wado::instance_metadata,
         wado::bulk_data, wado::retrieve_frames,
