@@ -6,6 +6,7 @@ mod analyze;
 mod batch;
 mod cli;
 mod common;
+mod dicomweb;
 mod dimse;
 mod evaluate;
 mod evaluate_truth;

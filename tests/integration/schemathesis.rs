@@ -118,6 +118,16 @@ fn tokens_file(path: &Path) -> String {
     format!("pulmo_{token}")
 }
 
+/// The operations on one instance, whose UIDs are drawn from the known ones more often.
+const INSTANCE_OPERATIONS: [&str; 6] = [
+    "retrieve_instance",
+    "instance_metadata",
+    "bulk_data",
+    "retrieve_frames",
+    "render_instance",
+    "render_frame",
+];
+
 /// Identifiers that exist on the server, for schemathesis to use as well as its own.
 struct Known {
     study: String,
@@ -130,8 +140,8 @@ impl Known {
     /// A schemathesis config: any warning fails the run (such as an operation that only
     /// ever answered 404, so its answers were never checked), the token for the `bearer` scheme (from `PULMO_TOKEN`, so that
     /// schemathesis can also leave it out and expect 401), and each path parameter drawn
-    /// from these half of the time (nine times in ten for WADO-RS, whose three UIDs must
-    /// all match).
+    /// from these half of the time (nine times in ten for the WADO-RS operations on one
+    /// instance, whose three UIDs must all match; frame 1 and Pixel Data likewise).
     fn config(&self) -> String {
         let Known {
             study,
@@ -154,21 +164,28 @@ impl Known {
              study = {{ values = [\"{study}\"] }}\n\
              series = {{ values = [\"{series}\"] }}\n\
              instance = {{ values = [\"{instance}\"] }}\n\
-             job = {{ values = [{job}] }}\n\n\
+             job = {{ values = [{job}] }}\n\
+             frames = {{ values = [\"1\"] }}\n\
+             bulk = {{ values = [\"7FE00010\"] }}\n\n\
              [parameters]\n\
              {}\
-             \"path.id\" = {{ dictionary = \"job\", probability = 0.5 }}\n\n\
-             [[operations]]\n\
-             include-operation-id = \"retrieve_instance\"\n\
-             [operations.parameters]\n\
+             \"path.id\" = {{ dictionary = \"job\", probability = 0.5 }}\n\
+             \"path.frames\" = {{ dictionary = \"frames\", probability = 0.9 }}\n\
+             \"path.path\" = {{ dictionary = \"bulk\", probability = 0.9 }}\n\
              {}",
             known(0.5),
-            known(0.9)
+            INSTANCE_OPERATIONS
+                .map(|id| format!(
+                    "\n[[operations]]\ninclude-operation-id = \"{id}\"\n[operations.parameters]\n{}",
+                    known(0.9)
+                ))
+                .concat()
         )
     }
 }
 
-/// Sends the sample study, waits for its report, and returns a result series and instance.
+/// Sends the sample study, waits for its report, and returns its CT series and an
+/// instance of it (frames and rendered images need an image).
 fn seed(server: &Server, token: &str) -> Known {
     let (files, study) = sample();
     let response = client()
@@ -193,7 +210,7 @@ fn seed(server: &Server, token: &str) -> Known {
         let job = &status["jobs"][0];
         (job["state"] == "done").then(|| job["id"].as_i64().unwrap())
     });
-    let series = get(&format!("/dicomweb/studies/{study}/series"));
+    let series = get(&format!("/dicomweb/studies/{study}/series?Modality=CT"));
     let series = first_uid(&series, "0020000E");
     let instances = get(&format!(
         "/dicomweb/studies/{study}/series/{series}/instances"

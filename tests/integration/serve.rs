@@ -303,7 +303,7 @@ for start in range(0, len(datasets), 50):
     assert len(reply.ReferencedSOPSequence) == len(datasets[start:start + 50])
 deadline = time.time() + 120
 while True:
-    studies = client.search_for_studies()
+    studies = client.search_for_studies(search_filters={"ModalitiesInStudy": "SR"})
     if studies:
         break
     assert time.time() < deadline, "no results"
@@ -329,7 +329,8 @@ print(" ".join(sorted(set(kinds))))
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(stdout.trim(), "OT SEG SR");
+    // The source CT is served beside the results (until retention purges it).
+    assert_eq!(stdout.trim(), "CT OT SEG SR");
     let _ = std::fs::remove_dir_all(data);
 }
 

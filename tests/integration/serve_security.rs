@@ -8,28 +8,6 @@ use crate::common::server::*;
 use crate::common::{pulmo, python, scratch};
 use reqwest::StatusCode;
 
-/// Makes a token with `pulmo token` and returns (token, tokens-file entry).
-fn token(name: &str, role: &str) -> (String, String) {
-    let output = pulmo()
-        .args(["token", "--name", name, "--role", role])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let text = String::from_utf8(output.stdout).unwrap();
-    let token = text
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim_start_matches("# ")
-        .to_owned();
-    assert!(token.starts_with("pulmo_"), "{text}");
-    assert!(
-        !text.lines().skip(2).any(|l| l.contains(&token)),
-        "the file must not hold the token"
-    );
-    (token, text)
-}
-
 #[test]
 fn requests_need_a_token_with_the_right_role_and_are_audited() {
     let data = scratch("serve-tokens");

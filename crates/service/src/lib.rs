@@ -4,7 +4,7 @@
 //!
 //! Transports (`transport::http` today, DIMSE later) hand it instance files and read
 //! jobs and results back through [`Service`]'s async methods ([`Service::job`],
-//! [`Service::study_status`], [`Service::study_results`], ...), which run each call on the
+//! [`Service::study_status`], [`Service::summaries`], [`Service::files`], ...), which run each call on the
 //! index off the async workers; they never open the [`store`] or touch the pipeline
 //! themselves. This module knows files, the index and the pipeline; it knows nothing of
 //! HTTP.
@@ -16,9 +16,13 @@
 //! | `spool` | admitting a received instance into the spool and the index |
 //! | `worker` | the quiet-time timer and the workers that run the pipeline |
 //! | `pusher` | the task that sends due pushes |
+//! | `catalog` | the attributes DICOMweb searches match, read from each served instance |
+//! | [`retention`] | purging the source instances of analysed series after a while |
 
+mod catalog;
 pub mod push;
 mod pusher;
+pub mod retention;
 mod spool;
 pub mod store;
 mod worker;
@@ -38,7 +42,7 @@ pub use push::{
     Auth, Destination, DimseDestination, Push, PushConfig, PushCounts, PushState, Target,
 };
 pub use spool::{is_uid, Accepted, Refusal, Refused};
-pub use store::{AuditEntry, Job, JobState, ResultRow, ResultStudy};
+pub use store::{Attributes, AuditEntry, Job, JobState, ResultRow, Scope, Served, Summary};
 
 /// What can stop the service from starting or from doing one piece of work.
 #[derive(Debug, thiserror::Error)]
@@ -143,10 +147,14 @@ pub struct ServiceConfig {
     pub rules: SelectionRules,
     /// Where results are pushed (the PACS, a webhook) and the retry policy; by default nowhere.
     pub push: PushConfig,
+    /// Source instances of analysed series are purged this long after their last one
+    /// arrived; `None` keeps them forever.
+    pub retain: Option<Duration>,
 }
 
 impl ServiceConfig {
-    /// Defaults: a 3 s quiet time, two series at once, SR, SEG and key images (Secondary Capture).
+    /// Defaults: a 3 s quiet time, two series at once, SR, SEG and key images (Secondary
+    /// Capture), source instances kept 30 days.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServiceConfig {
             data_dir: data_dir.into(),
@@ -160,6 +168,7 @@ impl ServiceConfig {
             },
             rules: SelectionRules::default(),
             push: PushConfig::default(),
+            retain: Some(Duration::from_secs(30 * 24 * 3600)),
         }
     }
 }
@@ -285,21 +294,26 @@ impl Service {
         self.blocking(|s| s.jobs().depth()).await
     }
 
-    /// Studies that have results, newest first, at most `limit`.
-    pub async fn result_studies(&self, limit: u32) -> Result<Vec<ResultStudy>> {
-        self.blocking(move |s| s.results().studies(limit)).await
+    /// Studies (`by_series` false) or series with a served instance (received or result)
+    /// in `scope`.
+    pub async fn summaries(&self, scope: Scope<'_>, by_series: bool) -> Result<Vec<Summary>> {
+        let scope = OwnedScope::from(scope);
+        self.blocking(move |s| s.catalog().summaries(scope.borrow(), by_series))
+            .await
     }
 
-    /// The current result objects of a study, by series.
-    pub async fn study_results(&self, study: &str) -> Result<Vec<ResultRow>> {
-        let uid = study.to_owned();
-        self.blocking(move |s| s.results().of_study(&uid)).await
+    /// The served instances (received or results) in `scope`.
+    pub async fn instances(&self, scope: Scope<'_>) -> Result<Vec<Attributes>> {
+        let scope = OwnedScope::from(scope);
+        self.blocking(move |s| s.catalog().instances(scope.borrow()))
+            .await
     }
 
-    /// One current result object, by SOP Instance UID.
-    pub async fn result(&self, sop_instance_uid: &str) -> Result<Option<ResultRow>> {
-        let uid = sop_instance_uid.to_owned();
-        self.blocking(move |s| s.results().get(&uid)).await
+    /// The files of the served instances in `scope`.
+    pub async fn files(&self, scope: Scope<'_>) -> Result<Vec<Served>> {
+        let scope = OwnedScope::from(scope);
+        self.blocking(move |s| s.catalog().files(scope.borrow()))
+            .await
     }
 
     /// Pushes in `state` (all when `None`), newest first, at most `limit`.
@@ -340,6 +354,26 @@ impl Service {
     }
 }
 
+/// A [`Scope`] that can cross to the blocking pool.
+struct OwnedScope([Option<String>; 3]);
+
+impl From<Scope<'_>> for OwnedScope {
+    fn from(scope: Scope<'_>) -> Self {
+        OwnedScope([scope.study, scope.series, scope.instance].map(|s| s.map(str::to_owned)))
+    }
+}
+
+impl OwnedScope {
+    fn borrow(&self) -> Scope<'_> {
+        let [study, series, instance] = self.0.each_ref().map(Option::as_deref);
+        Scope {
+            study,
+            series,
+            instance,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
     SystemTime::now()
@@ -368,5 +402,12 @@ pub fn start(
     if !service.config.push.targets().is_empty() {
         tasks.spawn(pusher::run(service.clone(), stop.clone()));
     }
+    if let Some(retain) = service.config.retain {
+        tasks.spawn(retention::run(service.clone(), retain, stop.clone()));
+    }
+    let store = service.store.clone();
+    tasks.spawn(async move {
+        let _ = tokio::task::spawn_blocking(move || catalog::backfill(&store)).await;
+    });
     tasks
 }

@@ -397,6 +397,7 @@ mod tests {
             series_uid: "1.2.3".into(),
             path: dir.join("ct.dcm"),
             bytes: 10,
+            attributes: None,
         };
         let store = &service.store;
         store.instances().put(&row, Lane::Routine).unwrap();
@@ -412,6 +413,7 @@ mod tests {
             series_uid: "5".into(),
             job_id: job.id,
             path: sr,
+            attributes: None,
         };
         store
             .jobs()

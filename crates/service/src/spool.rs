@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::store::{Filed, InstanceRow};
+use super::store::{Attributes, Filed, InstanceRow};
 use super::{Lane, Service};
 use pulmo_core::pipeline::error_chain;
 use pulmo_dicom::ingest::{self, SelectionRules};
@@ -172,6 +172,15 @@ fn check_and_store(
             "the server could not store it".to_owned(),
         )
     })?;
+    // Filed with its attributes in one transaction: what is stored is found by searches.
+    let attributes = super::catalog::read(&path).unwrap_or_else(|_| Attributes {
+        sop_instance_uid: instance.sop_instance_uid.clone(),
+        sop_class_uid: instance.sop_class_uid.clone(),
+        study_uid: key.study_instance_uid.clone(),
+        series_uid: key.series_instance_uid.clone(),
+        modality: key.modality.clone(),
+        ..Attributes::default()
+    });
     let row = InstanceRow {
         sop_instance_uid: instance.sop_instance_uid.clone(),
         sop_class_uid: instance.sop_class_uid.clone(),
@@ -179,6 +188,7 @@ fn check_and_store(
         series_uid: key.series_instance_uid.clone(),
         path,
         bytes: size,
+        attributes: Some(attributes),
     };
     let new = match service
         .store

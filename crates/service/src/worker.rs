@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Job, JobState, ResultRow};
+use super::store::{Attributes, Job, JobState, ResultRow};
 use super::{now, Service};
 use pulmo_dicom::ingest;
 
@@ -181,6 +181,7 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
             study_uid: job.study_instance_uid.clone(),
             series_uid: ids.series_instance_uid,
             job_id: job.id,
+            attributes: catalogue(&path),
             path,
         });
     }
@@ -198,6 +199,16 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         let _ = std::fs::remove_file(path);
     }
     Ok(Ended::Done { findings })
+}
+
+/// A result object's attributes for DICOMweb searches, read back from its file; one that
+/// cannot be read is served but not found by searches, which the log says.
+fn catalogue(path: &Path) -> Option<Attributes> {
+    super::catalog::read(path)
+        .inspect_err(|err| {
+            tracing::error!(error = %error_chain(err), "could not catalogue a result object");
+        })
+        .ok()
 }
 
 /// A job's reason as API readers see it: spool files named by their instance

@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Do not make key images (DICOM Secondary Capture) beside SR and SEG.
     #[arg(long)]
     pub no_key_images: bool,
+    /// Days the received source instances of an analysed series are kept (for viewers)
+    /// before they are purged; results and reports stay. 0 keeps them forever.
+    #[arg(long, env = "PULMO_RETAIN_DAYS", default_value_t = 30.0)]
+    pub retain_days: f64,
     /// Bearer tokens (TOML: `[[token]]` with name, sha256, roles, optional lane; make
     /// entries with `pulmo token`). Required unless listening on loopback only.
     #[arg(long, env = "PULMO_TOKENS")]
@@ -99,8 +103,15 @@ impl ServeArgs {
             "--quiet-seconds must be a number of seconds, not {}",
             self.quiet_seconds
         );
+        anyhow::ensure!(
+            self.retain_days.is_finite() && self.retain_days >= 0.0,
+            "--retain-days must be a number of days, not {}",
+            self.retain_days
+        );
         Ok(ServiceConfig {
             quiet: Duration::from_secs_f64(self.quiet_seconds),
+            retain: (self.retain_days > 0.0)
+                .then(|| Duration::from_secs_f64(self.retain_days * 86_400.0)),
             jobs: self.engine.jobs(),
             results: Choice {
                 sr: true,
@@ -223,7 +234,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let limits = args.limits();
-    let state = AppState::new(service.clone(), limits, tokens);
+    let state = AppState::new(service.clone(), limits, tokens).with_https(tls.is_some());
     let app = args.app(state)?;
     let server = tokio::spawn(http::serve(listener, app, tls, limits, stop.clone()));
     let dimse = match dimse {

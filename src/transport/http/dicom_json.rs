@@ -1,5 +1,6 @@
-//! DICOM JSON (PS3.18 F.2) for the few attributes pulmo's DICOMweb answers carry, and its
-//! shape in the OpenAPI document.
+//! DICOM JSON (PS3.18 F.2) built attribute by attribute, for the answers pulmo writes
+//! itself (QIDO-RS, STOW-RS), and its shape in the OpenAPI document. Whole instances
+//! become DICOM JSON in `metadata`.
 
 use std::borrow::Cow;
 
@@ -16,10 +17,42 @@ impl Dataset {
         Dataset::default()
     }
 
-    /// Adds `tag` (eight hex digits, `0020000D`) with one string value of `vr`.
+    /// Adds `tag` (eight hex digits, `0020000D`) with one string value of `vr`; an empty
+    /// value is written without `Value`, as the standard says.
     pub fn text(mut self, tag: &str, vr: &str, value: &str) -> Dataset {
-        self.0
-            .insert(tag.to_owned(), json!({ "vr": vr, "Value": [value] }));
+        let attribute = if value.is_empty() {
+            json!({ "vr": vr })
+        } else {
+            json!({ "vr": vr, "Value": [value] })
+        };
+        self.0.insert(tag.to_owned(), attribute);
+        self
+    }
+
+    /// Adds a person name (PN), its alphabetic representation only when it has no `=`.
+    pub fn person(mut self, tag: &str, value: &str) -> Dataset {
+        let attribute = if value.is_empty() {
+            json!({ "vr": "PN" })
+        } else {
+            json!({ "vr": "PN", "Value": [person_name(value)] })
+        };
+        self.0.insert(tag.to_owned(), attribute);
+        self
+    }
+
+    /// Adds an integer-valued `tag` when there is a value, an empty one otherwise.
+    pub fn maybe_number(mut self, tag: &str, vr: &str, value: Option<i64>) -> Dataset {
+        let attribute = match value {
+            Some(value) => json!({ "vr": vr, "Value": [value] }),
+            None => json!({ "vr": vr }),
+        };
+        self.0.insert(tag.to_owned(), attribute);
+        self
+    }
+
+    /// Keeps only the attributes `keep` accepts.
+    pub fn retain(mut self, keep: impl Fn(&str) -> bool) -> Dataset {
+        self.0.retain(|tag, _| keep(tag));
         self
     }
 
@@ -49,9 +82,28 @@ impl Dataset {
         self
     }
 
+    /// One attribute, when present.
+    pub fn get(&self, tag: &str) -> Option<&Value> {
+        self.0.get(tag)
+    }
+
     pub fn into_value(self) -> Value {
         Value::Object(self.0)
     }
+}
+
+/// A PN value as DICOM JSON: its component groups (alphabetic, ideographic, phonetic).
+pub fn person_name(value: &str) -> Value {
+    let mut groups = Map::new();
+    for (name, group) in ["Alphabetic", "Ideographic", "Phonetic"]
+        .into_iter()
+        .zip(value.split('='))
+    {
+        if !group.is_empty() {
+            groups.insert(name.to_owned(), Value::String(group.to_owned()));
+        }
+    }
+    Value::Object(groups)
 }
 
 /// The shape of every dataset: attributes keyed by tag, each with a VR and maybe values.
@@ -100,6 +152,24 @@ pub mod tag {
     pub const REFERENCED_SOP_INSTANCE_UID: &str = "00081155";
     pub const RETRIEVE_URL: &str = "00081190";
     pub const ERROR_COMMENT: &str = "00000902";
+    pub const STUDY_DATE: &str = "00080020";
+    pub const STUDY_TIME: &str = "00080030";
+    pub const ACCESSION_NUMBER: &str = "00080050";
+    pub const INSTANCE_AVAILABILITY: &str = "00080056";
+    pub const REFERRING_PHYSICIAN_NAME: &str = "00080090";
+    pub const STUDY_DESCRIPTION: &str = "00081030";
+    pub const SERIES_DESCRIPTION: &str = "0008103E";
+    pub const PATIENT_NAME: &str = "00100010";
+    pub const PATIENT_ID: &str = "00100020";
+    pub const PATIENT_BIRTH_DATE: &str = "00100030";
+    pub const PATIENT_SEX: &str = "00100040";
+    pub const STUDY_ID: &str = "00200010";
+    pub const SERIES_NUMBER: &str = "00200011";
+    pub const INSTANCE_NUMBER: &str = "00200013";
+    pub const NUMBER_OF_FRAMES: &str = "00280008";
+    pub const ROWS: &str = "00280010";
+    pub const COLUMNS: &str = "00280011";
+    pub const BITS_ALLOCATED: &str = "00280100";
     pub const STUDY_INSTANCE_UID: &str = "0020000D";
     pub const SERIES_INSTANCE_UID: &str = "0020000E";
     pub const NUMBER_OF_STUDY_RELATED_SERIES: &str = "00201206";

@@ -1,5 +1,5 @@
-//! The HTTP transport: DICOMweb (STOW-RS in; QIDO-RS and WADO-RS over results) and
-//! pulmo's own API. Handlers turn requests into service calls and nothing more; every
+//! The HTTP transport: DICOMweb (STOW-RS in; QIDO-RS and WADO-RS over the received
+//! instances and the results) and pulmo's own API. Handlers turn requests into service calls and nothing more; every
 //! blocking call (index, admission) runs off the async workers.
 
 mod api;
@@ -9,10 +9,14 @@ pub mod connections;
 mod dicom_json;
 mod dicomweb;
 mod error;
+mod frames;
+mod metadata;
 pub mod openapi;
 mod params;
 mod push;
+mod rendered;
 mod stow;
+mod wado;
 
 use std::sync::Arc;
 
@@ -94,6 +98,8 @@ pub struct AppState {
     pub limits: Limits,
     /// `None`: no authentication (only allowed on loopback, see `pulmo serve`).
     pub tokens: Option<Arc<Tokens>>,
+    /// `http` or `https`: how clients reach this server, for the URLs answers carry.
+    pub scheme: &'static str,
     uploads: Arc<tokio::sync::Semaphore>,
     /// Bounds the audit records of requests without a valid token.
     audit_throttle: Arc<audit::Throttle>,
@@ -105,9 +111,16 @@ impl AppState {
             service,
             limits,
             tokens: tokens.map(Arc::new),
+            scheme: "http",
             uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads)),
             audit_throttle: Arc::new(audit::Throttle::default()),
         }
+    }
+
+    /// Served over `https` rather than `http`.
+    pub fn with_https(mut self, https: bool) -> AppState {
+        self.scheme = if https { "https" } else { "http" };
+        self
     }
 }
 
@@ -122,23 +135,59 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn routes() -> Router<AppState> {
+    const INSTANCE: &str = "/dicomweb/studies/{study}/series/{series}/instances/{instance}";
     Router::new()
         .route(
             "/dicomweb/studies",
             post(stow::store_any).get(dicomweb::search_studies),
         )
-        .route("/dicomweb/studies/{study}", post(stow::store_study))
+        .route("/dicomweb/series", get(dicomweb::search_all_series))
+        .route("/dicomweb/instances", get(dicomweb::search_all_instances))
+        .route(
+            "/dicomweb/studies/{study}",
+            post(stow::store_study).get(wado::retrieve_study),
+        )
+        .route(
+            "/dicomweb/studies/{study}/metadata",
+            get(wado::study_metadata),
+        )
         .route(
             "/dicomweb/studies/{study}/series",
             get(dicomweb::search_series),
         )
         .route(
+            "/dicomweb/studies/{study}/instances",
+            get(dicomweb::search_study_instances),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}",
+            get(wado::retrieve_series),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
             "/dicomweb/studies/{study}/series/{series}/instances",
             get(dicomweb::search_instances),
         )
+        .route(INSTANCE, get(wado::retrieve_instance))
         .route(
-            "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
-            get(dicomweb::retrieve_instance),
+            &format!("{INSTANCE}/metadata"),
+            get(wado::instance_metadata),
+        )
+        .route(&format!("{INSTANCE}/bulk/{{path}}"), get(wado::bulk_data))
+        .route(
+            &format!("{INSTANCE}/frames/{{frames}}"),
+            get(wado::retrieve_frames),
+        )
+        .route(
+            &format!("{INSTANCE}/rendered"),
+            get(rendered::render_instance),
+        )
+        .route(
+            &format!("{INSTANCE}/frames/{{frames}}/rendered"),
+            get(rendered::render_frame),
         )
         .route("/api/v1/jobs/{id}", get(api::job))
         .route("/api/v1/studies/{study}", get(api::study))

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::auth::required_role;
 use super::error::ErrorBody;
-use super::{api, dicomweb, params, push, stow};
+use super::{api, dicomweb, params, push, rendered, stow, wado};
 
 /// pulmo's HTTP API.
 #[derive(OpenApi)]
@@ -19,15 +19,22 @@ use super::{api, dicomweb, params, push, stow};
     paths(
         stow::store_any, stow::store_study,
         dicomweb::search_studies, dicomweb::search_series, dicomweb::search_instances,
-        dicomweb::retrieve_instance,
+        dicomweb::search_study_instances, dicomweb::search_all_series, dicomweb::search_all_instances,
+        wado::retrieve_study, wado::retrieve_series, wado::retrieve_instance,
+        wado::study_metadata, wado::series_metadata, wado::instance_metadata,
+        wado::bulk_data, wado::retrieve_frames,
+        rendered::render_instance, rendered::render_frame,
         api::job, api::study, api::report, api::analyze, push::pushes,
         api::healthz, api::readyz, api::info, api::metrics,
     ),
     // Path parameters name their schema by reference; utoipa collects only bodies' schemas.
-    components(schemas(params::Uid)),
+    components(schemas(
+        params::Uid, params::FrameList, params::FrameNumber, params::BulkPathSchema,
+        dicomweb::UidList, dicomweb::DateRange, dicomweb::IncludeField,
+    )),
     modifiers(&Guarded),
     tags(
-        (name = "dicomweb", description = "STOW-RS in; QIDO-RS and WADO-RS over pulmo's results"),
+        (name = "dicomweb", description = "STOW-RS in; QIDO-RS and WADO-RS over the received instances and pulmo's results"),
         (name = "api", description = "Jobs, study status and reports"),
         (name = "operations", description = "Health, readiness and identity"),
     )

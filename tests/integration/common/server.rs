@@ -215,3 +215,25 @@ pub fn post_raw(server: &Server, path: &str, body: Vec<u8>) -> String {
     let _ = sender.join();
     String::from_utf8_lossy(&answer[..n]).into_owned()
 }
+
+/// Makes a token with `pulmo token` and returns (token, tokens-file entry).
+pub fn token(name: &str, role: &str) -> (String, String) {
+    let output = pulmo()
+        .args(["token", "--name", name, "--role", role])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let token = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("# ")
+        .to_owned();
+    assert!(token.starts_with("pulmo_"), "{text}");
+    assert!(
+        !text.lines().skip(2).any(|l| l.contains(&token)),
+        "the file must not hold the token"
+    );
+    (token, text)
+}

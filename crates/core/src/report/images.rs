@@ -81,7 +81,6 @@ impl Crop {
 
 fn draw_slice(canvas: &mut RgbImage, view: &Crop, volume: &Volume) {
     let slice = volume.hu.index_axis(ndarray::Axis(0), view.k);
-    let (low, width) = (WINDOW.0 - WINDOW.1 / 2.0, WINDOW.1);
     for y in 0..SIZE {
         for x in 0..SIZE {
             let (r, c) = view.source(i64::from(y), i64::from(x));
@@ -89,10 +88,16 @@ fn draw_slice(canvas: &mut RgbImage, view: &Crop, volume: &Volume) {
                 .ok()
                 .zip(usize::try_from(c).ok())
                 .and_then(|(r, c)| slice.get((r, c)).copied());
-            let grey = hu.map_or(0, |hu| ((hu - low) / width * 255.0).clamp(0.0, 255.0) as u8);
+            let grey = hu.map_or(0, |hu| grey(hu, WINDOW));
             canvas.put_pixel(x, y, Rgb([grey; 3]));
         }
     }
+}
+
+/// A value's grey level in a linear window `(centre, width)`: black below, white above.
+pub fn grey(value: f32, (centre, width): (f32, f32)) -> u8 {
+    let low = centre - width / 2.0;
+    ((value - low) / width.max(f32::EPSILON) * 255.0).clamp(0.0, 255.0) as u8
 }
 
 /// Paints the segment's edge on the crop: canvas pixels inside the segment with a pixel

@@ -46,12 +46,24 @@ pub fn decode_into(instance: &Instance, targets: Vec<(u32, ArrayViewMut2<'_, f32
     check_format(instance)?;
     let obj = open(instance)?;
     for (frame, target) in targets {
-        decode_frame(instance, &obj, frame, target)?;
+        decode_one(instance, &obj, frame, target)?;
     }
     Ok(())
 }
 
-fn decode_frame(
+/// Decodes frame `frame` (0-based) of one instance to modality values (Hounsfield units
+/// for CT), rows by columns: one image for a viewer, outside any volume.
+pub fn decode_frame(instance: &Instance, frame: u32) -> Result<ndarray::Array2<f32>> {
+    let shape = (
+        instance.pixel.rows as usize,
+        instance.pixel.columns as usize,
+    );
+    let mut values = ndarray::Array2::zeros(shape);
+    decode_into(instance, vec![(frame, values.view_mut())])?;
+    Ok(values)
+}
+
+fn decode_one(
     instance: &Instance,
     obj: &DefaultDicomObject,
     frame: u32,

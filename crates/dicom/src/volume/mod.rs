@@ -24,7 +24,7 @@ mod stored;
 pub mod vr;
 
 pub use assemble::{assemble, assemble_at_least, MAX_VOXELS};
-pub use decode::PADDING_HU;
+pub use decode::{decode_frame, PADDING_HU};
 pub use geometry::Geometry;
 pub use series::{
     FrameHeader, Instance, ModalityLut, PixelFormat, Series, Source, SourceAttributes,

@@ -32,6 +32,22 @@ pub struct AuditEntry {
     pub status: u16,
 }
 
+/// Appends one record within an open transaction (a change audited with itself).
+pub(super) fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    at: f64,
+    caller: &str,
+    action: &str,
+    study: Option<&str>,
+    status: u16,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at, caller, action, study, status],
+    )?;
+    Ok(())
+}
+
 /// The audit log: [`Store::audit`].
 pub struct Audit<'a>(pub(super) &'a Store);
 
@@ -54,10 +70,7 @@ impl Audit<'_> {
             studies.iter().map(|s| Some(s.as_str())).collect()
         };
         for study in studies {
-            tx.execute(
-                "INSERT INTO audit VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![at, caller, action, study, status],
-            )?;
+            insert(&tx, at, caller, action, study, status)?;
         }
         tx.commit()?;
         Ok(())

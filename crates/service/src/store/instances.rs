@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{Result, Store};
+use super::{catalog, Attributes, Result, Store};
 use crate::{now, Lane};
 
 /// The `instances` and `series` tables; created with the rest of the index.
@@ -40,6 +40,8 @@ pub struct InstanceRow {
     pub series_uid: String,
     pub path: PathBuf,
     pub bytes: u64,
+    /// What DICOMweb searches match, filed with the row in one transaction when given.
+    pub attributes: Option<Attributes>,
 }
 
 /// What filing an instance did.
@@ -106,6 +108,9 @@ impl Instances<'_> {
                 t
             ],
         )?;
+        if let Some(attributes) = &row.attributes {
+            catalog::insert(&tx, attributes)?;
+        }
         let news = matches!(filed, Filed::New | Filed::Resent { news: true });
         tx.execute(
             "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5)
@@ -159,6 +164,64 @@ impl Instances<'_> {
         )?;
         let rows = stmt.query_map([study_uid], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// A series whose newest job ended `done` or `skipped`, with no news and none queued or
+/// running: its source instances may go once they are old enough.
+const PURGEABLE: &str = "
+    SELECT s.series_uid, s.study_uid FROM series s
+    WHERE s.pending = 0 AND s.last_received < ?1 AND (?2 IS NULL OR s.series_uid = ?2)
+      AND (SELECT state FROM jobs j WHERE j.series_uid = s.series_uid ORDER BY id DESC LIMIT 1)
+          IN ('done', 'skipped')
+      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = s.series_uid
+                      AND j.state IN ('queued', 'running'))
+    ORDER BY s.last_received";
+
+impl Instances<'_> {
+    /// Analysed series (study, series) whose last instance arrived before `before`.
+    pub fn purgeable(&self, before: f64) -> Result<Vec<(String, String)>> {
+        let db = self.0.db();
+        let mut stmt = db.prepare_cached(PURGEABLE)?;
+        let rows = stmt.query_map(params![before, None::<String>], |r| {
+            Ok((r.get(1)?, r.get(0)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets the received instances of one series, when it is still purgeable (checked
+    /// again in the same transaction), audits that as `caller`, and returns their files
+    /// for the caller to remove. The series is forgotten too: instances sent again later
+    /// are a new series to analyse.
+    pub fn purge(&self, series_uid: &str, before: f64, caller: &str) -> Result<Vec<PathBuf>> {
+        let mut db = self.0.db();
+        let tx = db.transaction()?;
+        let still: Option<String> = tx
+            .query_row(PURGEABLE, params![before, series_uid], |r| r.get(1))
+            .optional()?;
+        let Some(study_uid) = still else {
+            return Ok(Vec::new());
+        };
+        let paths = {
+            let mut stmt = tx.prepare("SELECT path FROM instances WHERE series_uid = ?1")?;
+            let rows = stmt.query_map([series_uid], |r| r.get::<_, String>(0))?;
+            rows.map(|p| p.map(PathBuf::from))
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.execute(
+            "DELETE FROM catalog WHERE sop_instance_uid IN
+                (SELECT sop_instance_uid FROM instances WHERE series_uid = ?1)",
+            [series_uid],
+        )?;
+        tx.execute("DELETE FROM instances WHERE series_uid = ?1", [series_uid])?;
+        tx.execute("DELETE FROM series WHERE series_uid = ?1", [series_uid])?;
+        let action = format!(
+            "purge series {series_uid} ({} source instances)",
+            paths.len()
+        );
+        super::audit::insert(&tx, now(), caller, &action, Some(&study_uid), 200)?;
+        tx.commit()?;
+        Ok(paths)
     }
 }
 
@@ -257,6 +320,57 @@ mod tests {
         assert_eq!(
             instances.filed_under("1.1").unwrap(),
             Some(("1.2".into(), "1.2.3".into()))
+        );
+    }
+
+    #[test]
+    fn only_analysed_series_are_purged_and_the_purge_is_audited() {
+        let (_dir, store) = store();
+        let later = now() + 10.0;
+        let purgeable = || store.instances().purgeable(later).unwrap();
+        store
+            .instances()
+            .put(&instance("1.1", "1.2.3"), Lane::Routine)
+            .unwrap();
+        assert!(purgeable().is_empty(), "pending news");
+        store.jobs().queue_quiet(now() + 1.0).unwrap();
+        assert!(purgeable().is_empty(), "queued");
+        let job = store.jobs().claim().unwrap().unwrap();
+        assert!(purgeable().is_empty(), "running");
+        assert!(store
+            .instances()
+            .purge("1.2.3", later, "test")
+            .unwrap()
+            .is_empty());
+        store
+            .jobs()
+            .finish(job.id, crate::JobState::Failed, Some("bad"), 0)
+            .unwrap();
+        assert!(purgeable().is_empty(), "failed: a re-send may repair it");
+        store
+            .jobs()
+            .finish(job.id, crate::JobState::Skipped, Some("not CT"), 1)
+            .unwrap();
+        assert_eq!(purgeable(), [("1.2".to_owned(), "1.2.3".to_owned())]);
+        assert!(
+            store
+                .instances()
+                .purgeable(now() - 60.0)
+                .unwrap()
+                .is_empty(),
+            "too young"
+        );
+        let paths = store.instances().purge("1.2.3", later, "test").unwrap();
+        assert_eq!(paths, [PathBuf::from("/spool/1.1.dcm")]);
+        assert!(store.instances().paths("1.2.3").unwrap().is_empty());
+        assert!(purgeable().is_empty());
+        let audit = store.audit().of_study("1.2").unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].caller, "test");
+        assert!(
+            audit[0].action.starts_with("purge series 1.2.3"),
+            "{}",
+            audit[0].action
         );
     }
 

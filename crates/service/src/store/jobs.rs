@@ -389,6 +389,7 @@ mod tests {
             series_uid: "9.9".into(),
             job_id: job,
             path: PathBuf::from(format!("/results/{uid}")),
+            attributes: None,
         };
         jobs.complete(
             &first,

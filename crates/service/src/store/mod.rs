@@ -12,6 +12,7 @@
 //! | handle | file | tables |
 //! |---|---|---|
 //! | [`Store::instances`] → [`Instances`] | `instances.rs` | `instances`, `series` |
+//! | [`Store::catalog`] → [`Catalog`] | `catalog.rs` | `catalog` |
 //! | [`Store::jobs`] → [`Jobs`] | `jobs.rs` | `jobs` |
 //! | [`Store::results`] → [`Results`] | `results.rs` | `results` |
 //! | [`Store::pushes`] → [`Pushes`] | `pushes.rs` | `pushes` |
@@ -22,6 +23,7 @@
 //! the open transaction.
 
 mod audit;
+mod catalog;
 mod instances;
 mod jobs;
 mod pushes;
@@ -33,10 +35,11 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use audit::{Audit, AuditEntry};
+pub use catalog::{Attributes, Catalog, Scope, Served, Summary};
 pub use instances::{Filed, InstanceRow, Instances};
 pub use jobs::{Job, JobState, Jobs};
 pub use pushes::Pushes;
-pub use results::{ResultRow, ResultStudy, Results};
+pub use results::{ResultRow, Results};
 
 /// What can go wrong with the index.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,7 @@ impl Store {
             db.busy_timeout(std::time::Duration::from_secs(10))?;
             for schema in [
                 instances::SCHEMA,
+                catalog::SCHEMA,
                 jobs::SCHEMA,
                 results::SCHEMA,
                 audit::SCHEMA,
@@ -88,6 +92,11 @@ impl Store {
     /// Received instances and their series.
     pub fn instances(&self) -> Instances<'_> {
         Instances(self)
+    }
+
+    /// The searchable attributes of served instances.
+    pub fn catalog(&self) -> Catalog<'_> {
+        Catalog(self)
     }
 
     /// The job queue and each job's end.
@@ -140,6 +149,7 @@ mod tests {
             series_uid: series.into(),
             path: PathBuf::from(format!("/spool/{sop}.dcm")),
             bytes: 10,
+            attributes: None,
         }
     }
 
@@ -156,6 +166,7 @@ mod tests {
         };
         let expected = [
             "audit",
+            "catalog",
             "instances",
             "jobs",
             "pushes",

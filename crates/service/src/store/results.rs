@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Transaction};
 
-use super::{Job, Result, Store};
+use super::{catalog, Attributes, Job, Result, Store};
 
 /// The `results` table; created with the rest of the index.
 pub(super) const SCHEMA: &str = "
@@ -32,15 +32,8 @@ pub struct ResultRow {
     pub series_uid: String,
     pub job_id: i64,
     pub path: PathBuf,
-}
-
-/// A study that has results, for QIDO-RS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResultStudy {
-    pub study_uid: String,
-    pub modalities: Vec<String>,
-    pub series: u32,
-    pub instances: u32,
+    /// What DICOMweb searches match, filed with the row when given (never read back here).
+    pub attributes: Option<Attributes>,
 }
 
 /// The current result objects: [`Store::results`].
@@ -58,16 +51,6 @@ impl Results<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// One current result object.
-    pub fn get(&self, sop_instance_uid: &str) -> Result<Option<ResultRow>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT sop_instance_uid, sop_class_uid, modality, study_uid, series_uid, job_id, path
-             FROM results WHERE sop_instance_uid = ?1",
-        )?;
-        Ok(stmt.query_row([sop_instance_uid], result_row).optional()?)
-    }
-
     /// The files of a job's result objects (SR, SEG, key images).
     pub fn paths_of_job(&self, job_id: i64) -> Result<Vec<PathBuf>> {
         let db = self.0.db();
@@ -78,25 +61,6 @@ impl Results<'_> {
         Ok(rows
             .map(|p| p.map(Into::into))
             .collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Studies that have results, newest first.
-    pub fn studies(&self, limit: u32) -> Result<Vec<ResultStudy>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT study_uid, group_concat(DISTINCT modality), count(DISTINCT series_uid), count(*)
-             FROM results GROUP BY study_uid ORDER BY max(job_id) DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit], |r| {
-            let modalities: String = r.get(1)?;
-            Ok(ResultStudy {
-                study_uid: r.get(0)?,
-                modalities: modalities.split(',').map(str::to_owned).collect(),
-                series: r.get(2)?,
-                instances: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 
@@ -115,11 +79,13 @@ pub(super) fn remove_older(tx: &Transaction<'_>, job: &Job) -> rusqlite::Result<
     };
     for (uid, _) in &old {
         tx.execute("DELETE FROM results WHERE sop_instance_uid = ?1", [uid])?;
+        tx.execute("DELETE FROM catalog WHERE sop_instance_uid = ?1", [uid])?;
     }
     Ok(old.into_iter().map(|(_, p)| PathBuf::from(p)).collect())
 }
 
-/// Inside `Jobs::complete`'s transaction: files a job's result objects.
+/// Inside `Jobs::complete`'s transaction: files a job's result objects (and their catalog
+/// rows, after `remove_older` forgot the old ones: a result may keep its UID).
 pub(super) fn insert(tx: &Transaction<'_>, rows: &[ResultRow]) -> rusqlite::Result<()> {
     for r in rows {
         tx.execute(
@@ -134,6 +100,9 @@ pub(super) fn insert(tx: &Transaction<'_>, rows: &[ResultRow]) -> rusqlite::Resu
                 r.path.to_string_lossy()
             ],
         )?;
+        if let Some(attributes) = &r.attributes {
+            catalog::insert(tx, attributes)?;
+        }
     }
     Ok(())
 }
@@ -147,5 +116,6 @@ fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
         series_uid: r.get(4)?,
         job_id: r.get(5)?,
         path: PathBuf::from(r.get::<_, String>(6)?),
+        attributes: None,
     })
 }
