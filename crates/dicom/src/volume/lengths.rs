@@ -71,13 +71,21 @@ impl Encoding {
     /// The encoding of a transfer syntax's data set; `None` for deflated ones (their bytes
     /// are compressed, so there are no headers to walk).
     pub fn of_syntax(uid: &str) -> Option<Self> {
-        match uid.trim_end_matches(['\0', ' ']) {
+        match trim_syntax_uid(uid) {
             "1.2.840.10008.1.2" => Some(Encoding::ImplicitLittle),
             "1.2.840.10008.1.2.2" => Some(Encoding::ExplicitBig),
             "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" | "1.2.840.10008.1.2.4.205" => None,
             _ => Some(Encoding::ExplicitLittle),
         }
     }
+}
+
+/// A transfer syntax UID as dicom-transfer-syntax-registry looks it up: without trailing
+/// whitespace of any kind or NULs. The walk must take the syntax the parser takes (found
+/// by fuzzing: `1.2.840.10008.1.2` and a tab was walked as explicit VR and parsed as
+/// implicit, and the parser reserved 4 GiB for a value nobody had checked).
+pub fn trim_syntax_uid(uid: &str) -> &str {
+    uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0')
 }
 
 /// What the file meta group says, as far as the walk needs it.
@@ -877,5 +885,25 @@ mod tests {
             Encoding::of_syntax("1.2.840.10008.1.2\0"),
             Some(Encoding::ImplicitLittle)
         );
+    }
+
+    #[test]
+    fn a_syntax_uid_is_trimmed_as_the_registry_trims_it() {
+        use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+        for uid in [
+            "1.2.840.10008.1.2\t\0\0",
+            "1.2.840.10008.1.2 \r\n",
+            "1.2.840.10008.1.2",
+        ] {
+            let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+                .get(uid)
+                .map(|ts| ts.uid());
+            assert_eq!(registry, Some("1.2.840.10008.1.2"), "{uid:?}");
+            assert_eq!(
+                Encoding::of_syntax(uid),
+                Some(Encoding::ImplicitLittle),
+                "{uid:?}"
+            );
+        }
     }
 }

@@ -231,7 +231,7 @@ fn layout<S: Stream>(stream: &mut S, total: u64) -> Result<Layout, OpenError> {
     };
     let uid = meta.transfer_syntax_uid.as_deref().unwrap_or_default();
     // Trimmed as dicom-object trims it, so that both see the same syntax.
-    let trimmed = uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0');
+    let trimmed = lengths::trim_syntax_uid(uid);
     if let (true, Some(at)) = (DEFLATED.contains(&trimmed), meta.dataset_at) {
         let skip = skip as u64;
         return Ok(Layout::Deflated { skip, at });
@@ -607,6 +607,16 @@ mod tests {
             let obj = open(Cursor::new(&bytes[..]), true).expect("read after the meta group");
             assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "CT");
         }
+    }
+
+    /// Found by the `part10` fuzz target: a meta group (without a usable group length)
+    /// naming `1.2.840.10008.1.2` and a tab. The walk took it for explicit VR, the parser
+    /// for implicit, and reserved the 4 GiB a value then claimed.
+    #[test]
+    fn a_syntax_uid_ending_in_a_tab_is_walked_as_the_parser_reads_it() {
+        let bytes = include_bytes!("../../../../tests/data/fuzz/syntax-uid-ending-in-a-tab.dcm");
+        let err = open(Cursor::new(&bytes[..]), true).unwrap_err();
+        assert!(matches!(err, OpenError::Length(_)), "{err}");
     }
 
     /// Found by the `part10` fuzz target: `DICM`, then a (0002,0000) without a VR; the
