@@ -2,8 +2,9 @@
 //! and written with dicom-object. Only what C-ECHO and C-STORE need: the command field,
 //! message ids, the affected SOP class and instance, the data set type and the status.
 
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
@@ -58,6 +59,16 @@ pub enum CommandError {
         length: u32,
         left: usize,
     },
+    #[error("the command set has element ({group:04X},{element:04X}) at byte {at}: only group 0000 belongs there")]
+    Group { group: u16, element: u16, at: usize },
+    #[error("command set element ({group:04X},{element:04X}) at byte {at} is {vr} of {length} bytes, not a whole number of values")]
+    Numbers {
+        group: u16,
+        element: u16,
+        at: usize,
+        vr: &'static str,
+        length: u32,
+    },
 }
 
 /// One command, as far as pulmo reads it.
@@ -106,9 +117,11 @@ pub fn read(bytes: &[u8]) -> Result<Command, CommandError> {
 }
 
 /// Checks that every element of a command set (Implicit VR Little Endian: tag, then a 32-bit
-/// length) fits in what is left of it, before dicom-parser, which reserves whatever an
-/// element claims (a 1 KB association made it reserve 2 GiB; found by fuzzing). A command
-/// set has no sequences, so an undefined length is refused with the rest.
+/// length) is of group 0000 and fits in what is left of it, before dicom-parser, which
+/// reserves whatever an element claims (a 1 KB association made it reserve 2 GiB; found by
+/// fuzzing). A command set has no sequences and no items (an item header is read as the
+/// start of nested elements, which this walk would not follow), so an undefined length is
+/// refused with the rest.
 fn check_lengths(bytes: &[u8]) -> Result<(), CommandError> {
     let mut at = 0;
     while at < bytes.len() {
@@ -117,7 +130,29 @@ fn check_lengths(bytes: &[u8]) -> Result<(), CommandError> {
             return Ok(());
         };
         let word = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]);
+        if word(0) != 0x0000 {
+            return Err(CommandError::Group {
+                group: word(0),
+                element: word(2),
+                at,
+            });
+        }
         let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        // dicom-parser reads binary numbers whole and leaves a rest byte to the next tag,
+        // out of step with this walk (found by fuzzing: a US of 57 bytes, then a length of
+        // 3.6 GB read one byte early).
+        let vr = StandardDataDictionary
+            .by_tag(Tag(word(0), word(2)))
+            .map_or(VR::UN, |entry| entry.vr().relaxed());
+        if number_size(vr).is_some_and(|size| length as usize % size != 0) {
+            return Err(CommandError::Numbers {
+                group: word(0),
+                element: word(2),
+                at,
+                vr: vr.to_string(),
+                length,
+            });
+        }
         let left = bytes.len() - at - 8;
         if length as usize > left {
             return Err(CommandError::Length {
@@ -131,6 +166,16 @@ fn check_lengths(bytes: &[u8]) -> Result<(), CommandError> {
         at += 8 + length as usize;
     }
     Ok(())
+}
+
+/// The size of one value of a binary number VR; `None` for the others.
+fn number_size(vr: VR) -> Option<usize> {
+    match vr {
+        VR::US | VR::SS | VR::OW => Some(2),
+        VR::UL | VR::SL | VR::FL | VR::AT | VR::OL | VR::OF => Some(4),
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => Some(8),
+        _ => None,
+    }
 }
 
 /// A C-STORE-RQ (medium priority) for one instance; its data set follows.
@@ -254,6 +299,39 @@ mod tests {
             "{err}"
         );
         assert_eq!(check_lengths(&bytes[..good]).ok(), Some(()));
+        // Priority (US) of 57 bytes: the parser reads 28 numbers and the next tag a byte
+        // early.
+        let mut odd = echo_request(1);
+        odd.extend_from_slice(&[0x00, 0x00, 0x00, 0x07, 57, 0, 0, 0]);
+        odd.extend_from_slice(&[0xD6; 64]);
+        let err = read(&odd).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CommandError::Numbers {
+                    element: 0x0700,
+                    vr: "US",
+                    length: 57,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // An item header (FFFE,E000), which the parser would step into.
+        let mut item = echo_request(1);
+        item.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 2, 0, 0, 0, 1, 0]);
+        let err = read(&item).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CommandError::Group {
+                    group: 0xFFFE,
+                    element: 0xE000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
