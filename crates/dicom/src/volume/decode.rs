@@ -73,8 +73,7 @@ fn decode_one(
     if let Some(done) = decode_own(instance, obj, frame, target.view_mut()) {
         return done;
     }
-    check_jpeg_size(instance, obj, frame)?;
-    check_jpeg_ls_end(instance, obj, frame)?;
+    check_jpeg_frame(instance, obj, frame)?;
     // Some codecs in dicom-pixeldata index out of bounds on inconsistent input (frames
     // whose data do not match Rows/Columns); that is bad data, not a crash.
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -146,58 +145,49 @@ const JPEG_SYNTAXES: [&str; 6] = [
     uids::JPEGLS_NEAR_LOSSLESS,
 ];
 
-/// Refuses a JPEG frame whose own frame header claims another size than Rows × Columns,
-/// before the decoder allocates what it claims ([`jpeg`]).
-fn check_jpeg_size(instance: &Instance, obj: &DefaultDicomObject, frame: u32) -> Result<()> {
-    if !JPEG_SYNTAXES.contains(&instance.transfer_syntax_uid.as_str()) {
-        return Ok(());
-    }
-    // The bytes the decoder will be given: its own fragment, the fragments of a single
-    // frame joined, or those the offset table gives a frame of a multi-frame image. None
-    // (no such frame): dicom-pixeldata reports it.
-    let Some(bytes) = obj.frame_pixel_data(frame) else {
-        return Ok(());
-    };
-    let Some((stream_rows, stream_columns)) = jpeg::frame_size(&bytes) else {
-        return Ok(());
-    };
-    let (rows, columns) = (instance.pixel.rows, instance.pixel.columns);
-    if (u32::from(stream_rows), u32::from(stream_columns)) == (rows, columns) {
-        return Ok(());
-    }
-    Err(Error::JpegSize {
-        name: instance.source.name(),
-        frame,
-        rows,
-        columns,
-        stream_rows,
-        stream_columns,
-    })
-}
-
-/// Refuses a JPEG-LS frame that does not end with its EOI marker, before CharLS sees it.
+/// Checks a JPEG or JPEG-LS frame's stream before its decoder sees it, from the bytes the
+/// decoder will be given (its own fragment, the fragments of a single frame joined, or
+/// those the offset table gives a frame of a multi-frame image), read once:
 ///
-/// CharLS 2.4.5 (charls-sys) decodes a stream that runs out of bits mid-scan by reading
-/// zero bits past the end of its buffer until a 32-bit bit counter wraps round: about 6 s
-/// of one core for a crafted 2 KB frame (found by fuzzing). A marker before the buffer's
-/// end stops it at once with an error, and every complete JPEG-LS image ends with EOI.
-/// The bytes checked are the ones dicom-pixeldata hands to CharLS.
-fn check_jpeg_ls_end(instance: &Instance, obj: &DefaultDicomObject, frame: u32) -> Result<()> {
+/// - a frame header that claims another size than Rows × Columns is refused before the
+///   decoder allocates what it claims ([`jpeg`]);
+/// - a JPEG-LS stream that does not end with its EOI marker is refused before CharLS sees
+///   it. CharLS 2.4.5 (charls-sys) decodes a stream that runs out of bits mid-scan by
+///   reading zero bits past the end of its buffer until a 32-bit bit counter wraps round:
+///   about 6 s of one core for a crafted 2 KB frame (found by fuzzing). A marker before the
+///   buffer's end stops it at once with an error, and every complete JPEG-LS image ends
+///   with EOI.
+fn check_jpeg_frame(instance: &Instance, obj: &DefaultDicomObject, frame: u32) -> Result<()> {
     let syntax = instance.transfer_syntax_uid.as_str();
-    if syntax != uids::JPEGLS_LOSSLESS && syntax != uids::JPEGLS_NEAR_LOSSLESS {
+    if !JPEG_SYNTAXES.contains(&syntax) {
         return Ok(());
     }
     // No such frame: dicom-pixeldata reports it.
     let Some(bytes) = obj.frame_pixel_data(frame) else {
         return Ok(());
     };
-    if jpeg::ends_with_eoi(&bytes) {
-        return Ok(());
+    let name = || instance.source.name();
+    if let Some((stream_rows, stream_columns)) = jpeg::frame_size(&bytes) {
+        let (rows, columns) = (instance.pixel.rows, instance.pixel.columns);
+        if (u32::from(stream_rows), u32::from(stream_columns)) != (rows, columns) {
+            return Err(Error::JpegSize {
+                name: name(),
+                frame,
+                rows,
+                columns,
+                stream_rows,
+                stream_columns,
+            });
+        }
     }
-    Err(Error::JpegLsCutShort {
-        name: instance.source.name(),
-        frame,
-    })
+    let jpeg_ls = syntax == uids::JPEGLS_LOSSLESS || syntax == uids::JPEGLS_NEAR_LOSSLESS;
+    if jpeg_ls && !jpeg::ends_with_eoi(&bytes) {
+        return Err(Error::JpegLsCutShort {
+            name: name(),
+            frame,
+        });
+    }
+    Ok(())
 }
 
 /// The codecs pulmo runs itself instead of dicom-pixeldata's.
