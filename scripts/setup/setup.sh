@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything pulmo needs on a fresh Debian machine that has Rust and Python 3:
 #   - the project's own virtualenv (.venv/) with torch (libtorch for tch) and the Python tools,
+#   - the released OHIF viewer that `pulmo serve` offers at /viewer/ (viewer/ohif/),
 #   - with --test, the Python tools only the tests use (requirements-test.txt: schemathesis)
 #     and the Debian packages the tests start (real DICOM peers: dcmtk, dicom3tools...).
 # Idempotent: a re-run only checks what is already there.
@@ -67,4 +68,6 @@ if [ "${1:-}" = "--test" ] && [ -s scripts/setup/apt-packages.txt ]; then
     done < scripts/setup/apt-packages.txt
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 fi
+# The OHIF viewer `pulmo serve` offers at /viewer/ (npm @ohif/app, pinned, sha512-checked).
+bash scripts/setup/viewer.sh
 log "done"

@@ -68,7 +68,9 @@ def check_sr(report, sr_path, sources):
 
 def check_group(finding, group, sources):
     n = finding["id"]
-    check(group.tracking_identifier == f"nodule-{n}", f"group {n}: tracking id {group.tracking_identifier!r}")
+    # The prefix is what OHIF looks for to list the circle in its measurement panel.
+    want = f"Cornerstone3DTools@^0.1.0:CircleROI:nodule-{n}"
+    check(group.tracking_identifier == want, f"group {n}: tracking id {group.tracking_identifier!r}")
     check(bool(group.tracking_uid), f"group {n}: no tracking UID")
     check(group.finding_type.value == "27925004", f"group {n}: finding is {group.finding_type}")
     sites = group.finding_sites

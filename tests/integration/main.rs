@@ -22,4 +22,5 @@ mod serve;
 mod serve_hardening;
 mod serve_security;
 mod train;
+mod viewer;
 mod workspace;

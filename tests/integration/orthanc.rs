@@ -450,3 +450,92 @@ fn orthanc_forwards_a_ct_series_to_pulmo_by_c_store_and_gets_the_results_back_by
     );
     assert_eq!(status["instances"], sample().0.len());
 }
+
+#[test]
+fn orthanc_pulls_a_study_from_pulmo_as_a_remote_dicomweb_server_with_a_token() {
+    use crate::common::server::{dicom_parts, multipart, report_as, token, CONTENT_TYPE};
+    let dir = scratch("orthanc-pull");
+    let (sender, sender_entry) = token("pacs", "send");
+    let (reader, reader_entry) = token("orthanc", "read");
+    let tokens = dir.join("tokens.toml");
+    std::fs::write(&tokens, format!("{sender_entry}\n{reader_entry}")).unwrap();
+    let pulmo = Server::start(
+        &dir.join("pulmo-data"),
+        0.3,
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    let (files, study_uid) = sample();
+    let response = client()
+        .post(pulmo.url("/dicomweb/studies"))
+        .bearer_auth(&sender)
+        .header("content-type", CONTENT_TYPE)
+        .body(multipart(&dicom_parts(&files)))
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    report_as(&pulmo, &study_uid, &reader);
+
+    // pulmo as one of Orthanc's DICOMweb servers, its read token as a header.
+    let http = free_port();
+    let mut config = orthanc_config(&dir, http, free_port(), "unused");
+    config["DicomWeb"]["Servers"] = json!({ "pulmo": {
+        "Url": format!("{}/dicomweb", pulmo.base),
+        "HttpHeaders": { "Authorization": format!("Bearer {reader}") },
+    }});
+    let orthanc = Orthanc::start_with(&dir, http, &config, "");
+    // Orthanc's DICOMweb client searches pulmo (QIDO-RS), then retrieves (WADO-RS).
+    let found = client()
+        .post(format!("{}/dicom-web/servers/pulmo/qido", orthanc.base))
+        .json(&json!({ "Uri": "/studies", "Arguments": { "StudyInstanceUID": study_uid } }))
+        .send()
+        .unwrap();
+    assert!(found.status().is_success(), "{}", orthanc.log_tail());
+    let found: Value = found.json().unwrap();
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    let retrieved = client()
+        .post(format!("{}/dicom-web/servers/pulmo/retrieve", orthanc.base))
+        .json(&json!({ "Resources": [{ "Study": study_uid }] }))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap();
+    assert!(
+        retrieved.status().is_success(),
+        "{}: {}",
+        retrieved.status(),
+        orthanc.log_tail()
+    );
+    let studies = orthanc.get("/studies").unwrap();
+    let study = studies[0].as_str().unwrap().to_owned();
+    assert_eq!(orthanc.study_uid(&study), study_uid);
+    // The CT as sent, and pulmo's results, in the same study.
+    assert_eq!(orthanc.modalities(&study), ["CT", "OT", "SEG", "SR"]);
+    let instances = orthanc.get(&format!("/studies/{study}/instances")).unwrap();
+    let held = instances.as_array().unwrap().len();
+    // Every CT slice, the SR, the SEG and at least one key image.
+    assert!(
+        held >= files.len() + 3,
+        "{held} instances for {} files",
+        files.len()
+    );
+    // One file, bit for bit as the scanner sent it to pulmo.
+    let sop =
+        crate::common::server::attribute(&files[0], dicom_dictionary_std::tags::SOP_INSTANCE_UID);
+    let lookup = client()
+        .post(format!("{}/tools/lookup", orthanc.base))
+        .body(sop)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    let id = lookup[0]["ID"].as_str().unwrap();
+    let stored = client()
+        .get(format!("{}/instances/{id}/file", orthanc.base))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(
+        stored[..] == std::fs::read(&files[0]).unwrap()[..],
+        "Orthanc's copy differs from the file sent"
+    );
+}

@@ -120,7 +120,8 @@ fn dciodvfy_finds_no_errors_in_the_secondary_captures() {
 #[test]
 fn dsrdump_reads_the_sr_as_a_tid_1500_report_with_every_call() {
     let run = sample_run();
-    let output = tool("dsrdump", &[&run.path("sr.dcm")]);
+    // +Pl: whole values (the Tracking Identifiers are longer than dsrdump's default cut).
+    let output = tool("dsrdump", &[Path::new("+Pl"), &run.path("sr.dcm")]);
     let dump = text(&output);
     assert!(output.status.success(), "{dump}");
     assert!(!dump.contains("Error"), "{dump}");
@@ -133,7 +134,8 @@ fn dsrdump_reads_the_sr_as_a_tid_1500_report_with_every_call() {
         "{dump}"
     );
     for f in findings {
-        assert!(dump.contains(&format!("\"nodule-{}\"", f["id"])), "{dump}");
+        let id = format!("\"Cornerstone3DTools@^0.1.0:CircleROI:nodule-{}\"", f["id"]);
+        assert!(dump.contains(&id), "{dump}");
     }
 }
 

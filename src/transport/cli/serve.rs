@@ -2,7 +2,7 @@
 //! `--dimse-listen`, over DIMSE (C-STORE).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,9 @@ use crate::transport::dimse;
 use crate::transport::http::auth::Role;
 use crate::transport::http::{self, AppState, Limits, Tokens};
 use axum_server::tls_rustls::RustlsConfig;
+
+/// Where `scripts/setup/viewer.sh` installs OHIF, relative to the working directory.
+const DEFAULT_VIEWER_DIR: &str = "viewer/ohif";
 
 /// Arguments of `pulmo serve`.
 #[derive(Debug, Args)]
@@ -80,6 +83,10 @@ pub struct ServeArgs {
     /// repeat for several.
     #[arg(long = "cors-origin")]
     pub cors_origins: Vec<String>,
+    /// The OHIF viewer to serve at /viewer/ (the folder `scripts/setup/viewer.sh` fills).
+    /// Without it, `viewer/ohif` in the current directory is served when it is there.
+    #[arg(long, env = "PULMO_VIEWER_DIR")]
+    pub viewer_dir: Option<PathBuf>,
     /// TLS certificate chain (PEM); with --tls-key, serves HTTPS.
     #[arg(long, env = "PULMO_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -160,8 +167,29 @@ impl ServeArgs {
         }
     }
 
+    /// The viewer named by --viewer-dir (which must be there), else the default folder's
+    /// when it is installed.
+    fn viewer(&self) -> anyhow::Result<Option<http::Viewer>> {
+        match &self.viewer_dir {
+            Some(dir) => http::Viewer::open(dir).map(Some),
+            None => {
+                let dir = Path::new(DEFAULT_VIEWER_DIR);
+                if !dir.join("index.html").is_file() {
+                    tracing::info!(
+                        "no OHIF viewer in {DEFAULT_VIEWER_DIR} (scripts/setup/viewer.sh installs it): /viewer/ is not served"
+                    );
+                    return Ok(None);
+                }
+                http::Viewer::open(dir).map(Some)
+            }
+        }
+    }
+
     fn app(&self, state: AppState) -> anyhow::Result<axum::Router> {
-        let router = http::router(state);
+        let mut router = http::router(state);
+        if let Some(viewer) = self.viewer()? {
+            router = router.merge(Arc::new(viewer).routes());
+        }
         if self.cors_origins.is_empty() {
             return Ok(router);
         }

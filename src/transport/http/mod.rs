@@ -16,6 +16,7 @@ mod params;
 mod push;
 mod rendered;
 mod stow;
+mod viewer;
 mod wado;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use audit::StoredStudies;
 pub(crate) use audit::Throttle;
 pub use auth::Tokens;
 pub use error::ApiError;
+pub use viewer::Viewer;
 
 use crate::service::Service;
 

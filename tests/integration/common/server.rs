@@ -194,6 +194,22 @@ pub fn report(server: &Server, study: &str) -> Value {
     })
 }
 
+/// Waits for the study's report, asked for with the bearer `token`, and returns it.
+pub fn report_as(server: &Server, study: &str, token: &str) -> Value {
+    wait_for("the report", || {
+        let response = client()
+            .get(server.url(&format!("/api/v1/studies/{study}/report")))
+            .bearer_auth(token)
+            .send()
+            .ok()?;
+        let status = response.status();
+        let body: Value = response.json().ok()?;
+        let reports = body["reports"].as_array()?;
+        (status == StatusCode::OK && !reports.is_empty() && body["pending"] == Value::Array(vec![]))
+            .then(|| reports[0].clone())
+    })
+}
+
 /// Posts a STOW-RS body over a plain socket, reading the answer while still sending: a
 /// server may answer early (413) and hang up, which HTTP client libraries report as a
 /// send error rather than the answer.

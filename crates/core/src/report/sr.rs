@@ -210,7 +210,7 @@ fn measurement_group(
     tracking_uid: &str,
 ) -> InMemDicomObject {
     let mut children = vec![
-        text_item("HAS OBS CONTEXT", codes::TRACKING_ID, &tracking_id(f)),
+        text_item("HAS OBS CONTEXT", codes::TRACKING_ID, &sr_tracking_id(f)),
         uidref("HAS OBS CONTEXT", codes::TRACKING_UID, tracking_uid),
         code("CONTAINS", codes::FINDING, codes::NODULE, vec![]),
         image_region(f, segment, volume),
@@ -237,6 +237,17 @@ fn measurement_group(
 /// How the SR and the SEG name a finding: `nodule-<id>`.
 pub fn tracking_id(f: &Finding) -> String {
     format!("nodule-{}", f.id)
+}
+
+/// What viewers built on Cornerstone (OHIF) look for at the start of a measurement's
+/// Tracking Identifier to load it as an editable circle, listed in their measurement panel;
+/// without it OHIF only draws the SR read-only. The standard leaves the identifier's text
+/// free, and the Tracking UID (which is what links a finding across objects) is unchanged.
+const CORNERSTONE_CIRCLE: &str = "Cornerstone3DTools@^0.1.0:CircleROI";
+
+/// The SR's Tracking Identifier of a finding: [`CORNERSTONE_CIRCLE`], then `:nodule-<id>`.
+fn sr_tracking_id(f: &Finding) -> String {
+    format!("{CORNERSTONE_CIRCLE}:{}", tracking_id(f))
 }
 
 fn finding_site(side: Laterality) -> InMemDicomObject {
