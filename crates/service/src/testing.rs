@@ -25,7 +25,8 @@ pub struct Postgres {
 impl Postgres {
     /// Makes a cluster and starts it (about 3 s).
     pub fn start() -> Result<Postgres, String> {
-        let bin = std::env::var_os("PULMO_PG_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from);
+        let bin =
+            std::env::var_os("PULMO_PG_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from);
         if !bin.join("initdb").exists() {
             return Err(format!(
                 "PostgreSQL is not installed ({} has no initdb): run scripts/setup/setup.sh --test \
@@ -39,7 +40,10 @@ impl Postgres {
             .map_err(|e| format!("could not make a folder for PostgreSQL: {e}"))?;
         let as_postgres = is_root();
         if as_postgres {
-            run(Command::new("chown").arg("-R").arg("postgres:").arg(dir.path()))?;
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:")
+                .arg(dir.path()))?;
         }
         let mut server = Postgres {
             dir,
@@ -96,11 +100,13 @@ impl Postgres {
     }
 
     fn initdb(&self) -> Result<(), String> {
-        run(self
-            .command("initdb")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-A", "trust", "-U", "pulmo", "--no-sync"]))
+        run(self.command("initdb").arg("-D").arg(self.data()).args([
+            "-A",
+            "trust",
+            "-U",
+            "pulmo",
+            "--no-sync",
+        ]))
     }
 
     fn pg_ctl_start(&self) -> Result<(), String> {

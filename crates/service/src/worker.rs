@@ -121,7 +121,9 @@ async fn run_leased(service: &Arc<Service>, job: Job) {
             tokio::task::spawn_blocking(move || renewer.store.jobs().renew(&leased)).await;
         match renewed {
             Ok(Ok(true)) => {}
-            Ok(Ok(false)) => tracing::warn!(job = job.id, "lost a job's lease: another node has it"),
+            Ok(Ok(false)) => {
+                tracing::warn!(job = job.id, "lost a job's lease: another node has it")
+            }
             Ok(Err(err)) => {
                 tracing::warn!(job = job.id, error = %error_chain(&err), "could not renew a job's lease")
             }

@@ -100,7 +100,6 @@ impl Audit<'_> {
 mod tests {
     use super::super::tests::on_both_engines;
 
-
     on_both_engines! { store =>
     #[test]
     fn a_request_is_recorded_once_per_study_it_touched() {

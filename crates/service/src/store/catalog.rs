@@ -121,8 +121,7 @@ pub struct Scope<'a> {
 impl Scope<'_> {
     /// The SQL condition on `study_uid`, `series_uid` and `sop_instance_uid` (`?1`..`?3`).
     /// (Each parameter is cast where first seen: PostgreSQL types it there.)
-    const WHERE: &'static str =
-        "(CAST(?1 AS TEXT) IS NULL OR study_uid = ?1) \
+    const WHERE: &'static str = "(CAST(?1 AS TEXT) IS NULL OR study_uid = ?1) \
          AND (CAST(?2 AS TEXT) IS NULL OR series_uid = ?2) \
          AND (CAST(?3 AS TEXT) IS NULL OR sop_instance_uid = ?3)";
 
@@ -310,8 +309,8 @@ fn attributes(r: &Row) -> Result<Attributes> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::on_both_engines;
     use super::super::tests::instance;
+    use super::super::tests::on_both_engines;
     use super::*;
     use crate::store::InstanceRow;
     use crate::Lane;

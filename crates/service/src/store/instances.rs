@@ -217,7 +217,10 @@ impl Instances<'_> {
                 "DELETE FROM instances WHERE series_uid = ?1",
                 args![series_uid],
             )?;
-            db.execute("DELETE FROM series WHERE series_uid = ?1", args![series_uid])?;
+            db.execute(
+                "DELETE FROM series WHERE series_uid = ?1",
+                args![series_uid],
+            )?;
             let action = format!(
                 "purge series {series_uid} ({} source instances)",
                 paths.len()
@@ -242,8 +245,8 @@ fn last_job_failed(db: &mut Db<'_>, series_uid: &str) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::on_both_engines;
     use super::super::tests::instance;
+    use super::super::tests::on_both_engines;
     use super::*;
 
     on_both_engines! { store =>

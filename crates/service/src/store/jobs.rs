@@ -141,9 +141,11 @@ impl Jobs<'_> {
         let node = &self.0.lease().node;
         self.0.with(|db| match db.engine() {
             super::Engine::Sqlite => lapse(db, "started_at <= ?1", args![now()]),
-            super::Engine::Postgres => {
-                lapse(db, "started_at <= ?1 AND lease_owner = ?2", args![now(), node])
-            }
+            super::Engine::Postgres => lapse(
+                db,
+                "started_at <= ?1 AND lease_owner = ?2",
+                args![now(), node],
+            ),
         })
     }
 
@@ -246,7 +248,13 @@ impl Jobs<'_> {
     }
 
     /// Ends a job that produced no results.
-    pub fn finish(&self, job: &Job, state: JobState, reason: Option<&str>, instances: u32) -> Result<()> {
+    pub fn finish(
+        &self,
+        job: &Job,
+        state: JobState,
+        reason: Option<&str>,
+        instances: u32,
+    ) -> Result<()> {
         self.0.with(|db| {
             let ended = db.execute(
                 "UPDATE jobs SET state = ?2, reason = ?3, finished_at = ?4, instances = ?5,
@@ -323,9 +331,7 @@ impl Jobs<'_> {
                 args![study_uid],
             )
         })?;
-        rows.iter()
-            .map(|r| self.with_pushes(job_row(r)?))
-            .collect()
+        rows.iter().map(|r| self.with_pushes(job_row(r)?)).collect()
     }
 
     /// Fills in where the job's pushes stand.
@@ -568,5 +574,117 @@ mod tests {
         let store = Store::open(&dir.path().join("index.sqlite")).unwrap();
         assert_eq!(store.jobs().requeue_running().unwrap(), 1);
         assert_eq!(store.jobs().claim().unwrap().unwrap().id, job.id);
+    }
+
+    /// Two nodes on one new PostgreSQL database; `a`'s claims lapse at once.
+    fn two_nodes() -> (std::sync::Arc<crate::testing::Postgres>, Store, Store) {
+        let (server, url) = super::super::tests::postgres_database();
+        let location = super::super::Location::Postgres(url);
+        let node = |name: &str, ttl: f64| super::super::Lease {
+            node: name.into(),
+            ttl: std::time::Duration::from_secs_f64(ttl),
+        };
+        let a = Store::connect(&location, node("a", 0.0)).unwrap();
+        let b = Store::connect(&location, node("b", 30.0)).unwrap();
+        (server, a, b)
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_taken_over_and_the_old_claim_can_no_longer_end_the_job() {
+        let (_server, a, b) = two_nodes();
+        a.instances()
+            .put(&instance("1.1", "1.2.3"), Lane::Routine)
+            .unwrap();
+        a.jobs().queue_quiet(now() + 1.0).unwrap();
+        let first = a.jobs().claim().unwrap().unwrap();
+        assert_eq!((first.attempt, first.node.as_deref()), (1, Some("a")));
+        // a's lease ran out the moment it was written (lease time 0): b takes the job over.
+        let second = b.jobs().claim().unwrap().unwrap();
+        assert_eq!(second.id, first.id);
+        assert_eq!((second.attempt, second.node.as_deref()), (2, Some("b")));
+        assert!(!a.jobs().renew(&first).unwrap());
+        let late = a
+            .jobs()
+            .complete(&first, Path::new("/a.json"), 0, 1, &[], &[]);
+        assert!(matches!(late, Err(Error::LeaseLost { .. })), "{late:?}");
+        let late = a.jobs().finish(&first, JobState::Failed, Some("late"), 0);
+        assert!(matches!(late, Err(Error::LeaseLost { .. })), "{late:?}");
+        // b's lease holds: a cannot take it back.
+        assert!(a.jobs().claim().unwrap().is_none());
+        assert!(b.jobs().renew(&second).unwrap());
+        b.jobs()
+            .complete(&second, Path::new("/b.json"), 0, 1, &[], &[])
+            .unwrap();
+        let done = b.jobs().get(first.id).unwrap().unwrap();
+        assert_eq!(done.state, JobState::Done);
+        assert_eq!(done.report_path, Some(PathBuf::from("/b.json")));
+    }
+
+    #[test]
+    fn a_series_received_at_two_nodes_is_queued_once_and_read_whole() {
+        let (_server, a, b) = two_nodes();
+        a.instances()
+            .put(&instance("1.1", "1.2.3"), Lane::Routine)
+            .unwrap();
+        b.instances()
+            .put(&instance("1.2", "1.2.3"), Lane::Routine)
+            .unwrap();
+        assert_eq!(b.jobs().queue_quiet(now() + 1.0).unwrap().len(), 1);
+        assert!(a.jobs().queue_quiet(now() + 1.0).unwrap().is_empty());
+        let job = b.jobs().claim().unwrap().unwrap();
+        assert_eq!(
+            a.instances().paths(&job.series_instance_uid).unwrap().len(),
+            2
+        );
+        // More arrives at a while b analyses: one new job, held back until b's ends.
+        a.instances()
+            .put(&instance("1.3", "1.2.3"), Lane::Routine)
+            .unwrap();
+        assert_eq!(a.jobs().queue_quiet(now() + 1.0).unwrap().len(), 1);
+        assert!(a.jobs().claim().unwrap().is_none());
+    }
+
+    #[test]
+    fn nodes_claiming_at_once_take_each_job_once() {
+        let (server, url) = super::super::tests::postgres_database();
+        let location = super::super::Location::Postgres(url);
+        let setup = Store::connect(&location, Default::default()).unwrap();
+        for i in 0..24 {
+            let row = instance(&format!("1.{i}"), &format!("1.2.{i}"));
+            setup.instances().put(&row, Lane::Routine).unwrap();
+        }
+        setup.jobs().queue_quiet(now() + 1.0).unwrap();
+        let claimed: Vec<i64> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|n| {
+                    let location = &location;
+                    scope.spawn(move || {
+                        let lease = super::super::Lease {
+                            node: format!("n{n}"),
+                            ..Default::default()
+                        };
+                        let store = Store::connect(location, lease).unwrap();
+                        let mut mine = Vec::new();
+                        while let Some(job) = store.jobs().claim().unwrap() {
+                            store
+                                .jobs()
+                                .complete(&job, Path::new("/r.json"), 0, 1, &[], &[])
+                                .unwrap();
+                            mine.push(job.id);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let mut unique = claimed.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!((claimed.len(), unique.len()), (24, 24));
+        drop(server);
     }
 }

@@ -93,7 +93,9 @@ pub enum Error {
     },
     #[error("a query that always answers a row answered none")]
     NoRow,
-    #[error("the store's schema is version {found}, newer than this build's {known}: run a newer pulmo")]
+    #[error(
+        "the store's schema is version {found}, newer than this build's {known}: run a newer pulmo"
+    )]
     Newer { found: i64, known: i64 },
     #[error("job {job} is no longer this node's: its lease ran out and another claim took it")]
     LeaseLost { job: i64 },
@@ -262,14 +264,14 @@ fn open_sqlite(path: &Path) -> Result<rusqlite::Connection> {
 }
 
 fn open_postgres(url: &str) -> Result<PgPool> {
-    let config: postgres::Config = url
-        .parse()
-        .map_err(|e| Error::Url(redact(url), e))?;
+    let config: postgres::Config = url.parse().map_err(|e| Error::Url(redact(url), e))?;
     let manager = r2d2_postgres::PostgresConnectionManager::new(config, postgres::NoTls);
     // Workers, the pusher, the timers and the HTTP handlers each hold one at a time.
     r2d2::Pool::builder()
         .max_size(16)
         .min_idle(Some(2))
+        // A failed connection is the caller's error (`Error::Connect`, `/readyz`), not a log line per try.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
         .connection_timeout(Duration::from_secs(10))
         .build(manager)
         .map_err(Error::Connect)
@@ -306,6 +308,13 @@ pub(crate) mod tests {
     /// An empty index in a new database of a real PostgreSQL server, shared by the tests
     /// that run at the same time and stopped after the last of them.
     pub(super) fn postgres() -> (Arc<Postgres>, Store) {
+        let (server, url) = postgres_database();
+        let store = Store::connect(&Location::Postgres(url), Lease::default()).unwrap();
+        (server, store)
+    }
+
+    /// A new, empty database on the shared test server, and its URL.
+    pub(super) fn postgres_database() -> (Arc<Postgres>, String) {
         static SERVER: Mutex<Weak<Postgres>> = Mutex::new(Weak::new());
         static DATABASES: AtomicUsize = AtomicUsize::new(0);
         let server = {
@@ -321,8 +330,7 @@ pub(crate) mod tests {
         };
         let name = format!("test{}", DATABASES.fetch_add(1, Ordering::Relaxed));
         let url = server.database(&name).unwrap();
-        let store = Store::connect(&Location::Postgres(url), Lease::default()).unwrap();
-        (server, store)
+        (server, url)
     }
 
     /// Each test twice, as `NAME::sqlite` and `NAME::postgres`; `$store` is the name the
@@ -360,6 +368,68 @@ pub(crate) mod tests {
             bytes: 10,
             attributes: None,
         }
+    }
+
+    /// Opening migrates once; a store newer than this build is refused.
+    fn migrations_are_recorded_and_a_newer_schema_is_refused(location: &Location) {
+        let versions = |store: &Store| -> Vec<i64> {
+            let sql = "SELECT version FROM schema_version ORDER BY version";
+            let rows = store.with(|db| db.query(sql, &[])).unwrap();
+            rows.iter().map(|r| r.get(0).unwrap()).collect()
+        };
+        let store = Store::connect(location, Lease::default()).unwrap();
+        let all: Vec<i64> = (1..=migrations::latest()).collect();
+        assert_eq!(versions(&store), all);
+        drop(store);
+        let store = Store::connect(location, Lease::default()).unwrap();
+        assert_eq!(versions(&store), all, "reopening applies nothing again");
+        store
+            .with(|db| {
+                db.execute(
+                    "INSERT INTO schema_version VALUES (?1, 0, 'from the future')",
+                    args![migrations::latest() + 1],
+                )
+            })
+            .unwrap();
+        drop(store);
+        let refused = Store::connect(location, Lease::default()).err().unwrap();
+        assert!(matches!(refused, Error::Newer { .. }), "{refused}");
+    }
+
+    #[test]
+    fn migrations_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Sqlite(dir.path().join("index.sqlite"));
+        migrations_are_recorded_and_a_newer_schema_is_refused(&location);
+    }
+
+    #[test]
+    fn migrations_on_postgres() {
+        let (_server, url) = postgres_database();
+        migrations_are_recorded_and_a_newer_schema_is_refused(&Location::Postgres(url));
+    }
+
+    #[test]
+    fn an_index_made_before_versions_were_recorded_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let old = rusqlite::Connection::open(&path).unwrap();
+        for ddl in migrations::MIGRATIONS[0].steps {
+            old.execute_batch(ddl).unwrap();
+        }
+        old.execute_batch(
+            "INSERT INTO jobs (study_uid, series_uid, lane, state, created_at, started_at)
+             VALUES ('1.2', '1.2.3', 1, 'running', 1.0, 2.0)",
+        )
+        .unwrap();
+        drop(old);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.jobs().requeue_running().unwrap(), 1);
+        let job = store.jobs().claim().unwrap().unwrap();
+        assert_eq!(
+            (job.series_instance_uid.as_str(), job.attempt),
+            ("1.2.3", 1)
+        );
     }
 
     #[test]

@@ -76,8 +76,14 @@ pub(super) fn remove_older(db: &mut Db<'_>, job: &Job) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::with_capacity(old.len());
     for row in old {
         let uid: String = row.get(0)?;
-        db.execute("DELETE FROM results WHERE sop_instance_uid = ?1", args![uid])?;
-        db.execute("DELETE FROM catalog WHERE sop_instance_uid = ?1", args![uid])?;
+        db.execute(
+            "DELETE FROM results WHERE sop_instance_uid = ?1",
+            args![uid],
+        )?;
+        db.execute(
+            "DELETE FROM catalog WHERE sop_instance_uid = ?1",
+            args![uid],
+        )?;
         paths.push(PathBuf::from(row.get::<String>(1)?));
     }
     Ok(paths)

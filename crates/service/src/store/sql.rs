@@ -263,7 +263,11 @@ fn dollars(sql: &str) -> String {
             quoted = !quoted;
         }
         let numbered = chars.peek().is_some_and(char::is_ascii_digit);
-        out.push(if c == '?' && !quoted && numbered { '$' } else { c });
+        out.push(if c == '?' && !quoted && numbered {
+            '$'
+        } else {
+            c
+        });
     }
     out
 }
@@ -292,15 +296,19 @@ fn pg_row(row: &postgres::Row) -> Result<Row> {
             let value = if *ty == Type::INT8 {
                 row.try_get::<_, Option<i64>>(i)?.map(Value::Int)
             } else if *ty == Type::INT4 {
-                row.try_get::<_, Option<i32>>(i)?.map(|n| Value::Int(n.into()))
+                row.try_get::<_, Option<i32>>(i)?
+                    .map(|n| Value::Int(n.into()))
             } else if *ty == Type::INT2 {
-                row.try_get::<_, Option<i16>>(i)?.map(|n| Value::Int(n.into()))
+                row.try_get::<_, Option<i16>>(i)?
+                    .map(|n| Value::Int(n.into()))
             } else if *ty == Type::BOOL {
-                row.try_get::<_, Option<bool>>(i)?.map(|b| Value::Int(b.into()))
+                row.try_get::<_, Option<bool>>(i)?
+                    .map(|b| Value::Int(b.into()))
             } else if *ty == Type::FLOAT8 {
                 row.try_get::<_, Option<f64>>(i)?.map(Value::Real)
             } else if *ty == Type::FLOAT4 {
-                row.try_get::<_, Option<f32>>(i)?.map(|x| Value::Real(x.into()))
+                row.try_get::<_, Option<f32>>(i)?
+                    .map(|x| Value::Real(x.into()))
             } else {
                 row.try_get::<_, Option<String>>(i)?.map(Value::Text)
             };
