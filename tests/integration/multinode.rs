@@ -161,6 +161,10 @@ fn three_nodes_on_one_postgres_analyse_every_study_once_though_one_is_killed_mid
         assert!(metrics.contains("node=\""), "metrics carry the node label");
     }
 
+    // SIGTERM drains a node: it exits by itself, cleanly.
+    let b = nodes[1].take().unwrap();
+    assert!(b.terminate().success(), "node b drains and exits 0");
+
     // Without its store a node is not ready.
     drop(db);
     drop(pg);

@@ -195,6 +195,14 @@ impl Instances<'_> {
     /// are a new series to analyse.
     pub fn purge(&self, series_uid: &str, before: f64, caller: &str) -> Result<Vec<PathBuf>> {
         self.0.with(|db| {
+            if db.engine() == super::Engine::Postgres {
+                // Two nodes' retention tasks purge a series once: the second waits here,
+                // then finds it gone.
+                db.query(
+                    "SELECT 1 FROM series WHERE series_uid = ?1 FOR UPDATE",
+                    args![series_uid],
+                )?;
+            }
             let still = db.query_opt(PURGEABLE, args![before, series_uid])?;
             let Some(still) = still else {
                 return Ok(Vec::new());

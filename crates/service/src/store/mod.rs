@@ -146,6 +146,8 @@ enum Pool {
     /// One connection behind a mutex (SQLite serialises writers anyway).
     Sqlite(Mutex<rusqlite::Connection>),
     Postgres(PgPool),
+    /// Dropped (see `Drop for Store`).
+    Closed,
 }
 
 /// The index.
@@ -178,7 +180,7 @@ impl Store {
     /// Which engine holds the index.
     pub fn engine(&self) -> Engine {
         match self.pool {
-            Pool::Sqlite(_) => Engine::Sqlite,
+            Pool::Sqlite(_) | Pool::Closed => Engine::Sqlite,
             Pool::Postgres(_) => Engine::Postgres,
         }
     }
@@ -244,6 +246,23 @@ impl Store {
                     tx.commit()?;
                 }
                 Ok(out)
+            }
+            Pool::Closed => unreachable!("a store is used only while it lives. This is a bug."),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The synchronous client closes a connection by blocking on its own runtime, which
+        // panics on an async worker (where the last `Arc<Service>` may go): close them on
+        // a thread of their own.
+        if let Pool::Postgres(pool) = std::mem::replace(&mut self.pool, Pool::Closed) {
+            let closing = std::thread::Builder::new()
+                .name("pulmo-store-close".into())
+                .spawn(move || drop(pool));
+            if let Ok(closing) = closing {
+                let _ = closing.join();
             }
         }
     }
