@@ -142,8 +142,7 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the model is loaded and warmed up, so uploads will be analysed, and the job
-/// store answers (within 2 s).
+/// Readiness: the model is loaded and warmed up and the job store answers, so uploads will be analysed.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = String, content_type = "text/plain"),
               (status = 503, description = "The model is still loading, or the job store is unreachable", body = ErrorBody,

@@ -44,8 +44,14 @@
 //! 4. Write portable SQL (see [`sql`]); where the dialects differ, branch on
 //!    [`Db::engine`] and say why. Helpers that join another file's transaction take
 //!    `&mut Db<'_>`.
-//! 5. Test through the store on both engines: `tests::store()` (SQLite) and
-//!    `tests::postgres()` (a real PostgreSQL server started for the test).
+//! 5. Test through the store on both engines: wrap the tests in `on_both_engines! { store
+//!    => #[test] fn name() { let (_guard, store) = store(); ... } }`, which runs each body
+//!    on SQLite (`tests::store`) and on a real PostgreSQL (`tests::postgres`).
+//!
+//! Porting a table written the older way (`rusqlite` calls on `self.0.db()`): replace
+//! `params![..]` with `args![..]`, `query_row(.., |r| ..)` with `query_one`/`query_opt`
+//! and `Row::get`, `tx: &Transaction` helpers with `db: &mut Db<'_>`, and move its
+//! `SCHEMA` into a new migration instead of `Store::open`.
 
 mod audit;
 mod catalog;
