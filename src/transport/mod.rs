@@ -34,7 +34,7 @@ pub async fn room(
     min_free_bytes: u64,
     max_queued_jobs: u32,
 ) -> Result<Result<(), Full>, service::Error> {
-    let dir = service.config().data_dir.clone();
+    let dir = service.config().shared_dir().to_owned();
     let free = tokio::task::spawn_blocking(move || fs4::available_space(&dir).unwrap_or(u64::MAX))
         .await
         .map_err(service::Error::Panicked)?;

@@ -13,6 +13,7 @@ mod evaluate_truth;
 mod fuzz_corpus;
 mod ingest_malformed;
 mod ingest_reference;
+mod multinode;
 mod orthanc;
 mod phantom;
 mod report_dicom;

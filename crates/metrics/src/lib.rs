@@ -9,13 +9,23 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn install() -> &'static PrometheusHandle {
+    install_for(None)
+}
+
+/// Installs the recorder once, every metric labelled `node` with `node` when given (one
+/// of several nodes sharing a job store); the first call decides.
+pub fn install_for(node: Option<&str>) -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let seconds = [
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
         ];
         let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
-        PrometheusBuilder::new()
+        let builder = match node {
+            Some(node) => PrometheusBuilder::new().add_global_label("node", node),
+            None => PrometheusBuilder::new(),
+        };
+        builder
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &batch))
             .expect("bucket lists are not empty. This is a bug.")
@@ -35,6 +45,16 @@ pub fn stage(stage: &'static str, seconds: f64) {
 /// The number of tiles in one network call.
 pub fn batch_size(tiles: usize) {
     histogram!(BATCH_SIZE).record(tiles as f64);
+}
+
+/// How long claiming a job from the store took (whether or not one was there).
+pub fn claim(seconds: f64) {
+    histogram!("pulmo_store_claim_seconds").record(seconds);
+}
+
+/// Jobs whose node's lease ran out, taken back into the queue by this node.
+pub fn jobs_taken_over(jobs: u64) {
+    counter!("pulmo_jobs_taken_over_total").increment(jobs);
 }
 
 /// Jobs waiting in one lane now.

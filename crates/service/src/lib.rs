@@ -18,6 +18,11 @@
 //! | `pusher` | the task that sends due pushes |
 //! | `catalog` | the attributes DICOMweb searches match, read from each served instance |
 //! | [`retention`] | purging the source instances of analysed series after a while |
+//! | [`testing`] | a throwaway PostgreSQL server for tests and measurements |
+//!
+//! Several nodes can share one PostgreSQL store and one spool folder
+//! ([`ServiceConfig::store`], [`ServiceConfig::spool_dir`]): every node receives, serves
+//! and analyses; jobs and pushes are claimed with leases (see [`store`]).
 
 mod catalog;
 pub mod push;
@@ -25,6 +30,7 @@ mod pusher;
 pub mod retention;
 mod spool;
 pub mod store;
+pub mod testing;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +39,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use store::Store;
+use store::{Lease, Location, Store};
 
 use pulmo_core::pipeline::{results::Choice, Analyzer};
 use pulmo_dicom::ingest::SelectionRules;
@@ -136,8 +142,17 @@ pub struct StudyStatus {
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// Holds `spool/`, `results/`, `tmp/` and the index `pulmo.sqlite`.
+    /// Holds the index `pulmo.sqlite` and, unless `spool_dir` says otherwise, `spool/`,
+    /// `results/` and `tmp/`.
     pub data_dir: PathBuf,
+    /// The index; `None` is `data_dir/pulmo.sqlite`. PostgreSQL lets several nodes share it.
+    pub store: Option<Location>,
+    /// Where `spool/`, `results/` and `tmp/` live when not in `data_dir`: a folder every
+    /// node sharing the store mounts at the same path. Each node writes its partial
+    /// uploads under `tmp/<node>/` there, so a rename admits them.
+    pub spool_dir: Option<PathBuf>,
+    /// This node's name and how long its claims last unless renewed.
+    pub lease: Lease,
     /// A series is complete when no instance of it has arrived for this long.
     pub quiet: Duration,
     /// How many series are analysed at once (they share the inference engine's batches).
@@ -158,6 +173,9 @@ impl ServiceConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServiceConfig {
             data_dir: data_dir.into(),
+            store: None,
+            spool_dir: None,
+            lease: Lease::default(),
             quiet: Duration::from_secs(3),
             jobs: 2,
             results: Choice {
@@ -170,6 +188,26 @@ impl ServiceConfig {
             push: PushConfig::default(),
             retain: Some(Duration::from_secs(30 * 24 * 3600)),
         }
+    }
+
+    /// The folder holding `spool/` and `results/`.
+    pub fn shared_dir(&self) -> &Path {
+        self.spool_dir.as_deref().unwrap_or(&self.data_dir)
+    }
+
+    /// Where this node writes uploads before admitting them: `tmp/`, or `tmp/<node>/` in
+    /// a spool folder that other nodes share.
+    pub fn tmp_dir(&self) -> PathBuf {
+        match &self.spool_dir {
+            Some(shared) => shared.join("tmp").join(&self.lease.node),
+            None => self.data_dir.join("tmp"),
+        }
+    }
+
+    fn location(&self) -> Location {
+        self.store
+            .clone()
+            .unwrap_or_else(|| Location::Sqlite(self.data_dir.join("pulmo.sqlite")))
     }
 }
 
@@ -188,12 +226,18 @@ impl Service {
     /// Creates the data directory's layout, opens the index, and puts jobs that a previous
     /// process left running back in the queue.
     pub fn open(config: ServiceConfig) -> Result<Service> {
-        for dir in ["spool", "results", "tmp"] {
-            let path = config.data_dir.join(dir);
+        let shared = config.shared_dir();
+        let dirs = [
+            config.data_dir.clone(),
+            shared.join("spool"),
+            shared.join("results"),
+            config.tmp_dir(),
+        ];
+        for path in dirs {
             std::fs::create_dir_all(&path).map_err(|source| Error::Create { path, source })?;
         }
-        spool::clear_temporaries(&config.data_dir.join("tmp"));
-        let store = Store::open(&config.data_dir.join("pulmo.sqlite"))?;
+        spool::clear_temporaries(&config.tmp_dir());
+        let store = Store::connect(&config.location(), config.lease.clone())?;
         let requeued = store.jobs().requeue_running()?;
         if requeued > 0 {
             tracing::info!(
@@ -230,8 +274,7 @@ impl Service {
     /// Where a part being received is written before it is checked and admitted.
     pub fn temporary_path(&self) -> PathBuf {
         self.config
-            .data_dir
-            .join("tmp")
+            .tmp_dir()
             .join(format!("{}.part", uuid::Uuid::new_v4()))
     }
 
@@ -282,6 +325,11 @@ impl Service {
             }))
         })
         .await
+    }
+
+    /// Whether the index answers now (readiness).
+    pub async fn store_reachable(&self) -> Result<()> {
+        self.blocking(|s| s.ping()).await
     }
 
     /// How many jobs wait, in all lanes.
@@ -349,8 +397,15 @@ impl Service {
         Ok(done.map_err(Error::Panicked)??)
     }
 
-    fn results_dir(&self, job: i64) -> PathBuf {
-        self.config.data_dir.join("results").join(job.to_string())
+    /// Where one claim of a job writes its results: `results/<job>` for the first,
+    /// `results/<job>.<attempt>` after a takeover, so a node that lost its lease never
+    /// writes over the files of the claim that replaced it.
+    fn results_dir(&self, job: &Job) -> PathBuf {
+        let name = match job.attempt {
+            0 | 1 => job.id.to_string(),
+            n => format!("{}.{n}", job.id),
+        };
+        self.config.shared_dir().join("results").join(name)
     }
 }
 

@@ -160,7 +160,7 @@ fn check_and_store(
     }
     let dir = service
         .config
-        .data_dir
+        .shared_dir()
         .join("spool")
         .join(&key.study_instance_uid)
         .join(&key.series_instance_uid);

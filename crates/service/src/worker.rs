@@ -1,6 +1,11 @@
 //! The background work: a timer that queues series once they have been quiet, and
 //! workers that take jobs from the queue, run the pipeline off the async threads, and
 //! file the report and DICOM results.
+//!
+//! Both work on the store, never on this process' memory: with several nodes sharing
+//! one store, any node's timer queues a series whose instances arrived at others, and
+//! any node's worker claims the job. A worker renews its claim's lease while the job
+//! runs; a node that stops renewing (it died) loses the job to the next claim anywhere.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,13 +80,12 @@ pub(super) async fn work(service: Arc<Service>, stop: CancellationToken) {
             return;
         }
         let claimer = service.clone();
+        let started = std::time::Instant::now();
         let claimed = tokio::task::spawn_blocking(move || claimer.store.jobs().claim()).await;
+        pulmo_metrics::claim(started.elapsed().as_secs_f64());
         match claimed {
             Ok(Ok(Some(job))) => {
-                let runner = service.clone();
-                if let Err(err) = tokio::task::spawn_blocking(move || run(&runner, &job)).await {
-                    tracing::error!(error = %err, "a job panicked");
-                }
+                run_leased(&service, job).await;
                 continue;
             }
             Ok(Ok(None)) => {}
@@ -92,6 +96,38 @@ pub(super) async fn work(service: Arc<Service>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = service.wake.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Runs one claimed job off the async workers, renewing its lease a few times per lease
+/// time until it ends.
+async fn run_leased(service: &Arc<Service>, job: Job) {
+    let renewal = service.config.lease.ttl / 3;
+    let (runner, leased) = (service.clone(), job.clone());
+    let mut running = tokio::task::spawn_blocking(move || run(&runner, &leased));
+    loop {
+        tokio::select! {
+            done = &mut running => {
+                if let Err(err) = done {
+                    tracing::error!(error = %err, job = job.id, "a job panicked");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(renewal) => {}
+        }
+        let (renewer, leased) = (service.clone(), job.clone());
+        let renewed =
+            tokio::task::spawn_blocking(move || renewer.store.jobs().renew(&leased)).await;
+        match renewed {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::warn!(job = job.id, "lost a job's lease: another node has it")
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(job = job.id, error = %error_chain(&err), "could not renew a job's lease")
+            }
+            Err(err) => tracing::error!(error = %err, "renewing a lease panicked"),
         }
     }
 }
@@ -112,18 +148,23 @@ fn run(service: &Service, job: &Job) {
         Ok(Ended::Skipped { reason, instances }) => {
             tracing::info!(%reason, "series skipped");
             let jobs = service.store.jobs();
-            let ended = jobs.finish(job.id, JobState::Skipped, Some(&reason), instances);
+            let ended = jobs.finish(job, JobState::Skipped, Some(&reason), instances);
             ("skipped", ended)
+        }
+        Err(JobError::Store(super::store::Error::LeaseLost { .. })) => {
+            // Its files are gone already (`analyze`); the claim that replaced it files its own.
+            tracing::warn!("analysis dropped: the job's lease ran out and another node took it");
+            return;
         }
         Err(err) => {
             let reason = error_chain(&err);
             tracing::warn!(%reason, "analysis failed");
-            let reason = without_paths(&reason, &service.config.data_dir);
+            let reason = without_paths(&reason, service.config.shared_dir());
             pulmo_metrics::failure("analysis", "job");
             let ended = service
                 .store
                 .jobs()
-                .finish(job.id, JobState::Failed, Some(&reason), 0);
+                .finish(job, JobState::Failed, Some(&reason), 0);
             ("failed", ended)
         }
     };
@@ -159,14 +200,14 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         analyzer.analyze_series(series, &service.config.rules, service.config.results)?;
     // Warnings name slices left out by their spool path; readers see the instance.
     for warning in &mut analysis.report.warnings {
-        *warning = without_paths(warning, &service.config.data_dir);
+        *warning = without_paths(warning, service.config.shared_dir());
     }
     for (stage, ms) in &analysis.report.timing_ms {
         if let Some(stage) = STAGES.iter().find(|s| **s == stage.as_str()) {
             pulmo_metrics::stage(stage, ms / 1e3);
         }
     }
-    let dir = service.results_dir(job.id);
+    let dir = service.results_dir(job);
     let report_path = dir.join("report.json");
     write_synced(&dir, &report_path, analysis.report.to_json().as_bytes())?;
     let mut rows = Vec::new();
@@ -187,11 +228,15 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     }
     let findings = analysis.report.findings.len() as u32;
     let targets = service.config.push.targets();
-    let superseded =
+    let completed =
         service
             .store
             .jobs()
-            .complete(job, &report_path, findings, instances, &rows, &targets)?;
+            .complete(job, &report_path, findings, instances, &rows, &targets);
+    let superseded = completed.inspect_err(|_| {
+        // Nothing of this claim was filed: its files are nobody's.
+        let _ = std::fs::remove_dir_all(&dir);
+    })?;
     if !targets.is_empty() {
         service.push_wake.notify_one();
     }

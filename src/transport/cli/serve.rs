@@ -33,6 +33,22 @@ pub struct ServeArgs {
     /// Data directory: the spool of received instances, results and the index.
     #[arg(long, env = "PULMO_DATA", default_value = "pulmo-data")]
     pub data: PathBuf,
+    /// The index and job store: an SQLite file (default: pulmo.sqlite in the data
+    /// directory) or a PostgreSQL URL (postgres://user@host:port/db) that several nodes share.
+    #[arg(long, env = "PULMO_STORE")]
+    pub store: Option<String>,
+    /// Where the spool of received instances and the results live, when not in the data
+    /// directory: with a shared store, a folder every node mounts at the same path.
+    #[arg(long, env = "PULMO_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// This node's name in leases, logs and metrics (default: the host name); unique
+    /// among the nodes sharing a store.
+    #[arg(long, env = "PULMO_NODE")]
+    pub node: Option<String>,
+    /// How long a node's claim of a job lasts unless renewed (seconds); another node
+    /// takes the job over once it lapses.
+    #[arg(long, env = "PULMO_LEASE_SECONDS", default_value_t = 30.0)]
+    pub lease_seconds: f64,
     /// A series is complete, and analysed, once nothing of it has arrived for this long (seconds).
     #[arg(long, env = "PULMO_QUIET_SECONDS", default_value_t = 3.0)]
     pub quiet_seconds: f64,
@@ -115,7 +131,26 @@ impl ServeArgs {
             "--retain-days must be a number of days, not {}",
             self.retain_days
         );
+        anyhow::ensure!(
+            self.lease_seconds.is_finite() && self.lease_seconds >= 0.3,
+            "--lease-seconds must be at least 0.3 seconds, not {}",
+            self.lease_seconds
+        );
+        let node = self.node.clone().unwrap_or_else(host_name);
+        anyhow::ensure!(
+            !node.is_empty()
+                && node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "--node {node:?} must be letters, digits, '-', '_' or '.'"
+        );
         Ok(ServiceConfig {
+            store: self.store.as_deref().map(service::store::Location::parse),
+            spool_dir: self.spool_dir.clone(),
+            lease: service::store::Lease {
+                node,
+                ttl: Duration::from_secs_f64(self.lease_seconds),
+            },
             quiet: Duration::from_secs_f64(self.quiet_seconds),
             retain: (self.retain_days > 0.0)
                 .then(|| Duration::from_secs_f64(self.retain_days * 86_400.0)),
@@ -246,11 +281,19 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         settings
     });
     let tls = args.tls().await?;
-    crate::metrics::install();
+    // One of several nodes: every metric says which.
+    let shared = matches!(config.store, Some(service::store::Location::Postgres(_)));
+    crate::metrics::install_for(shared.then_some(config.lease.node.as_str()));
     let data = config.data_dir.clone();
+    let store = match &config.store {
+        Some(service::store::Location::Postgres(url)) => service::store::redact(url),
+        _ => data.display().to_string(),
+    };
+    let node = config.lease.node.clone();
     let service = tokio::task::spawn_blocking(move || Service::open(config))
         .await?
-        .with_context(|| format!("could not open the data directory {}", data.display()))?;
+        .with_context(|| format!("could not open the data directory and store {store}"))?;
+    tracing::info!(node, store, "store open");
     let service = Arc::new(service);
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("could not listen on {}", args.listen))?;
@@ -318,6 +361,16 @@ async fn listen_dimse(
         settings,
         stop.clone(),
     )))
+}
+
+/// The host's name, or `pulmo` when it cannot be read.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "pulmo".to_owned())
 }
 
 async fn stop_on_signal(stop: CancellationToken) {

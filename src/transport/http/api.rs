@@ -1,5 +1,7 @@
 //! pulmo's own API: jobs, study status, reports, analysing now; health and identity.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -140,15 +142,30 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the model is loaded and warmed up, so uploads will be analysed.
+/// Readiness: the model is loaded and warmed up and the job store answers, so uploads will be analysed.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = String, content_type = "text/plain"),
-              (status = 503, description = "The model is still loading", body = ErrorBody,
+              (status = 503, description = "The model is still loading, or the job store is unreachable", body = ErrorBody,
                headers(("Retry-After" = u32, description = "Seconds to wait before asking again")))))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    match state.service.analyzer() {
-        Some(_) => Ok("ready\n"),
-        None => Err(ApiError::NotReady),
+    if state.service.analyzer().is_none() {
+        return Err(ApiError::NotReady);
+    }
+    let unreachable = || ApiError::Busy {
+        reason: "the job store is unreachable".into(),
+        retry_after: 5,
+    };
+    let ping = tokio::time::timeout(Duration::from_secs(2), state.service.store_reachable());
+    match ping.await {
+        Ok(Ok(())) => Ok("ready\n"),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %crate::pipeline::error_chain(&err), "not ready: the job store failed");
+            Err(unreachable())
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the job store did not answer within 2 s");
+            Err(unreachable())
+        }
     }
 }
 
@@ -201,7 +218,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             crate::metrics::queue_depth(lane.as_str(), jobs);
         }
     }
-    if let Ok(free) = fs4::available_space(&state.service.config().data_dir) {
+    if let Ok(free) = fs4::available_space(state.service.config().shared_dir()) {
         crate::metrics::free_bytes(free);
     }
     let text = crate::metrics::install().render();

@@ -2,12 +2,10 @@
 //! ended. Kept in the index beside the jobs; holds UIDs and names of tokens, never patient
 //! data.
 
-use rusqlite::params;
-
-use super::{Result, Store};
+use super::{args, Db, Result, Store};
 use crate::now;
 
-/// The `audit` table; created with the rest of the index.
+/// The `audit` table (migration 1).
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
     at REAL NOT NULL,
@@ -34,16 +32,16 @@ pub struct AuditEntry {
 
 /// Appends one record within an open transaction (a change audited with itself).
 pub(super) fn insert(
-    tx: &rusqlite::Transaction<'_>,
+    db: &mut Db<'_>,
     at: f64,
     caller: &str,
     action: &str,
     study: Option<&str>,
     status: u16,
 ) -> Result<()> {
-    tx.execute(
+    db.execute(
         "INSERT INTO audit VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![at, caller, action, study, status],
+        args![at, caller, action, study, status],
     )?;
     Ok(())
 }
@@ -60,8 +58,6 @@ impl Audit<'_> {
         studies: &[String],
         status: u16,
     ) -> Result<()> {
-        let mut db = self.0.db();
-        let tx = db.transaction()?;
         let at = now();
         let none = [None];
         let studies: Vec<Option<&str>> = if studies.is_empty() {
@@ -69,36 +65,42 @@ impl Audit<'_> {
         } else {
             studies.iter().map(|s| Some(s.as_str())).collect()
         };
-        for study in studies {
-            insert(&tx, at, caller, action, study, status)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.0.with(|db| {
+            for study in studies {
+                insert(db, at, caller, action, study, status)?;
+            }
+            Ok(())
+        })
     }
 
     /// The records of one study, oldest first.
     pub fn of_study(&self, study_uid: &str) -> Result<Vec<AuditEntry>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT at, caller, action, study_uid, status FROM audit WHERE study_uid = ?1 ORDER BY at",
-        )?;
-        let rows = stmt.query_map([study_uid], |r| {
-            Ok(AuditEntry {
-                at: r.get(0)?,
-                caller: r.get(1)?,
-                action: r.get(2)?,
-                study_uid: r.get(3)?,
-                status: r.get(4)?,
-            })
+        let rows = self.0.with(|db| {
+            db.query(
+                "SELECT at, caller, action, study_uid, status FROM audit
+                 WHERE study_uid = ?1 ORDER BY at",
+                args![study_uid],
+            )
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    caller: r.get(1)?,
+                    action: r.get(2)?,
+                    study_uid: r.get(3)?,
+                    status: r.get(4)?,
+                })
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::store;
+    use super::super::tests::on_both_engines;
 
+    on_both_engines! { store =>
     #[test]
     fn a_request_is_recorded_once_per_study_it_touched() {
         let (_dir, store) = store();
@@ -113,5 +115,6 @@ mod tests {
             ("reader", 200)
         );
         assert_eq!(audit.of_study("1.3").unwrap().len(), 1);
+    }
     }
 }

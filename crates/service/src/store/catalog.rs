@@ -9,12 +9,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use rusqlite::{params, Row};
+use super::{args, Db, Engine, Result, Row, Store};
 
-use super::{Result, Store};
-
-/// The `catalog` table; created with the rest of the index. An index made before it
-/// existed gets its rows from [`Catalog::missing`] at start.
+/// The `catalog` table (migration 1). An index made before it existed gets its rows from
+/// [`Catalog::missing`] at start.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS catalog (
     sop_instance_uid TEXT PRIMARY KEY,
@@ -122,12 +120,14 @@ pub struct Scope<'a> {
 
 impl Scope<'_> {
     /// The SQL condition on `study_uid`, `series_uid` and `sop_instance_uid` (`?1`..`?3`).
-    const WHERE: &'static str =
-        "(?1 IS NULL OR study_uid = ?1) AND (?2 IS NULL OR series_uid = ?2) \
-         AND (?3 IS NULL OR sop_instance_uid = ?3)";
+    /// (Each parameter is cast where first seen: PostgreSQL types it there.)
+    const WHERE: &'static str = "(CAST(?1 AS TEXT) IS NULL OR study_uid = ?1) \
+         AND (CAST(?2 AS TEXT) IS NULL OR series_uid = ?2) \
+         AND (CAST(?3 AS TEXT) IS NULL OR sop_instance_uid = ?3)";
 
-    fn params(&self) -> [Option<&str>; 3] {
-        [self.study, self.series, self.instance]
+    fn args(&self) -> [super::sql::Value; 3] {
+        use super::sql::ToValue;
+        [self.study, self.series, self.instance].map(|s| s.to_value())
     }
 }
 
@@ -137,19 +137,18 @@ pub struct Catalog<'a>(pub(super) &'a Store);
 impl Catalog<'_> {
     /// Records (or replaces) the attributes of one instance.
     pub fn put(&self, a: &Attributes) -> Result<()> {
-        Ok(insert(&self.0.db(), a)?)
+        self.0.with(|db| insert(db, a))
     }
 
     /// Served instances in `scope`, by series and instance number.
     pub fn instances(&self, scope: Scope<'_>) -> Result<Vec<Attributes>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(&format!(
+        let sql = format!(
             "WITH {LIVE} SELECT {COLUMNS} FROM live WHERE {}
              ORDER BY study_uid, series_number, series_uid, instance_number, sop_instance_uid",
             Scope::WHERE
-        ))?;
-        let rows = stmt.query_map(scope.params(), attributes)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        );
+        let rows = self.0.with(|db| db.query(&sql, &scope.args()))?;
+        rows.iter().map(attributes).collect()
     }
 
     /// Studies (`by_series` false) or series with a served instance in `scope`.
@@ -161,80 +160,99 @@ impl Catalog<'_> {
             .map(|c| format!("max({c})"))
             .collect::<Vec<_>>()
             .join(", ");
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(&format!(
-            "WITH {LIVE} SELECT {columns}, group_concat(DISTINCT modality),
-                count(DISTINCT series_uid), count(*)
-             FROM live WHERE {} GROUP BY {group}
-             ORDER BY max(study_date) DESC, study_uid, max(series_number), series_uid",
-            Scope::WHERE
-        ))?;
-        let rows = stmt.query_map(scope.params(), |r| {
-            let modalities: Option<String> = r.get(22)?;
-            Ok(Summary {
-                attributes: attributes(r)?,
-                modalities: modalities
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                series: r.get(23)?,
-                instances: r.get(24)?,
-            })
+        let rows = self.0.with(|db| {
+            let modalities = match db.engine() {
+                Engine::Sqlite => "group_concat(DISTINCT modality)",
+                Engine::Postgres => "string_agg(DISTINCT modality, ',')",
+            };
+            let sql = format!(
+                "WITH {LIVE} SELECT {columns}, {modalities},
+                    count(DISTINCT series_uid), count(*)
+                 FROM live WHERE {} GROUP BY {group}
+                 ORDER BY max(study_date) DESC, max(study_uid), max(series_number), max(series_uid)",
+                Scope::WHERE
+            );
+            db.query(&sql, &scope.args())
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        rows.iter()
+            .map(|r| {
+                let modalities: Option<String> = r.get(22)?;
+                Ok(Summary {
+                    attributes: attributes(r)?,
+                    modalities: modalities
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    series: r.get(23)?,
+                    instances: r.get(24)?,
+                })
+            })
+            .collect()
     }
 
     /// The files of served instances in `scope` (the study's is required), by series and
     /// instance number.
     pub fn files(&self, scope: Scope<'_>) -> Result<Vec<Served>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT f.study_uid, f.series_uid, f.sop_instance_uid, f.path FROM (
-                SELECT study_uid, series_uid, sop_instance_uid, path FROM instances
-                UNION ALL SELECT study_uid, series_uid, sop_instance_uid, path FROM results) f
-             LEFT JOIN catalog c USING (sop_instance_uid)
-             WHERE (?1 IS NULL OR f.study_uid = ?1) AND (?2 IS NULL OR f.series_uid = ?2)
-                AND (?3 IS NULL OR f.sop_instance_uid = ?3)
-             ORDER BY c.series_number, f.series_uid, c.instance_number, f.sop_instance_uid",
-        )?;
-        let rows = stmt.query_map(scope.params(), |r| {
-            Ok(Served {
-                study_uid: r.get(0)?,
-                series_uid: r.get(1)?,
-                sop_instance_uid: r.get(2)?,
-                path: PathBuf::from(r.get::<_, String>(3)?),
-            })
+        let rows = self.0.with(|db| {
+            db.query(
+                "SELECT f.study_uid, f.series_uid, f.sop_instance_uid, f.path FROM (
+                    SELECT study_uid, series_uid, sop_instance_uid, path FROM instances
+                    UNION ALL SELECT study_uid, series_uid, sop_instance_uid, path FROM results) f
+                 LEFT JOIN catalog c USING (sop_instance_uid)
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR f.study_uid = ?1)
+                    AND (CAST(?2 AS TEXT) IS NULL OR f.series_uid = ?2)
+                    AND (CAST(?3 AS TEXT) IS NULL OR f.sop_instance_uid = ?3)
+                 ORDER BY c.series_number, f.series_uid, c.instance_number, f.sop_instance_uid",
+                &scope.args(),
+            )
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        rows.iter()
+            .map(|r| {
+                Ok(Served {
+                    study_uid: r.get(0)?,
+                    series_uid: r.get(1)?,
+                    sop_instance_uid: r.get(2)?,
+                    path: PathBuf::from(r.get::<String>(3)?),
+                })
+            })
+            .collect()
     }
 
     /// Served instances without a catalog row (filed before the catalog existed).
     pub fn missing(&self) -> Result<Vec<PathBuf>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT path FROM (SELECT sop_instance_uid, path FROM instances
-                UNION ALL SELECT sop_instance_uid, path FROM results)
-             WHERE sop_instance_uid NOT IN (SELECT sop_instance_uid FROM catalog)",
-        )?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows
-            .map(|p| p.map(PathBuf::from))
-            .collect::<rusqlite::Result<_>>()?)
+        let rows = self.0.with(|db| {
+            db.query(
+                "SELECT path FROM (SELECT sop_instance_uid, path FROM instances
+                    UNION ALL SELECT sop_instance_uid, path FROM results) served
+                 WHERE sop_instance_uid NOT IN (SELECT sop_instance_uid FROM catalog)",
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|r| r.get::<String>(0).map(PathBuf::from))
+            .collect()
     }
 }
 
-/// Records (or replaces) the attributes of one instance, on a connection or within an
-/// open transaction (admission files an instance and its attributes as one).
-pub(super) fn insert(db: &rusqlite::Connection, a: &Attributes) -> rusqlite::Result<()> {
+/// Records (or replaces) the attributes of one instance within an open transaction
+/// (admission files an instance and its attributes as one).
+pub(super) fn insert(db: &mut Db<'_>, a: &Attributes) -> Result<()> {
+    let updates = COLUMNS
+        .split(", ")
+        .skip(1)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     db.execute(
         &format!(
-            "INSERT OR REPLACE INTO catalog ({COLUMNS}) VALUES
+            "INSERT INTO catalog ({COLUMNS}) VALUES
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-              ?18, ?19, ?20, ?21, ?22)"
+              ?18, ?19, ?20, ?21, ?22)
+             ON CONFLICT (sop_instance_uid) DO UPDATE SET {updates}"
         ),
-        params![
+        args![
             a.sop_instance_uid,
             a.study_uid,
             a.series_uid,
@@ -262,7 +280,7 @@ pub(super) fn insert(db: &rusqlite::Connection, a: &Attributes) -> rusqlite::Res
     Ok(())
 }
 
-fn attributes(r: &Row<'_>) -> rusqlite::Result<Attributes> {
+fn attributes(r: &Row) -> Result<Attributes> {
     Ok(Attributes {
         sop_instance_uid: r.get(0)?,
         study_uid: r.get(1)?,
@@ -291,7 +309,8 @@ fn attributes(r: &Row<'_>) -> rusqlite::Result<Attributes> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{instance, store};
+    use super::super::tests::instance;
+    use super::super::tests::on_both_engines;
     use super::*;
     use crate::store::InstanceRow;
     use crate::Lane;
@@ -308,6 +327,7 @@ mod tests {
         }
     }
 
+    on_both_engines! { store =>
     #[test]
     fn an_instance_filed_with_its_attributes_is_found() {
         let (_dir, store) = store();
@@ -319,7 +339,9 @@ mod tests {
         let found = store.catalog().instances(Scope::default()).unwrap();
         assert_eq!(found, [attributes_of("1.1", "1.2.3", "CT")]);
     }
+    }
 
+    on_both_engines! { store =>
     #[test]
     fn only_served_instances_are_found() {
         let (_dir, store) = store();
@@ -349,5 +371,6 @@ mod tests {
         };
         assert_eq!(store.catalog().files(scope).unwrap().len(), 1);
         assert_eq!(store.catalog().missing().unwrap(), Vec::<PathBuf>::new());
+    }
     }
 }

@@ -4,12 +4,10 @@
 
 use std::path::PathBuf;
 
-use rusqlite::{params, OptionalExtension};
-
-use super::{catalog, Attributes, Result, Store};
+use super::{args, catalog, Attributes, Db, Result, Store};
 use crate::{now, Lane};
 
-/// The `instances` and `series` tables; created with the rest of the index.
+/// The `instances` and `series` tables (migration 1).
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT PRIMARY KEY,
@@ -67,111 +65,115 @@ pub struct Instances<'a>(pub(super) &'a Store);
 impl Instances<'_> {
     /// Records a stored instance and, when it is news, marks its series as having news.
     pub fn put(&self, row: &InstanceRow, lane: Lane) -> Result<Filed> {
-        let mut db = self.0.db();
-        let tx = db.transaction()?;
-        let t = now();
-        let known: Option<(String, String, i64)> = tx
-            .query_row(
-                "SELECT study_uid, series_uid, bytes FROM instances WHERE sop_instance_uid = ?1",
-                [&row.sop_instance_uid],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        self.0.with(|db| put(db, row, lane))
+    }
+
+    /// The study and series an instance is filed under, when it is.
+    pub fn filed_under(&self, sop_instance_uid: &str) -> Result<Option<(String, String)>> {
+        let row = self.0.with(|db| {
+            db.query_opt(
+                "SELECT study_uid, series_uid FROM instances WHERE sop_instance_uid = ?1",
+                args![sop_instance_uid],
             )
-            .optional()?;
-        let filed = match known {
-            None => Filed::New,
-            Some((study_uid, series_uid, _))
-                if study_uid != row.study_uid || series_uid != row.series_uid =>
-            {
+        })?;
+        row.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
+    }
+
+    /// The spool files of one series.
+    pub fn paths(&self, series_uid: &str) -> Result<Vec<PathBuf>> {
+        let rows = self.0.with(|db| {
+            db.query(
+                "SELECT path FROM instances WHERE series_uid = ?1 ORDER BY sop_instance_uid",
+                args![series_uid],
+            )
+        })?;
+        rows.iter()
+            .map(|r| r.get::<String>(0).map(PathBuf::from))
+            .collect()
+    }
+
+    /// How many instances of one study are stored.
+    pub fn study_count(&self, study_uid: &str) -> Result<u32> {
+        self.0.with(|db| {
+            db.query_one(
+                "SELECT count(*) FROM instances WHERE study_uid = ?1",
+                args![study_uid],
+            )?
+            .get(0)
+        })
+    }
+
+    /// Series of a study with news not yet queued (still arriving or quiet-waiting).
+    pub fn receiving_series(&self, study_uid: &str) -> Result<Vec<String>> {
+        let rows = self.0.with(|db| {
+            db.query(
+                "SELECT series_uid FROM series WHERE study_uid = ?1 AND pending = 1
+                 ORDER BY series_uid",
+                args![study_uid],
+            )
+        })?;
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+}
+
+fn put(db: &mut Db<'_>, row: &InstanceRow, lane: Lane) -> Result<Filed> {
+    let t = now();
+    let known = db.query_opt(
+        "SELECT study_uid, series_uid, bytes FROM instances WHERE sop_instance_uid = ?1",
+        args![row.sop_instance_uid],
+    )?;
+    let filed = match known {
+        None => Filed::New,
+        Some(known) => {
+            let (study_uid, series_uid): (String, String) = (known.get(0)?, known.get(1)?);
+            if study_uid != row.study_uid || series_uid != row.series_uid {
                 return Ok(Filed::Elsewhere {
                     study_uid,
                     series_uid,
                 });
             }
-            Some((_, _, bytes)) => {
-                let changed = bytes != row.bytes as i64;
-                let failed = last_job_failed(&tx, &row.series_uid)?;
-                Filed::Resent {
-                    news: changed || failed,
-                }
+            let changed = known.get::<i64>(2)? != row.bytes as i64;
+            let failed = last_job_failed(db, &row.series_uid)?;
+            Filed::Resent {
+                news: changed || failed,
             }
-        };
-        tx.execute(
-            "INSERT INTO instances VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(sop_instance_uid) DO UPDATE SET path = ?5, bytes = ?6",
-            params![
-                row.sop_instance_uid,
-                row.sop_class_uid,
-                row.study_uid,
-                row.series_uid,
-                row.path.to_string_lossy(),
-                row.bytes as i64,
-                t
-            ],
-        )?;
-        if let Some(attributes) = &row.attributes {
-            catalog::insert(&tx, attributes)?;
         }
-        let news = matches!(filed, Filed::New | Filed::Resent { news: true });
-        tx.execute(
-            "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(series_uid) DO UPDATE SET
-                lane = min(lane, ?3), last_received = ?4, pending = max(pending, ?5)",
-            params![row.series_uid, row.study_uid, lane as i64, t, news as i64],
-        )?;
-        tx.commit()?;
-        Ok(filed)
+    };
+    db.execute(
+        "INSERT INTO instances VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (sop_instance_uid) DO UPDATE SET path = ?5, bytes = ?6",
+        args![
+            row.sop_instance_uid,
+            row.sop_class_uid,
+            row.study_uid,
+            row.series_uid,
+            row.path.to_string_lossy(),
+            row.bytes as i64,
+            t
+        ],
+    )?;
+    if let Some(attributes) = &row.attributes {
+        catalog::insert(db, attributes)?;
     }
-
-    /// The study and series an instance is filed under, when it is.
-    pub fn filed_under(&self, sop_instance_uid: &str) -> Result<Option<(String, String)>> {
-        Ok(self
-            .0
-            .db()
-            .query_row(
-                "SELECT study_uid, series_uid FROM instances WHERE sop_instance_uid = ?1",
-                [sop_instance_uid],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
-    }
-
-    /// The spool files of one series.
-    pub fn paths(&self, series_uid: &str) -> Result<Vec<PathBuf>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT path FROM instances WHERE series_uid = ?1 ORDER BY sop_instance_uid",
-        )?;
-        let rows = stmt.query_map([series_uid], |r| r.get::<_, String>(0))?;
-        Ok(rows
-            .map(|p| p.map(PathBuf::from))
-            .collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// How many instances of one study are stored.
-    pub fn study_count(&self, study_uid: &str) -> Result<u32> {
-        Ok(self.0.db().query_row(
-            "SELECT count(*) FROM instances WHERE study_uid = ?1",
-            [study_uid],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// Series of a study with news not yet queued (still arriving or quiet-waiting).
-    pub fn receiving_series(&self, study_uid: &str) -> Result<Vec<String>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT series_uid FROM series WHERE study_uid = ?1 AND pending = 1 ORDER BY series_uid",
-        )?;
-        let rows = stmt.query_map([study_uid], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
+    let news = matches!(filed, Filed::New | Filed::Resent { news: true });
+    db.execute(
+        "INSERT INTO series VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (series_uid) DO UPDATE SET
+            lane = CASE WHEN excluded.lane < series.lane THEN excluded.lane ELSE series.lane END,
+            last_received = excluded.last_received,
+            pending = CASE WHEN excluded.pending > series.pending
+                THEN excluded.pending ELSE series.pending END",
+        args![row.series_uid, row.study_uid, lane as i64, t, news as i64],
+    )?;
+    Ok(filed)
 }
 
 /// A series whose newest job ended `done` or `skipped`, with no news and none queued or
 /// running: its source instances may go once they are old enough.
 const PURGEABLE: &str = "
     SELECT s.series_uid, s.study_uid FROM series s
-    WHERE s.pending = 0 AND s.last_received < ?1 AND (?2 IS NULL OR s.series_uid = ?2)
+    WHERE s.pending = 0 AND s.last_received < ?1
+      AND (CAST(?2 AS TEXT) IS NULL OR s.series_uid = ?2)
       AND (SELECT state FROM jobs j WHERE j.series_uid = s.series_uid ORDER BY id DESC LIMIT 1)
           IN ('done', 'skipped')
       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = s.series_uid
@@ -181,12 +183,10 @@ const PURGEABLE: &str = "
 impl Instances<'_> {
     /// Analysed series (study, series) whose last instance arrived before `before`.
     pub fn purgeable(&self, before: f64) -> Result<Vec<(String, String)>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(PURGEABLE)?;
-        let rows = stmt.query_map(params![before, None::<String>], |r| {
-            Ok((r.get(1)?, r.get(0)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self
+            .0
+            .with(|db| db.query(PURGEABLE, args![before, None::<String>]))?;
+        rows.iter().map(|r| Ok((r.get(1)?, r.get(0)?))).collect()
     }
 
     /// Forgets the received instances of one series, when it is still purgeable (checked
@@ -194,54 +194,70 @@ impl Instances<'_> {
     /// for the caller to remove. The series is forgotten too: instances sent again later
     /// are a new series to analyse.
     pub fn purge(&self, series_uid: &str, before: f64, caller: &str) -> Result<Vec<PathBuf>> {
-        let mut db = self.0.db();
-        let tx = db.transaction()?;
-        let still: Option<String> = tx
-            .query_row(PURGEABLE, params![before, series_uid], |r| r.get(1))
-            .optional()?;
-        let Some(study_uid) = still else {
-            return Ok(Vec::new());
-        };
-        let paths = {
-            let mut stmt = tx.prepare("SELECT path FROM instances WHERE series_uid = ?1")?;
-            let rows = stmt.query_map([series_uid], |r| r.get::<_, String>(0))?;
-            rows.map(|p| p.map(PathBuf::from))
-                .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.execute(
-            "DELETE FROM catalog WHERE sop_instance_uid IN
-                (SELECT sop_instance_uid FROM instances WHERE series_uid = ?1)",
-            [series_uid],
-        )?;
-        tx.execute("DELETE FROM instances WHERE series_uid = ?1", [series_uid])?;
-        tx.execute("DELETE FROM series WHERE series_uid = ?1", [series_uid])?;
-        let action = format!(
-            "purge series {series_uid} ({} source instances)",
-            paths.len()
-        );
-        super::audit::insert(&tx, now(), caller, &action, Some(&study_uid), 200)?;
-        tx.commit()?;
-        Ok(paths)
+        self.0.with(|db| {
+            if db.engine() == super::Engine::Postgres {
+                // Two nodes' retention tasks purge a series once: the second waits here,
+                // then finds it gone.
+                db.query(
+                    "SELECT 1 FROM series WHERE series_uid = ?1 FOR UPDATE",
+                    args![series_uid],
+                )?;
+            }
+            let still = db.query_opt(PURGEABLE, args![before, series_uid])?;
+            let Some(still) = still else {
+                return Ok(Vec::new());
+            };
+            let study_uid: String = still.get(1)?;
+            let paths = db
+                .query(
+                    "SELECT path FROM instances WHERE series_uid = ?1",
+                    args![series_uid],
+                )?
+                .iter()
+                .map(|r| r.get::<String>(0).map(PathBuf::from))
+                .collect::<Result<Vec<_>>>()?;
+            db.execute(
+                "DELETE FROM catalog WHERE sop_instance_uid IN
+                    (SELECT sop_instance_uid FROM instances WHERE series_uid = ?1)",
+                args![series_uid],
+            )?;
+            db.execute(
+                "DELETE FROM instances WHERE series_uid = ?1",
+                args![series_uid],
+            )?;
+            db.execute(
+                "DELETE FROM series WHERE series_uid = ?1",
+                args![series_uid],
+            )?;
+            let action = format!(
+                "purge series {series_uid} ({} source instances)",
+                paths.len()
+            );
+            super::audit::insert(db, now(), caller, &action, Some(&study_uid), 200)?;
+            Ok(paths)
+        })
     }
 }
 
 /// Whether the newest job of a series failed.
-fn last_job_failed(tx: &rusqlite::Transaction<'_>, series_uid: &str) -> Result<bool> {
-    let state: Option<String> = tx
-        .query_row(
-            "SELECT state FROM jobs WHERE series_uid = ?1 ORDER BY id DESC LIMIT 1",
-            [series_uid],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(state.as_deref() == Some("failed"))
+fn last_job_failed(db: &mut Db<'_>, series_uid: &str) -> Result<bool> {
+    let state = db.query_opt(
+        "SELECT state FROM jobs WHERE series_uid = ?1 ORDER BY id DESC LIMIT 1",
+        args![series_uid],
+    )?;
+    Ok(match state {
+        Some(row) => row.get::<String>(0)? == "failed",
+        None => false,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{instance, store};
+    use super::super::tests::instance;
+    use super::super::tests::on_both_engines;
     use super::*;
 
+    on_both_engines! { store =>
     #[test]
     fn a_resent_instance_is_not_news() {
         let (_dir, store) = store();
@@ -253,7 +269,9 @@ mod tests {
         assert!(store.jobs().queue_quiet(now() + 1.0).unwrap().is_empty());
         assert_eq!(instances.paths("1.2.3").unwrap().len(), 1);
     }
+    }
 
+    on_both_engines! { store =>
     #[test]
     fn a_changed_resend_is_news() {
         let (_dir, store) = store();
@@ -270,7 +288,9 @@ mod tests {
         assert_eq!(filed, Filed::Resent { news: true });
         assert_eq!(store.jobs().queue_quiet(now() + 1.0).unwrap().len(), 1);
     }
+    }
 
+    on_both_engines! { store =>
     #[test]
     fn a_resend_to_a_failed_series_is_news() {
         let (_dir, store) = store();
@@ -282,7 +302,7 @@ mod tests {
         let job = store.jobs().claim().unwrap().unwrap();
         store
             .jobs()
-            .finish(job.id, crate::JobState::Failed, Some("bad slice"), 0)
+            .finish(&job, crate::JobState::Failed, Some("bad slice"), 0)
             .unwrap();
         let filed = instances
             .put(&instance("1.1", "1.2.3"), Lane::Routine)
@@ -290,7 +310,9 @@ mod tests {
         assert_eq!(filed, Filed::Resent { news: true });
         assert_eq!(store.jobs().queue_quiet(now() + 1.0).unwrap().len(), 1);
     }
+    }
 
+    on_both_engines! { store =>
     #[test]
     fn an_instance_uid_filed_elsewhere_is_not_recorded() {
         let (_dir, store) = store();
@@ -322,7 +344,9 @@ mod tests {
             Some(("1.2".into(), "1.2.3".into()))
         );
     }
+    }
 
+    on_both_engines! { store =>
     #[test]
     fn only_analysed_series_are_purged_and_the_purge_is_audited() {
         let (_dir, store) = store();
@@ -344,12 +368,12 @@ mod tests {
             .is_empty());
         store
             .jobs()
-            .finish(job.id, crate::JobState::Failed, Some("bad"), 0)
+            .finish(&job, crate::JobState::Failed, Some("bad"), 0)
             .unwrap();
         assert!(purgeable().is_empty(), "failed: a re-send may repair it");
         store
             .jobs()
-            .finish(job.id, crate::JobState::Skipped, Some("not CT"), 1)
+            .finish(&job, crate::JobState::Skipped, Some("not CT"), 1)
             .unwrap();
         assert_eq!(purgeable(), [("1.2".to_owned(), "1.2.3".to_owned())]);
         assert!(
@@ -373,7 +397,9 @@ mod tests {
             audit[0].action
         );
     }
+    }
 
+    on_both_engines! { store =>
     #[test]
     fn series_still_arriving_are_not_queued() {
         let (_dir, store) = store();
@@ -386,5 +412,6 @@ mod tests {
             store.instances().receiving_series("1.2").unwrap(),
             ["1.2.3"]
         );
+    }
     }
 }

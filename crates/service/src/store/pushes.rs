@@ -1,14 +1,19 @@
 //! The `pushes` table: the durable queue of pushes, one per finished job and configured
 //! destination. What a push is and the retry policy live in [`crate::push`]; this file
 //! holds only their rows.
+//!
+//! A push being sent is leased like a job (see `jobs.rs`), for [`PUSH_LEASE_FACTOR`]
+//! times the job lease: one attempt may wait on a slow PACS. A push whose node stopped
+//! is due again once its lease runs out, for whichever node claims next. Delivery is at
+//! least once: a node that stalls past its lease may send a push another node sends too
+//! (the same SOP Instance UIDs, which a PACS stores once).
 
-use rusqlite::{params, OptionalExtension, Transaction};
-
-use super::{Job, Result, Store};
+use super::sql::Value;
+use super::{args, Db, Engine, Job, Result, Row, Store};
 use crate::now;
 use crate::push::{Failure, Push, PushConfig, PushCounts, PushState, Target};
 
-/// The `pushes` table; created with the rest of the index.
+/// The `pushes` table (migration 1).
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pushes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -25,55 +30,87 @@ CREATE TABLE IF NOT EXISTS pushes (
 CREATE INDEX IF NOT EXISTS pushes_due ON pushes(state, next_attempt_at);
 ";
 
+/// Leases on pushes being sent (migration 2).
+pub(super) const LEASES: &str = "
+ALTER TABLE pushes ADD COLUMN lease_owner TEXT;
+ALTER TABLE pushes ADD COLUMN lease_expires REAL;
+";
+
+/// How many job lease times a push's lease lasts.
+pub const PUSH_LEASE_FACTOR: u32 = 10;
+
 /// The durable queue of pushes: [`Store::pushes`].
 pub struct Pushes<'a>(pub(super) &'a Store);
 
 impl Pushes<'_> {
-    /// Pushes left `sending` by a process that stopped are due again; returns how many.
-    pub fn requeue_sending(&self) -> Result<usize> {
-        Ok(self.0.db().execute(
-            "UPDATE pushes SET state = 'pending', next_attempt_at = ?1 WHERE state = 'sending'",
-            [now()],
-        )?)
+    /// Pushes left `sending` by this node when it stopped are due again at once (with
+    /// SQLite, one process, every such push is this node's); returns how many.
+    pub fn requeue_sending(&self) -> Result<u64> {
+        let node = &self.0.lease().node;
+        self.0.with(|db| match db.engine() {
+            Engine::Sqlite => lapse(db, "1 = 1", args![now()]),
+            Engine::Postgres => lapse(db, "lease_owner = ?2", args![now(), node]),
+        })
     }
 
-    /// Takes the push that is due first, counts an attempt and marks it `sending`.
+    /// Takes the push that is due first, counts an attempt, marks it `sending` and leases
+    /// it to this node. Pushes whose lease ran out (their node stopped) are due first.
     pub fn claim(&self) -> Result<Option<Push>> {
-        let db = self.0.db();
-        let id: Option<i64> = db
-            .query_row(
-                "UPDATE pushes SET state = 'sending', attempts = attempts + 1 WHERE id = (
+        let lease = self.0.lease();
+        let id = self.0.with(|db| {
+            let t = now();
+            let lapsed = match db.engine() {
+                Engine::Sqlite => "lease_expires < ?1",
+                Engine::Postgres => {
+                    "lease_expires < ?1 AND id IN (SELECT id FROM pushes WHERE \
+                     state = 'sending' AND lease_expires < ?1 FOR UPDATE SKIP LOCKED)"
+                }
+            };
+            lapse(db, lapsed, args![t])?;
+            let sql = format!(
+                "UPDATE pushes SET state = 'sending', attempts = attempts + 1,
+                    lease_owner = ?2, lease_expires = ?3
+                 WHERE id = (
                     SELECT id FROM pushes WHERE state = 'pending' AND next_attempt_at <= ?1
-                    ORDER BY next_attempt_at, id LIMIT 1)
+                    ORDER BY next_attempt_at, id LIMIT 1{})
                  RETURNING id",
-                [now()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        drop(db);
+                db.skip_locked()
+            );
+            let expires = t + (lease.ttl * PUSH_LEASE_FACTOR).as_secs_f64();
+            let id = db.query_opt(&sql, args![t, lease.node, expires])?;
+            id.map(|r| r.get::<i64>(0)).transpose()
+        })?;
         match id {
             Some(id) => self.get(id),
             None => Ok(None),
         }
     }
 
-    /// When the next pending push is due, if any is.
+    /// When the next pending push is due, if any is (or a sending one's lease runs out).
     pub fn next_due(&self) -> Result<Option<f64>> {
-        Ok(self.0.db().query_row(
-            "SELECT min(next_attempt_at) FROM pushes WHERE state = 'pending'",
-            [],
-            |r| r.get(0),
-        )?)
+        self.0.with(|db| {
+            db.query_one(
+                "SELECT min(CASE WHEN state = 'pending' THEN next_attempt_at
+                    ELSE lease_expires END)
+                 FROM pushes WHERE state = 'pending' OR
+                    (state = 'sending' AND lease_expires IS NOT NULL)",
+                &[],
+            )?
+            .get(0)
+        })
     }
 
     /// Records a successful attempt.
     pub fn done(&self, id: i64) -> Result<()> {
-        self.0.db().execute(
-            "UPDATE pushes SET state = 'done', last_error = NULL, finished_at = ?2
-             WHERE id = ?1",
-            params![id, now()],
-        )?;
-        Ok(())
+        self.0.with(|db| {
+            db.execute(
+                "UPDATE pushes SET state = 'done', last_error = NULL, finished_at = ?2,
+                    lease_expires = NULL
+                 WHERE id = ?1",
+                args![id, now()],
+            )
+            .map(drop)
+        })
     }
 
     /// Records a failed attempt: `pending` again after the backoff, `dead` when attempts
@@ -86,53 +123,73 @@ impl Pushes<'_> {
             .min(config.backoff_cap);
         let spent = failure.permanent || push.attempts >= config.max_attempts;
         let t = now();
-        let state: String = self.0.db().query_row(
-            "UPDATE pushes SET last_error = ?2, next_attempt_at = ?3,
-                state = CASE
-                    WHEN (SELECT superseded_by FROM jobs WHERE id = pushes.job_id) IS NOT NULL
-                        THEN 'cancelled'
-                    WHEN ?4 THEN 'dead'
-                    ELSE 'pending' END,
-                finished_at = CASE WHEN ?4 THEN ?5 ELSE NULL END
-             WHERE id = ?1 RETURNING state",
-            params![push.id, failure.error, t + wait.as_secs_f64(), spent, t],
-            |r| r.get(0),
-        )?;
+        let state: String = self.0.with(|db| {
+            db.query_one(
+                "UPDATE pushes SET last_error = ?2, next_attempt_at = ?3, lease_expires = NULL,
+                    state = CASE
+                        WHEN (SELECT superseded_by FROM jobs WHERE id = pushes.job_id) IS NOT NULL
+                            THEN 'cancelled'
+                        WHEN ?4 THEN 'dead'
+                        ELSE 'pending' END,
+                    finished_at = CASE WHEN ?4 THEN CAST(?5 AS DOUBLE PRECISION) ELSE NULL END
+                 WHERE id = ?1 RETURNING state",
+                args![push.id, failure.error, t + wait.as_secs_f64(), spent, t],
+            )?
+            .get(0)
+        })?;
         Ok(PushState::parse(&state))
     }
 
     /// One push.
     pub fn get(&self, id: i64) -> Result<Option<Push>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(&format!("{PUSH_COLUMNS} WHERE id = ?1"))?;
-        Ok(stmt.query_row([id], push_row).optional()?)
+        let row = self
+            .0
+            .with(|db| db.query_opt(&format!("{PUSH_COLUMNS} WHERE id = ?1"), args![id]))?;
+        row.as_ref().map(push_row).transpose()
     }
 
     /// The pushes of one job.
     pub fn of_job(&self, job_id: i64) -> Result<Vec<Push>> {
-        let db = self.0.db();
-        let mut stmt =
-            db.prepare_cached(&format!("{PUSH_COLUMNS} WHERE job_id = ?1 ORDER BY id"))?;
-        let rows = stmt.query_map([job_id], push_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.0.with(|db| {
+            db.query(
+                &format!("{PUSH_COLUMNS} WHERE job_id = ?1 ORDER BY id"),
+                args![job_id],
+            )
+        })?;
+        rows.iter().map(push_row).collect()
     }
 
     /// Pushes in `state` (all when `None`), newest first, at most `limit`.
     pub fn list(&self, state: Option<PushState>, limit: u32) -> Result<Vec<Push>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(&format!(
-            "{PUSH_COLUMNS} WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![state.map(PushState::as_str), limit], push_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.0.with(|db| {
+            db.query(
+                &format!(
+                    "{PUSH_COLUMNS} WHERE CAST(?1 AS TEXT) IS NULL OR state = ?1
+                     ORDER BY id DESC LIMIT ?2"
+                ),
+                args![state.map(PushState::as_str), limit],
+            )
+        })?;
+        rows.iter().map(push_row).collect()
     }
 
     /// How many pushes are in each state, and how many retries were made.
     pub fn counts(&self) -> Result<PushCounts> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached("SELECT state, count(*) FROM pushes GROUP BY state")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        let found: Vec<(String, i64)> = rows.collect::<rusqlite::Result<_>>()?;
+        let (found, retries) = self.0.with(|db| {
+            let found = db.query("SELECT state, count(*) FROM pushes GROUP BY state", &[])?;
+            let retries: i64 = db
+                .query_one(
+                    "SELECT CAST(coalesce(sum(CASE WHEN attempts > 1 THEN attempts - 1
+                        ELSE 0 END), 0) AS BIGINT) FROM pushes",
+                    &[],
+                )?
+                .get(0)?;
+            Ok((found, retries))
+        })?;
+        let found: Vec<(String, i64)> = found
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect::<Result<_>>()?;
         let by_state = PushState::ALL
             .into_iter()
             .map(|s| {
@@ -140,11 +197,6 @@ impl Pushes<'_> {
                 (s, n.map_or(0, |(_, n)| count(*n)))
             })
             .collect();
-        let retries = db.query_row(
-            "SELECT coalesce(sum(max(attempts - 1, 0)), 0) FROM pushes",
-            [],
-            |r| r.get(0),
-        )?;
         Ok(PushCounts {
             by_state,
             retries: count(retries),
@@ -152,22 +204,34 @@ impl Pushes<'_> {
     }
 }
 
+/// Makes the `sending` pushes that match `filter` due again (`?1` is the time now, the
+/// first of `args`); returns how many.
+fn lapse(db: &mut Db<'_>, filter: &str, args: &[Value]) -> Result<u64> {
+    db.execute(
+        &format!(
+            "UPDATE pushes SET state = 'pending', next_attempt_at = ?1, lease_expires = NULL
+             WHERE state = 'sending' AND {filter}"
+        ),
+        args,
+    )
+}
+
 /// Inside `Jobs::complete`'s transaction: cancels the unsent pushes of the series'
 /// older jobs and queues one push per target for `job`, due now.
-pub(super) fn queue(tx: &Transaction<'_>, job: &Job, targets: &[Target]) -> rusqlite::Result<()> {
+pub(super) fn queue(db: &mut Db<'_>, job: &Job, targets: &[Target]) -> Result<()> {
     let t = now();
-    tx.execute(
+    db.execute(
         "UPDATE pushes SET state = 'cancelled', finished_at = ?3,
-            last_error = 'superseded by job ' || ?2
+            last_error = 'superseded by job ' || ?4
          WHERE state = 'pending' AND job_id IN
             (SELECT id FROM jobs WHERE series_uid = ?1 AND id < ?2)",
-        params![job.series_instance_uid, job.id, t],
+        args![job.series_instance_uid, job.id, t, job.id.to_string()],
     )?;
     for target in targets {
-        tx.execute(
-            "INSERT OR IGNORE INTO pushes (job_id, target, state, next_attempt_at, created_at)
-             VALUES (?1, ?2, 'pending', ?3, ?3)",
-            params![job.id, target.as_str(), t],
+        db.execute(
+            "INSERT INTO pushes (job_id, target, state, next_attempt_at, created_at)
+             VALUES (?1, ?2, 'pending', ?3, ?3) ON CONFLICT DO NOTHING",
+            args![job.id, target.as_str(), t],
         )?;
     }
     Ok(())
@@ -176,13 +240,13 @@ pub(super) fn queue(tx: &Transaction<'_>, job: &Job, targets: &[Target]) -> rusq
 const PUSH_COLUMNS: &str = "SELECT id, job_id, target, state, attempts, last_error,
     next_attempt_at, created_at, finished_at FROM pushes";
 
-fn push_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Push> {
-    let state = PushState::parse(&r.get::<_, String>(3)?);
+fn push_row(r: &Row) -> Result<Push> {
+    let state = PushState::parse(&r.get::<String>(3)?);
     let due: f64 = r.get(6)?;
     Ok(Push {
         id: r.get(0)?,
         job_id: r.get(1)?,
-        target: Target::parse(&r.get::<_, String>(2)?),
+        target: Target::parse(&r.get::<String>(2)?),
         state,
         attempts: r.get(4)?,
         last_error: r.get(5)?,
@@ -192,13 +256,14 @@ fn push_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Push> {
     })
 }
 
-/// SQLite counts are signed; a count is never negative.
+/// SQL counts are signed; a count is never negative.
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::on_both_engines;
     use std::path::Path;
     use std::time::Duration;
 
@@ -229,6 +294,7 @@ mod tests {
         }
     }
 
+    on_both_engines! { store =>
     #[test]
     fn a_newer_job_cancels_the_older_jobs_unsent_pushes() {
         let (_dir, store) = store();
@@ -241,7 +307,9 @@ mod tests {
         let new = store.jobs().get(second.id).unwrap().unwrap().push.unwrap();
         assert_eq!((new.state, new.attempts), (PushState::Pending, 0));
     }
+    }
 
+    on_both_engines! { store =>
     #[test]
     fn failures_back_off_then_die_and_are_counted() {
         let (_dir, store) = store();
@@ -273,6 +341,7 @@ mod tests {
         let counts = store.pushes().counts().unwrap();
         assert_eq!(counts.retries, 1);
         assert!(counts.by_state.contains(&(PushState::Dead, 1)));
+    }
     }
 
     #[test]

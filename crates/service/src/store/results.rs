@@ -3,11 +3,9 @@
 
 use std::path::PathBuf;
 
-use rusqlite::{params, Transaction};
+use super::{args, catalog, Attributes, Db, Job, Result, Row, Store};
 
-use super::{catalog, Attributes, Job, Result, Store};
-
-/// The `results` table; created with the rest of the index.
+/// The `results` table (migration 1).
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS results (
     sop_instance_uid TEXT PRIMARY KEY,
@@ -42,55 +40,65 @@ pub struct Results<'a>(pub(super) &'a Store);
 impl Results<'_> {
     /// The current result objects of a study.
     pub fn of_study(&self, study_uid: &str) -> Result<Vec<ResultRow>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT sop_instance_uid, sop_class_uid, modality, study_uid, series_uid, job_id, path
-             FROM results WHERE study_uid = ?1 ORDER BY series_uid, sop_instance_uid",
-        )?;
-        let rows = stmt.query_map([study_uid], result_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.0.with(|db| {
+            db.query(
+                "SELECT sop_instance_uid, sop_class_uid, modality, study_uid, series_uid,
+                    job_id, path
+                 FROM results WHERE study_uid = ?1 ORDER BY series_uid, sop_instance_uid",
+                args![study_uid],
+            )
+        })?;
+        rows.iter().map(result_row).collect()
     }
 
     /// The files of a job's result objects (SR, SEG, key images).
     pub fn paths_of_job(&self, job_id: i64) -> Result<Vec<PathBuf>> {
-        let db = self.0.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT path FROM results WHERE job_id = ?1 ORDER BY series_uid, sop_instance_uid",
-        )?;
-        let rows = stmt.query_map([job_id], |r| r.get::<_, String>(0))?;
-        Ok(rows
-            .map(|p| p.map(Into::into))
-            .collect::<rusqlite::Result<_>>()?)
+        let rows = self.0.with(|db| {
+            db.query(
+                "SELECT path FROM results WHERE job_id = ?1 ORDER BY series_uid, sop_instance_uid",
+                args![job_id],
+            )
+        })?;
+        rows.iter()
+            .map(|r| r.get::<String>(0).map(PathBuf::from))
+            .collect()
     }
 }
 
 /// Inside `Jobs::complete`'s transaction: removes the result rows of the series' other
 /// jobs and returns their files, which the caller deletes once the change is committed.
-pub(super) fn remove_older(tx: &Transaction<'_>, job: &Job) -> rusqlite::Result<Vec<PathBuf>> {
-    let old: Vec<(String, String)> = {
-        let mut stmt = tx.prepare(
-            "SELECT r.sop_instance_uid, r.path FROM results r JOIN jobs j ON r.job_id = j.id
-             WHERE j.series_uid = ?1 AND j.id != ?2",
+pub(super) fn remove_older(db: &mut Db<'_>, job: &Job) -> Result<Vec<PathBuf>> {
+    let old = db.query(
+        "SELECT r.sop_instance_uid, r.path FROM results r JOIN jobs j ON r.job_id = j.id
+         WHERE j.series_uid = ?1 AND j.id != ?2",
+        args![job.series_instance_uid, job.id],
+    )?;
+    let mut paths = Vec::with_capacity(old.len());
+    for row in old {
+        let uid: String = row.get(0)?;
+        db.execute(
+            "DELETE FROM results WHERE sop_instance_uid = ?1",
+            args![uid],
         )?;
-        let rows = stmt.query_map(params![job.series_instance_uid, job.id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    for (uid, _) in &old {
-        tx.execute("DELETE FROM results WHERE sop_instance_uid = ?1", [uid])?;
-        tx.execute("DELETE FROM catalog WHERE sop_instance_uid = ?1", [uid])?;
+        db.execute(
+            "DELETE FROM catalog WHERE sop_instance_uid = ?1",
+            args![uid],
+        )?;
+        paths.push(PathBuf::from(row.get::<String>(1)?));
     }
-    Ok(old.into_iter().map(|(_, p)| PathBuf::from(p)).collect())
+    Ok(paths)
 }
 
 /// Inside `Jobs::complete`'s transaction: files a job's result objects (and their catalog
 /// rows, after `remove_older` forgot the old ones: a result may keep its UID).
-pub(super) fn insert(tx: &Transaction<'_>, rows: &[ResultRow]) -> rusqlite::Result<()> {
+pub(super) fn insert(db: &mut Db<'_>, rows: &[ResultRow]) -> Result<()> {
     for r in rows {
-        tx.execute(
-            "INSERT OR REPLACE INTO results VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+        db.execute(
+            "INSERT INTO results VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (sop_instance_uid) DO UPDATE SET sop_class_uid = excluded.sop_class_uid,
+                modality = excluded.modality, study_uid = excluded.study_uid,
+                series_uid = excluded.series_uid, job_id = excluded.job_id, path = excluded.path",
+            args![
                 r.sop_instance_uid,
                 r.sop_class_uid,
                 r.modality,
@@ -101,13 +109,13 @@ pub(super) fn insert(tx: &Transaction<'_>, rows: &[ResultRow]) -> rusqlite::Resu
             ],
         )?;
         if let Some(attributes) = &r.attributes {
-            catalog::insert(tx, attributes)?;
+            catalog::insert(db, attributes)?;
         }
     }
     Ok(())
 }
 
-fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+fn result_row(r: &Row) -> Result<ResultRow> {
     Ok(ResultRow {
         sop_instance_uid: r.get(0)?,
         sop_class_uid: r.get(1)?,
@@ -115,7 +123,7 @@ fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
         study_uid: r.get(3)?,
         series_uid: r.get(4)?,
         job_id: r.get(5)?,
-        path: PathBuf::from(r.get::<_, String>(6)?),
+        path: PathBuf::from(r.get::<String>(6)?),
         attributes: None,
     })
 }
