@@ -28,7 +28,7 @@ detection on them) and adds `followups`, one per pair:
 nodule as it stretches the lung: its volume is scaled by the breath factor).
 
 usage: phantom_followup.py --seed S [--cases N] --out DIR [--interval-days D] [--matrix 256]
-                           [--slices N] [--nodules N]
+                           [--slices N] [--nodules N] [--diameter-range LO HI] [--free-only] [--solid-only]
 """
 
 from __future__ import annotations
@@ -220,8 +220,19 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=None, help="slice count (sets the slice spacing)")
     ap.add_argument("--nodules", type=int, default=None, help="nodules per patient (default: drawn)")
     ap.add_argument("--diameter-range", type=float, nargs=2, default=[5.0, 20.0], metavar=("LO", "HI"))
+    ap.add_argument("--free-only", action="store_true",
+                    help="place every nodule free in the parenchyma (none on a vessel or the pleura): "
+                         "for tests with models/threshold-test, which cannot tell a nodule from what it touches")
+    ap.add_argument("--solid-only", action="store_true",
+                    help="make every nodule solid (models/threshold-test sees only soft tissue)")
     ap.add_argument("--truth-only", action="store_true")
     args = ap.parse_args()
+    if args.solid_only:
+        make = phantom._make_nodule
+        phantom._make_nodule = lambda rng, diam, kind: make(rng, diam, "solid")
+    if args.free_only:
+        place = phantom._place
+        phantom._place = lambda scene, rng, r, mode: place(scene, rng, r, "free")
     if args.interval_days <= 0:
         ap.error("--interval-days must be positive")
     geo_over: dict = {"transfer_syntax": "1.2.840.10008.1.2.1"}

@@ -27,6 +27,24 @@ pub struct Snapshot {
     pub lung_surface_mm: Vec<[f64; 3]>,
     /// The StudyDate, `YYYYMMDD` as DICOM writes it, when the study had one.
     pub study_date: Option<String>,
+    /// Who the patient is, for finding their other studies ([`patient_key`]); none without
+    /// a PatientID.
+    #[serde(default)]
+    pub patient_key: Option<String>,
+}
+
+/// A key for the patient of PatientID `id` issued by IssuerOfPatientID `issuer`: the hex
+/// SHA-256 of both, so that files which group studies by patient do not spell the ID out.
+/// None for an empty ID. (A hash of an ID is not an anonymisation: short IDs can be guessed
+/// back. It keeps IDs out of sight, not out of reach.)
+pub fn patient_key(id: &str, issuer: &str) -> Option<String> {
+    use sha2::Digest;
+    let id = id.trim();
+    if id.is_empty() {
+        return None;
+    }
+    let digest = sha2::Sha256::digest(format!("pulmo-patient\0{}\0{id}", issuer.trim()));
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A prior study: its report and its snapshot.
@@ -52,6 +70,7 @@ const MIN_SURFACE_POINTS: usize = 200;
 /// registration is reported as failed, with a warning, and no finding is compared.
 pub fn compare(report: &mut Report, snapshot: &Snapshot, prior: &Prior) {
     let started = Instant::now();
+    forget(report);
     let interval_days = interval_days(
         prior.snapshot.study_date.as_deref(),
         snapshot.study_date.as_deref(),
@@ -79,6 +98,25 @@ pub fn compare(report: &mut Report, snapshot: &Snapshot, prior: &Prior) {
             "registration with the prior study failed ({reason}); no finding was compared"
         )),
     }
+}
+
+/// Takes any earlier comparison out of `report` (a report compared again starts from its
+/// baseline assessment).
+fn forget(report: &mut Report) {
+    let warning = "registration with the prior study failed";
+    report
+        .warnings
+        .retain(|w| !w.starts_with(warning) && !w.starts_with("the prior study is dated"));
+    report.comparison = None;
+    report.resolved.clear();
+    for finding in &mut report.findings {
+        finding.followup = None;
+        finding.assess_lung_rads(None);
+    }
+    let summary = findings::summarize(&report.findings, report.operating_score);
+    report.lung_rads = summary.lung_rads;
+    report.lung_rads_rule =
+        findings::study_rule(&report.findings, report.operating_score, report.lung_rads);
 }
 
 /// The alignment of this scan with the prior, or why there is none.

@@ -79,7 +79,7 @@ const RIGID_STEPS: usize = 40;
 const AFFINE_STEPS: usize = 30;
 /// Surfaces are thinned to about this many points each: enough to align lungs to a
 /// millimetre, few enough that a step takes milliseconds.
-const MAX_POINTS: usize = 4000;
+pub const MAX_POINTS: usize = 4000;
 
 /// The outcome of a registration: the map from the moving scan to the fixed one and the
 /// root-mean-square distance of the closest [`KEEP`] of the surface pairs under it (mm).

@@ -1,4 +1,5 @@
 use super::*;
+use crate::compare;
 use crate::findings::{Change, LungRads};
 use crate::report::tests::analysis;
 use crate::testing::finding;
@@ -110,6 +111,7 @@ fn snapshot(points: Vec<[f64; 3]>, date: &str) -> Snapshot {
     Snapshot {
         lung_surface_mm: points,
         study_date: Some(date.to_owned()),
+        patient_key: compare::patient_key("P-1", ""),
     }
 }
 

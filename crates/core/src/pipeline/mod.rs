@@ -279,6 +279,10 @@ impl Analyzer {
             snapshot: Snapshot {
                 lung_surface_mm: Vec::new(),
                 study_date,
+                patient_key: compare::patient_key(
+                    &volume.source.patient_id,
+                    &volume.source.issuer_of_patient_id,
+                ),
             },
         }
     }
@@ -331,10 +335,12 @@ impl Analyzer {
 /// the source index.
 fn lung_surface(volume: &Volume, prepared: &preprocess::Prepared) -> Vec<[f64; 3]> {
     let scale = prepared.scale;
-    prepared
-        .lungs
-        .surface()
+    let surface = prepared.lungs.surface();
+    // Thinned as registration would thin it, so that a snapshot stays small to keep.
+    let stride = surface.len().div_ceil(compare::register::MAX_POINTS).max(1);
+    surface
         .into_iter()
+        .step_by(stride)
         .map(|w| {
             volume
                 .geometry
@@ -468,6 +474,20 @@ impl Analyzer {
         choice: Choice,
         done: &(dyn Fn(&Outcome) + Sync),
     ) -> Vec<Outcome> {
+        self.analyze_studies_with_prior(studies, rules, jobs, choice, None, done)
+    }
+
+    /// [`analyze_studies`](Self::analyze_studies), each series compared with `prior`
+    /// when there is one.
+    pub fn analyze_studies_with_prior(
+        &self,
+        studies: &[Study],
+        rules: &SelectionRules,
+        jobs: usize,
+        choice: Choice,
+        prior: Option<&compare::Prior>,
+        done: &(dyn Fn(&Outcome) + Sync),
+    ) -> Vec<Outcome> {
         let mut work: Vec<(usize, &Series)> = Vec::new();
         let mut outcomes: Vec<Option<Outcome>> = Vec::new();
         for study in studies {
@@ -495,7 +515,7 @@ impl Analyzer {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
                     for (slot, series) in tasks.iter() {
-                        let mut outcome = self.outcome(series, rules, choice);
+                        let mut outcome = self.outcome(series, rules, choice, prior);
                         done(&outcome);
                         if let Outcome::Analyzed(analysis) = &mut outcome {
                             analysis.results = Vec::new();
@@ -513,8 +533,14 @@ impl Analyzer {
             .collect()
     }
 
-    fn outcome(&self, series: &Series, rules: &SelectionRules, choice: Choice) -> Outcome {
-        match self.analyze_series(series, rules, choice) {
+    fn outcome(
+        &self,
+        series: &Series,
+        rules: &SelectionRules,
+        choice: Choice,
+        prior: Option<&compare::Prior>,
+    ) -> Outcome {
+        match self.analyze_series_with_prior(series, rules, choice, prior) {
             Ok(analysis) => Outcome::Analyzed(Box::new(analysis)),
             Err(err) => {
                 tracing::warn!(series = %series.series_instance_uid, error = %format!("{err:#}"), "series failed");
