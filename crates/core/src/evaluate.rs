@@ -711,6 +711,7 @@ mod tests {
             operating_score: None,
             lung_rads: None,
             findings,
+            registered: None,
         };
         let reports = HashMap::from([
             (
@@ -852,6 +853,7 @@ mod tests {
             ScanResult {
                 operating_score: Some(0.9),
                 lung_rads: None,
+                registered: None,
                 findings: vec![
                     found([1.0, 0.0, 0.0], Some(9.0), 0.95),
                     found([-65.0, 5.0, 0.0], Some(12.0), 0.97),

@@ -281,6 +281,7 @@ fn fit_affine(pairs: &[Pair]) -> Option<Affine> {
 
 /// Solves `a · x = b` for a 4×4 `a` and three right-hand sides, by Gaussian elimination
 /// with partial pivoting; None when `a` is (nearly) singular.
+#[allow(clippy::needless_range_loop)] // row operations read best with indices
 fn solve4(mut a: [[f64; 4]; 4], mut b: [[f64; 3]; 4]) -> Option<[[f64; 3]; 4]> {
     let scale = a
         .iter()
@@ -311,6 +312,7 @@ fn solve4(mut a: [[f64; 4]; 4], mut b: [[f64; 3]; 4]) -> Option<[[f64; 3]; 4]> {
 
 /// Eigenvalues and eigenvectors (columns) of the symmetric top-left `n`×`n` block of `m`,
 /// by cyclic Jacobi rotations.
+#[allow(clippy::needless_range_loop)] // rotations read best with indices
 fn jacobi_eigen(mut m: [[f64; 4]; 4], n: usize) -> ([f64; 4], [[f64; 4]; 4]) {
     let mut v = [[0.0; 4]; 4];
     (0..4).for_each(|i| v[i][i] = 1.0);
