@@ -96,7 +96,11 @@ pub struct ScanResult {
     #[serde(default)]
     pub findings: Vec<Detection>,
     /// Whether the report was compared with a prior study and the registration held.
-    #[serde(default, rename = "comparison", deserialize_with = "followup::registered")]
+    #[serde(
+        default,
+        rename = "comparison",
+        deserialize_with = "followup::registered"
+    )]
     pub registered: Option<bool>,
 }
 
