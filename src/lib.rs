@@ -28,7 +28,9 @@ pub mod build_info;
 pub mod transport;
 
 pub use pulmo_backend as backend;
-pub use pulmo_core::{evaluate, findings, morphology, pipeline, postprocess, preprocess, report};
+pub use pulmo_core::{
+    compare, evaluate, findings, morphology, pipeline, postprocess, preprocess, report,
+};
 pub use pulmo_dicom::{ingest, volume};
 pub use pulmo_inference as inference;
 pub use pulmo_metrics as metrics;

@@ -10,6 +10,7 @@ mod dicomweb;
 mod dimse;
 mod evaluate;
 mod evaluate_truth;
+mod followup;
 mod fuzz_corpus;
 mod ingest_malformed;
 mod ingest_reference;

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::findings::{self, LungRads, NoduleType};
 
 pub mod anatomy;
+pub mod followup;
 pub mod truth;
 
 pub use truth::{load_truth, load_truths, Truth, TruthCase, TruthNodule};
@@ -94,6 +95,13 @@ pub struct ScanResult {
     pub lung_rads: Option<LungRads>,
     #[serde(default)]
     pub findings: Vec<Detection>,
+    /// Whether the report was compared with a prior study and the registration held.
+    #[serde(
+        default,
+        rename = "comparison",
+        deserialize_with = "followup::registered"
+    )]
+    pub registered: Option<bool>,
 }
 
 /// One reported finding, as evaluation sees it.
@@ -109,6 +117,12 @@ pub struct Detection {
     /// 2026-12-07).
     #[serde(default)]
     pub logits: Option<findings::Logits>,
+    /// Its `id` in the report (0 in reports without ids).
+    #[serde(default)]
+    pub id: u32,
+    /// The comparison with the prior study, when there was one.
+    #[serde(default, flatten)]
+    pub followup: followup::Compared,
 }
 
 /// Sensitivity in one size bin at [`SIZE_OPERATING_POINT`].
@@ -153,6 +167,9 @@ pub struct Evaluation {
     /// At each operating point asked for (`pulmo evaluate --operating`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub operating_points: Vec<OperatingPoint>,
+    /// Follow-up pairs scored, when the truth has any (`followups`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub followup: Option<followup::FollowUpScore>,
 }
 
 /// What the model's calls (findings at or above one score) amount to.
@@ -333,6 +350,7 @@ pub fn evaluate_at(
     operating: &[f64],
 ) -> Evaluation {
     let mut result = evaluate(truth, reports);
+    result.followup = followup::score(truth, reports);
     let own = reports.values().find_map(|r| r.operating_score);
     result.operating_point = own.map(|score| operating_point(truth, reports, score));
     result.operating_points = operating
@@ -521,6 +539,7 @@ fn summarize(
         lung_rads_scans: agreement(scan_agreement.0, scan_agreement.1),
         operating_point: None,
         operating_points: Vec::new(),
+        followup: None,
     }
 }
 
@@ -588,6 +607,9 @@ impl Evaluation {
             "CPM {:.3}; >= 6 mm at 1 FP/scan {:.3}; median |diameter error| {:.2} mm\n",
             self.cpm, self.sensitivity_ge_6mm_at_1fp, self.median_abs_diameter_error_mm
         ));
+        if let Some(followup) = &self.followup {
+            out.push_str(&followup.to_text());
+        }
         for (name, _, _) in SIZE_BINS {
             let bin = &self.sensitivity_by_size_at_1fp[name];
             out.push_str(&format!(
@@ -658,6 +680,8 @@ mod tests {
             diameter_mm: diameter,
             lung_rads: diameter.map(|d| findings::categorize(NoduleType::Solid, d, None)),
             logits: None,
+            id: 0,
+            followup: Default::default(),
         }
     }
 
@@ -691,6 +715,7 @@ mod tests {
             operating_score: None,
             lung_rads: None,
             findings,
+            registered: None,
         };
         let reports = HashMap::from([
             (
@@ -832,6 +857,7 @@ mod tests {
             ScanResult {
                 operating_score: Some(0.9),
                 lung_rads: None,
+                registered: None,
                 findings: vec![
                     found([1.0, 0.0, 0.0], Some(9.0), 0.95),
                     found([-65.0, 5.0, 0.0], Some(12.0), 0.97),

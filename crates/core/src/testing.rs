@@ -167,6 +167,9 @@ pub fn finding(score: f64, category: LungRads) -> Finding {
         lung_rads: category,
         laterality: Laterality::Left,
         logits: None,
+        lung_rads_rule: String::new(),
+        tracking_uid: None,
+        followup: None,
     }
 }
 

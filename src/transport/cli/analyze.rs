@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::results;
 
+use crate::compare::Prior;
 use crate::findings::Finding;
 use crate::ingest;
 use crate::pipeline::{self, Analyzer, Outcome};
@@ -27,6 +28,12 @@ pub struct AnalyzeArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub outputs: OutputArgs,
+    /// A prior CT study of the same patient (DICOM files or a folder): it is analysed
+    /// first (nothing of it is written) and every series under PATHS is compared with it:
+    /// the scans are aligned from the lungs, nodules paired, and each one's change, volume
+    /// doubling time and Lung-RADS category with comparison reported.
+    #[arg(long, value_name = "PATH")]
+    pub prior: Option<PathBuf>,
     /// Print the JSON reports (an array) on standard output; the summary goes to stderr.
     #[arg(long)]
     pub json: bool,
@@ -122,8 +129,18 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         None => results::Choice::NONE,
     };
     let rules = args.selection.rules()?;
-    let outcomes =
-        analyzer.analyze_studies(&scan.studies, &rules, args.engine.jobs(), choice, &done);
+    let prior = match &args.prior {
+        Some(path) => Some(analyze_prior(&analyzer, path, &rules, &scan.studies)?),
+        None => None,
+    };
+    let outcomes = analyzer.analyze_studies_with_prior(
+        &scan.studies,
+        &rules,
+        args.engine.jobs(),
+        choice,
+        prior.as_ref(),
+        &done,
+    );
     if let Some(err) = write_error.into_inner().expect("not poisoned") {
         return Err(err);
     }
@@ -144,6 +161,44 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Analyses the prior study under `path`: it must hold one study, which must not be one of
+/// the `current` studies, with a series that can be analysed.
+fn analyze_prior(
+    analyzer: &Analyzer,
+    path: &Path,
+    rules: &ingest::SelectionRules,
+    current: &[ingest::Study],
+) -> anyhow::Result<Prior> {
+    let scan = ingest::scan(&[path])?;
+    let what = || format!("--prior {}", path.display());
+    match scan.studies.as_slice() {
+        [] => anyhow::bail!("{}: no DICOM study found", what()),
+        [study]
+            if current
+                .iter()
+                .any(|c| c.study_instance_uid == study.study_instance_uid) =>
+        {
+            anyhow::bail!("{}: the prior is one of the studies to analyse", what())
+        }
+        [_] => {}
+        many => anyhow::bail!(
+            "{}: {} studies found; give the folder of one prior study",
+            what(),
+            many.len()
+        ),
+    }
+    let outcomes =
+        analyzer.analyze_studies(&scan.studies, rules, 1, results::Choice::NONE, &|_| {});
+    match outcomes.into_iter().next() {
+        Some(Outcome::Analyzed(analysis)) if analysis.report.analyzed => Ok(analysis.as_prior()),
+        Some(Outcome::Analyzed(_)) => {
+            anyhow::bail!("{}: the prior series is not a chest CT", what())
+        }
+        Some(Outcome::Failed { reason, .. }) => anyhow::bail!("{}: {reason}", what()),
+        None => anyhow::bail!("{}: nothing to analyse", what()),
+    }
 }
 
 fn as_report(outcome: &Outcome) -> Option<&Report> {
@@ -218,12 +273,57 @@ fn summarize_report(r: &Report) -> String {
             out.push_str(&finding_row(f));
         }
     }
+    out.push_str(&summarize_comparison(r));
     let timings: Vec<String> = r
         .timing_ms
         .iter()
         .map(|(stage, ms)| format!("{stage} {ms:.0}"))
         .collect();
     out.push_str(&format!("  timing ms: {}\n", timings.join(", ")));
+    out
+}
+
+/// The comparison with the prior, when there was one: registration, then each finding's
+/// change and the resolved prior findings.
+fn summarize_comparison(r: &Report) -> String {
+    let Some(c) = &r.comparison else {
+        return String::new();
+    };
+    let reg = &c.registration;
+    let interval = c.interval_days.map_or("interval unknown".to_owned(), |d| {
+        format!("{d} days earlier")
+    });
+    let mut out = format!(
+        "  compared with prior series {} ({interval}): registration {}",
+        c.prior_series_instance_uid,
+        match (&reg.reason, reg.residual_mm) {
+            (Some(reason), _) => format!("FAILED: {reason}"),
+            (None, Some(mm)) => format!("ok, residual {mm:.1} mm"),
+            (None, None) => "ok".to_owned(),
+        }
+    );
+    out.push('\n');
+    for f in &r.findings {
+        let Some(up) = &f.followup else { continue };
+        let mut line = format!("   #{:<2} {}", f.id, up.change.as_str());
+        if let Some(p) = &up.prior {
+            line.push_str(&format!(" (prior #{}", p.finding_id));
+            if let (Some(dd), Some(dv)) = (up.diameter_change_mm, up.volume_change_percent) {
+                line.push_str(&format!(", {dd:+.1} mm, volume {dv:+.0} %"));
+            }
+            if let Some(days) = up.volume_doubling_days {
+                line.push_str(&format!(", doubling time {days:.0} days"));
+            }
+            line.push(')');
+        }
+        out.push_str(&format!("{line}; Lung-RADS {}\n", f.lung_rads_rule));
+    }
+    for p in &r.resolved {
+        out.push_str(&format!("   prior #{} resolved\n", p.finding_id));
+    }
+    if !r.lung_rads_rule.is_empty() {
+        out.push_str(&format!("  study Lung-RADS: {}\n", r.lung_rads_rule));
+    }
     out
 }
 

@@ -40,6 +40,9 @@ pub struct Truth {
     /// (a CSV truth names only series with nodules).
     #[serde(skip)]
     pub reports_are_scans: bool,
+    /// Follow-up pairs: which scan follows which, and how each nodule changed.
+    #[serde(default)]
+    pub followups: Vec<super::followup::TruthFollowUp>,
     /// Values read as absent, one line each, naming the file and the field.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -134,6 +137,7 @@ pub fn load_truths(paths: &[PathBuf]) -> Result<Truth> {
     for path in paths {
         let truth = load_truth(path)?;
         all.cases.extend(truth.cases);
+        all.followups.extend(truth.followups);
         all.reports_are_scans |= truth.reports_are_scans;
         all.warnings.extend(truth.warnings);
     }
@@ -268,6 +272,7 @@ fn from_csv(path: &Path, text: &str) -> Result<Truth> {
         cases,
         reports_are_scans: true,
         warnings: Vec::new(),
+        followups: Vec::new(),
     })
 }
 

@@ -4,9 +4,13 @@
 //! also assigns Lung-RADS v2022 categories and the study-level summary. It knows nothing of
 //! DICOM, tensors or files: measurements arrive here already in millimetres.
 
+mod followup;
 mod lung_rads;
 
-pub use lung_rads::{categorize, overall, thick_slice_caveat, LungRads};
+pub use followup::{doubling_days, Change, FollowUp, PriorFinding, GROWTH_MM};
+pub use lung_rads::{
+    assess, categorize, management_note, overall, thick_slice_caveat, Assessment, History, LungRads,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +65,16 @@ pub struct Finding {
     /// (`pulmo evaluate --classifier-weight`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logits: Option<Logits>,
+    /// The rule of the Lung-RADS v2022 table that gave `lung_rads`, in words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lung_rads_rule: String,
+    /// Identifies this nodule in the SR and SEG; a follow-up carries the prior's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_uid: Option<String>,
+    /// The comparison with the prior study: `change`, `prior`, `diameter_change_mm`,
+    /// `volume_change_percent`, `volume_doubling_days`. Absent without a comparison.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub followup: Option<FollowUp>,
 }
 
 /// A finding's network outputs: its score is `sigmoid(detector / 8 + weight × classifier)`,
@@ -91,6 +105,52 @@ pub struct Summary {
     /// The highest category among the findings at or above the operating point; 1 when
     /// there are none.
     pub lung_rads: LungRads,
+}
+
+impl Finding {
+    /// Assesses this finding's Lung-RADS category from its size, type and follow-up (none:
+    /// baseline), with the rule that gave it. `interval_days` is the time since the prior.
+    pub fn assess_lung_rads(&mut self, interval_days: Option<f64>) {
+        let history = match &self.followup {
+            None => History::Baseline,
+            Some(f) => match (f.change, &f.prior) {
+                (Change::New, _) | (_, None) => History::New,
+                (Change::Growing, _) => History::Growing,
+                (Change::Stable | Change::Shrinking, Some(prior)) => History::Stable {
+                    prior: prior.lung_rads,
+                    interval_days,
+                },
+            },
+        };
+        let a = assess(
+            self.nodule_type,
+            self.diameter_mm,
+            self.solid_core_mm,
+            history,
+        );
+        self.lung_rads = a.category;
+        self.lung_rads_rule = a.rule;
+    }
+}
+
+/// The rule that gave a study's category: the rule of its first call with that category,
+/// or "no nodule called" for category 1; with v2022's management note for 4B.
+pub fn study_rule(findings: &[Finding], operating_score: f64, category: LungRads) -> String {
+    let worst = findings
+        .iter()
+        .filter(|f| f.is_call(operating_score))
+        .find(|f| f.lung_rads == category);
+    let mut rule = match worst {
+        Some(f) if !f.lung_rads_rule.is_empty() => {
+            format!("finding {}: {}", f.id, f.lung_rads_rule)
+        }
+        Some(f) => format!("finding {}: {}", f.id, category.as_str()),
+        None => format!("no nodule called: {}", category.as_str()),
+    };
+    if let Some(note) = management_note(category) {
+        rule = format!("{rule}; {note}");
+    }
+    rule
 }
 
 /// Summarises findings for the study: only those scoring at least `operating_score` (the

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use ndarray::Array3;
 use std::time::Instant;
 
+use crate::compare::{self, Snapshot};
 use crate::findings;
 use crate::postprocess::{self, Thresholds};
 use crate::preprocess::{self, PrepareOptions};
@@ -46,6 +47,18 @@ pub struct Analysis {
     /// The encoded DICOM results and key images of the calls, when they were asked for
     /// ([`Analyzer::analyze_series`]); made while the volume was in memory.
     pub results: Vec<results::Encoded>,
+    /// What a later study needs to be compared with this one (lung surface, study date).
+    pub snapshot: Snapshot,
+}
+
+impl Analysis {
+    /// This analysis as the prior of a later study.
+    pub fn as_prior(&self) -> compare::Prior {
+        compare::Prior {
+            report: self.report.clone(),
+            snapshot: self.snapshot.clone(),
+        }
+    }
 }
 
 /// A loaded model, ready to analyse volumes from any number of threads at once.
@@ -97,6 +110,7 @@ impl Analyzer {
         let mut passes = Vec::new();
         // The first pass's windowed image and scale, which the classifier's crops come from.
         let mut first: Option<(Array3<f32>, [f64; 3])> = None;
+        let mut surface = Vec::new();
         for spacing_mm in self.spacings() {
             let prepared = self.prepare(volume, spacing_mm);
             clock.lap("preprocess");
@@ -106,6 +120,9 @@ impl Analyzer {
                     prepared.lungs.volume_ml
                 ));
                 return Ok(self.finish(volume, false, Vec::new(), warnings, clock, started));
+            }
+            if passes.is_empty() {
+                surface = lung_surface(volume, &prepared);
             }
             let tiles = prepared.tiles();
             let preprocess::Prepared {
@@ -132,7 +149,9 @@ impl Analyzer {
             volume.geometry.spacing[0],
             volume.slice_thickness_mm,
         ));
-        Ok(self.finish(volume, true, found, warnings, clock, started))
+        let mut analysis = self.finish(volume, true, found, warnings, clock, started);
+        analysis.snapshot.lung_surface_mm = surface;
+        Ok(analysis)
     }
 
     /// The working spacings, one pass each: the manifest's first, then its extra ones.
@@ -239,12 +258,32 @@ impl Analyzer {
         let decode = timing_ms.get("decode").copied().unwrap_or(0.0);
         let total = decode + started.elapsed().as_secs_f64() * 1e3;
         timing_ms.insert("total".to_owned(), round_ms(total));
-        let (findings, segments) = found.into_iter().map(|m| (m.finding, m.segment)).unzip();
+        let (mut findings, segments): (Vec<findings::Finding>, _) =
+            found.into_iter().map(|m| (m.finding, m.segment)).unzip();
+        // Named after the series and the finding's place in it: analysing the same series
+        // again gives the same Tracking UIDs.
+        for finding in &mut findings {
+            let [i, j, k] = finding.center_voxel;
+            let name = format!(
+                "pulmo-tracking/{}/{i}/{j}/{k}",
+                volume.ids.series_instance_uid
+            );
+            finding.tracking_uid = Some(report::uid_of(&name));
+        }
         let report = self.report(volume, analyzed, findings, warnings, timing_ms);
+        let study_date = Some(volume.source.study_date.trim().to_owned()).filter(|d| !d.is_empty());
         Analysis {
             report,
             segments,
             results: Vec::new(),
+            snapshot: Snapshot {
+                lung_surface_mm: Vec::new(),
+                study_date,
+                patient_key: compare::patient_key(
+                    &volume.source.patient_id,
+                    &volume.source.issuer_of_patient_id,
+                ),
+            },
         }
     }
 
@@ -258,6 +297,7 @@ impl Analyzer {
     ) -> Report {
         let operating_score = self.bundle.manifest.thresholds.operating_score();
         let summary = findings::summarize(&found, operating_score);
+        let lung_rads_rule = findings::study_rule(&found, operating_score, summary.lung_rads);
         let [slices, rows, columns] = volume.shape();
         let [sk, sj, si] = volume.geometry.spacing;
         Report {
@@ -284,8 +324,29 @@ impl Analyzer {
             warnings,
             disclaimer: report::DISCLAIMER.to_owned(),
             findings: found,
+            lung_rads_rule,
+            comparison: None,
+            resolved: Vec::new(),
         }
     }
+}
+
+/// The lung surface of a pass's mask in patient coordinates (mm): working index × scale is
+/// the source index.
+fn lung_surface(volume: &Volume, prepared: &preprocess::Prepared) -> Vec<[f64; 3]> {
+    let scale = prepared.scale;
+    let surface = prepared.lungs.surface();
+    // Thinned as registration would thin it, so that a snapshot stays small to keep.
+    let stride = surface.len().div_ceil(compare::register::MAX_POINTS).max(1);
+    surface
+        .into_iter()
+        .step_by(stride)
+        .map(|w| {
+            volume
+                .geometry
+                .voxel_to_patient(std::array::from_fn(|a| w[a] * scale[a]))
+        })
+        .collect()
 }
 
 /// Runs the tiles, and again mirrored along each of `axes` (test-time augmentation), and
@@ -372,11 +433,27 @@ impl Analyzer {
         rules: &SelectionRules,
         choice: Choice,
     ) -> Result<Analysis> {
+        self.analyze_series_with_prior(series, rules, choice, None)
+    }
+
+    /// [`analyze_series`](Self::analyze_series), then, when there is a `prior` study of the
+    /// same patient, the comparison with it ([`compare::compare`]) before the results are
+    /// encoded, so that the SR and SEG carry the prior's Tracking UIDs and the changes.
+    pub fn analyze_series_with_prior(
+        &self,
+        series: &Series,
+        rules: &SelectionRules,
+        choice: Choice,
+        prior: Option<&compare::Prior>,
+    ) -> Result<Analysis> {
         let started = Instant::now();
         let volume = volume::assemble_at_least(series, rules.min_frames)?;
         let decode = round_ms(started.elapsed().as_secs_f64() * 1e3);
         let mut analysis =
             self.analyze(&volume, BTreeMap::from([("decode".to_owned(), decode)]))?;
+        if let Some(prior) = prior.filter(|_| analysis.report.analyzed) {
+            compare::compare(&mut analysis.report, &analysis.snapshot, prior);
+        }
         if choice != Choice::NONE {
             let started = Instant::now();
             analysis.results = results::encode(&volume, &analysis, choice)?;
@@ -395,6 +472,20 @@ impl Analyzer {
         rules: &SelectionRules,
         jobs: usize,
         choice: Choice,
+        done: &(dyn Fn(&Outcome) + Sync),
+    ) -> Vec<Outcome> {
+        self.analyze_studies_with_prior(studies, rules, jobs, choice, None, done)
+    }
+
+    /// [`analyze_studies`](Self::analyze_studies), each series compared with `prior`
+    /// when there is one.
+    pub fn analyze_studies_with_prior(
+        &self,
+        studies: &[Study],
+        rules: &SelectionRules,
+        jobs: usize,
+        choice: Choice,
+        prior: Option<&compare::Prior>,
         done: &(dyn Fn(&Outcome) + Sync),
     ) -> Vec<Outcome> {
         let mut work: Vec<(usize, &Series)> = Vec::new();
@@ -424,7 +515,7 @@ impl Analyzer {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
                     for (slot, series) in tasks.iter() {
-                        let mut outcome = self.outcome(series, rules, choice);
+                        let mut outcome = self.outcome(series, rules, choice, prior);
                         done(&outcome);
                         if let Outcome::Analyzed(analysis) = &mut outcome {
                             analysis.results = Vec::new();
@@ -442,8 +533,14 @@ impl Analyzer {
             .collect()
     }
 
-    fn outcome(&self, series: &Series, rules: &SelectionRules, choice: Choice) -> Outcome {
-        match self.analyze_series(series, rules, choice) {
+    fn outcome(
+        &self,
+        series: &Series,
+        rules: &SelectionRules,
+        choice: Choice,
+        prior: Option<&compare::Prior>,
+    ) -> Outcome {
+        match self.analyze_series_with_prior(series, rules, choice, prior) {
             Ok(analysis) => Outcome::Analyzed(Box::new(analysis)),
             Err(err) => {
                 tracing::warn!(series = %series.series_instance_uid, error = %format!("{err:#}"), "series failed");

@@ -67,7 +67,7 @@ pub fn encode(
         return Ok(out);
     }
     let report = &analysis.report.calls_only();
-    let ids = DerivedIds::new(report.findings.len());
+    let ids = DerivedIds::for_findings(&report.findings);
     if choice.sr {
         out.push(dicom("sr.dcm", sr::to_sr(report, segments, volume, &ids))?);
     }

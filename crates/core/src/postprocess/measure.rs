@@ -299,6 +299,12 @@ fn measure(
     let core_mm = findings::round_to((core_long + core_short) / 2.0, 1);
     let nodule_type = composition(diameter, core_mm);
     let solid_core_mm = (nodule_type == NoduleType::PartSolid).then_some(core_mm);
+    let baseline = findings::assess(
+        nodule_type,
+        diameter,
+        solid_core_mm,
+        findings::History::Baseline,
+    );
     let finding = Finding {
         id: 0,
         center_patient_mm: volume
@@ -316,9 +322,12 @@ fn measure(
         nodule_type,
         solid_core_mm,
         score: 0.0,
-        lung_rads: findings::categorize(nodule_type, diameter, solid_core_mm),
+        lung_rads: baseline.category,
         laterality: Laterality::Left,
         logits: None,
+        lung_rads_rule: baseline.rule,
+        tracking_uid: None,
+        followup: None,
     };
     let segment = Segment {
         finding_id: 0,

@@ -47,6 +47,41 @@ impl LungMask {
             && self.coarse[[0, 1, 2].map(|a| index[a] / self.step[a])]
     }
 
+    /// The lungs' surface: the centres of the mask's cells that are lung and have a 6-neighbour
+    /// inside the grid that is not, as fractional working-grid indices `[k, j, i]`. Cells on
+    /// the grid's edge are not surface for that reason alone: there the scan's field of view
+    /// cut the lungs, which is no anatomy to align by.
+    pub fn surface(&self) -> Vec<[f64; 3]> {
+        let dim: [usize; 3] = self.coarse.dim().into();
+        let outside = |k: usize, j: usize, i: usize, a: usize, up: bool| {
+            let mut at = [k, j, i];
+            if up {
+                if at[a] + 1 >= dim[a] {
+                    return false;
+                }
+                at[a] += 1;
+            } else {
+                if at[a] == 0 {
+                    return false;
+                }
+                at[a] -= 1;
+            }
+            !self.coarse[at]
+        };
+        let centre = |a: usize, c: usize| {
+            let len = ((c + 1) * self.step[a]).min(self.shape[a]) - c * self.step[a];
+            (c * self.step[a]) as f64 + (len as f64 - 1.0) / 2.0
+        };
+        self.coarse
+            .indexed_iter()
+            .filter(|(_, lung)| **lung)
+            .filter(|((k, j, i), _)| {
+                (0..3).any(|a| outside(*k, *j, *i, a, true) || outside(*k, *j, *i, a, false))
+            })
+            .map(|((k, j, i), _)| [centre(0, k), centre(1, j), centre(2, i)])
+            .collect()
+    }
+
     /// Whether any lung voxel lies in the half-open working box `[lo, hi)`, clipped to
     /// the grid. Every coarse cell between `lo / step` and `ceil(hi / step)` shares
     /// working voxels with the clipped box, so the coarse count answers exactly.

@@ -33,6 +33,23 @@ pub fn new_uid() -> String {
     format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
 }
 
+/// A UID that `name` always gives: `2.25.` followed by a name-based UUID (version 8, from
+/// the SHA-256 of the name), so that analysing the same series again names the same things
+/// the same.
+pub fn uid_of(name: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let bytes: [u8; 16] = digest[..16]
+        .try_into()
+        .expect("a SHA-256 digest has 32 bytes. This is a bug.");
+    format!(
+        "2.25.{}",
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .as_u128()
+    )
+}
+
 /// When an object was created, as DICOM date (`YYYYMMDD`) and time (`HHMMSS`) strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {

@@ -79,6 +79,10 @@ impl Pseudonymizer {
         for finding in &mut out.findings {
             finding.sop_instance_uid = self.uid(&finding.sop_instance_uid);
         }
+        if let Some(comparison) = &mut out.comparison {
+            comparison.prior_study_instance_uid = self.uid(&comparison.prior_study_instance_uid);
+            comparison.prior_series_instance_uid = self.uid(&comparison.prior_series_instance_uid);
+        }
         out
     }
 

@@ -9,6 +9,7 @@
 //! were computed. Encoders return objects or bytes; callers decide where they go.
 
 pub mod capture;
+pub mod comparison;
 mod dcm;
 pub mod images;
 pub mod seg;
@@ -21,9 +22,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::findings::{Finding, LungRads};
+use crate::findings::{Finding, LungRads, PriorFinding};
 
-pub use dcm::{new_uid, to_part10, Created};
+pub use comparison::{Comparison, Registration, RegistrationStatus};
+pub use dcm::{new_uid, to_part10, uid_of, Created};
 
 /// What can stop a DICOM object or key image from being encoded.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,18 @@ pub struct DerivedIds {
 }
 
 impl DerivedIds {
+    /// Fresh UIDs for `findings`, created now; a finding that carries a Tracking UID (one
+    /// made at analysis, or carried from the prior study) keeps it.
+    pub fn for_findings(findings: &[Finding]) -> Self {
+        let mut ids = DerivedIds::new(findings.len());
+        for (uid, finding) in ids.tracking_uids.iter_mut().zip(findings) {
+            if let Some(carried) = &finding.tracking_uid {
+                uid.clone_from(carried);
+            }
+        }
+        ids
+    }
+
     /// Fresh UIDs for a report with `findings` findings, created now.
     pub fn new(findings: usize) -> Self {
         DerivedIds {
@@ -108,6 +122,15 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub disclaimer: String,
     pub findings: Vec<Finding>,
+    /// The rule of the Lung-RADS v2022 table that gave `lung_rads`, in words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lung_rads_rule: String,
+    /// The prior study these findings were compared with; null without one.
+    #[serde(default)]
+    pub comparison: Option<Comparison>,
+    /// The prior's calls that no finding of this study matched (empty without a comparison).
+    #[serde(default)]
+    pub resolved: Vec<PriorFinding>,
 }
 
 impl Report {
@@ -269,6 +292,9 @@ pub(crate) mod tests {
             warnings: vec![],
             disclaimer: DISCLAIMER.into(),
             findings: vec![f],
+            lung_rads_rule: String::new(),
+            comparison: None,
+            resolved: vec![],
         };
         (report, vec![segment])
     }

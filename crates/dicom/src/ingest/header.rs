@@ -112,6 +112,7 @@ fn source_attributes(obj: &InMemDicomObject) -> SourceAttributes {
     SourceAttributes {
         patient_name: get(tags::PATIENT_NAME),
         patient_id: get(tags::PATIENT_ID),
+        issuer_of_patient_id: get(tags::ISSUER_OF_PATIENT_ID),
         patient_birth_date: get(tags::PATIENT_BIRTH_DATE),
         patient_sex: get(tags::PATIENT_SEX),
         study_date: get(tags::STUDY_DATE),

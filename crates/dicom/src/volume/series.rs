@@ -141,6 +141,8 @@ pub struct SourceAttributes {
     pub accession_number: String,
     pub referring_physician_name: String,
     pub study_id: String,
+    /// IssuerOfPatientID: with `patient_id`, who the patient is across studies.
+    pub issuer_of_patient_id: String,
 }
 
 impl fmt::Debug for SourceAttributes {

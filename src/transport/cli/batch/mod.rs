@@ -9,6 +9,7 @@
 //! analysis, and one for events back.
 
 mod discover;
+mod followup;
 mod progress;
 mod store;
 
@@ -112,6 +113,7 @@ pub fn run(args: &BatchArgs) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(args.quiet);
     let (tally, rows, resumed) = process(args, &rules, &analyzer, &store, &progress);
     progress.finish();
+    let compared = followup::compare_patients(&store)?;
     let tables = Tables {
         format: match args.format {
             TableFormat::Csv => Format::Csv,
@@ -123,6 +125,12 @@ pub fn run(args: &BatchArgs) -> anyhow::Result<ExitCode> {
     };
     let reports = store.write_tables(&tables)?;
     println!("{}", summary(&tally, reports, &analyzer, started.elapsed()));
+    if compared.compared > 0 {
+        println!(
+            "{} series compared with the patient's study before ({} registrations failed)",
+            compared.compared, compared.failed_registrations
+        );
+    }
     anyhow::ensure!(
         tally.discovered > 0 || !rows.is_empty(),
         "no DICOM files found under the given roots"
@@ -189,7 +197,10 @@ fn analyse(analyzer: &Analyzer, store: &Store, rules: &SelectionRules, series: &
         Err(err) => return failed(pipeline::error_chain(&err)),
     };
     let report = &analysis.report;
-    match store.write_report(report) {
+    let written = store
+        .write_report(report)
+        .and_then(|()| followup::keep(store, report, &analysis.snapshot));
+    match written {
         Ok(()) => Event::Analysed {
             series: report.series_instance_uid.clone(),
             status: Status::of(report),

@@ -37,6 +37,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The output folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn reports_dir(&self) -> PathBuf {
         self.root.join("reports")
     }
