@@ -11,6 +11,7 @@
 pub mod capture;
 mod dcm;
 pub mod images;
+pub mod review;
 pub mod seg;
 pub mod sr;
 

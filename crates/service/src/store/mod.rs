@@ -17,6 +17,7 @@
 //! | [`Store::results`] → [`Results`] | `results.rs` | `results` |
 //! | [`Store::pushes`] → [`Pushes`] | `pushes.rs` | `pushes` |
 //! | [`Store::audit`] → [`Audit`] | `audit.rs` | `audit` |
+//! | [`Store::reviews`] → [`Reviews`] | `reviews.rs` | `reviews`, `review_signatures` |
 //!
 //! A change that spans tables is one transaction: [`Jobs::complete`] files the results,
 //! supersedes older jobs and queues pushes through helpers of the other files that take
@@ -28,6 +29,7 @@ mod instances;
 mod jobs;
 mod pushes;
 mod results;
+mod reviews;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -40,6 +42,7 @@ pub use instances::{Filed, InstanceRow, Instances};
 pub use jobs::{Job, JobState, Jobs};
 pub use pushes::Pushes;
 pub use results::{ResultRow, Results};
+pub use reviews::{Decision, Revision, Reviews, Signature};
 
 /// What can go wrong with the index.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,7 @@ impl Store {
                 results::SCHEMA,
                 audit::SCHEMA,
                 pushes::SCHEMA,
+                reviews::SCHEMA,
             ] {
                 db.execute_batch(schema)?;
             }
@@ -112,6 +116,11 @@ impl Store {
     /// The durable queue of pushes.
     pub fn pushes(&self) -> Pushes<'_> {
         Pushes(self)
+    }
+
+    /// Readers' decisions on findings, and signed reviews.
+    pub fn reviews(&self) -> Reviews<'_> {
+        Reviews(self)
     }
 
     /// The audit log.
@@ -171,6 +180,8 @@ mod tests {
             "jobs",
             "pushes",
             "results",
+            "review_signatures",
+            "reviews",
             "series",
             "sqlite_sequence",
         ];

@@ -173,6 +173,22 @@ pub(super) fn queue(tx: &Transaction<'_>, job: &Job, targets: &[Target]) -> rusq
     Ok(())
 }
 
+/// Inside a transaction: makes the push of `job_id` to each of `targets` due again now,
+/// as a fresh push (attempts counted from zero), for results that changed after the job
+/// was filed (a signed review's verified SR and SEG).
+pub(super) fn requeue(tx: &Transaction<'_>, job_id: i64, targets: &[Target]) -> rusqlite::Result<()> {
+    for target in targets {
+        tx.execute(
+            "INSERT INTO pushes (job_id, target, state, next_attempt_at, created_at)
+             VALUES (?1, ?2, 'pending', ?3, ?3)
+             ON CONFLICT (job_id, target) DO UPDATE SET state = 'pending', attempts = 0,
+                last_error = NULL, next_attempt_at = excluded.next_attempt_at, finished_at = NULL",
+            params![job_id, target.as_str(), now()],
+        )?;
+    }
+    Ok(())
+}
+
 const PUSH_COLUMNS: &str = "SELECT id, job_id, target, state, attempts, last_error,
     next_attempt_at, created_at, finished_at FROM pushes";
 

@@ -84,6 +84,19 @@ pub(super) fn remove_older(tx: &Transaction<'_>, job: &Job) -> rusqlite::Result<
     Ok(old.into_iter().map(|(_, p)| PathBuf::from(p)).collect())
 }
 
+/// Inside a transaction: forgets one result object (its row and its catalog entry).
+pub(super) fn remove(tx: &Transaction<'_>, sop_instance_uid: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM results WHERE sop_instance_uid = ?1",
+        [sop_instance_uid],
+    )?;
+    tx.execute(
+        "DELETE FROM catalog WHERE sop_instance_uid = ?1",
+        [sop_instance_uid],
+    )?;
+    Ok(())
+}
+
 /// Inside `Jobs::complete`'s transaction: files a job's result objects (and their catalog
 /// rows, after `remove_older` forgot the old ones: a result may keep its UID).
 pub(super) fn insert(tx: &Transaction<'_>, rows: &[ResultRow]) -> rusqlite::Result<()> {
