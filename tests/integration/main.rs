@@ -16,6 +16,7 @@ mod ingest_reference;
 mod orthanc;
 mod phantom;
 mod report_dicom;
+mod review;
 mod sample_outputs;
 mod schemathesis;
 mod serve;
