@@ -438,3 +438,46 @@ fn a_trusted_proxy_names_the_reader_and_its_browser_still_needs_the_csrf_token()
         .unwrap();
     assert_eq!(after.status(), StatusCode::FORBIDDEN);
 }
+
+#[test]
+fn review_page_in_headless_chromium_signs_in_decides_by_keyboard_and_buttons_and_signs() {
+    let dir = scratch("review-page");
+    let pacs_dir = dir.join("pacs");
+    std::fs::create_dir_all(&pacs_dir).unwrap();
+    let pacs_port = free_port();
+    let _pacs = Pacs::start(&pacs_dir, pacs_port);
+    let reviewed = analysed(&dir, pacs_port, &[]);
+    let unverified = qido(&reviewed, "SR");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/review");
+    let output = crate::common::python()
+        .arg(crate::common::repo("scripts/testdata/review_page.py"))
+        .arg(&reviewed.server.base)
+        .arg(&reviewed.study)
+        .arg(&reviewed.reader)
+        .arg(&reviewed.viewer)
+        .arg(&shots)
+        .output()
+        .expect("python runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the page script failed:\n{stderr}");
+    let seen: Value = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
+    assert_eq!(seen["read_only_refused"], true);
+    assert_eq!((seen["after_j"].as_str(), seen["after_k"].as_str()), (Some("2"), Some("1")), "{seen}");
+    assert_ne!(seen["slice_after_j"], seen["slice_after_k"], "j/k jump to the finding's slice");
+    assert_eq!(seen["overflows"], false, "fits 1280 pixels");
+    for shot in ["review-page-opened.png", "review-page-decided.png", "review-page-signed.png"] {
+        assert!(shots.join(shot).is_file(), "{shot}");
+    }
+
+    let report = reviewed.report();
+    assert_eq!(report["review"]["status"], "signed");
+    assert_eq!(report["findings"][0]["review"]["verdict"], "accepted");
+    assert_eq!(report["findings"][1]["review"]["verdict"], "rejected");
+    assert_eq!(report["findings"][1]["review"]["comment"], "vessel");
+    let sr = wait_for("the verified SR at the PACS", || {
+        received(&pacs_dir, "SR")
+            .into_iter()
+            .find(|(_, o)| text(o, tags::VERIFICATION_FLAG) == "VERIFIED")
+    });
+    check_verified_sr(&sr.0, "dr-reader", &unverified[0], &[1]);
+}
