@@ -392,6 +392,35 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
     assert!(has("dr-reader", "review finding 2 of series"), "{audit:?}");
     assert!(has("dr-reader", "review signed"), "{audit:?}");
     assert!(has("viewer", "PUT /api/v1/studies/"), "the refusal: {audit:?}");
+
+    // Researchers get every decision, without patient data, reader names or comments.
+    for name in ["feedback.csv", "feedback.jsonl"] {
+        let out = dir.join(name);
+        let exported = crate::common::pulmo()
+            .args(["feedback", "--data"])
+            .arg(dir.join("data"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+        let text = std::fs::read_to_string(&out).unwrap();
+        for private in ["PHANTOM", "dr-reader", "vessel", "faint"] {
+            assert!(!text.contains(private), "{name} holds {private:?}:\n{text}");
+        }
+        assert!(text.contains(&study), "{text}");
+        assert!(text.contains("accepted") && text.contains("rejected"), "{text}");
+        if name.ends_with(".jsonl") {
+            let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            assert_eq!(rows.len(), 2, "{text}");
+            let first = rows.iter().find(|r| r["finding_id"] == 1).unwrap();
+            assert_eq!((first["verdict"].as_str(), first["reader_type"].as_str()), (Some("accepted"), Some("ground-glass")));
+            assert!(first["score"].as_f64().unwrap() > 0.0);
+            assert_eq!(first["model_sha256"].as_str().unwrap().len(), 64);
+        } else {
+            assert_eq!(text.lines().count(), 3, "a header and two decisions:\n{text}");
+        }
+    }
 }
 
 #[test]
