@@ -67,7 +67,11 @@ pub fn analysed(data: &Path, pacs_port: u16, extra: &[&str]) -> Reviewed {
     let (viewer, viewer_entry) = token("viewer", "read");
     let (reader, reader_entry) = token("dr-reader", "review");
     let tokens = data.join("tokens.toml");
-    std::fs::write(&tokens, format!("{sender_entry}\n{viewer_entry}\n{reader_entry}")).unwrap();
+    std::fs::write(
+        &tokens,
+        format!("{sender_entry}\n{viewer_entry}\n{reader_entry}"),
+    )
+    .unwrap();
     let mut args: Vec<String> = vec![
         "--tokens".into(),
         tokens.to_str().unwrap().into(),
@@ -144,7 +148,10 @@ impl Browser {
         if response.status() != StatusCode::OK {
             return Err(response.status());
         }
-        let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let set_cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         for part in ["HttpOnly", "SameSite=Strict", "Max-Age=", "Path=/"] {
             assert!(set_cookie.contains(part), "{set_cookie}");
         }
@@ -237,16 +244,35 @@ pub fn tracked(sr: &dicom_object::InMemDicomObject) -> Vec<String> {
 pub fn check_verified_sr(path: &Path, reader: &str, predecessor: &str, ids: &[u32]) {
     let sr = dicom_object::open_file(path).unwrap();
     assert_eq!(text(&sr, tags::VERIFICATION_FLAG), "VERIFIED");
-    let observer = &sr.element(tags::VERIFYING_OBSERVER_SEQUENCE).unwrap().items().unwrap()[0];
+    let observer = &sr
+        .element(tags::VERIFYING_OBSERVER_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
     assert_eq!(text(observer, tags::VERIFYING_OBSERVER_NAME), reader);
-    let before = &sr.element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE).unwrap().items().unwrap()[0];
-    let series = &before.element(tags::REFERENCED_SERIES_SEQUENCE).unwrap().items().unwrap()[0];
-    let sop = &series.element(tags::REFERENCED_SOP_SEQUENCE).unwrap().items().unwrap()[0];
+    let before = &sr
+        .element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    let series = &before
+        .element(tags::REFERENCED_SERIES_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    let sop = &series
+        .element(tags::REFERENCED_SOP_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
     assert_eq!(text(sop, tags::REFERENCED_SOP_INSTANCE_UID), predecessor);
     let expected: Vec<String> = ids.iter().map(|i| format!("nodule-{i}")).collect();
     assert_eq!(tracked(&sr), expected, "only the accepted findings");
     let (errors, all) = dciodvfy(path);
-    assert!(errors.is_empty(), "dciodvfy errors in the verified SR:\n{all}");
+    assert!(
+        errors.is_empty(),
+        "dciodvfy errors in the verified SR:\n{all}"
+    );
 }
 
 /// The SOP Instance UIDs QIDO-RS finds in the study with `modality`.
@@ -282,7 +308,10 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
     // Who may not decide: a read-only token (as a bearer, and to sign in), no token, a
     // browser without its CSRF token, a proxy header that is not trusted.
     let accept = json!({ "verdict": "accepted" });
-    let refused = put(server, &study, 1, &accept).bearer_auth(&reviewed.viewer).send().unwrap();
+    let refused = put(server, &study, 1, &accept)
+        .bearer_auth(&reviewed.viewer)
+        .send()
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         Browser::sign_in(server, &reviewed.viewer).err(),
@@ -292,10 +321,16 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
         Browser::sign_in(server, "pulmo_nobody").err(),
         Some(StatusCode::UNAUTHORIZED)
     );
-    let proxied = put(server, &study, 1, &accept).header("x-remote-user", "mallory").send().unwrap();
+    let proxied = put(server, &study, 1, &accept)
+        .header("x-remote-user", "mallory")
+        .send()
+        .unwrap();
     assert_eq!(proxied.status(), StatusCode::UNAUTHORIZED);
     let browser = Browser::sign_in(server, &reviewed.reader).unwrap();
-    let forged = browser.with(put(server, &study, 1, &accept), false).send().unwrap();
+    let forged = browser
+        .with(put(server, &study, 1, &accept), false)
+        .send()
+        .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN, "no CSRF token");
     let wrong = put(server, &study, 1, &accept)
         .header("cookie", &browser.cookie)
@@ -308,37 +343,73 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
         .send()
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let missing = browser.with(put(server, &study, 99, &accept), true).send().unwrap();
+    let missing = browser
+        .with(put(server, &study, 99, &accept), true)
+        .send()
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
     // The reader accepts finding 1 as ground glass, rejects finding 2 (a script could do
     // the same with the bearer token).
     let corrected = json!({ "verdict": "accepted", "type": "ground-glass", "comment": "faint" });
-    let answer = browser.with(put(server, &study, 1, &corrected), true).send().unwrap();
+    let answer = browser
+        .with(put(server, &study, 1, &corrected), true)
+        .send()
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     let reject = json!({ "verdict": "rejected", "comment": "vessel" });
-    let answer = put(server, &study, 2, &reject).bearer_auth(&reviewed.reader).send().unwrap();
+    let answer = put(server, &study, 2, &reject)
+        .bearer_auth(&reviewed.reader)
+        .send()
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     let body: Value = answer.json().unwrap();
     assert_eq!(body["review"]["status"], "in-progress");
 
     // The decisions survive a restart (the browser signs in again: sessions are memory).
-    let Reviewed { server, sender, viewer, reader, args, .. } = reviewed;
+    let Reviewed {
+        server,
+        sender,
+        viewer,
+        reader,
+        args,
+        ..
+    } = reviewed;
     assert!(server.terminate().success());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&dir.join("data"), 0.3, &refs);
-    let reviewed = Reviewed { server, sender, viewer, reader, study: study.clone(), args };
+    let reviewed = Reviewed {
+        server,
+        sender,
+        viewer,
+        reader,
+        study: study.clone(),
+        args,
+    };
     let server = &reviewed.server;
     let report = reviewed.report();
     let f1 = &report["findings"][0]["review"];
-    assert_eq!((f1["verdict"].as_str(), f1["reader"].as_str()), (Some("accepted"), Some("dr-reader")));
-    assert_eq!((f1["type"].as_str(), f1["comment"].as_str()), (Some("ground-glass"), Some("faint")));
+    assert_eq!(
+        (f1["verdict"].as_str(), f1["reader"].as_str()),
+        (Some("accepted"), Some("dr-reader"))
+    );
+    assert_eq!(
+        (f1["type"].as_str(), f1["comment"].as_str()),
+        (Some("ground-glass"), Some("faint"))
+    );
     assert!(f1["at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(report["findings"][1]["review"]["verdict"], "rejected");
     assert!(report["findings"][2]["review"].is_null(), "undecided");
     assert_eq!(report["review"]["status"], "in-progress");
-    let stale = browser.with(client().post(server.url(&format!("/api/v1/studies/{study}/review/sign"))), true);
-    assert_eq!(stale.send().unwrap().status(), StatusCode::UNAUTHORIZED, "sessions end with the process");
+    let stale = browser.with(
+        client().post(server.url(&format!("/api/v1/studies/{study}/review/sign"))),
+        true,
+    );
+    assert_eq!(
+        stale.send().unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "sessions end with the process"
+    );
 
     // Signing: a verified SR with finding 1 only, and a SEG of it, replace the unverified ones.
     let browser = Browser::sign_in(server, &reviewed.reader).unwrap();
@@ -352,7 +423,11 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
     assert_eq!(report["review"]["status"], "signed");
     assert_eq!(report["review"]["reader"], "dr-reader");
     let verified = qido(&reviewed, "SR");
-    assert_eq!(verified.len(), 1, "the verified SR replaces the unverified one");
+    assert_eq!(
+        verified.len(),
+        1,
+        "the verified SR replaces the unverified one"
+    );
     assert_ne!(verified, unverified);
     assert_eq!(qido(&reviewed, "SEG").len(), 1);
 
@@ -371,10 +446,19 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
         .iter()
         .find(|(_, o)| text(o, tags::SOP_INSTANCE_UID) == qido(&reviewed, "SEG")[0])
         .expect("the verified SEG was pushed");
-    let segments = new_seg.1.element(tags::SEGMENT_SEQUENCE).unwrap().items().unwrap().len();
+    let segments = new_seg
+        .1
+        .element(tags::SEGMENT_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()
+        .len();
     assert_eq!(segments, 1, "one segment: the accepted finding");
     let (errors, all) = dciodvfy(&new_seg.0);
-    assert!(errors.is_empty(), "dciodvfy errors in the verified SEG:\n{all}");
+    assert!(
+        errors.is_empty(),
+        "dciodvfy errors in the verified SEG:\n{all}"
+    );
 
     // The audit log says who decided what, and who signed.
     let db = rusqlite::Connection::open(dir.join("data/pulmo.sqlite")).unwrap();
@@ -391,7 +475,10 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
     assert!(has("dr-reader", "accepted, type ground-glass"), "{audit:?}");
     assert!(has("dr-reader", "review finding 2 of series"), "{audit:?}");
     assert!(has("dr-reader", "review signed"), "{audit:?}");
-    assert!(has("viewer", "PUT /api/v1/studies/"), "the refusal: {audit:?}");
+    assert!(
+        has("viewer", "PUT /api/v1/studies/"),
+        "the refusal: {audit:?}"
+    );
 
     // Researchers get every decision, without patient data, reader names or comments.
     for name in ["feedback.csv", "feedback.jsonl"] {
@@ -403,22 +490,39 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
             .arg(&out)
             .output()
             .unwrap();
-        assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+        assert!(
+            exported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&exported.stderr)
+        );
         let text = std::fs::read_to_string(&out).unwrap();
         for private in ["PHANTOM", "dr-reader", "vessel", "faint"] {
             assert!(!text.contains(private), "{name} holds {private:?}:\n{text}");
         }
         assert!(text.contains(&study), "{text}");
-        assert!(text.contains("accepted") && text.contains("rejected"), "{text}");
+        assert!(
+            text.contains("accepted") && text.contains("rejected"),
+            "{text}"
+        );
         if name.ends_with(".jsonl") {
-            let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let rows: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
             assert_eq!(rows.len(), 2, "{text}");
             let first = rows.iter().find(|r| r["finding_id"] == 1).unwrap();
-            assert_eq!((first["verdict"].as_str(), first["reader_type"].as_str()), (Some("accepted"), Some("ground-glass")));
+            assert_eq!(
+                (first["verdict"].as_str(), first["reader_type"].as_str()),
+                (Some("accepted"), Some("ground-glass"))
+            );
             assert!(first["score"].as_f64().unwrap() > 0.0);
             assert_eq!(first["model_sha256"].as_str().unwrap().len(), 64);
         } else {
-            assert_eq!(text.lines().count(), 3, "a header and two decisions:\n{text}");
+            assert_eq!(
+                text.lines().count(),
+                3,
+                "a header and two decisions:\n{text}"
+            );
         }
     }
 }
@@ -435,10 +539,22 @@ fn a_trusted_proxy_names_the_reader_and_its_browser_still_needs_the_csrf_token()
     let as_proxy = |request: RequestBuilder| request.header("x-remote-user", "dr.proxy");
     let reject = json!({ "verdict": "rejected" });
     let without = as_proxy(put(server, study, 1, &reject)).send().unwrap();
-    assert_eq!(without.status(), StatusCode::FORBIDDEN, "no session, no CSRF token");
-    let session = as_proxy(client().get(server.url("/api/v1/session"))).send().unwrap();
+    assert_eq!(
+        without.status(),
+        StatusCode::FORBIDDEN,
+        "no session, no CSRF token"
+    );
+    let session = as_proxy(client().get(server.url("/api/v1/session")))
+        .send()
+        .unwrap();
     assert_eq!(session.status(), StatusCode::OK);
-    let cookie = session.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let cookie = session.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     let body: Value = session.json().unwrap();
     assert_eq!(body["reader"], "dr.proxy");
     let csrf = body["csrf_token"].as_str().unwrap();
@@ -459,7 +575,10 @@ fn a_trusted_proxy_names_the_reader_and_its_browser_still_needs_the_csrf_token()
         .send()
         .unwrap();
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
-    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(out.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
     let after = as_proxy(put(server, study, 1, &reject))
         .header("cookie", &cookie)
         .header("x-csrf-token", csrf)
@@ -491,10 +610,21 @@ fn review_page_in_headless_chromium_signs_in_decides_by_keyboard_and_buttons_and
     assert!(output.status.success(), "the page script failed:\n{stderr}");
     let seen: Value = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
     assert_eq!(seen["read_only_refused"], true);
-    assert_eq!((seen["after_j"].as_str(), seen["after_k"].as_str()), (Some("2"), Some("1")), "{seen}");
-    assert_ne!(seen["slice_after_j"], seen["slice_after_k"], "j/k jump to the finding's slice");
+    assert_eq!(
+        (seen["after_j"].as_str(), seen["after_k"].as_str()),
+        (Some("2"), Some("1")),
+        "{seen}"
+    );
+    assert_ne!(
+        seen["slice_after_j"], seen["slice_after_k"],
+        "j/k jump to the finding's slice"
+    );
     assert_eq!(seen["overflows"], false, "fits 1280 pixels");
-    for shot in ["review-page-opened.png", "review-page-decided.png", "review-page-signed.png"] {
+    for shot in [
+        "review-page-opened.png",
+        "review-page-decided.png",
+        "review-page-signed.png",
+    ] {
         assert!(shots.join(shot).is_file(), "{shot}");
     }
 

@@ -18,8 +18,8 @@ use pulmo_core::findings::{Finding, NoduleType};
 use pulmo_core::pipeline::error_chain;
 use pulmo_core::postprocess::Segment;
 use pulmo_core::report::review::{
-    rfc3339, same_nodule, verified, FindingReview, Mark, ReviewStatus, ReviewSummary,
-    SavedSegment, Verdict,
+    rfc3339, same_nodule, verified, FindingReview, Mark, ReviewStatus, ReviewSummary, SavedSegment,
+    Verdict,
 };
 use pulmo_core::report::sr::{Predecessor, Verification};
 use pulmo_core::report::{self, seg, sr, Created, DerivedIds, Report};
@@ -136,12 +136,20 @@ impl Service {
         decide: Decide,
         reader: &str,
     ) -> Result<StudyReview> {
-        if decide.comment.as_ref().is_some_and(|c| c.chars().count() > MAX_COMMENT) {
+        if decide
+            .comment
+            .as_ref()
+            .is_some_and(|c| c.chars().count() > MAX_COMMENT)
+        {
             return Err(Error::Invalid(format!(
                 "the comment is longer than {MAX_COMMENT} characters"
             )));
         }
-        let (study, series, reader) = (study.to_owned(), series.map(str::to_owned), reader.to_owned());
+        let (study, series, reader) = (
+            study.to_owned(),
+            series.map(str::to_owned),
+            reader.to_owned(),
+        );
         self.blocking_review(move |store| {
             let review = current(store, &study)?.ok_or_else(|| no_report(&study))?;
             let one = pick_series(&review, series.as_deref())?;
@@ -150,8 +158,15 @@ impl Service {
                 .findings
                 .iter()
                 .find(|f| f.id == id)
-                .ok_or_else(|| Error::NotFound(format!("no finding {id} in the report of series {}", one.report.series_instance_uid)))?;
-            store.reviews().decide(&decision(one, finding, &decide, &reader))?;
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "no finding {id} in the report of series {}",
+                        one.report.series_instance_uid
+                    ))
+                })?;
+            store
+                .reviews()
+                .decide(&decision(one, finding, &decide, &reader))?;
             current(store, &study)?.ok_or_else(|| no_report(&study))
         })
         .await
@@ -175,7 +190,8 @@ impl Service {
 
     /// Every decision ever recorded, oldest first (for `pulmo feedback`).
     pub async fn decisions(&self) -> Result<Vec<Decision>> {
-        self.blocking_review(|store| Ok(store.reviews().all()?)).await
+        self.blocking_review(|store| Ok(store.reviews().all()?))
+            .await
     }
 
     async fn blocking_review<T: Send + 'static>(
@@ -202,7 +218,9 @@ fn current(store: &Store, study: &str) -> Result<Option<StudyReview>> {
         .iter()
         .filter(|j| j.state == JobState::Done && j.superseded_by.is_none())
     {
-        let Some(path) = &job.report_path else { continue };
+        let Some(path) = &job.report_path else {
+            continue;
+        };
         let report = read_report(Path::new(path))?;
         if !report.analyzed {
             continue;
@@ -244,7 +262,12 @@ fn read_report(path: &Path) -> Result<Report> {
 
 /// The decision that holds for `finding` of job `job`: its own, else the newest one on a
 /// matching finding of an earlier job of the series. `decisions` are newest first.
-fn holding(decisions: &[Decision], job: i64, series: &str, finding: &Finding) -> Option<FindingReview> {
+fn holding(
+    decisions: &[Decision],
+    job: i64,
+    series: &str,
+    finding: &Finding,
+) -> Option<FindingReview> {
     let own = decisions
         .iter()
         .find(|d| d.job_id == job && d.finding_id == finding.id);
@@ -355,7 +378,13 @@ fn sign(
     let mut accepted = 0;
     let mut written = Vec::new();
     for one in &review.series {
-        let revision = revise(store, &results.join(one.job_id.to_string()), one, reader, signed_at)?;
+        let revision = revise(
+            store,
+            &results.join(one.job_id.to_string()),
+            one,
+            reader,
+            signed_at,
+        )?;
         accepted += one
             .reviews
             .iter()
@@ -373,7 +402,9 @@ fn sign(
         reader: reader.to_owned(),
         signed_at,
     };
-    store.reviews().sign(study, &signature, &revisions, targets)?;
+    store
+        .reviews()
+        .sign(study, &signature, &revisions, targets)?;
     for path in replaced_files {
         let _ = std::fs::remove_file(path);
     }
@@ -392,13 +423,23 @@ fn files_of(store: &Store, study: &str, revisions: &[Revision]) -> Result<Vec<Pa
     let rows = store.results().of_study(study)?;
     Ok(rows
         .into_iter()
-        .filter(|r| revisions.iter().any(|v| v.replaced.contains(&r.sop_instance_uid)))
+        .filter(|r| {
+            revisions
+                .iter()
+                .any(|v| v.replaced.contains(&r.sop_instance_uid))
+        })
         .map(|r| r.path)
         .collect())
 }
 
 /// The verified SR (and SEG) of one series, written beside its report.
-fn revise(store: &Store, dir: &Path, one: &SeriesReview, reader: &str, at: f64) -> Result<Revision> {
+fn revise(
+    store: &Store,
+    dir: &Path,
+    one: &SeriesReview,
+    reader: &str,
+    at: f64,
+) -> Result<Revision> {
     let job = one.job_id;
     let report = verified(&one.report, |id| {
         let n = one.report.findings.iter().position(|f| f.id == id)?;
@@ -417,11 +458,14 @@ fn revise(store: &Store, dir: &Path, one: &SeriesReview, reader: &str, at: f64) 
         observer: reader.to_owned(),
         organization: ORGANIZATION.to_owned(),
         at: Created::at(utc(at)),
-        predecessor: current.iter().find(|r| r.modality == "SR").map(|r| Predecessor {
-            study_instance_uid: r.study_uid.clone(),
-            series_instance_uid: r.series_uid.clone(),
-            sop_instance_uid: r.sop_instance_uid.clone(),
-        }),
+        predecessor: current
+            .iter()
+            .find(|r| r.modality == "SR")
+            .map(|r| Predecessor {
+                study_instance_uid: r.study_uid.clone(),
+                series_instance_uid: r.series_uid.clone(),
+                sop_instance_uid: r.sop_instance_uid.clone(),
+            }),
     };
     let encode = |source| Error::Encode { job, source };
     let stamp = at.floor() as i64;

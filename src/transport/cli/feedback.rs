@@ -60,7 +60,10 @@ impl From<&Decision> for Row {
             volume_mm3: d.volume_mm3,
             score: d.score,
             model_type: d.finding_type.clone(),
-            reader_type: d.corrected_type.clone().unwrap_or_else(|| d.finding_type.clone()),
+            reader_type: d
+                .corrected_type
+                .clone()
+                .unwrap_or_else(|| d.finding_type.clone()),
             verdict: d.verdict.as_str(),
             decided_at: rfc3339(d.at),
             model_id: d.model_id.clone(),
@@ -84,17 +87,35 @@ fn csv_line(r: &Row) -> String {
     };
     format!(
         "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-        r.study_instance_uid, r.series_instance_uid, r.job_id, r.finding_id, r.x_mm, r.y_mm,
-        r.z_mm, r.diameter_mm, r.volume_mm3, r.score, r.model_type, r.reader_type, r.verdict,
-        r.decided_at, quote(&r.model_id), r.model_sha256
+        r.study_instance_uid,
+        r.series_instance_uid,
+        r.job_id,
+        r.finding_id,
+        r.x_mm,
+        r.y_mm,
+        r.z_mm,
+        r.diameter_mm,
+        r.volume_mm3,
+        r.score,
+        r.model_type,
+        r.reader_type,
+        r.verdict,
+        r.decided_at,
+        quote(&r.model_id),
+        r.model_sha256
     )
 }
 
 /// Writes the export.
 pub fn run(args: &FeedbackArgs) -> anyhow::Result<ExitCode> {
     let index = args.data.join("pulmo.sqlite");
-    anyhow::ensure!(index.is_file(), "{} holds no pulmo index (pulmo.sqlite)", args.data.display());
-    let store = Store::open(&index).with_context(|| format!("could not open {}", index.display()))?;
+    anyhow::ensure!(
+        index.is_file(),
+        "{} holds no pulmo index (pulmo.sqlite)",
+        args.data.display()
+    );
+    let store =
+        Store::open(&index).with_context(|| format!("could not open {}", index.display()))?;
     let rows: Vec<Row> = store.reviews().all()?.iter().map(Row::from).collect();
     let jsonl = args.out.extension().is_some_and(|e| e == "jsonl");
     let mut text = String::new();

@@ -152,10 +152,14 @@ impl ServeArgs {
     /// How long a browser session lasts.
     fn session_lifetime(&self) -> anyhow::Result<std::time::Duration> {
         anyhow::ensure!(
-            self.session_hours.is_finite() && self.session_hours > 0.0 && self.session_hours <= 24.0 * 30.0,
+            self.session_hours.is_finite()
+                && self.session_hours > 0.0
+                && self.session_hours <= 24.0 * 30.0,
             "--session-hours must be more than 0 and at most 720"
         );
-        Ok(std::time::Duration::from_secs_f64(self.session_hours * 3600.0))
+        Ok(std::time::Duration::from_secs_f64(
+            self.session_hours * 3600.0,
+        ))
     }
 
     /// The trusted reverse proxy's user header, checked.

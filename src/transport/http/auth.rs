@@ -281,10 +281,7 @@ fn authorise(state: &AppState, request: &Request) -> Result<Option<Caller>, (Api
         return Err((ApiError::Forbidden, known.caller));
     }
     if known.browser && !is_safe(request.method()) && !csrf_matches(state, request, &known) {
-        return Err((
-            ApiError::Csrf,
-            known.caller,
-        ));
+        return Err((ApiError::Csrf, known.caller));
     }
     Ok(Some(known.caller))
 }
@@ -412,7 +409,10 @@ mod tests {
         assert_eq!(sign, Some(Role::Review));
         assert_eq!(required_role(&Method::GET, "/review/1.2"), None);
         assert_eq!(required_role(&Method::POST, "/api/v1/session"), None);
-        assert_eq!(required_role(&Method::DELETE, "/api/v1/session"), Some(Role::Read));
+        assert_eq!(
+            required_role(&Method::DELETE, "/api/v1/session"),
+            Some(Role::Read)
+        );
         assert!(allows(&[Role::Review], Role::Read));
         assert!(!allows(&[Role::Read], Role::Review));
         assert!(!allows(&[Role::Review], Role::Send));

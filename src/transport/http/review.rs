@@ -82,12 +82,14 @@ pub fn annotate(report: &mut Value, review: &StudyReview) {
     responses((status = 200, body = ReviewBody),
               (status = 400, description = "The UID is not a DICOM UID", body = ErrorBody),
               (status = 404, description = "No analysed report of this study", body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, uids: Uids<1>) -> Result<Json<ReviewBody>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    uids: Uids<1>,
+) -> Result<Json<ReviewBody>, ApiError> {
     let [study] = uids.0;
     let review = state.service.review(&study).await?;
-    let review = review.ok_or_else(|| {
-        ApiError::NotFound(format!("no analysed report of study {study}"))
-    })?;
+    let review =
+        review.ok_or_else(|| ApiError::NotFound(format!("no analysed report of study {study}")))?;
     Ok(Json(ReviewBody::of(&review)))
 }
 

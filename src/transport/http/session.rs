@@ -96,7 +96,11 @@ impl Sessions {
 
     /// The user a trusted proxy names, when one is configured and the header is there.
     pub fn proxy_user(&self, headers: &HeaderMap) -> Option<String> {
-        let value = headers.get(self.proxy_header.as_ref()?)?.to_str().ok()?.trim();
+        let value = headers
+            .get(self.proxy_header.as_ref()?)?
+            .to_str()
+            .ok()?
+            .trim();
         (!value.is_empty() && value.len() <= 128).then(|| value.to_owned())
     }
 
@@ -159,7 +163,11 @@ pub struct SessionInfo {
 fn info(session: &Session, sessions: &Sessions) -> SessionInfo {
     SessionInfo {
         reader: session.caller.name.clone(),
-        roles: session.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        roles: session
+            .roles
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
         csrf_token: Some(session.csrf.clone()),
         expires_in: Some(sessions.lifetime().as_secs()),
     }
@@ -180,7 +188,9 @@ pub async fn sign_in(
         .map_err(|_| ApiError::BadRequest("the body is not {\"token\": \"...\"}".to_owned()))?;
     let (caller, roles) = match &state.tokens {
         Some(tokens) => {
-            let token = tokens.find(sign_in.token.trim()).ok_or(ApiError::Unauthorized)?;
+            let token = tokens
+                .find(sign_in.token.trim())
+                .ok_or(ApiError::Unauthorized)?;
             (token.caller.clone(), token.roles.clone())
         }
         None => (anonymous(), vec![Role::Read, Role::Review, Role::Send]),
@@ -191,7 +201,11 @@ pub async fn sign_in(
     }
     tracing::info!(caller = %caller.name, "signed in");
     let (id, session) = state.sessions.open(caller, roles);
-    Ok(with_cookie(&state, &id, Json(info(&session, &state.sessions))))
+    Ok(with_cookie(
+        &state,
+        &id,
+        Json(info(&session, &state.sessions)),
+    ))
 }
 
 /// The browser's session: who is signed in and the CSRF token. Under a trusted proxy, the
@@ -207,10 +221,12 @@ pub async fn current(
         return Ok(Json(info(&session, &state.sessions)).into_response());
     }
     if state.sessions.proxy_user(&headers).as_deref() == Some(&caller.name) {
-        let (id, session) = state
-            .sessions
-            .open(caller, vec![Role::Read, Role::Review]);
-        return Ok(with_cookie(&state, &id, Json(info(&session, &state.sessions))));
+        let (id, session) = state.sessions.open(caller, vec![Role::Read, Role::Review]);
+        return Ok(with_cookie(
+            &state,
+            &id,
+            Json(info(&session, &state.sessions)),
+        ));
     }
     // A bearer token (a script), or no tokens at all: no browser session to show.
     Ok(Json(SessionInfo {
@@ -229,10 +245,9 @@ pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Resp
     state.sessions.close(&headers);
     let secure = state.scheme == "https";
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        set_cookie("", Duration::ZERO, secure),
-    );
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie("", Duration::ZERO, secure));
     response
 }
 
@@ -240,10 +255,9 @@ fn with_cookie(state: &AppState, id: &str, body: impl IntoResponse) -> Response 
     let mut response = body.into_response();
     let cookie = set_cookie(id, state.sessions.lifetime(), state.scheme == "https");
     response.headers_mut().insert(header::SET_COOKIE, cookie);
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -270,19 +284,29 @@ mod tests {
         let (id, session) = sessions.open(anonymous(), vec![Role::Review]);
         let headers = with_cookie(&format!("theme=dark; {COOKIE}={id}"));
         assert_eq!(sessions.of_request(&headers).unwrap().csrf, session.csrf);
-        assert!(sessions.of_request(&with_cookie(&format!("{COOKIE}=x"))).is_none());
+        assert!(sessions
+            .of_request(&with_cookie(&format!("{COOKIE}=x")))
+            .is_none());
         sessions.close(&headers);
         assert!(sessions.of_request(&headers).is_none());
         let expired = Sessions::new(Duration::ZERO, None);
         let (id, _) = expired.open(anonymous(), vec![Role::Review]);
-        assert!(expired.of_request(&with_cookie(&format!("{COOKIE}={id}"))).is_none());
+        assert!(expired
+            .of_request(&with_cookie(&format!("{COOKIE}={id}")))
+            .is_none());
     }
 
     #[test]
     fn the_cookie_is_http_only_strict_and_secure_under_tls() {
         let cookie = set_cookie("abc", Duration::from_secs(3600), true);
         let text = cookie.to_str().unwrap();
-        for part in ["HttpOnly", "SameSite=Strict", "Max-Age=3600", "Secure", "Path=/"] {
+        for part in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Max-Age=3600",
+            "Secure",
+            "Path=/",
+        ] {
             assert!(text.contains(part), "{text}");
         }
         let plain = set_cookie("abc", Duration::from_secs(3600), false);
@@ -295,7 +319,10 @@ mod tests {
         headers.insert("x-remote-user", HeaderValue::from_static("dr.ann"));
         let off = Sessions::new(Duration::from_secs(60), None);
         assert_eq!(off.proxy_user(&headers), None);
-        let on = Sessions::new(Duration::from_secs(60), Some(HeaderName::from_static("x-remote-user")));
+        let on = Sessions::new(
+            Duration::from_secs(60),
+            Some(HeaderName::from_static("x-remote-user")),
+        );
         assert_eq!(on.proxy_user(&headers).as_deref(), Some("dr.ann"));
     }
 }

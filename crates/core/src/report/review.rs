@@ -196,7 +196,8 @@ impl SavedSegment {
         let flat = mask.as_slice_mut()?;
         for run in self.runs.chunks(2) {
             let [start, length] = run else { return None };
-            flat.get_mut(*start..start.checked_add(*length)?)?.fill(true);
+            flat.get_mut(*start..start.checked_add(*length)?)?
+                .fill(true);
         }
         Some(Segment {
             finding_id: self.finding_id,
@@ -230,9 +231,15 @@ mod tests {
     #[test]
     fn a_nodule_moved_a_little_matches_and_a_different_one_does_not() {
         assert!(same_nodule(mark(0.0, 8.0), mark(2.5, 8.4)));
-        assert!(same_nodule(mark(0.0, 8.0), mark(4.0, 8.0)), "half the diameter");
+        assert!(
+            same_nodule(mark(0.0, 8.0), mark(4.0, 8.0)),
+            "half the diameter"
+        );
         assert!(!same_nodule(mark(0.0, 8.0), mark(4.5, 8.0)));
-        assert!(same_nodule(mark(0.0, 3.0), mark(2.9, 4.5)), "small ones: 3 mm");
+        assert!(
+            same_nodule(mark(0.0, 3.0), mark(2.9, 4.5)),
+            "small ones: 3 mm"
+        );
         assert!(!same_nodule(mark(0.0, 8.0), mark(1.0, 17.0)), "grew twice");
     }
 
@@ -264,7 +271,10 @@ mod tests {
         let ids: Vec<u32> = verified.findings.iter().map(|f| f.id).collect();
         assert_eq!(ids, [2], "the rejected and the undecided are left out");
         assert_eq!(verified.findings[0].nodule_type, NoduleType::GroundGlass);
-        assert_eq!(verified.operating_score, 0.0, "an accepted candidate counts");
+        assert_eq!(
+            verified.operating_score, 0.0,
+            "an accepted candidate counts"
+        );
         assert_ne!(verified.lung_rads, LungRads::Cat1);
     }
 

@@ -132,22 +132,28 @@ pub fn to_verified_sr(
 ) -> InMemDicomObject {
     let mut object = to_sr(report, segments, volume, ids);
     let at = format!("{}{}", verification.at.date, verification.at.time);
-    let predecessor = verification.predecessor.as_ref().map(|p| item([
-        text(tags::STUDY_INSTANCE_UID, VR::UI, &p.study_instance_uid),
-        seq(
-            tags::REFERENCED_SERIES_SEQUENCE,
-            vec![item([
-                text(tags::SERIES_INSTANCE_UID, VR::UI, &p.series_instance_uid),
-                seq(
-                    tags::REFERENCED_SOP_SEQUENCE,
-                    vec![item([
-                        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, SOP_CLASS),
-                        text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &p.sop_instance_uid),
-                    ])],
-                ),
-            ])],
-        ),
-    ]));
+    let predecessor = verification.predecessor.as_ref().map(|p| {
+        item([
+            text(tags::STUDY_INSTANCE_UID, VR::UI, &p.study_instance_uid),
+            seq(
+                tags::REFERENCED_SERIES_SEQUENCE,
+                vec![item([
+                    text(tags::SERIES_INSTANCE_UID, VR::UI, &p.series_instance_uid),
+                    seq(
+                        tags::REFERENCED_SOP_SEQUENCE,
+                        vec![item([
+                            text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, SOP_CLASS),
+                            text(
+                                tags::REFERENCED_SOP_INSTANCE_UID,
+                                VR::UI,
+                                &p.sop_instance_uid,
+                            ),
+                        ])],
+                    ),
+                ])],
+            ),
+        ])
+    });
     let mut elements = vec![
         text(tags::VERIFICATION_FLAG, VR::CS, "VERIFIED"),
         text(
@@ -158,9 +164,20 @@ pub fn to_verified_sr(
         seq(
             tags::VERIFYING_OBSERVER_SEQUENCE,
             vec![item([
-                text(tags::VERIFYING_OBSERVER_NAME, VR::PN, &verification.observer),
-                seq(tags::VERIFYING_OBSERVER_IDENTIFICATION_CODE_SEQUENCE, vec![]),
-                text(tags::VERIFYING_ORGANIZATION, VR::LO, &verification.organization),
+                text(
+                    tags::VERIFYING_OBSERVER_NAME,
+                    VR::PN,
+                    &verification.observer,
+                ),
+                seq(
+                    tags::VERIFYING_OBSERVER_IDENTIFICATION_CODE_SEQUENCE,
+                    vec![],
+                ),
+                text(
+                    tags::VERIFYING_ORGANIZATION,
+                    VR::LO,
+                    &verification.organization,
+                ),
                 text(tags::VERIFICATION_DATE_TIME, VR::DT, at),
             ])],
         ),
@@ -662,11 +679,30 @@ mod without_findings {
             &verification,
         ));
         assert_eq!(string(&obj, tags::VERIFICATION_FLAG), "VERIFIED");
-        let observer = &obj.get(tags::VERIFYING_OBSERVER_SEQUENCE).unwrap().items().unwrap()[0];
-        assert_eq!(string(observer, tags::VERIFYING_OBSERVER_NAME), "reader^ann");
-        let predecessor = &obj.get(tags::PREDECESSOR_DOCUMENTS_SEQUENCE).unwrap().items().unwrap()[0];
-        let series = &predecessor.get(tags::REFERENCED_SERIES_SEQUENCE).unwrap().items().unwrap()[0];
-        let sop = &series.get(tags::REFERENCED_SOP_SEQUENCE).unwrap().items().unwrap()[0];
+        let observer = &obj
+            .get(tags::VERIFYING_OBSERVER_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(
+            string(observer, tags::VERIFYING_OBSERVER_NAME),
+            "reader^ann"
+        );
+        let predecessor = &obj
+            .get(tags::PREDECESSOR_DOCUMENTS_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let series = &predecessor
+            .get(tags::REFERENCED_SERIES_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let sop = &series
+            .get(tags::REFERENCED_SOP_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
         assert_eq!(string(sop, tags::REFERENCED_SOP_INSTANCE_UID), "1.2.3.7.1");
     }
 }

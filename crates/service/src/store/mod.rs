@@ -42,7 +42,7 @@ pub use instances::{Filed, InstanceRow, Instances};
 pub use jobs::{Job, JobState, Jobs};
 pub use pushes::Pushes;
 pub use results::{ResultRow, Results};
-pub use reviews::{Decision, Revision, Reviews, Signature};
+pub use reviews::{Decision, Reviews, Revision, Signature};
 
 /// What can go wrong with the index.
 #[derive(Debug, thiserror::Error)]

@@ -176,7 +176,11 @@ pub(super) fn queue(tx: &Transaction<'_>, job: &Job, targets: &[Target]) -> rusq
 /// Inside a transaction: makes the push of `job_id` to each of `targets` due again now,
 /// as a fresh push (attempts counted from zero), for results that changed after the job
 /// was filed (a signed review's verified SR and SEG).
-pub(super) fn requeue(tx: &Transaction<'_>, job_id: i64, targets: &[Target]) -> rusqlite::Result<()> {
+pub(super) fn requeue(
+    tx: &Transaction<'_>,
+    job_id: i64,
+    targets: &[Target],
+) -> rusqlite::Result<()> {
     for target in targets {
         tx.execute(
             "INSERT INTO pushes (job_id, target, state, next_attempt_at, created_at)

@@ -9,7 +9,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{audit, pushes, results, ResultRow, Result, Store};
+use super::{audit, pushes, results, Result, ResultRow, Store};
 use crate::push::Target;
 use pulmo_core::report::review::Verdict;
 
@@ -207,7 +207,12 @@ impl Reviews<'_> {
         tx.execute(
             "INSERT INTO review_signatures (study_uid, jobs, reader, signed_at)
              VALUES (?1, ?2, ?3, ?4)",
-            params![study_uid, jobs.join(","), signature.reader, signature.signed_at],
+            params![
+                study_uid,
+                jobs.join(","),
+                signature.reader,
+                signature.signed_at
+            ],
         )?;
         let what = format!("review signed (jobs {})", jobs.join(", "));
         audit::insert(
@@ -295,7 +300,10 @@ mod tests {
         assert_eq!(first.corrected_type.as_deref(), Some("ground-glass"));
         let audit = store.audit().of_study("1.2").unwrap();
         assert_eq!(audit.len(), 3);
-        assert!(audit[1].action.contains("rejected, type ground-glass"), "{audit:?}");
+        assert!(
+            audit[1].action.contains("rejected, type ground-glass"),
+            "{audit:?}"
+        );
         assert_eq!(audit[1].caller, "dr-a");
     }
 
