@@ -547,3 +547,56 @@ fn saved_segments(dir: &Path) -> Vec<Segment> {
     let saved: Vec<SavedSegment> = serde_json::from_slice(&text).unwrap_or_default();
     saved.iter().filter_map(SavedSegment::to_segment).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decided(job_id: i64, finding_id: u32, x: f64, verdict: Verdict) -> Decision {
+        Decision {
+            job_id,
+            finding_id,
+            study_uid: "1.2".into(),
+            series_uid: "1.2.3".into(),
+            verdict,
+            corrected_type: Some("part-solid".into()),
+            comment: None,
+            reader: "dr-a".into(),
+            at: 1_700_000_000.0,
+            center_patient_mm: [x, 0.0, 0.0],
+            diameter_mm: 8.0,
+            volume_mm3: 200.0,
+            score: 0.9,
+            finding_type: "solid".into(),
+            model_id: "m".into(),
+            model_sha256: "ab".repeat(32),
+        }
+    }
+
+    fn finding(id: u32, x: f64) -> Finding {
+        let mut f = pulmo_core::testing::finding(0.9, pulmo_core::findings::LungRads::Cat3);
+        f.id = id;
+        f.center_patient_mm = [x, 0.0, 0.0];
+        f.diameter_mm = 8.0;
+        f
+    }
+
+    #[test]
+    fn a_reanalysis_keeps_the_decisions_of_matching_findings_only() {
+        // Newest first, as the store gives them.
+        let decisions = [
+            decided(1, 2, 40.0, Verdict::Rejected),
+            decided(1, 1, 0.0, Verdict::Accepted),
+        ];
+        // Job 2 found the first nodule 2 mm off (renumbered 3), and one new one.
+        let kept = holding(&decisions, 2, "1.2.3", &finding(3, 2.0)).unwrap();
+        assert_eq!(kept.verdict, Verdict::Accepted);
+        assert_eq!(kept.corrected_type, Some(NoduleType::PartSolid));
+        assert_eq!(holding(&decisions, 2, "1.2.3", &finding(1, 20.0)), None);
+        // Not from another series, and the job's own decision comes first.
+        assert_eq!(holding(&decisions, 2, "1.2.9", &finding(3, 2.0)), None);
+        let own = [decided(2, 3, 2.0, Verdict::Rejected), decisions[1].clone()];
+        let mine = holding(&own, 2, "1.2.3", &finding(3, 2.0)).unwrap();
+        assert_eq!(mine.verdict, Verdict::Rejected);
+    }
+}

@@ -66,11 +66,12 @@ impl Pushes<'_> {
         )?)
     }
 
-    /// Records a successful attempt.
+    /// Records a successful attempt. A push made due again while it was being sent (a
+    /// signed review's verified results) stays due: what was sent is not what is filed now.
     pub fn done(&self, id: i64) -> Result<()> {
         self.0.db().execute(
             "UPDATE pushes SET state = 'done', last_error = NULL, finished_at = ?2
-             WHERE id = ?1",
+             WHERE id = ?1 AND state = 'sending'",
             params![id, now()],
         )?;
         Ok(())
