@@ -251,6 +251,25 @@ mod tests {
     }
 
     #[test]
+    fn a_push_made_due_again_while_sending_is_sent_again() {
+        let (_dir, store) = store();
+        let job = finish(&store, "1.1", &[Target::Dimse]);
+        let sending = store.pushes().claim().unwrap().unwrap();
+        {
+            let mut db = store.db();
+            let tx = db.transaction().unwrap();
+            requeue(&tx, job.id, &[Target::Dimse]).unwrap();
+            tx.commit().unwrap();
+        }
+        store.pushes().done(sending.id).unwrap();
+        let again = store.pushes().claim().unwrap().expect("due again");
+        assert_eq!((again.id, again.attempts), (sending.id, 1));
+        store.pushes().done(again.id).unwrap();
+        let push = store.pushes().get(again.id).unwrap().unwrap();
+        assert_eq!(push.state, PushState::Done);
+    }
+
+    #[test]
     fn a_newer_job_cancels_the_older_jobs_unsent_pushes() {
         let (_dir, store) = store();
         let both = [Target::Stow, Target::Webhook];
