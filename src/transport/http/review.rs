@@ -114,6 +114,7 @@ pub struct DecisionBody {
 #[serde(deny_unknown_fields)]
 pub struct SeriesQuery {
     /// The Series Instance UID; needed when the study has more than one analysed series.
+    #[param(value_type = Option<Uid>)]
     pub series: Option<String>,
 }
 
@@ -137,7 +138,8 @@ pub async fn decide(
     let id: u32 = id
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("finding id {id:?} is not a number")))?;
-    let series = query.series.as_deref().map(uid).transpose()?;
+    let series = query.series.as_deref().filter(|s| !s.is_empty());
+    let series = series.map(uid).transpose()?;
     let body: DecisionBody = serde_json::from_slice(&body).map_err(|err| {
         ApiError::BadRequest(format!(
             "the body is not {{\"verdict\": \"accepted\"|\"rejected\", \"type\"?, \"comment\"?}}: {err}"
