@@ -33,6 +33,7 @@ use super::{api, dicomweb, params, push, rendered, review, session, stow, wado};
     components(schemas(
         params::Uid, params::FrameList, params::FrameNumber, params::BulkPathSchema,
         dicomweb::UidList, dicomweb::DateRange, dicomweb::IncludeField,
+        review::VerdictName, review::TypeName,
     )),
     modifiers(&Guarded),
     tags(

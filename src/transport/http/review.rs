@@ -93,16 +93,35 @@ pub async fn get(
     Ok(Json(ReviewBody::of(&review)))
 }
 
+/// A reader's verdict, as the API spells it.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum VerdictName {
+    Accepted,
+    Rejected,
+}
+
+/// A finding's type, as the API spells it.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub enum TypeName {
+    Solid,
+    PartSolid,
+    GroundGlass,
+}
+
 /// A reader's decision on one finding.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     /// `accepted` or `rejected`.
-    #[schema(value_type = String, example = "accepted")]
+    #[schema(value_type = VerdictName)]
     pub verdict: Verdict,
     /// The reader's type, when it corrects the model's: `solid`, `part-solid`, `ground-glass`.
     #[serde(rename = "type", default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<TypeName>)]
     pub corrected_type: Option<NoduleType>,
     #[serde(default)]
     pub comment: Option<String>,
