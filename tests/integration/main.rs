@@ -18,6 +18,7 @@ mod multinode;
 mod orthanc;
 mod phantom;
 mod report_dicom;
+mod review;
 mod sample_outputs;
 mod schemathesis;
 mod serve;

@@ -48,9 +48,20 @@ fn the_api_answers_as_its_openapi_description_says() {
         base: &server.base,
         token: &token,
     };
-    // `analyze` supersedes the results whose UIDs the config names, so it goes last.
-    run.check(&["--exclude-operation-id", "analyze"]);
-    run.check(&["--include-operation-id", "analyze"]);
+    // `analyze` and signing a review supersede the results whose UIDs the config names,
+    // so they go last.
+    run.check(&[
+        "--exclude-operation-id",
+        "analyze",
+        "--exclude-operation-id",
+        "sign",
+    ]);
+    run.check(&[
+        "--include-operation-id",
+        "analyze",
+        "--include-operation-id",
+        "sign",
+    ]);
 }
 
 /// One schemathesis run against the server, from `dir` (description, config, tokens).
@@ -108,6 +119,8 @@ fn tokens_file(path: &Path) -> String {
         "send",
         "--role",
         "read",
+        "--role",
+        "review",
     ]));
     let text = String::from_utf8(output.stdout).unwrap();
     std::fs::write(path, &text).unwrap();

@@ -17,6 +17,7 @@
 //! | `worker` | the quiet-time timer and the workers that run the pipeline |
 //! | `pusher` | the task that sends due pushes |
 //! | `catalog` | the attributes DICOMweb searches match, read from each served instance |
+//! | [`review`] | readers' decisions, signing, the verified SR and SEG |
 //! | [`retention`] | purging the source instances of analysed series after a while |
 //! | [`testing`] | a throwaway PostgreSQL server for tests and measurements |
 //!
@@ -28,6 +29,7 @@ mod catalog;
 pub mod push;
 mod pusher;
 pub mod retention;
+pub mod review;
 mod spool;
 pub mod store;
 pub mod testing;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{Attributes, Job, JobState, ResultRow};
 use super::{now, Service};
+use pulmo_core::report::review::SavedSegment;
 use pulmo_dicom::ingest;
 
 /// The report's timings that become stage metrics.
@@ -210,6 +211,10 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     let dir = service.results_dir(job);
     let report_path = dir.join("report.json");
     write_synced(&dir, &report_path, analysis.report.to_json().as_bytes())?;
+    // The findings' voxels, for the SEG of a signed review (see `review`).
+    let saved: Vec<SavedSegment> = analysis.segments.iter().map(Into::into).collect();
+    let saved = serde_json::to_vec(&saved).expect("segments always serialise. This is a bug.");
+    write_synced(&dir, &dir.join(crate::review::SEGMENTS_FILE), &saved)?;
     let mut rows = Vec::new();
     for object in analysis.results {
         let Some(ids) = object.dicom else { continue };
@@ -284,17 +289,19 @@ fn without_paths(reason: &str, data_dir: &Path) -> String {
 
 /// Writes a file and syncs it, so the index never points at a file a crash could lose.
 fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), JobError> {
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let mut file = std::fs::File::create(path)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|source| JobError::Write {
+    synced(dir, path, bytes).map_err(|source| JobError::Write {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Writes `bytes` to `path` in `dir` (made when needed), then syncs the file and `dir`.
+pub(super) fn synced(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod analyze;
 mod batch;
 mod dimse;
 mod evaluate;
+mod feedback;
 mod push;
 mod results;
 mod serve;
@@ -77,6 +78,9 @@ pub enum Command {
     /// Make a bearer token for `pulmo serve`: prints the token once, and the entry (its
     /// hash) to add to the tokens file.
     Token(serve::TokenArgs),
+    /// Export every reader decision of a `pulmo serve` data directory (CSV or JSON Lines;
+    /// no patient data), to score and retrain models against readers.
+    Feedback(feedback::FeedbackArgs),
 }
 
 /// Arguments of `pulmo convert`.
@@ -217,6 +221,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Evaluate(args) => evaluate::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(args) => serve::token(&args),
+        Command::Feedback(args) => feedback::run(&args),
     }
 }
 

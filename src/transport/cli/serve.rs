@@ -103,6 +103,14 @@ pub struct ServeArgs {
     /// Without it, `viewer/ohif` in the current directory is served when it is there.
     #[arg(long, env = "PULMO_VIEWER_DIR")]
     pub viewer_dir: Option<PathBuf>,
+    /// Hours a reader's browser stays signed in to the review page.
+    #[arg(long, env = "PULMO_SESSION_HOURS", default_value_t = 8.0)]
+    pub session_hours: f64,
+    /// Trust this request header (e.g. X-Remote-User) to name an authenticated reader,
+    /// with the `read` and `review` roles: only behind a reverse proxy that sets it itself
+    /// and strips it from clients (see docs/service.md).
+    #[arg(long, env = "PULMO_TRUSTED_USER_HEADER")]
+    pub trusted_user_header: Option<String>,
     /// TLS certificate chain (PEM); with --tls-key, serves HTTPS.
     #[arg(long, env = "PULMO_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -181,6 +189,30 @@ impl ServeArgs {
             },
             max_connections_per_client: self.max_connections_per_client.max(1),
         }
+    }
+
+    /// How long a browser session lasts.
+    fn session_lifetime(&self) -> anyhow::Result<std::time::Duration> {
+        anyhow::ensure!(
+            self.session_hours.is_finite()
+                && self.session_hours > 0.0
+                && self.session_hours <= 24.0 * 30.0,
+            "--session-hours must be more than 0 and at most 720"
+        );
+        Ok(std::time::Duration::from_secs_f64(
+            self.session_hours * 3600.0,
+        ))
+    }
+
+    /// The trusted reverse proxy's user header, checked.
+    fn proxy_header(&self) -> anyhow::Result<Option<axum::http::HeaderName>> {
+        self.trusted_user_header
+            .as_deref()
+            .map(|name| {
+                axum::http::HeaderName::try_from(name)
+                    .with_context(|| format!("--trusted-user-header {name:?} is not a header name"))
+            })
+            .transpose()
     }
 
     /// The tokens, or none when listening on loopback only without a tokens file.
@@ -305,7 +337,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let limits = args.limits();
-    let state = AppState::new(service.clone(), limits, tokens).with_https(tls.is_some());
+    let state = AppState::new(service.clone(), limits, tokens)
+        .with_https(tls.is_some())
+        .with_sessions(args.session_lifetime()?, args.proxy_header()?);
     let app = args.app(state)?;
     let server = tokio::spawn(http::serve(listener, app, tls, limits, stop.clone()));
     let dimse = match dimse {
@@ -418,7 +452,7 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     let roles: Vec<String> = args
         .roles
         .iter()
-        .map(|r| format!("\"{}\"", if *r == Role::Send { "send" } else { "read" }))
+        .map(|r| format!("\"{}\"", r.as_str()))
         .collect();
     println!(
         "# token for {} (shown once; give it to the client):",

@@ -52,6 +52,10 @@ pub struct StudyReports {
     pub reports: Vec<serde_json::Value>,
     /// Series whose analysis is still to come (receiving, queued or running).
     pub pending: Vec<String>,
+    /// The reader's review of the study: `status` (`unreviewed`, `in-progress`, `signed`),
+    /// `reader`, `signed_at`; null when no report was analysed.
+    #[schema(value_type = Option<Object>)]
+    pub review: Option<serde_json::Value>,
 }
 
 /// The JSON reports of a study: the newest finished analysis of each series.
@@ -65,7 +69,7 @@ pub async fn report(
     uids: Uids<1>,
 ) -> Result<Json<StudyReports>, ApiError> {
     let [study] = uids.0;
-    let Json(status) = self::study(State(state), Uids([study])).await?;
+    let Json(status) = self::study(State(state.clone()), Uids([study])).await?;
     let mut reports = Vec::new();
     let mut pending: Vec<String> = status.receiving.clone();
     let current = status
@@ -82,6 +86,12 @@ pub async fn report(
         let value = serde_json::from_slice(&text).map_err(|err| ApiError::internal(&err))?;
         reports.push(value);
     }
+    let review = state.service.review(&status.study_instance_uid).await?;
+    if let Some(review) = &review {
+        for report in &mut reports {
+            super::review::annotate(report, review);
+        }
+    }
     for job in &status.jobs {
         let waiting = matches!(job.state, JobState::Queued | JobState::Running);
         if waiting && !pending.contains(&job.series_instance_uid) {
@@ -92,6 +102,7 @@ pub async fn report(
         study_instance_uid: status.study_instance_uid,
         reports,
         pending,
+        review: review.and_then(|r| serde_json::to_value(r.review).ok()),
     }))
 }
 

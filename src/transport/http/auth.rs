@@ -2,8 +2,14 @@
 //! authorisation, the audit log and request metrics.
 //!
 //! Tokens are configured as SHA-256 hashes in a TOML file (`pulmo token` makes one), so
-//! the file reveals no token. `/healthz` and `/readyz` need none; sending studies needs
-//! the `send` role, everything else `read`.
+//! the file reveals no token. `/healthz`, `/readyz`, signing in and the review page's own
+//! files need none; sending studies needs the `send` role, deciding on findings and signing
+//! a review the `review` role (which includes `read`), everything else `read`.
+//!
+//! A caller is known by, in this order: a bearer token; a browser session's cookie (made
+//! by signing in with a token, see [`super::session`]); the authenticated-user header of a
+//! trusted reverse proxy, when one is configured. A browser (session or proxy) must send
+//! its session's CSRF token in `X-CSRF-Token` with every request that changes something.
 
 use std::path::Path;
 use std::time::Instant;
@@ -27,6 +33,24 @@ pub enum Role {
     Send,
     /// Read jobs, reports, results, metrics and the API description.
     Read,
+    /// Review findings and sign reviews (a radiologist); includes `read`.
+    Review,
+}
+
+impl Role {
+    /// As the tokens file and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Send => "send",
+            Role::Read => "read",
+            Role::Review => "review",
+        }
+    }
+}
+
+/// Whether holding `roles` allows what needs `role`.
+pub fn allows(roles: &[Role], role: Role) -> bool {
+    roles.contains(&role) || (role == Role::Read && roles.contains(&Role::Review))
 }
 
 /// What can be wrong with the tokens file.
@@ -72,10 +96,10 @@ pub struct Tokens {
 }
 
 #[derive(Debug, Clone)]
-struct Token {
-    caller: Caller,
+pub(crate) struct Token {
+    pub(crate) caller: Caller,
     hash: [u8; 32],
-    roles: Vec<Role>,
+    pub(crate) roles: Vec<Role>,
 }
 
 /// The caller name of a request refused for want of a valid token.
@@ -134,7 +158,7 @@ impl Tokens {
     }
 
     /// The entry whose hash matches `token`; every entry is compared in constant time.
-    fn find(&self, token: &str) -> Option<&Token> {
+    pub(crate) fn find(&self, token: &str) -> Option<&Token> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for entry in &self.entries {
@@ -177,12 +201,22 @@ fn parse_hash(text: &str) -> Option<[u8; 32]> {
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     match (method, path) {
         (_, "/healthz" | "/readyz") => None,
+        // Signing in needs no token; a method the route lacks is answered 405 by it.
+        (m, super::session::PATH) if m != Method::GET && m != Method::DELETE => None,
+        (_, page) if page.starts_with("/review/") => None,
+        (&Method::PUT, review) if review.ends_with("/review") => Some(Role::Review),
+        (&Method::POST, sign) if sign.ends_with("/review/sign") => Some(Role::Review),
         (&Method::POST, _) => Some(Role::Send),
         _ => Some(Role::Read),
     }
 }
 
-fn bearer(request: &Request) -> Option<&str> {
+/// The methods that change nothing, which need no CSRF token.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+pub(crate) fn bearer(request: &Request) -> Option<&str> {
     let value = request
         .headers()
         .get(header::AUTHORIZATION)?
@@ -227,7 +261,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     response
 }
 
-/// `Ok(None)`: no token needed; `Ok(Some(caller))`: a token with the role; `Err`: the
+/// `Ok(None)`: no token needed; `Ok(Some(caller))`: a caller with the role; `Err`: the
 /// refusal and whom to blame for it in the audit log.
 fn authorise(state: &AppState, request: &Request) -> Result<Option<Caller>, (ApiError, Caller)> {
     let Some(role) = required_role(request.method(), request.uri().path()) else {
@@ -243,13 +277,65 @@ fn authorise(state: &AppState, request: &Request) -> Result<Option<Caller>, (Api
         name: UNAUTHENTICATED.to_owned(),
         lane: None,
     };
-    let token = bearer(request)
-        .and_then(|t| tokens.find(t))
-        .ok_or((ApiError::Unauthorized, unknown))?;
-    if !token.roles.contains(&role) {
-        return Err((ApiError::Forbidden, token.caller.clone()));
+    let known = identify(state, tokens, request).ok_or((ApiError::Unauthorized, unknown))?;
+    if !allows(&known.roles, role) {
+        return Err((ApiError::Forbidden, known.caller));
     }
-    Ok(Some(token.caller.clone()))
+    if known.browser && !is_safe(request.method()) && !csrf_matches(state, request, &known) {
+        return Err((ApiError::Csrf, known.caller));
+    }
+    Ok(Some(known.caller))
+}
+
+/// Who a request comes from, and what they may do.
+pub(crate) struct Known {
+    pub caller: Caller,
+    pub roles: Vec<Role>,
+    /// Known by a browser's cookie or a proxy's header rather than a bearer token: its
+    /// changes need the CSRF token.
+    pub browser: bool,
+}
+
+/// The caller, by bearer token, then session cookie, then trusted proxy header.
+pub(crate) fn identify(state: &AppState, tokens: &Tokens, request: &Request) -> Option<Known> {
+    if let Some(token) = bearer(request) {
+        let token = tokens.find(token)?;
+        return Some(Known {
+            caller: token.caller.clone(),
+            roles: token.roles.clone(),
+            browser: false,
+        });
+    }
+    if let Some(session) = state.sessions.of_request(request.headers()) {
+        return Some(Known {
+            caller: session.caller,
+            roles: session.roles,
+            browser: true,
+        });
+    }
+    let user = state.sessions.proxy_user(request.headers())?;
+    Some(Known {
+        caller: Caller {
+            name: user,
+            lane: None,
+        },
+        roles: vec![Role::Read, Role::Review],
+        browser: true,
+    })
+}
+
+/// Whether the request's `X-CSRF-Token` is its session's (a proxy's user needs a session
+/// too: the review page opens one with `GET /api/v1/session`).
+fn csrf_matches(state: &AppState, request: &Request, known: &Known) -> bool {
+    let Some(session) = state.sessions.of_request(request.headers()) else {
+        return false;
+    };
+    let sent = request
+        .headers()
+        .get(super::session::CSRF_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    session.caller.name == known.caller.name && bool::from(session.csrf.as_bytes().ct_eq(sent))
 }
 
 fn observe(method: &Method, route: &str, status: u16, started: Instant) {
@@ -314,5 +400,22 @@ mod tests {
             required_role(&Method::GET, "/api/v1/studies/1.2/report"),
             Some(Role::Read)
         );
+    }
+
+    #[test]
+    fn reviewing_needs_review_which_includes_read() {
+        let put = required_role(&Method::PUT, "/api/v1/studies/1.2/findings/1/review");
+        assert_eq!(put, Some(Role::Review));
+        let sign = required_role(&Method::POST, "/api/v1/studies/1.2/review/sign");
+        assert_eq!(sign, Some(Role::Review));
+        assert_eq!(required_role(&Method::GET, "/review/1.2"), None);
+        assert_eq!(required_role(&Method::POST, "/api/v1/session"), None);
+        assert_eq!(
+            required_role(&Method::DELETE, "/api/v1/session"),
+            Some(Role::Read)
+        );
+        assert!(allows(&[Role::Review], Role::Read));
+        assert!(!allows(&[Role::Read], Role::Review));
+        assert!(!allows(&[Role::Review], Role::Send));
     }
 }

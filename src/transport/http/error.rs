@@ -32,6 +32,12 @@ pub enum ApiError {
     /// A valid token without the role the request needs.
     #[error("forbidden")]
     Forbidden,
+    /// A browser's change without its session's CSRF token.
+    #[error("forbidden: missing or wrong X-CSRF-Token")]
+    Csrf,
+    /// The request does not fit the resource's state (the message says why).
+    #[error("{0}")]
+    Conflict(String),
     /// A fault of the server; the cause is logged here, once, and never sent.
     #[error("internal error")]
     Internal(String),
@@ -59,7 +65,8 @@ impl ApiError {
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Busy { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::Csrf => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

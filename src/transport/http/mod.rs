@@ -15,13 +15,15 @@ pub mod openapi;
 mod params;
 mod push;
 mod rendered;
+mod review;
+pub mod session;
 mod stow;
 mod viewer;
 mod wado;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +107,8 @@ pub struct AppState {
     uploads: Arc<tokio::sync::Semaphore>,
     /// Bounds the audit records of requests without a valid token.
     audit_throttle: Arc<audit::Throttle>,
+    /// Signed-in browsers (the review page).
+    pub sessions: Arc<session::Sessions>,
 }
 
 impl AppState {
@@ -116,7 +120,22 @@ impl AppState {
             scheme: "http",
             uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads)),
             audit_throttle: Arc::new(audit::Throttle::default()),
+            sessions: Arc::new(session::Sessions::new(
+                std::time::Duration::from_secs(8 * 3600),
+                None,
+            )),
         }
+    }
+
+    /// Browser sessions that last `lifetime`, trusting the user a reverse proxy names in
+    /// `proxy_header` when given.
+    pub fn with_sessions(
+        mut self,
+        lifetime: std::time::Duration,
+        proxy_header: Option<axum::http::HeaderName>,
+    ) -> AppState {
+        self.sessions = Arc::new(session::Sessions::new(lifetime, proxy_header));
+        self
     }
 
     /// Served over `https` rather than `http`.
@@ -195,6 +214,20 @@ fn routes() -> Router<AppState> {
         .route("/api/v1/studies/{study}", get(api::study))
         .route("/api/v1/studies/{study}/report", get(api::report))
         .route("/api/v1/studies/{study}/analyze", post(api::analyze))
+        .route("/api/v1/studies/{study}/review", get(review::get))
+        .route(
+            "/api/v1/studies/{study}/findings/{id}/review",
+            put(review::decide),
+        )
+        .route("/api/v1/studies/{study}/review/sign", post(review::sign))
+        .route(
+            session::PATH,
+            post(session::sign_in)
+                .get(session::current)
+                .delete(session::sign_out),
+        )
+        .route("/review/{study}", get(review::page))
+        .route("/review/assets/{name}", get(review::file))
         .route("/api/v1/pushes", get(push::pushes))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -240,7 +273,7 @@ pub fn cors(origins: &[axum::http::HeaderValue]) -> tower_http::cors::CorsLayer 
     use axum::http::{header, Method};
     tower_http::cors::CorsLayer::new()
         .allow_origin(origins.to_vec())
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .expose_headers([header::RETRY_AFTER, header::CONTENT_TYPE])
 }

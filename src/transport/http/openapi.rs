@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::auth::required_role;
 use super::error::ErrorBody;
-use super::{api, dicomweb, params, push, rendered, stow, wado};
+use super::{api, dicomweb, params, push, rendered, review, session, stow, wado};
 
 /// pulmo's HTTP API.
 #[derive(OpenApi)]
@@ -25,17 +25,21 @@ use super::{api, dicomweb, params, push, rendered, stow, wado};
         wado::bulk_data, wado::retrieve_frames,
         rendered::render_instance, rendered::render_frame,
         api::job, api::study, api::report, api::analyze, push::pushes,
+        review::get, review::decide, review::sign,
+        session::sign_in, session::current, session::sign_out,
         api::healthz, api::readyz, api::info, api::metrics,
     ),
     // Path parameters name their schema by reference; utoipa collects only bodies' schemas.
     components(schemas(
         params::Uid, params::FrameList, params::FrameNumber, params::BulkPathSchema,
         dicomweb::UidList, dicomweb::DateRange, dicomweb::IncludeField,
+        review::VerdictName, review::TypeName,
     )),
     modifiers(&Guarded),
     tags(
         (name = "dicomweb", description = "STOW-RS in; QIDO-RS and WADO-RS over the received instances and pulmo's results"),
         (name = "api", description = "Jobs, study status and reports"),
+        (name = "review", description = "The reader's review: decisions on findings, signing, browser sessions"),
         (name = "operations", description = "Health, readiness and identity"),
     )
 )]
@@ -54,7 +58,12 @@ impl Modify for Guarded {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
         for (path, item) in doc.paths.paths.iter_mut() {
-            let operations = [(Method::GET, &mut item.get), (Method::POST, &mut item.post)];
+            let operations = [
+                (Method::GET, &mut item.get),
+                (Method::POST, &mut item.post),
+                (Method::PUT, &mut item.put),
+                (Method::DELETE, &mut item.delete),
+            ];
             for (method, operation) in operations {
                 let Some(operation) = operation else { continue };
                 if required_role(&method, path).is_some() {
@@ -80,7 +89,7 @@ fn guard(operation: &mut Operation) {
         )
         .build();
     responses.insert("401".to_owned(), RefOr::T(unauthorized));
-    let forbidden = refusal("The token lacks the role: `send` for POST, `read` otherwise").build();
+    let forbidden = refusal("The token lacks the role (`send` for POST, `review` for decisions and signing, `read` otherwise), or a browser's change lacks its CSRF token").build();
     responses.insert("403".to_owned(), RefOr::T(forbidden));
 }
 

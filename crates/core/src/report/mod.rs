@@ -12,6 +12,7 @@ pub mod capture;
 pub mod comparison;
 mod dcm;
 pub mod images;
+pub mod review;
 pub mod seg;
 pub mod sr;
 

@@ -99,6 +99,96 @@ pub fn to_sr(
     item(elements)
 }
 
+/// Who verified a report, and the unverified document it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The reader, as a DICOM person name.
+    pub observer: String,
+    /// The reader's organisation (Verifying Organization is required; pulmo's site name).
+    pub organization: String,
+    /// When the reader signed.
+    pub at: super::Created,
+    /// The unverified SR this one replaces, when there was one.
+    pub predecessor: Option<Predecessor>,
+}
+
+/// An SR document that a later revision replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Predecessor {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub sop_instance_uid: String,
+}
+
+/// [`to_sr`] as a verified revision: VerificationFlag `VERIFIED`, the Verifying Observer,
+/// and the Predecessor Documents Sequence pointing at the unverified document. `report`
+/// holds the findings the reader accepted ([`super::review::verified`]).
+pub fn to_verified_sr(
+    report: &Report,
+    segments: &[Segment],
+    volume: &Volume,
+    ids: &DerivedIds,
+    verification: &Verification,
+) -> InMemDicomObject {
+    let mut object = to_sr(report, segments, volume, ids);
+    let at = format!("{}{}", verification.at.date, verification.at.time);
+    let predecessor = verification.predecessor.as_ref().map(|p| {
+        item([
+            text(tags::STUDY_INSTANCE_UID, VR::UI, &p.study_instance_uid),
+            seq(
+                tags::REFERENCED_SERIES_SEQUENCE,
+                vec![item([
+                    text(tags::SERIES_INSTANCE_UID, VR::UI, &p.series_instance_uid),
+                    seq(
+                        tags::REFERENCED_SOP_SEQUENCE,
+                        vec![item([
+                            text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, SOP_CLASS),
+                            text(
+                                tags::REFERENCED_SOP_INSTANCE_UID,
+                                VR::UI,
+                                &p.sop_instance_uid,
+                            ),
+                        ])],
+                    ),
+                ])],
+            ),
+        ])
+    });
+    let mut elements = vec![
+        text(tags::VERIFICATION_FLAG, VR::CS, "VERIFIED"),
+        text(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            "pulmo nodule measurements, verified",
+        ),
+        seq(
+            tags::VERIFYING_OBSERVER_SEQUENCE,
+            vec![item([
+                text(
+                    tags::VERIFYING_OBSERVER_NAME,
+                    VR::PN,
+                    &verification.observer,
+                ),
+                seq(
+                    tags::VERIFYING_OBSERVER_IDENTIFICATION_CODE_SEQUENCE,
+                    vec![],
+                ),
+                text(
+                    tags::VERIFYING_ORGANIZATION,
+                    VR::LO,
+                    &verification.organization,
+                ),
+                text(tags::VERIFICATION_DATE_TIME, VR::DT, at),
+            ])],
+        ),
+    ];
+    elements.extend(predecessor.map(|p| seq(tags::PREDECESSOR_DOCUMENTS_SEQUENCE, vec![p])));
+    for element in elements {
+        object.put(element);
+    }
+    object
+}
+
 /// SR Document Series and SR Document General modules.
 fn series_and_document(ids: &DerivedIds) -> Vec<Element> {
     vec![
@@ -566,7 +656,7 @@ mod round_trip {
 #[cfg(test)]
 mod without_findings {
     use super::*;
-    use crate::report::tests::{analysis, round_trip, volume};
+    use crate::report::tests::{analysis, round_trip, string, volume};
 
     #[test]
     fn an_sr_without_findings_references_no_evidence() {
@@ -576,5 +666,54 @@ mod without_findings {
         assert!(obj
             .get(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)
             .is_none());
+    }
+
+    #[test]
+    fn a_verified_sr_names_its_reader_and_its_predecessor() {
+        let (report, segments) = analysis();
+        let verification = Verification {
+            observer: "reader^ann".into(),
+            organization: "pulmo".into(),
+            at: crate::report::Created::now(),
+            predecessor: Some(Predecessor {
+                study_instance_uid: "1.2.3".into(),
+                series_instance_uid: "1.2.3.7".into(),
+                sop_instance_uid: "1.2.3.7.1".into(),
+            }),
+        };
+        let ids = DerivedIds::new(1);
+        let obj = round_trip(to_verified_sr(
+            &report,
+            &segments,
+            &volume(),
+            &ids,
+            &verification,
+        ));
+        assert_eq!(string(&obj, tags::VERIFICATION_FLAG), "VERIFIED");
+        let observer = &obj
+            .get(tags::VERIFYING_OBSERVER_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(
+            string(observer, tags::VERIFYING_OBSERVER_NAME),
+            "reader^ann"
+        );
+        let predecessor = &obj
+            .get(tags::PREDECESSOR_DOCUMENTS_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let series = &predecessor
+            .get(tags::REFERENCED_SERIES_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let sop = &series
+            .get(tags::REFERENCED_SOP_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(string(sop, tags::REFERENCED_SOP_INSTANCE_UID), "1.2.3.7.1");
     }
 }

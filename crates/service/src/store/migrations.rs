@@ -12,7 +12,7 @@
 //! transaction holds an advisory lock.
 
 use super::sql::{args, Db, Engine};
-use super::{audit, catalog, instances, jobs, pushes, results, Error, Result};
+use super::{audit, catalog, instances, jobs, pushes, results, reviews, Error, Result};
 
 /// One step of the schema's history.
 pub(super) struct Migration {
@@ -41,6 +41,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 2,
         what: "leases on jobs and pushes, one queued and one running job per series",
         steps: &[jobs::LEASES, pushes::LEASES],
+    },
+    Migration {
+        version: 3,
+        what: "readers' review decisions and signatures",
+        steps: &[reviews::SCHEMA],
     },
 ];
 

@@ -18,6 +18,7 @@
 //! | [`Store::results`] → [`Results`] | `results.rs` | `results` |
 //! | [`Store::pushes`] → [`Pushes`] | `pushes.rs` | `pushes` |
 //! | [`Store::audit`] → [`Audit`] | `audit.rs` | `audit` |
+//! | [`Store::reviews`] → [`Reviews`] | `reviews.rs` | `reviews`, `review_signatures` |
 //!
 //! A change that spans tables is one transaction: [`Jobs::complete`] files the results,
 //! supersedes older jobs and queues pushes through helpers of the other files that take
@@ -60,6 +61,7 @@ mod jobs;
 pub mod migrations;
 mod pushes;
 mod results;
+mod reviews;
 pub mod sql;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +74,7 @@ pub use instances::{Filed, InstanceRow, Instances};
 pub use jobs::{Job, JobState, Jobs};
 pub use pushes::Pushes;
 pub use results::{ResultRow, Results};
+pub use reviews::{Decision, Reviews, Revision, Signature};
 pub use sql::{args, Db, Engine, Row};
 
 /// What can go wrong with the index.
@@ -224,6 +227,11 @@ impl Store {
     /// The durable queue of pushes.
     pub fn pushes(&self) -> Pushes<'_> {
         Pushes(self)
+    }
+
+    /// Readers' decisions on findings, and signed reviews.
+    pub fn reviews(&self) -> Reviews<'_> {
+        Reviews(self)
     }
 
     /// The audit log.
@@ -472,6 +480,8 @@ pub(crate) mod tests {
             "jobs",
             "pushes",
             "results",
+            "review_signatures",
+            "reviews",
             "schema_version",
             "series",
             "sqlite_sequence",

@@ -100,13 +100,14 @@ impl Pushes<'_> {
         })
     }
 
-    /// Records a successful attempt.
+    /// Records a successful attempt. A push made due again while it was being sent (a
+    /// signed review's verified results) stays due: what was sent is not what is filed now.
     pub fn done(&self, id: i64) -> Result<()> {
         self.0.with(|db| {
             db.execute(
                 "UPDATE pushes SET state = 'done', last_error = NULL, finished_at = ?2,
                     lease_expires = NULL
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'sending'",
                 args![id, now()],
             )
             .map(drop)
@@ -237,6 +238,24 @@ pub(super) fn queue(db: &mut Db<'_>, job: &Job, targets: &[Target]) -> Result<()
     Ok(())
 }
 
+/// Inside a transaction: makes the push of `job_id` to each of `targets` due again now,
+/// as a fresh push (attempts counted from zero), for results that changed after the job
+/// was filed (a signed review's verified SR and SEG).
+pub(super) fn requeue(db: &mut Db<'_>, job_id: i64, targets: &[Target]) -> Result<()> {
+    for target in targets {
+        // A push being sent keeps its lease (its sender's `done` no longer applies, as the
+        // state is no longer `sending`); the next claim after it sends the new results.
+        db.execute(
+            "INSERT INTO pushes (job_id, target, state, next_attempt_at, created_at)
+             VALUES (?1, ?2, 'pending', ?3, ?3)
+             ON CONFLICT (job_id, target) DO UPDATE SET state = 'pending', attempts = 0,
+                last_error = NULL, next_attempt_at = excluded.next_attempt_at, finished_at = NULL",
+            args![job_id, target.as_str(), now()],
+        )?;
+    }
+    Ok(())
+}
+
 const PUSH_COLUMNS: &str = "SELECT id, job_id, target, state, attempts, last_error,
     next_attempt_at, created_at, finished_at FROM pushes";
 
@@ -295,6 +314,22 @@ mod tests {
     }
 
     on_both_engines! { store =>
+    #[test]
+    fn a_push_made_due_again_while_sending_is_sent_again() {
+        let (_dir, store) = store();
+        let job = finish(&store, "1.1", &[Target::Dimse]);
+        let sending = store.pushes().claim().unwrap().unwrap();
+        store
+            .with(|db| requeue(db, job.id, &[Target::Dimse]))
+            .unwrap();
+        store.pushes().done(sending.id).unwrap();
+        let again = store.pushes().claim().unwrap().expect("due again");
+        assert_eq!((again.id, again.attempts), (sending.id, 1));
+        store.pushes().done(again.id).unwrap();
+        let push = store.pushes().get(again.id).unwrap().unwrap();
+        assert_eq!(push.state, PushState::Done);
+    }
+
     #[test]
     fn a_newer_job_cancels_the_older_jobs_unsent_pushes() {
         let (_dir, store) = store();

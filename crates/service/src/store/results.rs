@@ -89,6 +89,19 @@ pub(super) fn remove_older(db: &mut Db<'_>, job: &Job) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// Inside a transaction: forgets one result object (its row and its catalog entry).
+pub(super) fn remove(db: &mut Db<'_>, sop_instance_uid: &str) -> Result<()> {
+    db.execute(
+        "DELETE FROM results WHERE sop_instance_uid = ?1",
+        args![sop_instance_uid],
+    )?;
+    db.execute(
+        "DELETE FROM catalog WHERE sop_instance_uid = ?1",
+        args![sop_instance_uid],
+    )?;
+    Ok(())
+}
+
 /// Inside `Jobs::complete`'s transaction: files a job's result objects (and their catalog
 /// rows, after `remove_older` forgot the old ones: a result may keep its UID).
 pub(super) fn insert(db: &mut Db<'_>, rows: &[ResultRow]) -> Result<()> {
