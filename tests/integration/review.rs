@@ -216,7 +216,8 @@ pub fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Strin
         .unwrap_or_default()
 }
 
-/// The tracking identifiers (`nodule-N`) of an SR's measurement groups.
+/// The findings an SR's measurement groups name: `nodule-N`, the end of each Tracking
+/// Identifier (after the prefix OHIF looks for, `Cornerstone3DTools@^0.1.0:CircleROI:`).
 pub fn tracked(sr: &dicom_object::InMemDicomObject) -> Vec<String> {
     fn walk(obj: &dicom_object::InMemDicomObject, found: &mut Vec<String>) {
         let Ok(content) = obj.element(tags::CONTENT_SEQUENCE) else {
@@ -229,7 +230,8 @@ pub fn tracked(sr: &dicom_object::InMemDicomObject) -> Vec<String> {
                 .and_then(|e| e.items().and_then(|i| i.first().cloned()))
                 .map(|c| text(&c, tags::CODE_VALUE));
             if name.as_deref() == Some("112039") {
-                found.push(text(item, tags::TEXT_VALUE));
+                let id = text(item, tags::TEXT_VALUE);
+                found.push(id.rsplit(':').next().unwrap_or_default().to_owned());
             }
             walk(item, found);
         }
