@@ -87,15 +87,34 @@ def main() -> int:
         while time.time() < deadline and thumbnails.count() < 3:
             page.wait_for_timeout(500)
         result["series"] = [t.inner_text() for t in thumbnails.all()]
+        def settle() -> None:
+            """Closes OHIF's onboarding tour, which can open late on a loaded machine and
+            then sits over the study browser."""
+            skip = page.get_by_text("Skip all")
+            if skip.count() and skip.first.is_visible():
+                skip.first.click()
+                page.wait_for_timeout(500)
+
+        def until(action, shown, what: str) -> None:
+            """Repeats `action` (after closing the tour) until `shown` is visible."""
+            deadline = time.time() + args.timeout
+            while True:
+                settle()
+                try:
+                    action()
+                    shown.first.wait_for(timeout=15000)
+                    return
+                except Exception as e:  # noqa: BLE001 - retried, then raised with what was awaited
+                    if time.time() > deadline:
+                        raise RuntimeError(f"{what}: {e}") from e
+
         page.wait_for_timeout(2000)
-        skip = page.get_by_text("Skip all")
-        if skip.count():
-            skip.first.click()
+        settle()
         shot("viewer-study")
 
         # pulmo's SR: opened in the viewport, its measurements drawn with their values.
-        page.get_by_text("pulmo nodule measurements").first.dblclick()
-        page.get_by_text("Diameter:").first.wait_for(timeout=timeout_ms)
+        until(lambda: page.get_by_text("pulmo nodule measurements").first.dblclick(timeout=15000),
+              page.get_by_text("Diameter:"), "the SR's measurements")
         page.wait_for_timeout(2000)
         result["sr_viewport"] = page.locator("[data-cy='viewport-grid']").inner_text()
         badge = page.locator("[data-cy='ModalityLoadBadge-default']")
@@ -105,12 +124,13 @@ def main() -> int:
         shot("viewer-sr")
 
         # pulmo's SEG: opened over the CT, its segments listed in the segmentation panel.
-        page.get_by_text("pulmo nodule segmentation").first.dblclick()
         yes = page.get_by_role("button", name="Yes")
-        yes.first.wait_for(timeout=timeout_ms)
-        yes.first.click()
-        page.locator("[data-cy='panelSegmentation-btn']").first.click()
-        page.get_by_text("nodule-1").first.wait_for(timeout=timeout_ms)
+        until(lambda: page.get_by_text("pulmo nodule segmentation").first.dblclick(timeout=15000),
+              yes, "the SEG's prompt")
+        until(lambda: yes.first.click(timeout=15000) if yes.count() else None,
+              page.locator("[data-cy='panelSegmentation-btn']"), "the segmentation panel's button")
+        until(lambda: page.locator("[data-cy='panelSegmentation-btn']").first.click(timeout=15000),
+              page.get_by_text("nodule-1"), "the SEG's segments")
         page.wait_for_timeout(2000)
         result["segmentation_panel"] = page.inner_text("body")[-3000:]
         shot("viewer-seg")
