@@ -26,7 +26,10 @@ def main(base, study, review_token, read_token, shots):
             profile, executable_path="/usr/bin/chromium", args=FLAGS, headless=True,
             viewport={"width": 1280, "height": 800})
         page = browser.new_page()
-        page.set_default_timeout(30000)
+        # Generous waits: CI runs this beside the other tests on 2 loaded cores, and
+        # `expect` has its own 5 s default besides the page's.
+        page.set_default_timeout(120000)
+        expect.set_options(timeout=60000)
         page.goto(f"{base}/review/{study}")
         expect(page.get_by_role("note")).to_contain_text("Machine suggestions, not a diagnosis")
         token = page.get_by_label("Reader token")
