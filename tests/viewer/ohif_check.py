@@ -31,6 +31,13 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
          "--disable-dev-shm-usage", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 
 
+class Unseen(Exception):
+    """A step whose result never showed."""
+
+    def __init__(self, what: str, cause: Exception):
+        super().__init__(f"{what}: {str(cause).splitlines()[0]}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, help="pulmo's URL, e.g. http://127.0.0.1:8090")
@@ -95,45 +102,55 @@ def main() -> int:
                 skip.first.click()
                 page.wait_for_timeout(500)
 
-        def until(action, shown, what: str) -> None:
-            """Repeats `action` (after closing the tour) until `shown` is visible."""
+        def until(action, shown, what: str, patience: float = 90.0) -> None:
+            """Does `action` (after closing the tour) and waits up to `patience` seconds for
+            `shown`; repeats both until `shown` is visible or the overall timeout is spent.
+            The first wait is long because a repeated action can restart what the first one
+            began (a double-click on the SR reloads the CT under it)."""
             deadline = time.time() + args.timeout
             while True:
                 settle()
                 try:
                     action()
-                    shown.first.wait_for(timeout=15000)
+                    shown.first.wait_for(timeout=patience * 1000)
                     return
                 except Exception as e:  # noqa: BLE001 - retried, then raised with what was awaited
                     if time.time() > deadline:
-                        raise RuntimeError(f"{what}: {e}") from e
+                        raise Unseen(what, e) from e
+                    patience = 30.0
 
         page.wait_for_timeout(2000)
         settle()
         shot("viewer-study")
 
-        # pulmo's SR: opened in the viewport, its measurements drawn with their values.
-        until(lambda: page.get_by_text("pulmo nodule measurements").first.dblclick(timeout=15000),
-              page.get_by_text("Diameter:"), "the SR's measurements")
-        page.wait_for_timeout(2000)
-        result["sr_viewport"] = page.locator("[data-cy='viewport-grid']").inner_text()
-        badge = page.locator("[data-cy='ModalityLoadBadge-default']")
-        # OHIF's own words for an SR it can load as measurements ("status-untracked") or not.
-        result["sr_loadable"] = bool(badge.count()) and badge.first.locator("svg").count() > 0 and \
-            page.locator("[data-cy='ModalityLoadBadge-default'] svg rect").count() > 0
-        shot("viewer-sr")
+        try:
+            # pulmo's SR: opened in the viewport, its measurements drawn with their values.
+            until(lambda: page.get_by_text("pulmo nodule measurements").first.dblclick(timeout=15000),
+                  page.get_by_text("Diameter:"), "the SR's measurements")
+            page.wait_for_timeout(2000)
+            result["sr_viewport"] = page.locator("[data-cy='viewport-grid']").inner_text()
+            badge = page.locator("[data-cy='ModalityLoadBadge-default']")
+            # OHIF's own words for an SR it can load as measurements ("status-untracked") or not.
+            result["sr_loadable"] = bool(badge.count()) and badge.first.locator("svg").count() > 0 and \
+                page.locator("[data-cy='ModalityLoadBadge-default'] svg rect").count() > 0
+            shot("viewer-sr")
 
-        # pulmo's SEG: opened over the CT, its segments listed in the segmentation panel.
-        yes = page.get_by_role("button", name="Yes")
-        until(lambda: page.get_by_text("pulmo nodule segmentation").first.dblclick(timeout=15000),
-              yes, "the SEG's prompt")
-        until(lambda: yes.first.click(timeout=15000) if yes.count() else None,
-              page.locator("[data-cy='panelSegmentation-btn']"), "the segmentation panel's button")
-        until(lambda: page.locator("[data-cy='panelSegmentation-btn']").first.click(timeout=15000),
-              page.get_by_text("nodule-1"), "the SEG's segments")
-        page.wait_for_timeout(2000)
-        result["segmentation_panel"] = page.inner_text("body")[-3000:]
-        shot("viewer-seg")
+            # pulmo's SEG: opened over the CT, its segments listed in the segmentation panel.
+            yes = page.get_by_role("button", name="Yes")
+            until(lambda: page.get_by_text("pulmo nodule segmentation").first.dblclick(timeout=15000),
+                  yes, "the SEG's prompt")
+            until(lambda: yes.first.click(timeout=15000) if yes.count() else None,
+                  page.locator("[data-cy='panelSegmentation-btn']"), "the segmentation panel's button")
+            until(lambda: page.locator("[data-cy='panelSegmentation-btn']").first.click(timeout=15000),
+                  page.get_by_text("nodule-1"), "the SEG's segments")
+            page.wait_for_timeout(2000)
+            result["segmentation_panel"] = page.inner_text("body")[-3000:]
+            shot("viewer-seg")
+        except Unseen as e:
+            # Reported, not raised: the test prints what the page showed and what it asked.
+            result["error"] = str(e)
+            result["page_text"] = page.inner_text("body")[-3000:]
+            shot("viewer-failed")
         browser.close()
     print(json.dumps(result))
     return 0
