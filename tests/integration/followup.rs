@@ -248,3 +248,42 @@ fn a_prior_that_is_not_one_study_is_refused_with_its_path() {
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_compares_a_patients_new_study_with_the_prior_it_analysed() {
+    use crate::common::server::{dicom_parts, multipart, report, stow, Server};
+
+    let pair = pair();
+    let truth = pair.truth();
+    let data = scratch("followup-serve");
+    let server = Server::start(&data, 0.3, &[]);
+    let send = |visit: &str| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(pair.study(visit))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let answer = stow(
+            &server,
+            "/dicomweb/studies",
+            multipart(&dicom_parts(&files)),
+        );
+        assert!(answer.status().is_success(), "{visit}: {}", answer.status());
+    };
+    let study = |case: usize| truth["cases"][case]["study_instance_uid"].as_str().unwrap();
+
+    // The prior arrives first, as a PACS forwards it; it has no prior of its own.
+    send("prior");
+    let prior = report(&server, study(0));
+    assert_eq!(prior["comparison"], Value::Null, "{}", prior["comparison"]);
+    // A year later the patient's next scan arrives: pulmo finds the prior in its own store.
+    send("current");
+    let current = report(&server, study(1));
+    assert_eq!(
+        current["comparison"]["prior_study_instance_uid"],
+        study(0),
+        "{}",
+        current["comparison"]
+    );
+    check_against_truth(&current, &prior, &truth);
+}

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{Attributes, Job, JobState, ResultRow};
 use super::{now, Service};
+use pulmo_core::compare;
 use pulmo_core::report::review::SavedSegment;
 use pulmo_dicom::ingest;
 
@@ -197,8 +198,36 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         let reason = format!("not analysed: {reason}");
         return Ok(Ended::Skipped { reason, instances });
     }
-    let mut analysis =
-        analyzer.analyze_series(series, &service.config.rules, service.config.results)?;
+    let patient_key = compare::patient_key(
+        &series.source.patient_id,
+        &series.source.issuer_of_patient_id,
+    );
+    let study_date = dicom_date(&series.source.study_date);
+    let jobs = service.store.jobs();
+    jobs.note_patient(job, patient_key.as_deref(), study_date)?;
+    let (prior, unusable) = match (&patient_key, study_date) {
+        (Some(key), Some(date)) => match jobs.prior(key, &job.study_instance_uid, date)? {
+            Some(prior_job) => match read_prior(&prior_job) {
+                Ok(prior) => {
+                    tracing::info!(prior_job = prior_job.id, prior_study = %prior_job.study_instance_uid, "comparing with the patient's prior study");
+                    (Some(prior), None)
+                }
+                Err(why) => (None, Some(why)),
+            },
+            None => (None, None),
+        },
+        _ => (None, None),
+    };
+    let mut analysis = analyzer.analyze_series_with_prior(
+        series,
+        &service.config.rules,
+        service.config.results,
+        prior.as_ref(),
+    )?;
+    if let Some(why) = unusable {
+        tracing::warn!(%why, "not compared with the patient's prior study");
+        analysis.report.warnings.push(why);
+    }
     // Warnings name slices left out by their spool path; readers see the instance.
     for warning in &mut analysis.report.warnings {
         *warning = without_paths(warning, service.config.shared_dir());
@@ -215,6 +244,10 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     let saved: Vec<SavedSegment> = analysis.segments.iter().map(Into::into).collect();
     let saved = serde_json::to_vec(&saved).expect("segments always serialise. This is a bug.");
     write_synced(&dir, &dir.join(crate::review::SEGMENTS_FILE), &saved)?;
+    // What a later study of the same patient is compared with (`read_prior`).
+    let snapshot =
+        serde_json::to_vec(&analysis.snapshot).expect("snapshots always serialise. This is a bug.");
+    write_synced(&dir, &dir.join(SNAPSHOT_FILE), &snapshot)?;
     let mut rows = Vec::new();
     for object in analysis.results {
         let Some(ids) = object.dicom else { continue };
@@ -249,6 +282,44 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         let _ = std::fs::remove_file(path);
     }
     Ok(Ended::Done { findings })
+}
+
+/// The file beside a job's report that holds its [`compare::Snapshot`] (lung surface, study
+/// date), for comparing later studies of the same patient with it.
+pub const SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// A `YYYYMMDD` StudyDate, or none when the study has no date or a malformed one (a date
+/// that cannot be ordered cannot choose a prior).
+fn dicom_date(date: &str) -> Option<&str> {
+    let date = date.trim();
+    (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then_some(date)
+}
+
+/// The report and snapshot of `job`, an earlier analysis of the patient's prior study, or
+/// why they cannot be used (written into the report's warnings: names UIDs, not paths).
+fn read_prior(job: &Job) -> Result<compare::Prior, String> {
+    let unusable = |what: &str| {
+        format!(
+            "not compared with the prior study {} (job {}): {what}",
+            job.study_instance_uid, job.id
+        )
+    };
+    let report_path = job
+        .report_path
+        .as_deref()
+        .ok_or_else(|| unusable("it has no report"))?;
+    let dir = report_path.parent().unwrap_or(Path::new("."));
+    let report = std::fs::read(report_path)
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .ok_or_else(|| unusable("its report could not be read"))?;
+    let snapshot = std::fs::read(dir.join(SNAPSHOT_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .ok_or_else(|| {
+            unusable("its lung surface was not kept (it was analysed by an older pulmo); analyse it again to compare")
+        })?;
+    Ok(compare::Prior { report, snapshot })
 }
 
 /// A result object's attributes for DICOMweb searches, read back from its file; one that

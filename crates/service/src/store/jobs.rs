@@ -49,6 +49,15 @@ CREATE UNIQUE INDEX jobs_one_running ON jobs(series_uid) WHERE state = 'running'
 CREATE UNIQUE INDEX jobs_one_queued ON jobs(series_uid) WHERE state = 'queued';
 ";
 
+/// Who the patient is and when the study was made, on each job (migration 4), so that a
+/// later study of the same patient finds its prior here ([`Jobs::prior`]). The key is
+/// [`pulmo_core::compare::patient_key`]'s hash, never the PatientID itself.
+pub(super) const PATIENTS: &str = "
+ALTER TABLE jobs ADD COLUMN patient_key TEXT;
+ALTER TABLE jobs ADD COLUMN study_date TEXT;
+CREATE INDEX jobs_patient ON jobs(patient_key, state);
+";
+
 /// The state of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -232,6 +241,55 @@ impl Jobs<'_> {
             )
         })?;
         Ok(changed == 1)
+    }
+
+    /// Notes on a claimed job whose patient it is (`patient_key`, from
+    /// [`pulmo_core::compare::patient_key`]) and the study's date (`YYYYMMDD`), for
+    /// [`Jobs::prior`].
+    pub fn note_patient(
+        &self,
+        job: &Job,
+        patient_key: Option<&str>,
+        study_date: Option<&str>,
+    ) -> Result<()> {
+        self.0.with(|db| {
+            let noted = db.execute(
+                "UPDATE jobs SET patient_key = ?2, study_date = ?3
+                 WHERE id = ?1 AND attempt = ?4 AND lease_owner = ?5 AND state = 'running'",
+                args![
+                    job.id,
+                    patient_key,
+                    study_date,
+                    job.attempt,
+                    self.0.lease().node
+                ],
+            )?;
+            fenced(noted, job)
+        })
+    }
+
+    /// The prior of a study of patient `patient_key` made on `study_date` (`YYYYMMDD`): the
+    /// analysed series (done, not superseded) of the most recent earlier study of the same
+    /// patient; of that study's series, the one with the most instances (the thinnest
+    /// slices). Studies of the same day are not each other's prior: which came first is not
+    /// known from the date alone.
+    pub fn prior(
+        &self,
+        patient_key: &str,
+        study_uid: &str,
+        study_date: &str,
+    ) -> Result<Option<Job>> {
+        let row = self.0.with(|db| {
+            db.query_opt(
+                &format!(
+                    "{JOB_COLUMNS} WHERE patient_key = ?1 AND study_uid <> ?2 AND state = 'done'
+                       AND superseded_by IS NULL AND study_date IS NOT NULL AND study_date < ?3
+                     ORDER BY study_date DESC, instances DESC, id DESC LIMIT 1"
+                ),
+                args![patient_key, study_uid, study_date],
+            )
+        })?;
+        row.map(|r| job_row(&r)).transpose()
     }
 
     /// Gives a claimed job back to the queue unfinished (the node is draining).
@@ -477,6 +535,39 @@ mod tests {
     use super::super::tests::on_both_engines;
     use super::super::tests::{instance, store};
     use super::*;
+
+    on_both_engines! { store =>
+    #[test]
+    fn a_studys_prior_is_the_patients_latest_earlier_study_and_its_thinnest_series() {
+        let (_dir, store) = store();
+        let jobs = store.jobs();
+        // One analysed series: study `study`, made on `date`, of patient `key`.
+        let analysed = |key: &str, study: &str, series: &str, date: &str, instances: u32| {
+            let mut row = instance(&format!("{series}.1"), series);
+            row.study_uid = study.into();
+            store.instances().put(&row, Lane::Routine).unwrap();
+            jobs.queue_quiet(now() + 1.0).unwrap();
+            let job = jobs.claim().unwrap().unwrap();
+            jobs.note_patient(&job, Some(key), Some(date)).unwrap();
+            jobs.complete(&job, Path::new("/r.json"), 0, instances, &[], &[])
+                .unwrap();
+            job.id
+        };
+        let first = analysed("p", "1.1", "1.1.1", "20230105", 200);
+        analysed("p", "1.2", "1.2.1", "20240105", 60);
+        let thin = analysed("p", "1.2", "1.2.2", "20240105", 300);
+        analysed("p", "1.4", "1.4.1", "20260105", 300);
+        analysed("q", "1.5", "1.5.1", "20240601", 300);
+        let prior = |study: &str, date: &str| {
+            jobs.prior("p", study, date).unwrap().map(|job| job.id)
+        };
+        assert_eq!(prior("1.3", "20250105"), Some(thin));
+        assert_eq!(prior("1.2", "20240105"), Some(first), "not its own study");
+        assert_eq!(prior("1.9", "20240105"), Some(first), "not a study of the same day");
+        assert_eq!(prior("1.1", "20230105"), None, "the first study has none");
+        assert!(jobs.prior("nobody", "1.3", "20250105").unwrap().is_none());
+    }
+    }
 
     on_both_engines! { store =>
     #[test]

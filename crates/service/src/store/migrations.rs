@@ -47,6 +47,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         what: "readers' review decisions and signatures",
         steps: &[reviews::SCHEMA],
     },
+    Migration {
+        version: 4,
+        what: "each job's patient (hashed) and study date, for finding a study's prior",
+        steps: &[jobs::PATIENTS],
+    },
 ];
 
 /// This build's schema version.
