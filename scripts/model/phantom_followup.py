@@ -153,9 +153,11 @@ def change_class(d_now: float, d_before: float) -> str:
 
 
 def make_pair(seed: int, out: pathlib.Path, interval_days: int, geo_over: dict, n_nodules: int | None,
-              diameters: tuple[float, float], truth_only: bool) -> tuple[dict, dict, dict]:
+              diameters: tuple[float, float], truth_only: bool, anatomy: str = "classic",
+              families=None) -> tuple[dict, dict, dict]:
     """Writes SEED/prior and SEED/current; returns (prior case, current case, follow-up)."""
-    scene, geo, case = phantom.make_case(seed, geo_over, n_nodules, diameters_mm=diameters)
+    scene, geo, case = phantom.make_case(seed, geo_over, n_nodules, diameters_mm=diameters,
+                                         anatomy=anatomy, families=families)
     rng = np.random.default_rng([seed, 0xF011])
     role = roles(len(scene.nodules), rng)
     growth = {}
@@ -226,7 +228,19 @@ def main() -> None:
     ap.add_argument("--solid-only", action="store_true",
                     help="make every nodule solid (models/threshold-test sees only soft tissue)")
     ap.add_argument("--truth-only", action="store_true")
+    ap.add_argument("--anatomy", choices=["classic", "varied"], default="classic",
+                    help="as phantom.py: varied draws heart, hilar vessels, domes, habitus and the scanner "
+                         "from the anatomy families (the same body in both scans of a pair)")
+    ap.add_argument("--anatomy-family", default=None, metavar="SPEC",
+                    help="with --anatomy varied: all (default), train (0-3), heldout (4-5), or ids/names")
     args = ap.parse_args()
+    if args.anatomy_family is not None:
+        if args.anatomy != "varied":
+            ap.error("--anatomy-family needs --anatomy varied")
+        try:
+            args.anatomy_family = phantom.parse_families(args.anatomy_family)
+        except ValueError as e:
+            ap.error(f"--anatomy-family: {e}")
     if args.solid_only:
         make = phantom._make_nodule
         phantom._make_nodule = lambda rng, diam, kind: make(rng, diam, "solid")
@@ -244,7 +258,8 @@ def main() -> None:
     for seed in range(args.seed, args.seed + args.cases):
         t0 = time.time()
         prior, current, followup = make_pair(seed, args.out, args.interval_days, geo_over, args.nodules,
-                                             tuple(args.diameter_range), args.truth_only)
+                                             tuple(args.diameter_range), args.truth_only, args.anatomy,
+                                             args.anatomy_family)
         cases += [prior, current]
         followups.append(followup)
         changes = [n["change"] for n in followup["nodules"]]
