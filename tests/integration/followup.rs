@@ -15,23 +15,23 @@ use serde_json::Value;
 use crate::common::{pulmo, python, repo, scratch, succeeds, Scratch};
 
 /// The generated pair: `dir/SEED/{prior,current}` and `dir/truth.json`.
-struct Pair {
+pub(crate) struct Pair {
     dir: Scratch,
     seed: u32,
 }
 
 impl Pair {
-    fn study(&self, visit: &str) -> PathBuf {
+    pub(crate) fn study(&self, visit: &str) -> PathBuf {
         self.dir.join(self.seed.to_string()).join(visit)
     }
 
-    fn truth(&self) -> Value {
+    pub(crate) fn truth(&self) -> Value {
         let text = std::fs::read_to_string(self.dir.join("truth.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 }
 
-fn pair() -> &'static Pair {
+pub(crate) fn pair() -> &'static Pair {
     static PAIR: OnceLock<Pair> = OnceLock::new();
     PAIR.get_or_init(|| {
         let dir = scratch("followup");
@@ -79,7 +79,7 @@ fn nearest<'a>(report: &'a Value, centre: &Value) -> Option<&'a Value> {
 /// Checks `current` (compared with `prior`) against the truth: the registration holds, every
 /// truth nodule found in both scans is paired with its own prior, with the true change class,
 /// and the resolved nodule found in the prior is listed as resolved.
-fn check_against_truth(current: &Value, prior: &Value, truth: &Value) {
+pub(crate) fn check_against_truth(current: &Value, prior: &Value, truth: &Value) {
     let comparison = &current["comparison"];
     assert_eq!(comparison["registration"]["status"], "ok", "{comparison}");
     let residual = comparison["registration"]["residual_mm"].as_f64().unwrap();

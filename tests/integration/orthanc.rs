@@ -539,3 +539,60 @@ fn orthanc_pulls_a_study_from_pulmo_as_a_remote_dicomweb_server_with_a_token() {
         "Orthanc's copy differs from the file sent"
     );
 }
+
+#[test]
+fn a_prior_only_the_pacs_holds_is_retrieved_over_dicomweb_and_compared_with() {
+    use crate::common::server::{dicom_parts, multipart, report, stow};
+    use crate::followup::{check_against_truth, pair};
+
+    let pair = pair();
+    let truth = pair.truth();
+    let study = |case: usize| truth["cases"][case]["study_instance_uid"].as_str().unwrap();
+    let files = |visit: &str| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(pair.study(visit))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    };
+    // The PACS holds the patient's scan of a year ago; pulmo has never seen it.
+    let dir = scratch("orthanc-priors");
+    let http = free_port();
+    let config = orthanc_config(&dir, http, free_port(), "http://127.0.0.1:9/none");
+    let orthanc = Orthanc::start_with(&dir, http, &config, "");
+    for file in files("prior") {
+        orthanc.upload(&file);
+    }
+    let data = dir.join("pulmo");
+    std::fs::create_dir_all(&data).unwrap();
+    let pacs = format!("{}/dicom-web", orthanc.base);
+    let pulmo = Server::start(&data, 0.3, &["--priors-from", &pacs]);
+
+    // The new scan arrives: pulmo finds the prior at the PACS, retrieves and compares.
+    let answer = stow(
+        &pulmo,
+        "/dicomweb/studies",
+        multipart(&dicom_parts(&files("current"))),
+    );
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let current = report(&pulmo, study(1));
+    assert_eq!(
+        current["comparison"]["prior_study_instance_uid"],
+        study(0),
+        "{}\n{}",
+        current["comparison"],
+        current["warnings"]
+    );
+    // The retrieved prior is stored and analysed in its own right (research lane), so a
+    // later follow-up finds it here; its analysis is the one the comparison used.
+    let prior = report(&pulmo, study(0));
+    assert_eq!(prior["comparison"], Value::Null);
+    check_against_truth(&current, &prior, &truth);
+    let (_, jobs) = pulmo.get_json(&format!("/api/v1/studies/{}", study(1)));
+    assert_eq!(
+        jobs["jobs"].as_array().map(Vec::len),
+        Some(1),
+        "the current study is not analysed again once its prior is: {jobs}"
+    );
+}

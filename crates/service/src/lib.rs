@@ -26,6 +26,7 @@
 //! and analyses; jobs and pushes are claimed with leases (see [`store`]).
 
 mod catalog;
+pub mod priors;
 pub mod push;
 mod pusher;
 pub mod retention;
@@ -167,6 +168,8 @@ pub struct ServiceConfig {
     /// Source instances of analysed series are purged this long after their last one
     /// arrived; `None` keeps them forever.
     pub retain: Option<Duration>,
+    /// The PACS asked for a patient's prior study when none was analysed here; by default none.
+    pub priors: Option<priors::PriorsConfig>,
 }
 
 impl ServiceConfig {
@@ -189,6 +192,7 @@ impl ServiceConfig {
             rules: SelectionRules::default(),
             push: PushConfig::default(),
             retain: Some(Duration::from_secs(30 * 24 * 3600)),
+            priors: None,
         }
     }
 

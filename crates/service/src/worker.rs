@@ -15,14 +15,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Attributes, Job, JobState, ResultRow};
-use super::{now, Service};
+use super::{now, priors, Lane, Service};
 use pulmo_core::compare;
 use pulmo_core::report::review::SavedSegment;
 use pulmo_dicom::ingest;
 
 /// The report's timings that become stage metrics.
 const STAGES: [&str; 5] = ["decode", "preprocess", "inference", "postprocess", "total"];
-use pulmo_core::pipeline::{error_chain, Analyzer};
+use pulmo_core::pipeline::{error_chain, Analyzer, Choice};
 
 /// What a job can fail with; the chain becomes the job's reason.
 #[derive(Debug, thiserror::Error)]
@@ -203,29 +203,33 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
         &series.source.issuer_of_patient_id,
     );
     let study_date = dicom_date(&series.source.study_date);
+    let found = find_prior(
+        service,
+        analyzer,
+        job,
+        series,
+        patient_key.as_deref(),
+        study_date,
+    )?;
+    let compared_with = found
+        .prior
+        .as_ref()
+        .and_then(|p| p.snapshot.study_date.clone());
     let jobs = service.store.jobs();
-    jobs.note_patient(job, patient_key.as_deref(), study_date)?;
-    let (prior, unusable) = match (&patient_key, study_date) {
-        (Some(key), Some(date)) => match jobs.prior(key, &job.study_instance_uid, date)? {
-            Some(prior_job) => match read_prior(&prior_job) {
-                Ok(prior) => {
-                    tracing::info!(prior_job = prior_job.id, prior_study = %prior_job.study_instance_uid, "comparing with the patient's prior study");
-                    (Some(prior), None)
-                }
-                Err(why) => (None, Some(why)),
-            },
-            None => (None, None),
-        },
-        _ => (None, None),
-    };
+    jobs.note_patient(
+        job,
+        patient_key.as_deref(),
+        study_date,
+        compared_with.as_deref(),
+    )?;
     let mut analysis = analyzer.analyze_series_with_prior(
         series,
         &service.config.rules,
         service.config.results,
-        prior.as_ref(),
+        found.prior.as_ref(),
     )?;
-    if let Some(why) = unusable {
-        tracing::warn!(%why, "not compared with the patient's prior study");
+    if let Some(why) = found.warning {
+        tracing::warn!(why = %without_paths(&why, service.config.shared_dir()), "not compared with the patient's prior study");
         analysis.report.warnings.push(why);
     }
     // Warnings name slices left out by their spool path; readers see the instance.
@@ -266,11 +270,7 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     }
     let findings = analysis.report.findings.len() as u32;
     let targets = service.config.push.targets();
-    let completed =
-        service
-            .store
-            .jobs()
-            .complete(job, &report_path, findings, instances, &rows, &targets);
+    let completed = jobs.complete(job, &report_path, findings, instances, &rows, &targets);
     let superseded = completed.inspect_err(|_| {
         // Nothing of this claim was filed: its files are nobody's.
         let _ = std::fs::remove_dir_all(&dir);
@@ -280,6 +280,14 @@ fn analyze(service: &Service, analyzer: &Analyzer, job: &Job) -> Result<Ended, J
     }
     for path in superseded {
         let _ = std::fs::remove_file(path);
+    }
+    if let (Some(key), Some(date)) = (&patient_key, study_date) {
+        // A patient's later studies analysed before this earlier one are compared again.
+        let again = jobs.compare_again(key, date, Lane::Routine)?;
+        if !again.is_empty() {
+            tracing::info!(jobs = ?again, "later studies of the patient queued again to compare with this one");
+            service.wake.notify_waiters();
+        }
     }
     Ok(Ended::Done { findings })
 }
@@ -293,6 +301,126 @@ pub const SNAPSHOT_FILE: &str = "snapshot.json";
 fn dicom_date(date: &str) -> Option<&str> {
     let date = date.trim();
     (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then_some(date)
+}
+
+/// A job's prior, when one was found, and why one found could not be used.
+#[derive(Default)]
+struct Found {
+    prior: Option<compare::Prior>,
+    warning: Option<String>,
+}
+
+/// The prior of `job` (a study of patient `patient_key` made on `study_date`): the latest
+/// earlier study of the patient analysed here ([`Jobs::prior`](crate::store::Jobs::prior)),
+/// or else, with `--priors-from`, the latest one the PACS holds, retrieved and analysed now.
+fn find_prior(
+    service: &Service,
+    analyzer: &Analyzer,
+    job: &Job,
+    series: &pulmo_dicom::volume::Series,
+    patient_key: Option<&str>,
+    study_date: Option<&str>,
+) -> Result<Found, JobError> {
+    let (Some(key), Some(date)) = (patient_key, study_date) else {
+        return Ok(Found::default());
+    };
+    if let Some(prior_job) = service
+        .store
+        .jobs()
+        .prior(key, &job.study_instance_uid, date)?
+    {
+        return Ok(match read_prior(&prior_job) {
+            Ok(prior) => {
+                tracing::info!(prior_job = prior_job.id, prior_study = %prior_job.study_instance_uid, "comparing with the patient's prior study");
+                Found {
+                    prior: Some(prior),
+                    warning: None,
+                }
+            }
+            Err(why) => Found {
+                prior: None,
+                warning: Some(why),
+            },
+        });
+    }
+    let Some(config) = &service.config.priors else {
+        return Ok(Found::default());
+    };
+    Ok(
+        match from_pacs(service, analyzer, config, job, series, date) {
+            Ok(prior) => Found {
+                prior,
+                warning: None,
+            },
+            Err(why) => Found {
+                prior: None,
+                warning: Some(why),
+            },
+        },
+    )
+}
+
+/// The patient's latest earlier CT study at the PACS (`--priors-from`), retrieved into the
+/// spool unless it is there already, and its CT series analysed now; none when the PACS
+/// has no earlier study. An error is the warning the report carries.
+fn from_pacs(
+    service: &Service,
+    analyzer: &Analyzer,
+    config: &priors::PriorsConfig,
+    job: &Job,
+    series: &pulmo_dicom::volume::Series,
+    date: &str,
+) -> Result<Option<compare::Prior>, String> {
+    let runtime = tokio::runtime::Handle::current();
+    let patient = priors::Patient {
+        id: &series.source.patient_id,
+        issuer: &series.source.issuer_of_patient_id,
+    };
+    let earlier = runtime
+        .block_on(priors::latest_earlier(
+            config,
+            &patient,
+            &job.study_instance_uid,
+            date,
+        ))
+        .map_err(|err| format!("no prior looked up at the PACS: {}", error_chain(&err)))?;
+    let Some(earlier) = earlier else {
+        return Ok(None);
+    };
+    let uid = &earlier.study_instance_uid;
+    let failed = |what: &str, err: &dyn std::error::Error| {
+        format!(
+            "not compared with the prior study {uid} from the PACS: {what}: {}",
+            error_chain(err)
+        )
+    };
+    let instances = service.store.instances();
+    if instances
+        .study_count(uid)
+        .map_err(|e| failed("the store", &e))?
+        == 0
+    {
+        let got = runtime
+            .block_on(priors::retrieve(service, config, uid))
+            .map_err(|e| failed("retrieving it", &e))?;
+        tracing::info!(prior_study = %uid, admitted = got.admitted, refused = got.refused, "prior study retrieved from the PACS");
+    }
+    let paths = instances
+        .study_paths(uid)
+        .map_err(|e| failed("the store", &e))?;
+    let scan = ingest::scan(&paths).map_err(|e| failed("reading it", &e))?;
+    let chosen = ingest::choose(&scan, &service.config.rules, None)
+        .map_err(|e| failed("choosing its CT series", &e))?;
+    let analysis = analyzer
+        .analyze_series(chosen, &service.config.rules, Choice::NONE)
+        .map_err(|e| failed("analysing it", &e))?;
+    if !analysis.report.analyzed {
+        return Err(format!(
+            "not compared with the prior study {uid} from the PACS: its CT series was not analysed"
+        ));
+    }
+    tracing::info!(prior_study = %uid, "comparing with the patient's prior study from the PACS");
+    Ok(Some(analysis.as_prior()))
 }
 
 /// The report and snapshot of `job`, an earlier analysis of the patient's prior study, or

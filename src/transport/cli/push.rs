@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use clap::Args;
 
+use crate::service::priors::PriorsConfig;
 use crate::service::{Auth, Destination, DimseDestination, PushConfig};
 
 /// Where results go once a job is done.
@@ -87,16 +88,84 @@ impl PushArgs {
     }
 
     fn auth(&self) -> anyhow::Result<Auth> {
-        match (&self.push_user, &self.push_password, &self.push_token) {
-            (None, None, None) => Ok(Auth::None),
-            (Some(user), Some(password), None) => Ok(Auth::Basic {
-                user: user.clone(),
-                password: password.clone(),
-            }),
-            (None, None, Some(token)) => Ok(Auth::Bearer(token.clone())),
-            (_, _, Some(_)) => bail!("--push-token cannot be combined with --push-user"),
-            _ => bail!("--push-user and --push-password go together"),
-        }
+        auth(
+            &self.push_user,
+            &self.push_password,
+            &self.push_token,
+            "--push",
+        )
+    }
+}
+
+/// Where a patient's prior studies are looked for when none was analysed here.
+#[derive(Debug, Args)]
+pub struct PriorsArgs {
+    /// DICOMweb base URL of the PACS asked for a patient's earlier CT study when pulmo has
+    /// analysed none (QIDO-RS, then WADO-RS to retrieve it), for example
+    /// `http://orthanc:8042/dicom-web`. The retrieved prior is stored and analysed.
+    #[arg(long, env = "PULMO_PRIORS_FROM")]
+    pub priors_from: Option<String>,
+    /// User for HTTP basic authentication to it (with --priors-password).
+    #[arg(long, env = "PULMO_PRIORS_USER")]
+    pub priors_user: Option<String>,
+    /// Password for HTTP basic authentication to it.
+    #[arg(long, env = "PULMO_PRIORS_PASSWORD", hide_env_values = true)]
+    pub priors_password: Option<String>,
+    /// Bearer token for it (instead of basic authentication).
+    #[arg(long, env = "PULMO_PRIORS_TOKEN", hide_env_values = true)]
+    pub priors_token: Option<String>,
+    /// How long one request to it (a search, or retrieving a whole study) may take, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub priors_timeout_seconds: f64,
+}
+
+impl PriorsArgs {
+    /// The checked configuration; none without --priors-from.
+    pub fn config(&self) -> anyhow::Result<Option<PriorsConfig>> {
+        let Some(url) = &self.priors_from else {
+            ensure!(
+                self.priors_user.is_none()
+                    && self.priors_password.is_none()
+                    && self.priors_token.is_none(),
+                "--priors-user, --priors-password and --priors-token need --priors-from"
+            );
+            return Ok(None);
+        };
+        Ok(Some(PriorsConfig {
+            source: Destination {
+                url: checked_url(url, "--priors-from")?,
+                auth: auth(
+                    &self.priors_user,
+                    &self.priors_password,
+                    &self.priors_token,
+                    "--priors",
+                )?,
+            },
+            timeout: seconds(
+                self.priors_timeout_seconds,
+                "--priors-timeout-seconds",
+                false,
+            )?,
+        }))
+    }
+}
+
+/// The credentials of `{flag}-user`, `{flag}-password` and `{flag}-token`.
+fn auth(
+    user: &Option<String>,
+    password: &Option<String>,
+    token: &Option<String>,
+    flag: &str,
+) -> anyhow::Result<Auth> {
+    match (user, password, token) {
+        (None, None, None) => Ok(Auth::None),
+        (Some(user), Some(password), None) => Ok(Auth::Basic {
+            user: user.clone(),
+            password: password.clone(),
+        }),
+        (None, None, Some(token)) => Ok(Auth::Bearer(token.clone())),
+        (_, _, Some(_)) => bail!("{flag}-token cannot be combined with {flag}-user"),
+        _ => bail!("{flag}-user and {flag}-password go together"),
     }
 }
 

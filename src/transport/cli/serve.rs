@@ -12,7 +12,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::dimse::DimseArgs;
-use super::push::PushArgs;
+use super::push::{PriorsArgs, PushArgs};
 use super::EngineArgs;
 use crate::pipeline::results::Choice;
 use crate::service::{self, Service, ServiceConfig};
@@ -124,6 +124,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub push: PushArgs,
     #[command(flatten)]
+    pub priors: PriorsArgs,
+    #[command(flatten)]
     pub selection: super::SelectionArgs,
 }
 
@@ -170,6 +172,7 @@ impl ServeArgs {
                 capture: !self.no_key_images,
             },
             push: self.push.config(&self.dimse.ae_title)?,
+            priors: self.priors.config()?,
             rules: self.selection.rules()?,
             ..ServiceConfig::new(&self.data)
         })

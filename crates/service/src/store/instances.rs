@@ -92,6 +92,19 @@ impl Instances<'_> {
             .collect()
     }
 
+    /// The spool files of one study.
+    pub fn study_paths(&self, study_uid: &str) -> Result<Vec<PathBuf>> {
+        let rows = self.0.with(|db| {
+            db.query(
+                "SELECT path FROM instances WHERE study_uid = ?1 ORDER BY sop_instance_uid",
+                args![study_uid],
+            )
+        })?;
+        rows.iter()
+            .map(|r| r.get::<String>(0).map(PathBuf::from))
+            .collect()
+    }
+
     /// How many instances of one study are stored.
     pub fn study_count(&self, study_uid: &str) -> Result<u32> {
         self.0.with(|db| {

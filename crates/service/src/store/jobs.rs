@@ -55,6 +55,7 @@ CREATE UNIQUE INDEX jobs_one_queued ON jobs(series_uid) WHERE state = 'queued';
 pub(super) const PATIENTS: &str = "
 ALTER TABLE jobs ADD COLUMN patient_key TEXT;
 ALTER TABLE jobs ADD COLUMN study_date TEXT;
+ALTER TABLE jobs ADD COLUMN compared_with_date TEXT;
 CREATE INDEX jobs_patient ON jobs(patient_key, state);
 ";
 
@@ -244,27 +245,57 @@ impl Jobs<'_> {
     }
 
     /// Notes on a claimed job whose patient it is (`patient_key`, from
-    /// [`pulmo_core::compare::patient_key`]) and the study's date (`YYYYMMDD`), for
-    /// [`Jobs::prior`].
+    /// [`pulmo_core::compare::patient_key`]), the study's date (`YYYYMMDD`), and the date of
+    /// the prior study it is compared with, for [`Jobs::prior`] and [`Jobs::compare_again`].
     pub fn note_patient(
         &self,
         job: &Job,
         patient_key: Option<&str>,
         study_date: Option<&str>,
+        compared_with_date: Option<&str>,
     ) -> Result<()> {
         self.0.with(|db| {
             let noted = db.execute(
-                "UPDATE jobs SET patient_key = ?2, study_date = ?3
+                "UPDATE jobs SET patient_key = ?2, study_date = ?3, compared_with_date = ?6
                  WHERE id = ?1 AND attempt = ?4 AND lease_owner = ?5 AND state = 'running'",
                 args![
                     job.id,
                     patient_key,
                     study_date,
                     job.attempt,
-                    self.0.lease().node
+                    self.0.lease().node,
+                    compared_with_date
                 ],
             )?;
             fenced(noted, job)
+        })
+    }
+
+    /// After a study of patient `patient_key` made on `study_date` was analysed: queues again
+    /// (in `lane`) each analysed series of the patient's later studies whose comparison was
+    /// with an older prior than this study, or with none, so that it is compared with its
+    /// true prior (a patient's history that arrived newest first). Returns the job ids.
+    pub fn compare_again(
+        &self,
+        patient_key: &str,
+        study_date: &str,
+        lane: Lane,
+    ) -> Result<Vec<i64>> {
+        self.0.with(|db| {
+            let later = db.query(
+                "SELECT DISTINCT series_uid, study_uid FROM jobs
+                 WHERE patient_key = ?1 AND study_date > ?2 AND state = 'done'
+                   AND superseded_by IS NULL
+                   AND (compared_with_date IS NULL OR compared_with_date < ?2)",
+                args![patient_key, study_date],
+            )?;
+            let mut ids = Vec::new();
+            for row in later {
+                let series: String = row.get(0)?;
+                let study: String = row.get(1)?;
+                ids.push(queue_series(db, &series, &study, lane as i64)?);
+            }
+            Ok(ids)
         })
     }
 
@@ -548,7 +579,7 @@ mod tests {
             store.instances().put(&row, Lane::Routine).unwrap();
             jobs.queue_quiet(now() + 1.0).unwrap();
             let job = jobs.claim().unwrap().unwrap();
-            jobs.note_patient(&job, Some(key), Some(date)).unwrap();
+            jobs.note_patient(&job, Some(key), Some(date), None).unwrap();
             jobs.complete(&job, Path::new("/r.json"), 0, instances, &[], &[])
                 .unwrap();
             job.id
@@ -566,6 +597,44 @@ mod tests {
         assert_eq!(prior("1.9", "20240105"), Some(first), "not a study of the same day");
         assert_eq!(prior("1.1", "20230105"), None, "the first study has none");
         assert!(jobs.prior("nobody", "1.3", "20250105").unwrap().is_none());
+    }
+    }
+
+    on_both_engines! { store =>
+    #[test]
+    fn a_later_study_analysed_before_its_prior_is_queued_again_once() {
+        let (_dir, store) = store();
+        let jobs = store.jobs();
+        let analysed = |study: &str, series: &str, date: &str, compared_with: Option<&str>| {
+            let mut row = instance(&format!("{series}.1"), series);
+            row.study_uid = study.into();
+            store.instances().put(&row, Lane::Routine).unwrap();
+            jobs.queue_quiet(now() + 1.0).unwrap();
+            let job = jobs.claim().unwrap().unwrap();
+            jobs.note_patient(&job, Some("p"), Some(date), compared_with)
+                .unwrap();
+            jobs.complete(&job, Path::new("/r.json"), 0, 1, &[], &[])
+                .unwrap();
+            job.id
+        };
+        // The newest study arrived first, compared with the oldest; the middle one came last.
+        analysed("1.1", "1.1.1", "20230105", None);
+        analysed("1.3", "1.3.1", "20250105", Some("20230105"));
+        analysed("1.4", "1.4.1", "20260105", Some("20250105"));
+        analysed("1.2", "1.2.1", "20240105", Some("20230105"));
+        let again = jobs.compare_again("p", "20240105", Lane::Routine).unwrap();
+        assert_eq!(again.len(), 1, "only the study whose prior it now is");
+        let job = jobs.claim().unwrap().unwrap();
+        assert_eq!(job.series_instance_uid, "1.3.1");
+        jobs.note_patient(&job, Some("p"), Some("20250105"), Some("20240105"))
+            .unwrap();
+        jobs.complete(&job, Path::new("/r.json"), 0, 1, &[], &[])
+            .unwrap();
+        assert!(jobs.compare_again("p", "20240105", Lane::Routine).unwrap().is_empty());
+        assert!(
+            jobs.compare_again("p", "20250105", Lane::Routine).unwrap().is_empty(),
+            "1.4 was compared with 1.3 already"
+        );
     }
     }
 
