@@ -18,6 +18,8 @@ use crate::findings::{Finding, Laterality, LungRads, NoduleType};
 use crate::postprocess::Segment;
 use pulmo_dicom::volume::{SliceRef, Volume};
 
+mod followup;
+
 /// Comprehensive 3D SR Storage.
 pub const SOP_CLASS: &str = uids::COMPREHENSIVE3_DSR_STORAGE;
 /// The SR's series number, chosen to sort after the source series in viewers.
@@ -258,6 +260,7 @@ fn content(
         })
         .collect();
     children.push(container("CONTAINS", codes::MEASUREMENTS, groups));
+    children.extend(followup::qualitative_evaluations(report));
     children
 }
 
@@ -319,14 +322,20 @@ fn measurement_group(
         "CONTAINS",
         codes::LUNG_RADS,
         lung_rads(f.lung_rads),
-        vec![],
+        followup::lung_rads_basis(f),
     ));
+    children.extend(followup::finding_items(f));
     container("CONTAINS", codes::GROUP, children)
 }
 
 /// How the SR and the SEG name a finding: `nodule-<id>`.
 pub fn tracking_id(f: &Finding) -> String {
-    format!("nodule-{}", f.id)
+    tracking_id_of(f.id)
+}
+
+/// `nodule-<id>`, for the finding numbered `id` in its report.
+fn tracking_id_of(id: u32) -> String {
+    format!("nodule-{id}")
 }
 
 /// What viewers built on Cornerstone (OHIF) look for at the start of a measurement's
