@@ -5,7 +5,9 @@
 //! points at, and per finding a TID 1410 measurement group with tracking identifier and
 //! UID, finding, finding site with laterality, algorithm identification (TID 4019), the
 //! measurements of the JSON report, composition and Lung-RADS category, and a CIRCLE on
-//! the source slice through the centre. Codes are listed in `docs/dicom-conformance.md`.
+//! the source slice through the centre. With a comparison with a prior study, `sr/followup.rs`
+//! adds the prior study, each finding's change and growth, and the resolved priors.
+//! Codes are listed in `docs/dicom-conformance.md`.
 //! This module knows the report and the volume's slices; it knows nothing of transport.
 
 use dicom_core::VR;
