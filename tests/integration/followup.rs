@@ -314,6 +314,29 @@ fn the_sr_carries_the_comparison_with_the_prior() {
     }
 }
 
+/// highdicom reads the follow-up SR as a TID 1500 report: each group's change class is a
+/// qualitative evaluation, its growth measurements equal the JSON report's, and it keeps
+/// the Tracking UID (`scripts/testdata/check_dicom_results.py`, as for the sample).
+#[test]
+fn highdicom_reads_the_comparison_of_each_call() {
+    let Analyzed { out, current, .. } = analyzed();
+    let uid = current["series_instance_uid"].as_str().unwrap();
+    let output = python()
+        .arg(repo("scripts/testdata/check_dicom_results.py"))
+        .arg(out.join(format!("{uid}.json")))
+        .arg(out.join(format!("{uid}.sr.dcm")))
+        .arg(out.join(format!("{uid}.seg.dcm")))
+        .arg(pair().study("current"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn batch_compares_each_patients_study_with_the_one_before() {
     let pair = pair();
