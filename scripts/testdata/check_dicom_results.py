@@ -37,6 +37,13 @@ MEASUREMENTS = {
     "score": (Code("111012", "DCM", "Certainty of Finding"), "1"),
 }
 LATERALITY = {"left": "7771000", "right": "24028007"}
+# A follow-up's change class (docs/dicom-conformance.md, "Follow-up").
+CHANGE = {"new": "129721008", "growing": "15454001", "stable": "129723006", "shrinking": "19776001"}
+FOLLOWUP_MEASUREMENTS = {
+    "diameter_change_mm": (Code("442714003", "SCT", "Difference in size"), "mm"),
+    "volume_change_percent": (Code("volume-change", "99PULMO", "Volume change since prior study"), "%"),
+    "volume_doubling_days": (Code("vdt", "99PULMO", "Volume doubling time"), "d"),
+}
 COMPOSITION = {"solid": "solid", "part-solid": "part-solid", "ground-glass": "112120"}
 
 
@@ -87,6 +94,8 @@ def check_group(finding, group, sources):
     evaluations = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
     check(evaluations.get("composition") == COMPOSITION[finding["type"]], f"group {n}: composition {evaluations}")
     check(evaluations.get("lung-rads") == finding["lung_rads"], f"group {n}: Lung-RADS {evaluations}")
+    if "change" in finding:
+        check_followup(finding, group, evaluations)
     region = group.roi
     check(region is not None and region.graphic_type.value == "CIRCLE", f"group {n}: image region {region}")
     if region is not None:
@@ -98,6 +107,21 @@ def check_group(finding, group, sources):
         centre = region.value[0]
         i, j, _ = finding["center_voxel"]
         check(close(centre[0], i + 0.5) and close(centre[1], j + 0.5), f"group {n}: circle centre {centre}")
+
+
+def check_followup(finding, group, evaluations):
+    """A compared finding: its change class as a qualitative evaluation, its growth as
+    measurements, and the Tracking UID the JSON (and so the prior's SR) has."""
+    n = finding["id"]
+    check(evaluations.get("change") == CHANGE[finding["change"]], f"group {n}: change {evaluations}")
+    check(group.tracking_uid == finding.get("tracking_uid"), f"group {n}: tracking UID {group.tracking_uid}")
+    for key, (code, unit) in FOLLOWUP_MEASUREMENTS.items():
+        found = group.get_measurements(name=code)
+        want = finding.get(key)
+        check(len(found) == (want is not None), f"group {n}: {len(found)} {code.meaning} for {key} {want}")
+        if found and want is not None:
+            check(close(found[0].value, want), f"group {n}: {key} {found[0].value} != {want}")
+            check(found[0].unit.value == unit, f"group {n}: {key} unit {found[0].unit.value}")
 
 
 def check_seg(report, seg_path, sources):

@@ -8,6 +8,7 @@
 //! detection quality.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -145,28 +146,54 @@ pub(crate) fn check_against_truth(current: &Value, prior: &Value, truth: &Value)
     }
 }
 
+/// `pulmo analyze CURRENT --prior PRIOR` on the pair, run once: its output folder, its
+/// standard output and the current study's report.
+struct Analyzed {
+    out: Scratch,
+    stdout: String,
+    current: Value,
+}
+
+fn analyzed() -> &'static Analyzed {
+    static ANALYZED: OnceLock<Analyzed> = OnceLock::new();
+    ANALYZED.get_or_init(|| {
+        let pair = pair();
+        let out = scratch("followup-analyze");
+        let output = succeeds(
+            pulmo()
+                .arg("analyze")
+                .args(["--device", "cpu", "--model"])
+                .arg(repo("models/threshold-test"))
+                .args(["--no-images", "--no-capture", "--out"])
+                .arg(&*out)
+                .arg(pair.study("current"))
+                .arg("--prior")
+                .arg(pair.study("prior")),
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let truth = pair.truth();
+        let current = read_report(
+            &out,
+            truth["cases"][1]["series_instance_uid"].as_str().unwrap(),
+        );
+        Analyzed {
+            out,
+            stdout,
+            current,
+        }
+    })
+}
+
 #[test]
 fn analyze_with_prior_pairs_the_nodules_of_a_repositioned_patient() {
     let pair = pair();
-    let out = scratch("followup-analyze");
-    let output = succeeds(
-        pulmo()
-            .arg("analyze")
-            .args(["--device", "cpu", "--model"])
-            .arg(repo("models/threshold-test"))
-            .args(["--no-images", "--no-capture", "--out"])
-            .arg(&*out)
-            .arg(pair.study("current"))
-            .arg("--prior")
-            .arg(pair.study("prior")),
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Analyzed {
+        out,
+        stdout,
+        current,
+    } = analyzed();
     assert!(stdout.contains("compared with prior series"), "{stdout}");
     let truth = pair.truth();
-    let current = read_report(
-        &out,
-        truth["cases"][1]["series_instance_uid"].as_str().unwrap(),
-    );
     // Only the current study's results are written; the prior is analysed alongside.
     let prior_uid = truth["cases"][0]["series_instance_uid"].as_str().unwrap();
     assert!(!out.join(format!("{prior_uid}.json")).exists());
@@ -187,13 +214,127 @@ fn analyze_with_prior_pairs_the_nodules_of_a_repositioned_patient() {
             .arg(pair.study("prior")),
     );
     let prior = read_report(&prior_out, prior_uid);
-    check_against_truth(&current, &prior, &truth);
-    assert!(out
-        .join(format!(
-            "{}.sr.dcm",
-            current["series_instance_uid"].as_str().unwrap()
-        ))
-        .exists());
+    check_against_truth(current, &prior, &truth);
+}
+
+/// Runs a Debian tool (dcmtk, dicom3tools), failing with a clear message when it is missing.
+fn tool(name: &str, args: &[&std::ffi::OsStr]) -> String {
+    let output = Command::new(name).args(args).output().unwrap_or_else(|err| {
+        panic!("could not run {name} ({err}): install dcmtk and dicom3tools (scripts/setup/setup.sh --test)")
+    });
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The follow-up SR, read by dcmtk's `dsrdump` and checked by dicom3tools' `dciodvfy`:
+/// the prior study, each call's change class and growth, and the resolved priors are there
+/// in their codes, and the object has no errors.
+#[test]
+fn the_sr_carries_the_comparison_with_the_prior() {
+    let Analyzed { out, current, .. } = analyzed();
+    let sr = out.join(format!(
+        "{}.sr.dcm",
+        current["series_instance_uid"].as_str().unwrap()
+    ));
+    let dciodvfy = tool("dciodvfy", &[sr.as_os_str()]);
+    let errors: Vec<&str> = dciodvfy
+        .lines()
+        .filter(|l| l.starts_with("Error"))
+        .collect();
+    assert!(errors.is_empty(), "dciodvfy errors in the SR:\n{dciodvfy}");
+    // +Pl: whole values; +Pc: every code as (value,scheme,"meaning").
+    let dump = tool("dsrdump", &["+Pl".as_ref(), "+Pc".as_ref(), sr.as_os_str()]);
+    assert!(!dump.contains("Error"), "{dump}");
+    let has = |what: &str| assert!(dump.contains(what), "missing {what} in\n{dump}");
+    let comparison = &current["comparison"];
+    has("(C0034375,UMLS,\"Qualitative Evaluations\")");
+    has("(122140,DCM,\"Comparison with Prior Study Done\")=(373066001,SCT,\"Yes\")");
+    has(&format!(
+        "(110180,DCM,\"Study Instance UID\")=\"{}\"",
+        comparison["prior_study_instance_uid"].as_str().unwrap()
+    ));
+    has(&format!(
+        "(112002,DCM,\"Series Instance UID\")=\"{}\"",
+        comparison["prior_series_instance_uid"].as_str().unwrap()
+    ));
+    let calls: Vec<&Value> = current["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["score"].as_f64() >= current["operating_score"].as_f64())
+        .collect();
+    let code = |change: &Value| match change.as_str().unwrap() {
+        "new" => "(129721008,SCT,\"New finding\")",
+        "growing" => "(15454001,SCT,\"Increase in size\")",
+        "stable" => "(129723006,SCT,\"No significant changes in the finding\")",
+        "shrinking" => "(19776001,SCT,\"Decrease in size\")",
+        other => panic!("change {other}"),
+    };
+    let changes = "(change,99PULMO,\"Change since prior study\")=";
+    let resolved = current["resolved"].as_array().unwrap();
+    assert_eq!(
+        dump.matches(changes).count(),
+        calls.len() + resolved.len(),
+        "{dump}"
+    );
+    let gone = format!("{changes}(resolved,99PULMO,\"Resolved\")");
+    assert_eq!(dump.matches(&gone).count(), resolved.len(), "{dump}");
+    for f in &calls {
+        has(&format!("{changes}{}", code(&f["change"])));
+        if let Some(prior) = f["prior"].as_object() {
+            has(&format!(
+                "(121069,DCM,\"Previous Finding\")=\"nodule-{}\"",
+                prior["finding_id"]
+            ));
+        }
+    }
+    let growing = calls.iter().filter(|f| f["change"] == "growing").count();
+    assert!(
+        growing >= 1,
+        "the pair has a growing nodule the model calls"
+    );
+    let doubling = "(vdt,99PULMO,\"Volume doubling time\")";
+    assert_eq!(
+        dump.matches(doubling).count(),
+        calls
+            .iter()
+            .filter(|f| f["volume_doubling_days"].is_number())
+            .count(),
+        "{dump}"
+    );
+    has("(442714003,SCT,\"Difference in size\")");
+    for r in resolved {
+        has(&format!(
+            "(121069,DCM,\"Previous Finding\")=\"nodule-{}\"",
+            r["finding_id"]
+        ));
+    }
+}
+
+/// highdicom reads the follow-up SR as a TID 1500 report: each group's change class is a
+/// qualitative evaluation, its growth measurements equal the JSON report's, and it keeps
+/// the Tracking UID (`scripts/testdata/check_dicom_results.py`, as for the sample).
+#[test]
+fn highdicom_reads_the_comparison_of_each_call() {
+    let Analyzed { out, current, .. } = analyzed();
+    let uid = current["series_instance_uid"].as_str().unwrap();
+    let output = python()
+        .arg(repo("scripts/testdata/check_dicom_results.py"))
+        .arg(out.join(format!("{uid}.json")))
+        .arg(out.join(format!("{uid}.sr.dcm")))
+        .arg(out.join(format!("{uid}.seg.dcm")))
+        .arg(pair().study("current"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! points at, and per finding a TID 1410 measurement group with tracking identifier and
 //! UID, finding, finding site with laterality, algorithm identification (TID 4019), the
 //! measurements of the JSON report, composition and Lung-RADS category, and a CIRCLE on
-//! the source slice through the centre. Codes are listed in `docs/dicom-conformance.md`.
+//! the source slice through the centre. With a comparison with a prior study, `sr/followup.rs`
+//! adds the prior study, each finding's change and growth, and the resolved priors.
+//! Codes are listed in `docs/dicom-conformance.md`.
 //! This module knows the report and the volume's slices; it knows nothing of transport.
 
 use dicom_core::VR;
@@ -17,6 +19,8 @@ use super::{DerivedIds, ModelInfo, Report};
 use crate::findings::{Finding, Laterality, LungRads, NoduleType};
 use crate::postprocess::Segment;
 use pulmo_dicom::volume::{SliceRef, Volume};
+
+mod followup;
 
 /// Comprehensive 3D SR Storage.
 pub const SOP_CLASS: &str = uids::COMPREHENSIVE3_DSR_STORAGE;
@@ -258,6 +262,7 @@ fn content(
         })
         .collect();
     children.push(container("CONTAINS", codes::MEASUREMENTS, groups));
+    children.extend(followup::qualitative_evaluations(report));
     children
 }
 
@@ -319,14 +324,20 @@ fn measurement_group(
         "CONTAINS",
         codes::LUNG_RADS,
         lung_rads(f.lung_rads),
-        vec![],
+        followup::lung_rads_basis(f),
     ));
+    children.extend(followup::finding_items(f));
     container("CONTAINS", codes::GROUP, children)
 }
 
 /// How the SR and the SEG name a finding: `nodule-<id>`.
 pub fn tracking_id(f: &Finding) -> String {
-    format!("nodule-{}", f.id)
+    tracking_id_of(f.id)
+}
+
+/// `nodule-<id>`, for the finding numbered `id` in its report.
+fn tracking_id_of(id: u32) -> String {
+    format!("nodule-{id}")
 }
 
 /// What viewers built on Cornerstone (OHIF) look for at the start of a measurement's
