@@ -95,6 +95,32 @@ fn authenticated(
     }
 }
 
+/// `GET url` with `accept` and the source's credentials; an answer other than 2xx is an
+/// error naming `what` was asked.
+async fn get(
+    config: &PriorsConfig,
+    url: impl reqwest::IntoUrl,
+    accept: &str,
+    what: &str,
+) -> Result<reqwest::Response, Error> {
+    let request = client(config)?.get(url).header(ACCEPT, accept);
+    let response = authenticated(request, &config.source)
+        .send()
+        .await
+        .map_err(|source| Error::Request {
+            what: what.to_owned(),
+            source,
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(Error::Status {
+            what: what.to_owned(),
+            status: status.as_u16(),
+        });
+    }
+    Ok(response)
+}
+
 /// The patient's most recent CT study at the PACS made before `before` (`YYYYMMDD`), other
 /// than `current` (QIDO-RS `GET /studies?PatientID=…&ModalitiesInStudy=CT&StudyDate=-…`).
 pub async fn latest_earlier(
@@ -119,25 +145,9 @@ pub async fn latest_earlier(
             what: what.clone(),
             detail: err.to_string(),
         })?;
-    let request = client(config)?
-        .get(url)
-        .header(ACCEPT, "application/dicom+json");
-    let response = authenticated(request, &config.source)
-        .send()
-        .await
-        .map_err(|source| Error::Request {
-            what: what.clone(),
-            source,
-        })?;
-    let status = response.status();
-    if status == reqwest::StatusCode::NO_CONTENT {
+    let response = get(config, url, "application/dicom+json", &what).await?;
+    if response.status() == reqwest::StatusCode::NO_CONTENT {
         return Ok(None);
-    }
-    if !status.is_success() {
-        return Err(Error::Status {
-            what,
-            status: status.as_u16(),
-        });
     }
     let body = response.bytes().await.map_err(|source| Error::Request {
         what: what.clone(),
@@ -179,23 +189,9 @@ pub async fn retrieve(
     study_uid: &str,
 ) -> Result<Retrieved, Error> {
     let what = format!("WADO-RS retrieval of study {study_uid}");
-    let request = client(config)?
-        .get(format!("{}/studies/{study_uid}", config.source.url))
-        .header(ACCEPT, "multipart/related; type=\"application/dicom\"");
-    let response = authenticated(request, &config.source)
-        .send()
-        .await
-        .map_err(|source| Error::Request {
-            what: what.clone(),
-            source,
-        })?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(Error::Status {
-            what,
-            status: status.as_u16(),
-        });
-    }
+    let url = format!("{}/studies/{study_uid}", config.source.url);
+    let accept = "multipart/related; type=\"application/dicom\"";
+    let response = get(config, url, accept, &what).await?;
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
