@@ -427,4 +427,75 @@ fn serve_compares_a_patients_new_study_with_the_prior_it_analysed() {
         current["comparison"]
     );
     check_against_truth(&current, &prior, &truth);
+
+    // The review page shows each matched nodule on the prior's slice beside the current one
+    // (headless Chromium; the prior's finding, its slice and an outline), and the change of
+    // every finding in the table.
+    let shots = repo("target/test-artifacts/followup");
+    let output = python()
+        .arg(repo("scripts/testdata/review_prior.py"))
+        .args([&server.base, study(1)])
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let findings = current["findings"].as_array().unwrap();
+    // A finding of `report` by its id, given as a number (reports) or as text (the page).
+    let by_id = |report: &Value, id: &Value| -> Value {
+        let id: u64 = id
+            .as_u64()
+            .or_else(|| id.as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("not a finding id: {id}"));
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no finding {id}"))
+    };
+    let ids = seen["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), findings.len(), "{seen}");
+    for (id, change) in ids.iter().zip(seen["changes"].as_array().unwrap()) {
+        let finding = by_id(&current, id);
+        let expected = finding["change"].as_str().unwrap_or("—");
+        assert!(
+            change.as_str().unwrap().starts_with(expected),
+            "finding {id}: {change} for {expected}"
+        );
+    }
+    let matched = seen["matched"].as_array().unwrap();
+    let with_prior = findings.iter().filter(|f| f["prior"].is_object()).count();
+    assert!(with_prior > 0, "the pair has nodules in both scans");
+    assert_eq!(matched.len(), with_prior, "{seen}");
+    for shown in matched {
+        let finding = by_id(&current, &shown["id"]);
+        let was = by_id(&prior, &finding["prior"]["finding_id"]);
+        assert_eq!(shown["prior_sop"], was["sop_instance_uid"], "{shown}");
+        let caption = shown["caption"].as_str().unwrap();
+        let size = format!("{:.1} mm", was["diameter_mm"].as_f64().unwrap());
+        assert!(caption.contains(&size), "{caption}: {size}");
+        let drawn = &shown["drawn"];
+        assert!(drawn[0].as_u64() > Some(100), "{drawn}");
+        assert!(
+            drawn[2].as_u64() > Some(1000),
+            "the prior slice is drawn: {drawn}"
+        );
+    }
+    if let Some(resolved) = current["resolved"].as_array().filter(|r| !r.is_empty()) {
+        let line = seen["resolved"].as_str().unwrap();
+        for gone in resolved {
+            assert!(
+                line.contains(&format!("finding {}", gone["finding_id"])),
+                "{line}"
+            );
+        }
+    }
+    assert!(shots.join("review-prior.png").is_file());
 }

@@ -107,7 +107,10 @@ fn three_nodes_on_one_postgres_analyse_every_study_once_though_one_is_killed_mid
         rows.first()
             .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
     });
-    let victim = names.iter().position(|n| *n == owner).expect("a known node");
+    let victim = names
+        .iter()
+        .position(|n| *n == owner)
+        .expect("a known node");
     nodes[victim].take().unwrap().kill();
 
     // Every study ends in one report, however its jobs went.

@@ -112,6 +112,36 @@ fn ohif_shows_the_ct_and_pulmos_sr_and_seg_with_every_dicomweb_request_answered(
         "{viewport}"
     );
     assert_eq!(seen["sr_loadable"], true, "{seen:#}");
+    // Tracked, every finding of the SR is a row of OHIF's measurement panel, labelled and on
+    // its slice, and the last row's click shows its slice.
+    let findings = report["findings"].as_array().unwrap();
+    let rows: Vec<&str> = seen["measurement_rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no measurement panel: {seen:#}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(rows.len(), findings.len(), "{rows:?}");
+    for (row, finding) in rows.iter().zip(findings) {
+        let label = format!(
+            "nodule-{}, {:.1} mm",
+            finding["id"],
+            finding["diameter_mm"].as_f64().unwrap()
+        );
+        let slice = format!("I: {}", finding["instance_number"]);
+        assert!(
+            row.contains(&label) && row.contains(&slice),
+            "{row:?}: {label}, {slice}"
+        );
+    }
+    if let Some(last) = findings.last().filter(|_| findings.len() > 1) {
+        let shown = seen["viewport_after_last_row"].as_str().unwrap_or_default();
+        let slice = format!("I:{} (", last["instance_number"]);
+        assert!(
+            shown.replace(' ', "").contains(&slice.replace(' ', "")),
+            "{shown:?}: {slice}"
+        );
+    }
     // The SEG's segments, one per called finding, in the segmentation panel.
     let panel = seen["segmentation_panel"].as_str().unwrap();
     let calls = report["findings"]
@@ -128,7 +158,12 @@ fn ohif_shows_the_ct_and_pulmos_sr_and_seg_with_every_dicomweb_request_answered(
     assert_eq!(seen["dicomweb_failed"], Value::Array(vec![]), "{seen:#}");
     assert!(seen["dicomweb_ok"].as_u64().unwrap() > 100, "{seen:#}");
     assert_eq!(seen["page_errors"], Value::Array(vec![]), "{seen:#}");
-    for shot in ["viewer-study", "viewer-sr", "viewer-seg"] {
+    for shot in [
+        "viewer-study",
+        "viewer-sr",
+        "viewer-measurements",
+        "viewer-seg",
+    ] {
         assert!(shots.join(format!("{shot}.png")).is_file(), "{shot}");
     }
 }

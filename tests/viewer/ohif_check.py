@@ -9,7 +9,8 @@ Every request the page makes to pulmo's DICOMweb is recorded with its answer.
 
 Prints one JSON object: the series listed (modality, description, number, instances), the
 viewport's text with the SR open (its measurements' labels and values), whether OHIF calls
-the SR loadable as measurements, the segmentation panel's text with the SEG loaded, the DICOMweb requests that failed (status >= 400 or
+the SR loadable as measurements, the measurement panel's rows once the SR is tracked and the
+viewport's slice after clicking the last row, the segmentation panel's text with the SEG loaded, the DICOMweb requests that failed (status >= 400 or
 no answer) and how many succeeded, the page's errors, and the screenshots. The Rust test
 (tests/integration/viewer.rs) asserts on it.
 
@@ -134,6 +135,22 @@ def main() -> int:
             result["sr_loadable"] = bool(badge.count()) and badge.first.locator("svg").count() > 0 and \
                 page.locator("[data-cy='ModalityLoadBadge-default'] svg rect").count() > 0
             shot("viewer-sr")
+
+            # Tracked, the SR's measurements are listed in OHIF's measurement panel (one row
+            # per finding: its label and slice), and clicking a row jumps to its slice.
+            until(lambda: page.locator("[data-cy='yes-hydrate-btn']").first.click(timeout=15000),
+                  page.locator("[data-cy='trackedMeasurements-btn']"), "the tracking prompt's answer")
+            rows = page.locator("[data-cy^='measurement-table-row-']")
+            until(lambda: page.locator("[data-cy='trackedMeasurements-btn']").first.click(timeout=15000),
+                  rows, "the measurement panel's rows")
+            page.wait_for_timeout(2000)
+            result["measurement_rows"] = [r.inner_text() for r in rows.all()]
+            if rows.count() > 1:
+                rows.nth(rows.count() - 1).locator("[data-cy='data-row-title']").first.click()
+                page.wait_for_timeout(3000)
+                result["viewport_after_last_row"] = page.locator(
+                    "[data-cy='viewport-overlay-bottom-right']").first.inner_text()
+            shot("viewer-measurements")
 
             # pulmo's SEG: opened over the CT, its segments listed in the segmentation panel.
             yes = page.get_by_role("button", name="Yes")

@@ -56,6 +56,7 @@ mod codes {
     pub const ALGORITHM_NAME: Code = Code("111001", "DCM", "Algorithm Name");
     pub const ALGORITHM_VERSION: Code = Code("111003", "DCM", "Algorithm Version");
     pub const IMAGE_REGION: Code = Code("111030", "DCM", "Image Region");
+    pub const COMMENT: Code = Code("121106", "DCM", "Comment");
     pub const DIAMETER: Code = Code("81827009", "SCT", "Diameter");
     pub const LONG_AXIS: Code = Code("103339001", "SCT", "Long Axis");
     pub const SHORT_AXIS: Code = Code("103340004", "SCT", "Short Axis");
@@ -304,16 +305,18 @@ fn measurement_group(
     model: &ModelInfo,
     tracking_uid: &str,
 ) -> InMemDicomObject {
+    let circle = Circle::of(f, segment, volume);
     let mut children = vec![
         text_item("HAS OBS CONTEXT", codes::TRACKING_ID, &sr_tracking_id(f)),
         uidref("HAS OBS CONTEXT", codes::TRACKING_UID, tracking_uid),
         code("CONTAINS", codes::FINDING, codes::NODULE, vec![]),
-        image_region(f, segment, volume),
+        circle.item("CONTAINS", Some(codes::IMAGE_REGION)),
         finding_site(f.laterality),
         text_item("HAS CONCEPT MOD", codes::ALGORITHM_NAME, &model.id),
         text_item("HAS CONCEPT MOD", codes::ALGORITHM_VERSION, &model.version),
     ];
-    children.extend(measurements(f));
+    children.extend(measurements(f, &circle));
+    children.push(text_item("CONTAINS", codes::COMMENT, &label(f)));
     children.push(code(
         "CONTAINS",
         codes::COMPOSITION,
@@ -365,8 +368,11 @@ fn finding_site(side: Laterality) -> InMemDicomObject {
     )
 }
 
-/// The JSON report's numbers, with the same values.
-fn measurements(f: &Finding) -> Vec<InMemDicomObject> {
+/// The JSON report's numbers, with the same values. The diameter, the first, is
+/// INFERRED FROM the finding's circle (TID 300): viewers built on Cornerstone (OHIF) take
+/// the circle they draw and list from under a group's first NUM, not from the group's
+/// Image Region.
+fn measurements(f: &Finding, circle: &Circle) -> Vec<InMemDicomObject> {
     [
         (codes::DIAMETER, f.diameter_mm, codes::MM),
         (codes::LONG_AXIS, f.long_axis_mm, codes::MM),
@@ -376,8 +382,18 @@ fn measurements(f: &Finding) -> Vec<InMemDicomObject> {
         (codes::CERTAINTY, f.score, codes::NO_UNITS),
     ]
     .into_iter()
-    .map(|(name, value, unit)| num(name, value, unit))
+    .enumerate()
+    .map(|(i, (name, value, unit))| {
+        let inferred = (i == 0).then(|| circle.item("INFERRED FROM", None));
+        num(name, value, unit, inferred)
+    })
     .collect()
+}
+
+/// The label a viewer shows beside a finding's circle (a Comment, which is what OHIF
+/// reads as a measurement's label): `nodule-<id>, <diameter> mm`.
+fn label(f: &Finding) -> String {
+    format!("{}, {:.1} mm", tracking_id(f), f.diameter_mm)
 }
 
 /// Solid and part-solid have no standard code we could find; ground glass does.
@@ -401,20 +417,36 @@ fn lung_rads(category: LungRads) -> Code {
 }
 
 /// A CIRCLE around the nodule on the source slice through its centre.
-fn image_region(f: &Finding, segment: Option<&Segment>, volume: &Volume) -> InMemDicomObject {
-    let [i, j, k] = f.center_voxel.map(|v| v as usize);
-    let radius = segment
-        .and_then(|s| radius_px(s, [k, j, i]))
-        .unwrap_or(f.long_axis_mm / 2.0 / volume.geometry.spacing[2]);
-    // Image coordinates put (0, 0) at the top-left corner of the first pixel.
-    let (x, y) = (i as f32 + 0.5, j as f32 + 0.5);
-    let data = [x, y, x + radius.max(1.0) as f32, y];
-    let source = image("SELECTED FROM", &volume.slices[k]);
-    let mut elements = header("CONTAINS", "SCOORD", Some(codes::IMAGE_REGION));
-    elements.push(text(tags::GRAPHIC_TYPE, VR::CS, "CIRCLE"));
-    elements.push(dcm::fl(tags::GRAPHIC_DATA, &data));
-    elements.push(seq(tags::CONTENT_SEQUENCE, vec![source]));
-    item(elements)
+struct Circle<'a> {
+    /// Centre, then a point on the rim, in image coordinates.
+    data: [f32; 4],
+    slice: &'a SliceRef,
+}
+
+impl<'a> Circle<'a> {
+    fn of(f: &Finding, segment: Option<&Segment>, volume: &'a Volume) -> Circle<'a> {
+        let [i, j, k] = f.center_voxel.map(|v| v as usize);
+        let radius = segment
+            .and_then(|s| radius_px(s, [k, j, i]))
+            .unwrap_or(f.long_axis_mm / 2.0 / volume.geometry.spacing[2]);
+        // Image coordinates put (0, 0) at the top-left corner of the first pixel.
+        let (x, y) = (i as f32 + 0.5, j as f32 + 0.5);
+        Circle {
+            data: [x, y, x + radius.max(1.0) as f32, y],
+            slice: &volume.slices[k],
+        }
+    }
+
+    /// The SCOORD content item, named `name` (the group's Image Region) or unnamed (a
+    /// measurement's INFERRED FROM).
+    fn item(&self, relationship: &str, name: Option<Code>) -> InMemDicomObject {
+        let source = image("SELECTED FROM", self.slice);
+        let mut elements = header(relationship, "SCOORD", name);
+        elements.push(text(tags::GRAPHIC_TYPE, VR::CS, "CIRCLE"));
+        elements.push(dcm::fl(tags::GRAPHIC_DATA, &self.data));
+        elements.push(seq(tags::CONTENT_SEQUENCE, vec![source]));
+        item(elements)
+    }
 }
 
 /// The distance in columns from `centre` to the farthest segment voxel on its slice,
@@ -513,14 +545,20 @@ fn uidref(relationship: &str, name: Code, value: &str) -> InMemDicomObject {
     item(elements)
 }
 
-fn num(name: Code, value: f64, unit: Code) -> InMemDicomObject {
+/// A NUM item, with `inferred_from` as its child when given.
+fn num(
+    name: Code,
+    value: f64,
+    unit: Code,
+    inferred_from: Option<InMemDicomObject>,
+) -> InMemDicomObject {
     let measured = item([
         code_seq(tags::MEASUREMENT_UNITS_CODE_SEQUENCE, unit),
         dcm::ds(tags::NUMERIC_VALUE, &[value]),
     ]);
     let mut elements = header("CONTAINS", "NUM", Some(name));
     elements.push(seq(tags::MEASURED_VALUE_SEQUENCE, vec![measured]));
-    item(elements)
+    with_children(elements, inferred_from.into_iter().collect())
 }
 
 /// An IMAGE item pointing at one source slice (and frame, for multi-frame sources).
@@ -661,6 +699,36 @@ mod round_trip {
             .to_multi_float32()
             .unwrap();
         assert_eq!(&data[..2], &[8.5, 8.5]);
+
+        // What OHIF draws and lists: the circle under the group's first NUM (the
+        // diameter), the same as the Image Region, and a Comment as the label.
+        let group = named(&all, "Measurement Group")[0];
+        let first_num = group
+            .get(tags::CONTENT_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()
+            .iter()
+            .find(|i| string(i, tags::VALUE_TYPE) == "NUM")
+            .unwrap();
+        let inferred = &first_num
+            .get(tags::CONTENT_SEQUENCE)
+            .expect("the diameter is inferred from the circle")
+            .items()
+            .unwrap()[0];
+        assert_eq!(string(inferred, tags::RELATIONSHIP_TYPE), "INFERRED FROM");
+        assert_eq!(string(inferred, tags::GRAPHIC_TYPE), "CIRCLE");
+        let circle = inferred
+            .get(tags::GRAPHIC_DATA)
+            .unwrap()
+            .to_multi_float32()
+            .unwrap();
+        assert_eq!(circle, data);
+        let comment = named(&all, "Comment")[0];
+        assert_eq!(
+            string(comment, tags::TEXT_VALUE),
+            format!("nodule-{}, {:.1} mm", f.id, f.diameter_mm)
+        );
     }
 }
 

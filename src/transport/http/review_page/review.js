@@ -1,11 +1,13 @@
 // pulmo's review page: signs in (cookie session), shows the analysed series through
-// WADO-RS rendered with the finding outlines, and records the reader's decisions through
+// WADO-RS rendered with the finding outlines (and, for a study compared with a prior, the
+// matched nodule on the prior's slice beside it), and records the reader's decisions through
 // the review API. Plain JS, no libraries, nothing loaded from elsewhere.
 "use strict";
 
 const study = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const $ = (id) => document.getElementById(id);
-const state = { csrf: null, rows: [], selected: -1, slices: [], slice: 0, zoom: 1, pan: [0, 0], report: null };
+const state = { csrf: null, rows: [], selected: -1, slices: [], slice: 0, zoom: 1, pan: [0, 0], report: null, prior: null, priorDraw: 0 };
+const enc = encodeURIComponent;
 
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
@@ -68,7 +70,10 @@ async function load() {
     return;
   }
   show(answer.json);
+  // The prior's panel takes its place before the current slice is first fitted to its frame.
+  if (state.report && state.report.comparison) $("prior").hidden = false;
   if (state.report && state.slices.length === 0) await loadSlices(state.report.series_instance_uid);
+  if (state.report && state.report.comparison && !state.prior) await loadPrior(state.report.comparison);
   if (state.selected < 0 && state.rows.length) select(0);
 }
 
@@ -94,14 +99,33 @@ function show(body) {
       const group = tbody.insertRow();
       group.className = "group";
       const th = document.createElement("th");
-      th.colSpan = 8;
+      th.colSpan = 9;
       th.scope = "rowgroup";
       th.textContent = "Candidates below the operating point (" + row.report.operating_score + ")";
       group.appendChild(th);
     }
     tbody.appendChild(findingRow(row, n));
   });
+  const resolved = (state.report && state.report.resolved) || [];
+  $("resolved").hidden = resolved.length === 0;
+  $("resolved").textContent = "Resolved since the prior study: " +
+    resolved.map((p) => "finding " + p.finding_id + " (" + p.diameter_mm.toFixed(1) + " mm)").join(", ") + ".";
   if (state.selected >= 0) highlight();
+}
+
+// A finding's change since the prior study, as the table shows it.
+function changeText(f) {
+  if (!f.change) return "—";
+  let text = f.change;
+  if (f.prior) {
+    text += " (" + f.prior.diameter_mm.toFixed(1) + " → " + f.diameter_mm.toFixed(1) + " mm";
+    if (f.volume_change_percent != null) {
+      text += ", volume " + (f.volume_change_percent >= 0 ? "+" : "") + Math.round(f.volume_change_percent) + " %";
+    }
+    text += ")";
+  }
+  if (f.volume_doubling_days != null) text += ", doubling time " + Math.round(f.volume_doubling_days) + " days";
+  return text;
 }
 
 function cell(tr, text) {
@@ -126,6 +150,7 @@ function findingRow(row, n) {
   cell(tr, f.type);
   cell(tr, f.score.toFixed(2));
   cell(tr, f.lung_rads);
+  cell(tr, changeText(f)).className = "change";
   const decision = cell(tr, "");
   decision.className = "decision";
   const verdict = review ? review.verdict : null;
@@ -250,6 +275,63 @@ function drawOutline() {
   ctx.fillText(String(f.id), f.center_voxel[0] + radius + 2, f.center_voxel[1] - radius);
 }
 
+// The prior study this one was compared with: its report, for the matched findings' slices.
+async function loadPrior(comparison) {
+  const answer = await api("GET", "/api/v1/studies/" + enc(comparison.prior_study_instance_uid) + "/report");
+  const reports = answer.status === 200 && answer.json ? answer.json.reports || [] : [];
+  const report = reports.find((r) => r.series_instance_uid === comparison.prior_series_instance_uid) || null;
+  state.prior = { comparison, report };
+  drawPrior();
+}
+
+// Beside the current slice: the selected finding's match on the prior study's slice through
+// its centre, outlined, or why there is none.
+function drawPrior() {
+  const prior = state.prior;
+  if (!prior) return;
+  const canvas = $("prior-image");
+  const ctx = canvas.getContext("2d");
+  const token = ++state.priorDraw;
+  const say = (text) => {
+    $("prior-label").textContent = text;
+    canvas.setAttribute("aria-label", text);
+  };
+  const blank = (text) => {
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    delete canvas.dataset.sop;
+    say(text);
+  };
+  const of = "Prior study of " + (prior.comparison.prior_study_date || "an earlier date");
+  const row = state.rows[state.selected];
+  if (!row) return blank(of);
+  const f = row.finding;
+  if (!f.prior) return blank(of + ": finding " + f.id + " has no match there (" + (f.change || "not compared") + ")");
+  const caption = of + ": finding " + f.prior.finding_id + ", " + f.prior.diameter_mm.toFixed(1) +
+    " mm (now finding " + f.id + ", " + f.diameter_mm.toFixed(1) + " mm, " + f.change + ")";
+  const match = prior.report && prior.report.findings.find((p) => p.id === f.prior.finding_id);
+  if (!match) return blank(caption + "; its report is not held here");
+  const image = new Image();
+  image.onload = () => {
+    if (token !== state.priorDraw) return;
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    ctx.drawImage(image, 0, 0);
+    const spacing = prior.report.series.spacing_mm[0] || 1;
+    const radius = Math.max(3, match.long_axis_mm / 2 / spacing + 2);
+    ctx.strokeStyle = "#40a0ff";
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    ctx.arc(match.center_voxel[0] + 0.5, match.center_voxel[1] + 0.5, radius, 0, 2 * Math.PI);
+    ctx.stroke();
+    canvas.dataset.sop = match.sop_instance_uid;
+    say(caption + ", outlined on its slice");
+  };
+  image.onerror = () => { if (token === state.priorDraw) blank(caption + "; its slice could not be loaded (purged?)"); };
+  image.src = "/dicomweb/studies/" + enc(prior.comparison.prior_study_instance_uid) + "/series/" +
+    enc(prior.comparison.prior_series_instance_uid) + "/instances/" + enc(match.sop_instance_uid) +
+    "/rendered?window=" + $("window").value;
+}
+
 function select(n, jump = true) {
   if (n < 0 || n >= state.rows.length) return;
   state.selected = n;
@@ -260,6 +342,7 @@ function select(n, jump = true) {
     if (k >= 0) showSlice(k);
   }
   drawOutline();
+  drawPrior();
 }
 
 function highlight() {
@@ -311,7 +394,7 @@ function setUp() {
   $("sign-in").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);
   $("sign").addEventListener("click", sign);
-  $("window").addEventListener("change", () => showSlice(state.slice));
+  $("window").addEventListener("change", () => { showSlice(state.slice); drawPrior(); });
   $("zoom-in").addEventListener("click", () => zoomBy(1.25));
   $("zoom-out").addEventListener("click", () => zoomBy(0.8));
   $("zoom-reset").addEventListener("click", fit);
