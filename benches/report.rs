@@ -55,9 +55,9 @@ fn encode(c: &mut Criterion) {
     });
     let (finding, segment) = (&report.findings[0], segments.first());
     group.bench_function("key image PNG", |b| {
-        b.iter(|| images::key_image(black_box(finding), segment, &volume))
+        b.iter(|| images::key_image(black_box(finding), segment, &volume, None))
     });
-    let pixels = images::render(finding, segment, &volume);
+    let pixels = images::render(finding, segment, &volume, None);
     group.bench_function("Secondary Capture to Part 10", |b| {
         b.iter(|| {
             let object = capture::to_capture(black_box(report), finding, &pixels, &volume, &ids);

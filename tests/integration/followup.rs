@@ -164,7 +164,7 @@ fn analyzed() -> &'static Analyzed {
                 .arg("analyze")
                 .args(["--device", "cpu", "--model"])
                 .arg(repo("models/threshold-test"))
-                .args(["--no-images", "--no-capture", "--out"])
+                .args(["--no-capture", "--out"])
                 .arg(&*out)
                 .arg(pair.study("current"))
                 .arg("--prior")
@@ -215,6 +215,24 @@ fn analyze_with_prior_pairs_the_nodules_of_a_repositioned_patient() {
     );
     let prior = read_report(&prior_out, prior_uid);
     check_against_truth(current, &prior, &truth);
+
+    // Each call's key image: a call matched to a prior finding shows it beside its current
+    // self (twice as wide); a new one stands alone.
+    let series = truth["cases"][1]["series_instance_uid"].as_str().unwrap();
+    let operating = current["operating_score"].as_f64().unwrap_or(0.0);
+    let calls: Vec<&Value> = current["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["score"].as_f64().unwrap() >= operating)
+        .collect();
+    assert!(calls.iter().any(|f| f["prior"].is_object()), "{current}");
+    for f in calls {
+        let path = out.join(format!("{series}.finding-{}.png", f["id"]));
+        let (width, _) = image::image_dimensions(&path).unwrap();
+        let expected = if f["prior"].is_object() { 768 } else { 384 };
+        assert_eq!(width, expected, "{} ({})", path.display(), f["change"]);
+    }
 }
 
 /// Runs a Debian tool (dcmtk, dicom3tools), failing with a clear message when it is missing.

@@ -31,6 +31,70 @@ pub struct Snapshot {
     /// a PatientID.
     #[serde(default)]
     pub patient_key: Option<String>,
+    /// How the findings looked (the top [`MAX_VIEWS`] by score): a later study's key image of
+    /// a matched nodule shows its prior view beside the current one. Absent in snapshots of
+    /// older versions, whose follow-ups then get key images of the current scan alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<FindingView>,
+}
+
+/// How many findings' views a snapshot keeps (a finding below them is rarely a later
+/// call's match; each view is some 20-40 KB).
+pub const MAX_VIEWS: usize = 20;
+
+/// One finding's view: [`crate::report::images::view_png`], base64 in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingView {
+    pub finding_id: u32,
+    /// The width of the square the view shows, in mm.
+    pub fov_mm: f64,
+    pub png_base64: String,
+}
+
+impl FindingView {
+    pub fn new(finding_id: u32, png: &[u8]) -> FindingView {
+        use base64::Engine;
+        FindingView {
+            finding_id,
+            fov_mm: crate::report::images::VIEW_FOV_MM,
+            png_base64: base64::engine::general_purpose::STANDARD.encode(png),
+        }
+    }
+
+    /// The view; `None` (with a warning in the log) when it does not decode.
+    pub fn view(&self) -> Option<crate::report::images::PriorView> {
+        self.pixels()
+            .map(|pixels| crate::report::images::PriorView {
+                pixels,
+                fov_mm: self.fov_mm,
+            })
+    }
+
+    fn pixels(&self) -> Option<image::RgbImage> {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(&self.png_base64)
+            .map_err(|e| e.to_string())
+            .and_then(|png| image::load_from_memory(&png).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(image) => Some(image.to_rgb8()),
+            Err(error) => {
+                tracing::warn!(finding = self.finding_id, %error, "a prior finding's view does not decode; key image without it");
+                None
+            }
+        }
+    }
+}
+
+impl Prior {
+    /// The view of prior finding `finding_id`, when the prior's snapshot kept one.
+    pub fn view(&self, finding_id: u32) -> Option<crate::report::images::PriorView> {
+        self.snapshot
+            .views
+            .iter()
+            .find(|v| v.finding_id == finding_id)
+            .and_then(FindingView::view)
+    }
 }
 
 /// A key for the patient of PatientID `id` issued by IssuerOfPatientID `issuer`: the hex

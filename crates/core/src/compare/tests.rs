@@ -112,6 +112,7 @@ fn snapshot(points: Vec<[f64; 3]>, date: &str) -> Snapshot {
         lung_surface_mm: points,
         study_date: Some(date.to_owned()),
         patient_key: compare::patient_key("P-1", ""),
+        views: Vec::new(),
     }
 }
 

@@ -61,6 +61,22 @@ impl Analysis {
     }
 }
 
+/// The views of the top findings a snapshot keeps ([`compare::Snapshot::views`]); a view
+/// that cannot be encoded is left out (a later key image then shows the current scan alone).
+fn views(analysis: &Analysis, volume: &Volume) -> Vec<compare::FindingView> {
+    analysis
+        .report
+        .findings
+        .iter()
+        .take(compare::MAX_VIEWS)
+        .filter_map(|f| {
+            let segment = analysis.segments.iter().find(|s| s.finding_id == f.id);
+            let png = report::images::view_png(f, segment, volume).ok()?;
+            Some(compare::FindingView::new(f.id, &png))
+        })
+        .collect()
+}
+
 /// A loaded model, ready to analyse volumes from any number of threads at once.
 pub struct Analyzer {
     bundle: Bundle,
@@ -151,6 +167,7 @@ impl Analyzer {
         ));
         let mut analysis = self.finish(volume, true, found, warnings, clock, started);
         analysis.snapshot.lung_surface_mm = surface;
+        analysis.snapshot.views = views(&analysis, volume);
         Ok(analysis)
     }
 
@@ -283,6 +300,7 @@ impl Analyzer {
                     &volume.source.patient_id,
                     &volume.source.issuer_of_patient_id,
                 ),
+                views: Vec::new(),
             },
         }
     }
@@ -456,7 +474,7 @@ impl Analyzer {
         }
         if choice != Choice::NONE {
             let started = Instant::now();
-            analysis.results = results::encode(&volume, &analysis, choice)?;
+            analysis.results = results::encode(&volume, &analysis, choice, prior)?;
             pulmo_metrics::stage("encode", started.elapsed().as_secs_f64());
         }
         Ok(analysis)
@@ -843,7 +861,7 @@ mod tests {
             .analyze(&volume, BTreeMap::new())
             .unwrap();
         assert_eq!(at.report.findings.len(), 2);
-        let encoded = encode(&volume, &at, every).unwrap();
+        let encoded = encode(&volume, &at, every, None).unwrap();
         let suffixes: Vec<&str> = encoded.iter().map(|e| e.suffix.as_str()).collect();
         assert_eq!(
             suffixes,
@@ -858,13 +876,13 @@ mod tests {
         let none = operating_analyzer(1.0)
             .analyze(&volume, BTreeMap::new())
             .unwrap();
-        let encoded = encode(&volume, &none, every).unwrap();
+        let encoded = encode(&volume, &none, every, None).unwrap();
         assert_eq!(encoded.len(), 1);
         assert_eq!(encoded[0].suffix, "sr.dcm");
         assert!(!contains(&encoded[0].bytes, "nodule-"));
 
         // Without an operating point every finding is a call.
-        let suffixes: Vec<String> = encode(&volume, &all, every)
+        let suffixes: Vec<String> = encode(&volume, &all, every, None)
             .unwrap()
             .into_iter()
             .map(|e| e.suffix)

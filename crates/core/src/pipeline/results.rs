@@ -6,6 +6,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::Analysis;
+use crate::compare;
 use crate::report::{self, capture, images, seg, sr, DerivedIds};
 use pulmo_dicom::volume::Volume;
 
@@ -56,10 +57,14 @@ pub struct DicomIds {
 /// stay in the JSON report for review and research. The SR is made even with no call (it
 /// says the series was read and nothing was called); the SEG is left out then, as a SEG
 /// needs at least one segment.
+///
+/// With the `prior` the report was compared with, the key image of a call matched to a
+/// prior finding shows that finding's view from the prior's snapshot beside it.
 pub fn encode(
     volume: &Volume,
     analysis: &Analysis,
     choice: Choice,
+    prior: Option<&compare::Prior>,
 ) -> report::Result<Vec<Encoded>> {
     let segments = &analysis.segments;
     let mut out = Vec::new();
@@ -79,15 +84,20 @@ pub fn encode(
     }
     for finding in &report.findings {
         let segment = segments.iter().find(|s| s.finding_id == finding.id);
+        let was = finding.followup.as_ref().and_then(|f| f.prior.as_ref());
+        let beside = prior
+            .zip(was)
+            .filter(|_| choice.images || choice.capture)
+            .and_then(|(prior, was)| prior.view(was.finding_id));
         if choice.images {
             out.push(Encoded {
                 suffix: format!("finding-{}.png", finding.id),
                 dicom: None,
-                bytes: images::key_image(finding, segment, volume)?,
+                bytes: images::key_image(finding, segment, volume, beside.as_ref())?,
             });
         }
         if choice.capture {
-            let pixels = images::render(finding, segment, volume);
+            let pixels = images::render(finding, segment, volume, beside.as_ref());
             let object = capture::to_capture(report, finding, &pixels, volume, &ids);
             out.push(dicom(&format!("finding-{}.sc.dcm", finding.id), object)?);
         }

@@ -128,7 +128,7 @@ mod tests {
         let (report, segments) = analysis();
         let volume = volume();
         let f = &report.findings[0];
-        let pixels = images::render(f, segments.first(), &volume);
+        let pixels = images::render(f, segments.first(), &volume, None);
         let ids = DerivedIds::new(1);
         let obj = round_trip(to_capture(&report, f, &pixels, &volume, &ids));
         assert_eq!(string(&obj, tags::STUDY_INSTANCE_UID), "1.2.3");

@@ -23,28 +23,108 @@ const LINE_HEIGHT: u32 = 8 * FONT_SCALE + 4;
 const OUTLINE: Rgb<u8> = Rgb([255, 48, 48]);
 const TEXT: Rgb<u8> = Rgb([255, 255, 255]);
 
-/// The key image of one finding, as PNG bytes.
-pub fn key_image(finding: &Finding, segment: Option<&Segment>, volume: &Volume) -> Result<Vec<u8>> {
+/// Side of the view of a finding that an analysis keeps (in its snapshot) for a later
+/// study's key image to show beside its own ([`view_png`]).
+pub const VIEW_SIZE: u32 = 192;
+/// The field of view of a kept view, in mm: wide enough for the crops of nodules up to
+/// some 20 mm, so that the current crop's field can be cut from it at the same scale.
+pub const VIEW_FOV_MM: f64 = 64.0;
+const PRIOR_OUTLINE: Rgb<u8> = Rgb([64, 160, 255]);
+
+/// A finding's view from the prior study ([`view_png`] decoded), with its field of view.
+#[derive(Debug, Clone)]
+pub struct PriorView {
+    pub pixels: RgbImage,
+    pub fov_mm: f64,
+}
+
+impl PriorView {
+    /// The centre of the view covering `fov_mm` (all of it when that is wider), scaled to
+    /// `size` pixels square: the prior at the scale of a current crop.
+    fn at(&self, fov_mm: f64, size: u32) -> RgbImage {
+        let side = self.pixels.width().min(self.pixels.height());
+        let fraction = (fov_mm / self.fov_mm.max(f64::EPSILON)).clamp(0.05, 1.0);
+        let part = ((f64::from(side) * fraction).round() as u32).clamp(1, side);
+        let offset = (side - part) / 2;
+        let cut = image::imageops::crop_imm(&self.pixels, offset, offset, part, part).to_image();
+        image::imageops::resize(&cut, size, size, image::imageops::FilterType::Nearest)
+    }
+}
+
+/// The key image of one finding, as PNG bytes; with `prior`, the view of its match in the
+/// prior study ([`view_png`]) stands beside it.
+pub fn key_image(
+    finding: &Finding,
+    segment: Option<&Segment>,
+    volume: &Volume,
+    prior: Option<&PriorView>,
+) -> Result<Vec<u8>> {
+    png(&render(finding, segment, volume, prior))
+}
+
+fn png(pixels: &RgbImage) -> Result<Vec<u8>> {
     let mut bytes = std::io::Cursor::new(Vec::new());
-    render(finding, segment, volume)
+    pixels
         .write_to(&mut bytes, ImageFormat::Png)
         .map_err(|source| Error::Png(Box::new(source)))?;
     Ok(bytes.into_inner())
 }
 
-/// The key image of one finding, as RGB pixels (for PNG or a Secondary Capture).
-pub fn render(finding: &Finding, segment: Option<&Segment>, volume: &Volume) -> RgbImage {
+/// The key image of one finding, as RGB pixels (for PNG or a Secondary Capture). With
+/// `prior` (the view of the matched prior finding) and the finding's follow-up, the image is
+/// twice as wide: the current crop on the left, the prior's on the right at the same scale
+/// (mm per pixel), each captioned.
+pub fn render(
+    finding: &Finding,
+    segment: Option<&Segment>,
+    volume: &Volume,
+    prior: Option<&PriorView>,
+) -> RgbImage {
+    let beside = prior.zip(finding.followup.as_ref().and_then(|f| f.prior.as_ref()));
     let caption_height = CAPTION_LINES * LINE_HEIGHT + 4;
-    let mut canvas = RgbImage::new(SIZE, SIZE + caption_height);
-    let view = Crop::around(finding, volume);
+    let width = if beside.is_some() { 2 * SIZE } else { SIZE };
+    let mut canvas = RgbImage::new(width, SIZE + caption_height);
+    let view = Crop::around(finding, volume, SIZE);
     draw_slice(&mut canvas, &view, volume);
     if let Some(segment) = segment {
-        draw_outline(&mut canvas, &view, segment);
+        draw_outline(&mut canvas, &view, segment, OUTLINE);
     }
     for (n, line) in caption(finding).iter().enumerate() {
         draw_text(&mut canvas, line, 6, SIZE + 4 + n as u32 * LINE_HEIGHT);
     }
+    if let Some((image, was)) = beside {
+        let fov_mm = view.side as f64 * volume.geometry.spacing[2];
+        image::imageops::replace(&mut canvas, &image.at(fov_mm, SIZE), i64::from(SIZE), 0);
+        let followup = finding.followup.as_ref().expect("beside needs a follow-up");
+        let lines = [
+            format!("prior: nodule {}", was.finding_id),
+            format!("{:.1} mm then", was.diameter_mm),
+            format!("now {}", followup.change.as_str()),
+        ];
+        for (n, line) in lines.iter().enumerate() {
+            draw_text(
+                &mut canvas,
+                line,
+                SIZE + 6,
+                SIZE + 4 + n as u32 * LINE_HEIGHT,
+            );
+        }
+    }
     canvas
+}
+
+/// A finding's crop without caption, [`VIEW_FOV_MM`] wide at [`VIEW_SIZE`] pixels square,
+/// outlined in blue, as PNG: what an analysis keeps so that a later study's key image can
+/// show this finding as it was.
+pub fn view_png(finding: &Finding, segment: Option<&Segment>, volume: &Volume) -> Result<Vec<u8>> {
+    let mut canvas = RgbImage::new(VIEW_SIZE, VIEW_SIZE);
+    let side = (VIEW_FOV_MM / volume.geometry.spacing[2].max(0.05)).round() as usize;
+    let view = Crop::centred(finding, volume, side.max(8), VIEW_SIZE);
+    draw_slice(&mut canvas, &view, volume);
+    if let Some(segment) = segment {
+        draw_outline(&mut canvas, &view, segment, PRIOR_OUTLINE);
+    }
+    png(&canvas)
 }
 
 /// The square of source pixels shown: slice `k`, top-left `(row, column)`, side length.
@@ -54,35 +134,43 @@ struct Crop {
     top: i64,
     left: i64,
     side: usize,
+    /// The canvas side it is drawn at.
+    size: u32,
 }
 
 impl Crop {
-    /// Three long axes wide (at least 48 pixels), centred on the finding.
-    fn around(f: &Finding, volume: &Volume) -> Crop {
+    /// Three long axes wide (at least 48 pixels), centred on the finding, drawn `size`
+    /// canvas pixels square.
+    fn around(f: &Finding, volume: &Volume, size: u32) -> Crop {
         let [_, rows, columns] = volume.shape();
-        let [i, j, k] = f.center_voxel.map(|v| v as i64);
         let wanted = (3.0 * f.long_axis_mm / volume.geometry.spacing[2]).ceil() as usize;
-        let side = wanted.max(48).min(rows.max(columns));
+        Crop::centred(f, volume, wanted.max(48).min(rows.max(columns)), size)
+    }
+
+    /// `side` source pixels square, centred on the finding, drawn `size` pixels square.
+    fn centred(f: &Finding, volume: &Volume, side: usize, size: u32) -> Crop {
+        let [i, j, k] = f.center_voxel.map(|v| v as i64);
         let half = side as i64 / 2;
         Crop {
             k: (k as usize).min(volume.slices.len().saturating_sub(1)),
             top: j - half,
             left: i - half,
             side,
+            size,
         }
     }
 
     /// The source `(row, column)` shown at canvas pixel `(y, x)`.
     fn source(&self, y: i64, x: i64) -> (i64, i64) {
-        let scale = |v: i64| v * self.side as i64 / i64::from(SIZE);
+        let scale = |v: i64| v * self.side as i64 / i64::from(self.size);
         (self.top + scale(y), self.left + scale(x))
     }
 }
 
 fn draw_slice(canvas: &mut RgbImage, view: &Crop, volume: &Volume) {
     let slice = volume.hu.index_axis(ndarray::Axis(0), view.k);
-    for y in 0..SIZE {
-        for x in 0..SIZE {
+    for y in 0..view.size {
+        for x in 0..view.size {
             let (r, c) = view.source(i64::from(y), i64::from(x));
             let hu = usize::try_from(r)
                 .ok()
@@ -102,7 +190,7 @@ pub fn grey(value: f32, (centre, width): (f32, f32)) -> u8 {
 
 /// Paints the segment's edge on the crop: canvas pixels inside the segment with a pixel
 /// outside it two canvas pixels away.
-fn draw_outline(canvas: &mut RgbImage, view: &Crop, segment: &Segment) {
+fn draw_outline(canvas: &mut RgbImage, view: &Crop, segment: &Segment, colour: Rgb<u8>) {
     let inside = |y: i64, x: i64| {
         let (r, c) = view.source(y, x);
         let index = [
@@ -119,13 +207,13 @@ fn draw_outline(canvas: &mut RgbImage, view: &Crop, segment: &Segment) {
         };
         segment.mask.get([index[0], index[1], index[2]]).copied() == Some(true)
     };
-    for y in 0..i64::from(SIZE) {
-        for x in 0..i64::from(SIZE) {
+    for y in 0..i64::from(view.size) {
+        for x in 0..i64::from(view.size) {
             let edge = [(-2, 0), (2, 0), (0, -2), (0, 2)]
                 .iter()
                 .any(|(dy, dx)| !inside(y + dy, x + dx));
             if edge && inside(y, x) {
-                canvas.put_pixel(x as u32, y as u32, OUTLINE);
+                canvas.put_pixel(x as u32, y as u32, colour);
             }
         }
     }
@@ -210,12 +298,72 @@ mod tests {
             origin: [1, 28, 28],
             mask: Array3::from_elem((1, 8, 8), true),
         };
-        let bytes = key_image(&f, Some(&segment), &volume()).unwrap();
+        let bytes = key_image(&f, Some(&segment), &volume(), None).unwrap();
         let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
         assert_eq!(decoded.width(), SIZE);
         assert!(decoded.pixels().any(|p| *p == OUTLINE));
         // Air (-1000 HU) sits 350 HU above the lung window's floor (-1350 HU).
         assert_eq!(*decoded.get_pixel(1, 1), Rgb([59, 59, 59]));
+    }
+
+    #[test]
+    fn a_followed_nodule_stands_beside_its_prior_view() {
+        let mut f = finding(0.9, LungRads::Cat4A);
+        f.center_voxel = [32, 32, 1];
+        let segment = Segment {
+            finding_id: f.id,
+            origin: [1, 28, 28],
+            mask: Array3::from_elem((1, 8, 8), true),
+        };
+        let mut was = f.clone();
+        was.id = 7;
+        was.diameter_mm = 3.2;
+        let prior_png = view_png(&was, Some(&segment), &volume()).unwrap();
+        let pixels = image::load_from_memory(&prior_png).unwrap().to_rgb8();
+        assert_eq!((pixels.width(), pixels.height()), (VIEW_SIZE, VIEW_SIZE));
+        assert!(pixels.pixels().any(|p| *p == PRIOR_OUTLINE));
+        let prior = PriorView {
+            pixels,
+            fov_mm: VIEW_FOV_MM,
+        };
+
+        // Without a follow-up the view is not used.
+        let alone = render(&f, Some(&segment), &volume(), Some(&prior));
+        assert_eq!(alone.width(), SIZE);
+        f.followup = Some(crate::findings::FollowUp::matched(
+            &f,
+            crate::findings::PriorFinding::quote(&was),
+            Some(365.0),
+        ));
+        let pair = render(&f, Some(&segment), &volume(), Some(&prior));
+        assert_eq!(pair.width(), 2 * SIZE);
+        let right: Vec<_> = (SIZE..2 * SIZE)
+            .flat_map(|x| (0..SIZE).map(move |y| (x, y)))
+            .map(|(x, y)| *pair.get_pixel(x, y))
+            .collect();
+        assert!(
+            right.contains(&PRIOR_OUTLINE),
+            "the prior's outline on the right"
+        );
+        assert!(
+            !right.contains(&OUTLINE),
+            "the current outline stays on the left"
+        );
+        // At the current crop's scale: 48 source pixels of 1 mm, cut from the 64 mm view.
+        let outline_columns = |image: &RgbImage, colour, from: u32| {
+            let xs: Vec<u32> = (from..from + SIZE)
+                .filter(|&x| (0..SIZE).any(|y| *image.get_pixel(x, y) == colour))
+                .collect();
+            xs.last().unwrap() - xs.first().unwrap()
+        };
+        let (now, then) = (
+            outline_columns(&pair, OUTLINE, 0),
+            outline_columns(&pair, PRIOR_OUTLINE, SIZE),
+        );
+        assert!(
+            now.abs_diff(then) <= 8,
+            "same scale: {now} and {then} pixels wide"
+        );
     }
 
     #[test]

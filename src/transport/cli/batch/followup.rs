@@ -30,14 +30,19 @@ pub(super) fn dir(store: &Store) -> PathBuf {
     store.root().join("followup")
 }
 
-/// Keeps `snapshot` of `report`'s series for the follow-up pass.
+/// Keeps `snapshot` of `report`'s series for the follow-up pass, without the findings'
+/// views: the pass rewrites JSON reports only, and thousands of studies' views would weigh
+/// gigabytes.
 pub(super) fn keep(store: &Store, report: &Report, snapshot: &Snapshot) -> anyhow::Result<()> {
     let dir = dir(store);
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     let kept = Kept {
         study_instance_uid: report.study_instance_uid.clone(),
         series_instance_uid: report.series_instance_uid.clone(),
-        snapshot: snapshot.clone(),
+        snapshot: Snapshot {
+            views: Vec::new(),
+            ..snapshot.clone()
+        },
     };
     let json = serde_json::to_vec(&kept).expect("a snapshot always serialises. This is a bug.");
     crate::transport::cli::results::write_atomic(&dir, &report.series_instance_uid, "json", &json)
