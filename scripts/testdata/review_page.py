@@ -8,28 +8,16 @@ usage: review_page.py BASE_URL STUDY_UID REVIEW_TOKEN READ_TOKEN SCREENSHOT_DIR
 import json
 import os
 import sys
-import tempfile
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+import headless
 
 
 def main(base, study, review_token, read_token, shots):
     os.makedirs(shots, exist_ok=True)
     seen = {}
-    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        browser = p.chromium.launch_persistent_context(
-            profile, executable_path="/usr/bin/chromium", args=FLAGS, headless=True,
-            viewport={"width": 1280, "height": 800})
-        page = browser.new_page()
-        # Generous waits: CI runs this beside the other tests on 2 loaded cores, and
-        # `expect` has its own 5 s default besides the page's.
-        page.set_default_timeout(120000)
-        expect.set_options(timeout=60000)
+    with headless.page() as page:
         page.goto(f"{base}/review/{study}")
         expect(page.get_by_role("note")).to_contain_text("Machine suggestions, not a diagnosis")
         token = page.get_by_label("Reader token")
@@ -66,7 +54,6 @@ def main(base, study, review_token, read_token, shots):
         page.screenshot(path=os.path.join(shots, "review-page-signed.png"))
         seen["overflows"] = page.evaluate(
             "document.documentElement.scrollWidth > window.innerWidth")
-        browser.close()
     print(json.dumps(seen))
 
 

@@ -10,27 +10,16 @@ usage: review_prior.py BASE_URL STUDY_UID SCREENSHOT_DIR
 import json
 import os
 import sys
-import tempfile
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+import headless
 
 
 def main(base, study, shots):
     os.makedirs(shots, exist_ok=True)
     seen = {"matched": []}
-    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        browser = p.chromium.launch_persistent_context(
-            profile, executable_path="/usr/bin/chromium", args=FLAGS, headless=True,
-            viewport={"width": 1280, "height": 800})
-        page = browser.new_page()
-        # Generous waits: CI runs this beside the other tests on 2 loaded cores.
-        page.set_default_timeout(120000)
-        expect.set_options(timeout=60000)
+    with headless.page() as page:
         page.goto(f"{base}/review/{study}")
         expect(page.locator("tr.finding").first).to_be_visible()
         expect(page.locator("#prior")).to_be_visible()
@@ -58,7 +47,6 @@ def main(base, study, shots):
             if len(seen["matched"]) == 1:
                 page.wait_for_function("document.getElementById('slice').naturalWidth > 0")
                 page.screenshot(path=os.path.join(shots, "review-prior.png"))
-        browser.close()
     print(json.dumps(seen))
 
 
