@@ -526,6 +526,28 @@ fn a_reader_accepts_and_rejects_findings_signs_and_the_verified_sr_reaches_the_p
                 "a header and two decisions:\n{text}"
             );
         }
+        // ... and score the model against them: one accepted, one rejected.
+        let scored = crate::common::pulmo()
+            .args(["evaluate", "--json", "--operating", "0", "--verdicts"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            scored.status.success(),
+            "{}",
+            String::from_utf8_lossy(&scored.stderr)
+        );
+        let models: Value = serde_json::from_slice(&scored.stdout).unwrap();
+        let model = &models[0];
+        assert_eq!(models.as_array().unwrap().len(), 1, "{models}");
+        assert_eq!(
+            (&model["all"]["accepted"], &model["all"]["rejected"]),
+            (&json!(1), &json!(1)),
+            "{model}"
+        );
+        assert_eq!(model["all"]["precision"], 0.5, "{model}");
+        assert_eq!(model["at_or_above"]["0"], model["all"], "{model}");
+        assert_eq!(model["type_corrected"], 1, "{model}");
     }
 }
 

@@ -23,6 +23,7 @@ use crate::findings::{self, LungRads, NoduleType};
 pub mod anatomy;
 pub mod followup;
 pub mod truth;
+pub mod verdicts;
 
 pub use truth::{load_truth, load_truths, Truth, TruthCase, TruthNodule};
 

@@ -17,12 +17,17 @@ pub struct EvaluateArgs {
     /// starts with `seriesuid`. A CSV lists nodules, not scans: the scans scored are the
     /// series with reports (no row: no nodules), and rows of series without a report are
     /// left out. Several files are read as one set.
-    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    #[arg(long, required_unless_present = "verdicts", num_args = 1.., value_name = "FILE")]
     pub truth: Vec<PathBuf>,
     /// Folder of `pulmo.report/1` JSON files: `pulmo analyze --out DIR`'s DIR, or `pulmo batch
     /// --out DIR`'s DIR (its `reports/` is read). A folder with no reports is an error.
-    #[arg(long, value_name = "DIR")]
-    pub reports: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "verdicts")]
+    pub reports: Option<PathBuf>,
+    /// Instead of truth: reader verdicts, as `pulmo feedback` exports them (CSV, or JSON
+    /// Lines when named `.jsonl`). Gives the precision of the findings readers decided
+    /// (accepted / decided) per model, at each `--operating` score, and per type.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["truth", "reports", "classifier_weight"])]
+    pub verdicts: Option<PathBuf>,
     /// Also report the calls at each of these scores (besides the reports' own operating
     /// point): nodules called, false calls per scan and where they lie, study categories.
     #[arg(long, num_args = 1.., value_name = "SCORE")]
@@ -40,17 +45,24 @@ pub struct EvaluateArgs {
 
 /// Runs `pulmo evaluate`.
 pub fn run(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.verdicts {
+        return verdicts(path, args);
+    }
     let truth = evaluate::load_truths(&args.truth)?;
     for warning in &truth.warnings {
         tracing::warn!("{warning}");
     }
-    let mut reports = evaluate::load_reports(&args.reports)?;
+    let reports_dir = args
+        .reports
+        .as_deref()
+        .expect("clap requires --reports without --verdicts");
+    let mut reports = evaluate::load_reports(reports_dir)?;
     if let Some(weight) = args.classifier_weight {
         evaluate::reweigh(&mut reports, weight)?;
     }
     if truth.names_no_reported_series(&reports) {
         tracing::warn!(
-            reports = %args.reports.display(),
+            reports = %reports_dir.display(),
             "no series with nodules in the truth CSV has a report: every scan is scored \
              as without nodules"
         );
@@ -63,6 +75,18 @@ pub fn run(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
             println!("scores from the reports' logits with classifier weight {weight}");
         }
         print!("{}", result.to_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pulmo evaluate --verdicts FILE`: precision against reader verdicts.
+fn verdicts(path: &std::path::Path, args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
+    let verdicts = evaluate::verdicts::load(path)?;
+    let models = evaluate::verdicts::precision(&verdicts, &args.operating);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&models)?);
+    } else {
+        print!("{}", evaluate::verdicts::to_text(&models));
     }
     Ok(ExitCode::SUCCESS)
 }
