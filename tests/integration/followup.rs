@@ -446,6 +446,40 @@ fn serve_compares_a_patients_new_study_with_the_prior_it_analysed() {
     );
     check_against_truth(&current, &prior, &truth);
 
+    // The key images (Secondary Capture, one per call, instance number = finding id) of the
+    // matched calls show the prior beside the current crop: twice as wide. The prior's view
+    // came from its snapshot in the store.
+    let (_, series) = server.get_json(&format!("/dicomweb/studies/{}/series", study(1)));
+    let key_images = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["00080060"]["Value"][0] == "OT")
+        .unwrap_or_else(|| panic!("no key image series: {series}"));
+    let uid = key_images["0020000E"]["Value"][0].as_str().unwrap();
+    let (_, metadata) = server.get_json(&format!(
+        "/dicomweb/studies/{}/series/{uid}/metadata",
+        study(1)
+    ));
+    let operating = current["operating_score"].as_f64().unwrap_or(0.0);
+    let mut matched_calls = 0;
+    for f in current["findings"].as_array().unwrap() {
+        if f["score"].as_f64().unwrap() < operating {
+            continue;
+        }
+        let image = metadata
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["00200013"]["Value"][0] == f["id"])
+            .unwrap_or_else(|| panic!("no key image of finding {}", f["id"]));
+        let columns = &image["00280011"]["Value"][0];
+        let wide = f["prior"].is_object();
+        matched_calls += usize::from(wide);
+        assert_eq!(columns, if wide { 768 } else { 384 }, "finding {}", f["id"]);
+    }
+    assert!(matched_calls > 0, "{current}");
+
     // The review page shows each matched nodule on the prior's slice beside the current one
     // (headless Chromium; the prior's finding, its slice and an outline), and the change of
     // every finding in the table.
