@@ -80,7 +80,9 @@ pub fn render(
     volume: &Volume,
     prior: Option<&PriorView>,
 ) -> RgbImage {
-    let beside = prior.zip(finding.followup.as_ref().and_then(|f| f.prior.as_ref()));
+    let beside = prior
+        .zip(finding.followup.as_ref())
+        .and_then(|(view, up)| Some((view, up, up.prior.as_ref()?)));
     let caption_height = CAPTION_LINES * LINE_HEIGHT + 4;
     let width = if beside.is_some() { 2 * SIZE } else { SIZE };
     let mut canvas = RgbImage::new(width, SIZE + caption_height);
@@ -89,28 +91,25 @@ pub fn render(
     if let Some(segment) = segment {
         draw_outline(&mut canvas, &view, segment, OUTLINE);
     }
-    for (n, line) in caption(finding).iter().enumerate() {
-        draw_text(&mut canvas, line, 6, SIZE + 4 + n as u32 * LINE_HEIGHT);
-    }
-    if let Some((image, was)) = beside {
+    draw_caption(&mut canvas, &caption(finding), 0);
+    if let Some((image, followup, was)) = beside {
         let fov_mm = view.side as f64 * volume.geometry.spacing[2];
         image::imageops::replace(&mut canvas, &image.at(fov_mm, SIZE), i64::from(SIZE), 0);
-        let followup = finding.followup.as_ref().expect("beside needs a follow-up");
         let lines = [
             format!("prior: nodule {}", was.finding_id),
             format!("{:.1} mm then", was.diameter_mm),
             format!("now {}", followup.change.as_str()),
         ];
-        for (n, line) in lines.iter().enumerate() {
-            draw_text(
-                &mut canvas,
-                line,
-                SIZE + 6,
-                SIZE + 4 + n as u32 * LINE_HEIGHT,
-            );
-        }
+        draw_caption(&mut canvas, &lines, SIZE);
     }
     canvas
+}
+
+/// Caption lines under the image part, from column `left`.
+fn draw_caption(canvas: &mut RgbImage, lines: &[String], left: u32) {
+    for (n, line) in lines.iter().enumerate() {
+        draw_text(canvas, line, left + 6, SIZE + 4 + n as u32 * LINE_HEIGHT);
+    }
 }
 
 /// A finding's crop without caption, [`VIEW_FOV_MM`] wide at [`VIEW_SIZE`] pixels square,
