@@ -34,6 +34,7 @@ from pulmo_net import DEVICE_HELP, NoduleNet, count_parameters, pick_device  # n
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPACING = 1.25
 HU_WINDOW = (-1000.0, 400.0)
+BORDER_MM = 12.0  # how deep into the lung a --p-border negative patch's centre may lie
 
 
 def normalise(hu: np.ndarray) -> np.ndarray:
@@ -78,6 +79,8 @@ def make_training_case(seed: int, spacing_range: tuple[float, float] = (0.85, 1.
     x, y, z = grid.axes()
     lung_sdf = scene.lung_sdf(x[:, :, ::4], y[:, ::4, :], z[::4])
     lung[::4, ::4, ::4] = lung_sdf < 0
+    border = np.zeros(vol.shape, bool)  # lung within BORDER_MM of its surface: hilum, heart border, dome, wall
+    border[::4, ::4, ::4] = (lung_sdf < 0) & (lung_sdf > -BORDER_MM)
     centres, sizes, ggo = [], [], []
     for nod in scene.nodules:
         sizes.append(2 * float(np.prod(nod.radii)) ** (1 / 3))  # equivalent diameter of the core (mm)
@@ -85,7 +88,8 @@ def make_training_case(seed: int, spacing_range: tuple[float, float] = (0.85, 1.
         c = [(nod.center[2] - grid.zs[0]) / spacing, (nod.center[1] - grid.ys[0]) / spacing,
              (nod.center[0] - grid.xs[0]) / spacing]
         centres.append(c)
-    return {"img": normalise(vol), "lab": (occ >= 0.5).astype(np.uint8), "lung": np.argwhere(lung), "spacing": spacing,
+    return {"img": normalise(vol), "lab": (occ >= 0.5).astype(np.uint8), "lung": np.argwhere(lung),
+            "border": np.argwhere(border), "spacing": spacing,
             "nodules": np.array(centres).reshape(-1, 3), "sizes": np.array(sizes), "ggo": np.array(ggo, bool),
             "seed": seed, "family": family}
 
@@ -104,8 +108,10 @@ def crop(case: dict, centre: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
 
 
 def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, small_bias: float = 0.0,
-                 ggo_bias: float = 1.0):
-    """One patch: near a nodule with probability p_pos, else anywhere in the lungs.
+                 ggo_bias: float = 1.0, p_border: float = 0.0):
+    """One patch: near a nodule with probability p_pos, else anywhere in the lungs (with
+    probability `p_border` of those, centred within BORDER_MM of the lung's surface, where the
+    hilar vessels, the heart border and the diaphragm dome fill the rest of the patch).
 
     With `small_bias` b > 0 a nodule of diameter d is picked with odds d^-b, so the small
     ones (the hardest to find, a few voxels at the working spacing) are seen more often;
@@ -115,7 +121,8 @@ def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, 
         odds = case["sizes"] ** -small_bias * np.where(case["ggo"], ggo_bias, 1.0)
         c = case["nodules"][rng.choice(len(odds), p=odds / odds.sum())] + rng.uniform(-size / 3, size / 3, 3)
     else:
-        c = case["lung"][rng.integers(len(case["lung"]))] + rng.uniform(-2, 2, 3)
+        pool = case["border"] if p_border > 0 and len(case.get("border", ())) and rng.random() < p_border else case["lung"]
+        c = pool[rng.integers(len(pool))] + rng.uniform(-2, 2, 3)
     return crop(case, c, size)
 
 
@@ -249,6 +256,9 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=10, help="cases kept in the rolling pool")
     ap.add_argument("--steps-per-case", type=int, default=12, help="new case every N steps (if ready)")
     ap.add_argument("--p-pos", type=float, default=0.5)
+    ap.add_argument("--p-border", type=float, default=0.0, metavar="P",
+                    help="of the patches not centred on a nodule, the share centred within 12 mm of the lung's "
+                         "surface (the hilum, heart border and diaphragm are the hard negatives of varied anatomy)")
     ap.add_argument("--small-bias", type=float, default=0.0,
                     help="pick nodules for positive patches with odds diameter^-B (0: uniform)")
     ap.add_argument("--ggo-bias", type=float, default=1.0,
@@ -341,7 +351,7 @@ def main() -> None:
             xb, yb, wb = [], [], []
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
-                patch = sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias)
+                patch = sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias, args.p_border)
                 img, lab = augment(*patch, rng, extra_noise=args.extra_noise, correlated=args.correlated_noise,
                                    voxel_mm=case["spacing"], coarse_z=args.coarse_z,
                                    coarse_z_mm=tuple(args.coarse_z_mm))
