@@ -108,10 +108,11 @@ def crop(case: dict, centre: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
 
 
 def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, small_bias: float = 0.0,
-                 ggo_bias: float = 1.0, p_border: float = 0.0):
+                 ggo_bias: float = 1.0, p_border: float = 0.0, counts: dict | None = None):
     """One patch: near a nodule with probability p_pos, else anywhere in the lungs (with
     probability `p_border` of those, centred within BORDER_MM of the lung's surface, where the
     hilar vessels, the heart border and the diaphragm dome fill the rest of the patch).
+    `counts`, when given, tallies where each patch was centred: "nodule", "border", "lung".
 
     With `small_bias` b > 0 a nodule of diameter d is picked with odds d^-b, so the small
     ones (the hardest to find, a few voxels at the working spacing) are seen more often;
@@ -120,9 +121,13 @@ def sample_patch(case: dict, size: int, rng: np.random.Generator, p_pos: float, 
     if len(case["nodules"]) and rng.random() < p_pos:
         odds = case["sizes"] ** -small_bias * np.where(case["ggo"], ggo_bias, 1.0)
         c = case["nodules"][rng.choice(len(odds), p=odds / odds.sum())] + rng.uniform(-size / 3, size / 3, 3)
+        where = "nodule"
     else:
-        pool = case["border"] if p_border > 0 and len(case.get("border", ())) and rng.random() < p_border else case["lung"]
+        where = "border" if p_border > 0 and len(case.get("border", ())) and rng.random() < p_border else "lung"
+        pool = case[where]
         c = pool[rng.integers(len(pool))] + rng.uniform(-2, 2, 3)
+    if counts is not None:
+        counts[where] = counts.get(where, 0) + 1
     return crop(case, c, size)
 
 
@@ -336,6 +341,7 @@ def main() -> None:
         next_seed = train_seed + 2
         pending = pool.apply_async(render, (next_seed,))
         history, step, n_cases = [], 0, 2
+        patch_centres = {"nodule": 0, "border": 0, "lung": 0}  # where the training patches were centred
         n_varied = sum(c["family"] is not None for c in pool_cases)
         while step == 0 or time.time() - t_start < budget:  # at least one step, however short the budget
             frac = (time.time() - t_start) / budget
@@ -351,7 +357,8 @@ def main() -> None:
             xb, yb, wb = [], [], []
             for _ in range(args.batch):
                 case = pool_cases[rng.integers(len(pool_cases))]
-                patch = sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias, args.p_border)
+                patch = sample_patch(case, args.patch, rng, args.p_pos, args.small_bias, args.ggo_bias, args.p_border,
+                                     patch_centres)
                 img, lab = augment(*patch, rng, extra_noise=args.extra_noise, correlated=args.correlated_noise,
                                    voxel_mm=case["spacing"], coarse_z=args.coarse_z,
                                    coarse_z_mm=tuple(args.coarse_z_mm))
@@ -392,7 +399,7 @@ def main() -> None:
                                              if args.instance_weight > 0 else "")},
         "data": {"training_seeds": [train_seed, next_seed - 1], "cases_rendered": n_cases,
                  **({"varied_anatomy_cases": n_varied, "anatomy_families": list(families)} if args.varied_anatomy > 0 else {}),
-                 "patches_seen": step * args.batch, "validation_seeds": [900_000, 900_000 + args.val_cases - 1],
+                 "patches_seen": step * args.batch, "patch_centres": patch_centres, "validation_seeds": [900_000, 900_000 + args.val_cases - 1],
                  "augmentation": f"spacing x{args.spacing_range[0]}-{args.spacing_range[1]}, PSF xy 0.35-1.0 mm / z 0.4-2.2 mm, noise 4-45 HU, "
                                  "flips (3 axes), axial transpose, HU scale 0.9-1.1, shift +-40 HU, "
                                  f"extra noise 0-{args.extra_noise:g} HU"

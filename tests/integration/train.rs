@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{pulmo, repo, scratch, succeeds};
+use crate::common::{pulmo, python, repo, scratch, succeeds};
 
 fn train(out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new("bash");
@@ -118,4 +118,53 @@ fn a_stage_out_of_range_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--stop-after"), "{stderr}");
     assert!(!out.join("stage1").exists(), "nothing was trained");
+}
+
+#[test]
+fn p_border_centres_the_negative_patches_at_the_lungs_surface_of_varied_chests() {
+    // Stage 18's option: with --p-pos 0 --p-border 1 every patch is a negative centred within
+    // 12 mm of the lung's surface; training-log.json counts where each patch was centred.
+    let out = scratch("train-border");
+    succeeds(
+        python()
+            .arg(repo("scripts/model/train.py"))
+            .args([
+                "--minutes",
+                "0.01",
+                "--val-cases",
+                "1",
+                "--batch",
+                "2",
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+                "--p-pos",
+                "0",
+                "--p-border",
+                "1",
+                "--varied-anatomy",
+                "1",
+                "--families",
+                "train",
+                "--out",
+            ])
+            .arg(&*out),
+    );
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("training-log.json")).unwrap()).unwrap();
+    let data = &log["data"];
+    let seen = data["patches_seen"].as_u64().unwrap();
+    assert!(seen >= 2, "{data}");
+    assert_eq!(
+        data["patch_centres"]["border"].as_u64(),
+        Some(seen),
+        "{data}"
+    );
+    assert_eq!(data["patch_centres"]["lung"].as_u64(), Some(0), "{data}");
+    assert!(
+        data["varied_anatomy_cases"].as_u64().unwrap() >= 2,
+        "every chest drawn varied: {data}"
+    );
+    assert_eq!(log["hyper_parameters"]["p_border"].as_f64(), Some(1.0));
 }
