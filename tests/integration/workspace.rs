@@ -9,13 +9,28 @@ use serde_json::Value;
 
 use crate::common::{repo, succeeds};
 
-/// The resolved graph: package name -> names of its dependencies of the given kinds
-/// (`None` is a normal dependency, `"dev"` a dev-dependency, `"build"` a build dependency).
+/// The platform this builds for, from `rustc -vV`.
+fn host() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let out = succeeds(Command::new(rustc).arg("-vV"));
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("no host line in rustc -vV: {text}"))
+        .to_owned()
+}
+
+/// The resolved graph on this platform: package name -> names of its dependencies of the
+/// given kinds (`None` is a normal dependency, `"dev"` a dev-dependency, `"build"` a build
+/// dependency). Offline and for the host only: a build downloads the host's packages, and the
+/// graph of every platform would need the others' (android_system_properties...) from the
+/// network, which tests do not use.
 fn graph(kinds: &[Option<&str>]) -> HashMap<String, Vec<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = succeeds(
         Command::new(cargo)
             .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+            .args(["--filter-platform", &host()])
             .current_dir(repo("")),
     );
     let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
